@@ -1,0 +1,1 @@
+"""Multi-task RL agents: Distral and the A2C baselines."""

@@ -1,0 +1,1 @@
+"""Vectorised multi-task environment suites: Atari (ale-py), MinAtar and gridworld."""

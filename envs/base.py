@@ -1,0 +1,110 @@
+"""The batched multi-task environment interface shared by every suite.
+
+A multi-task vector env steps K tasks x E envs per task as one batch of N = K*E slots. Slot ``i``
+belongs to task ``task_ids[i]``; slots are laid out task-major (task 0's E slots first). All tasks of
+a suite share one observation space and one discrete action space, so one network can act in all.
+
+Gymnasium 1.x same-step autoreset: when a slot's episode ends, the returned observation is already
+the first observation of the next episode and the last observation of the finished one is in
+``StepResult.final_obs``. Termination and truncation are kept separate so learners can bootstrap on
+truncation and not on termination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+
+
+class EnvError(ValueError):
+    """A user's mistake in an environment setting (unknown game, bad map, bad value)."""
+
+
+@dataclass
+class EpisodeStat:
+    """One finished episode: raw (unclipped) return and length in agent steps."""
+
+    task: int
+    ret: float
+    length: int
+
+
+@dataclass
+class StepResult:
+    """What :meth:`MultiTaskVecEnv.step` returns; arrays have leading dimension N = K*E.
+
+    - ``obs`` (N, *obs_shape): observation after the step (reset obs where an episode ended).
+    - ``reward`` (N,) float32: the learning reward (clipped if the suite clips rewards).
+    - ``terminated`` / ``truncated`` (N,) bool.
+    - ``final_obs`` (N, *obs_shape): equal to ``obs`` except where ``terminated | truncated``,
+      where it holds the last observation of the finished episode (needed to bootstrap truncation).
+    - ``episodes``: raw statistics of every episode that finished this step.
+    """
+
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    final_obs: np.ndarray
+    episodes: list[EpisodeStat] = field(default_factory=list)
+
+
+class MultiTaskVecEnv:
+    """Base class: K tasks x E envs per task as one batch. Subclasses implement the abstract parts.
+
+    Attributes set by subclasses: ``task_names`` (K,), ``num_envs_per_task`` (E),
+    ``single_observation_space`` (uint8/float Box), ``single_action_space`` (Discrete).
+    """
+
+    task_names: list[str]
+    num_envs_per_task: int
+    single_observation_space: gym.spaces.Box
+    single_action_space: gym.spaces.Discrete
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def num_envs(self) -> int:
+        return self.num_tasks * self.num_envs_per_task
+
+    @property
+    def task_ids(self) -> np.ndarray:
+        """(N,) int64 task index of each slot, task-major."""
+        return np.repeat(np.arange(self.num_tasks, dtype=np.int64), self.num_envs_per_task)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset every slot; slot (task k, env e) is seeded with ``seed + 1000*k + e``."""
+        raise NotImplementedError
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start stepping all slots with ``actions`` (N,) int; pair with :meth:`step_wait`."""
+        raise NotImplementedError
+
+    def step_wait(self) -> StepResult:
+        """Finish the step started by :meth:`step_async`."""
+        raise NotImplementedError
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Step all slots at once."""
+        self.step_async(actions)
+        return self.step_wait()
+
+    def close(self) -> None:
+        """Release emulator threads/processes."""
+
+    def __enter__(self) -> MultiTaskVecEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def slot_seeds(seed: int, num_tasks: int, num_envs_per_task: int) -> np.ndarray:
+    """(K*E,) seeds ``seed + 1000*task + env_index`` in task-major slot order (DESIGN.md)."""
+    k = np.arange(num_tasks)[:, None]
+    e = np.arange(num_envs_per_task)[None, :]
+    return (seed + 1000 * k + e).reshape(-1).astype(np.int64)
