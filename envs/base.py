@@ -24,11 +24,12 @@ class EnvError(ValueError):
 
 @dataclass
 class EpisodeStat:
-    """One finished episode: raw (unclipped) return and length in agent steps."""
+    """One finished episode: raw (unclipped) return and length in agent steps, and its slot."""
 
     task: int
     ret: float
     length: int
+    slot: int = -1
 
 
 @dataclass

@@ -1,0 +1,108 @@
+"""Synchronous advantage actor-critic (A2C; Mnih et al. 2016) over the multi-task batch.
+
+Two baselines of Distral (Teh et al. 2017): ``a2c_multitask`` (hard sharing: one encoder for all
+tasks, per-task policy and value heads) and ``a2c_independent`` (one network per task, evaluated as
+one grouped computation). Each task's loss is its share of the batch-mean A2C loss,
+``L_k = (1/(T*N)) * sum over task-k samples of [-A log pi(a|s) + c_v (R - V)^2 - c_H H(pi)]``, so the
+equal-weighted sum over tasks is exactly the usual single-task A2C loss over the whole batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from agents.base import Agent, StepOutput, log_prob_entropy, sample_actions
+from agents.config import AgentConfig
+from agents.networks import ActorCritic
+from agents.returns import gae
+from agents.rollout import Rollout
+
+
+def a2c_terms(
+    rollout: Rollout,
+    log_prob: Tensor,
+    entropy: Tensor,
+    values: Tensor,
+    last_values: Tensor,
+    cfg: AgentConfig,
+    rewards: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """A2C per-task losses (K,) from (T, K, E) log-probs, entropies and values.
+
+    ``rewards`` (T, K, E) replaces the env rewards when given (Distral's regularised rewards).
+    Returns the per-task losses and detached batch-mean terms ``policy``, ``value``, ``entropy``.
+    """
+    r = rollout.rewards if rewards is None else rewards
+    adv, ret = gae(
+        r,
+        values.detach(),
+        rollout.terminated,
+        rollout.truncated,
+        rollout.final_values,
+        last_values,
+        cfg.gamma,
+        cfg.gae_lambda,
+    )
+    policy = -(adv * log_prob)
+    value = (ret - values).pow(2)
+    per_sample = policy + cfg.vf_coef * value - cfg.ent_coef * entropy
+    n = per_sample.numel()
+    task_losses = per_sample.sum(dim=(0, 2)) / n
+    terms = {
+        "policy": policy.detach().mean(),
+        "value": value.detach().mean(),
+        "entropy": entropy.detach().mean(),
+        "advantage": adv.mean(),
+    }
+    return task_losses, terms
+
+
+class A2CAgent(Agent):
+    """A2C with one :class:`ActorCritic`; sharing decided by ``shared_encoder``/``task_heads``."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        suite: str,
+        obs_shape: tuple[int, ...],
+        num_actions: int,
+        num_tasks: int,
+        shared_encoder: bool,
+        task_heads: bool = True,
+        name: str = "a2c",
+    ):
+        super().__init__(cfg, num_tasks)
+        self.name = name
+        self.net = ActorCritic(
+            suite, obs_shape, num_actions, num_tasks, shared_encoder, task_heads, cfg.hidden
+        )
+
+    def step(self, obs: Tensor) -> StepOutput:
+        logits, values = self.net(obs)
+        actions = sample_actions(logits)
+        log_prob, entropy = log_prob_entropy(logits, actions)
+        return StepOutput(actions, {"log_prob": log_prob, "entropy": entropy, "value": values})
+
+    @torch.no_grad()
+    def values(self, obs: Tensor) -> Tensor:
+        return self.net(obs)[1]
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, greedy: bool = True) -> Tensor:
+        return sample_actions(self.net(obs)[0], greedy)
+
+    def task_losses(
+        self, rollout: Rollout, last_values: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        return a2c_terms(
+            rollout,
+            rollout.stacked("log_prob"),
+            rollout.stacked("entropy"),
+            rollout.stacked("value"),
+            last_values,
+            self.cfg,
+        )
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return self.net.shared_parameters()

@@ -1,0 +1,90 @@
+"""What every agent provides to the runner: acting, values, per-task losses and optimisers.
+
+An agent acts on task-major observation batches (K, E, *obs) and returns, per step, the sampled
+actions plus named (K, E) outputs kept with their graph for the loss. ``task_losses`` turns a
+filled :class:`~agents.rollout.Rollout` into one loss per task (K,) (so a loss-weighting method can
+combine them) and named scalar terms for logging. Agents hold no env or logging code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from agents.config import AgentConfig
+from agents.rollout import Rollout
+
+
+@dataclass
+class StepOutput:
+    """One acting step: actions (K, E) and named per-sample outputs for the loss."""
+
+    actions: Tensor
+    outputs: dict[str, Tensor]
+
+
+def sample_actions(logits: Tensor, greedy: bool = False) -> Tensor:
+    """Sample (or argmax) actions from logits (..., A) -> (...) int64."""
+    if greedy:
+        return logits.argmax(-1)
+    probs = F.softmax(logits.detach(), dim=-1)
+    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1)
+    return flat.view(probs.shape[:-1])
+
+
+def log_prob_entropy(logits: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+    """log pi(a|s) and entropy H(pi(.|s)) from logits (..., A) and actions (...)."""
+    logp = F.log_softmax(logits, dim=-1)
+    chosen = logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return chosen, entropy
+
+
+class Agent(nn.Module):
+    """Base class of the RL agents (Distral and the A2C baselines)."""
+
+    name: str = "agent"
+
+    def __init__(self, cfg: AgentConfig, num_tasks: int):
+        super().__init__()
+        self.cfg = cfg
+        self.num_tasks = num_tasks
+
+    def step(self, obs: Tensor) -> StepOutput:
+        """Act on obs (K, E, *obs) keeping the graph of what the loss needs."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def values(self, obs: Tensor) -> Tensor:
+        """State values (K, E) for bootstrapping (no graph)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, greedy: bool = True) -> Tensor:
+        """Evaluation actions (K, E) of the task policies."""
+        raise NotImplementedError
+
+    def task_losses(
+        self, rollout: Rollout, last_values: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Per-task losses (K,) with graph, and detached scalar terms for logging."""
+        raise NotImplementedError
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters that receive gradients from several tasks (for gradient-weighting methods)."""
+        return []
+
+    def make_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Optimisers over disjoint parameter sets; the runner steps each after backward."""
+        return [make_optimizer(self.cfg, self.parameters())]
+
+
+def make_optimizer(cfg: AgentConfig, params, lr: float | None = None) -> torch.optim.Optimizer:
+    """RMSprop (A2C/A3C's choice, eps 1e-5 as in the SB3 zoo) or Adam, from the agent config."""
+    lr = cfg.lr if lr is None else lr
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.eps)
+    return torch.optim.Adam(params, lr=lr, eps=cfg.eps)

@@ -1,0 +1,276 @@
+"""Typed run configuration: dataclass schema, YAML presets and dotted command-line overrides.
+
+The dataclasses are the schema (types, defaults, one-line docs in ``metadata["help"]``); OmegaConf
+merges a YAML preset and ``key=value`` overrides onto it and rejects unknown keys and wrong types.
+Every user mistake surfaces as one :class:`ConfigError` whose message names the key, the value and
+what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A user's mistake in a config file, an override or a run directory."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a one-line ``help`` shown by ``train.py --help``."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class AtariConfig:
+    """ALE preprocessing knobs (Mnih 2015; Machado 2018), all explicit rather than v5 defaults."""
+
+    frameskip: int = _f(4, "emulator frames per agent step (max-pooled over the last 2)")
+    repeat_action_probability: float = _f(0.25, "sticky-action probability (Machado 2018)")
+    noop_max: int = _f(30, "up to this many no-op actions at episode start")
+    frame_stack: int = _f(4, "number of stacked 84x84 grayscale frames")
+    screen_size: int = _f(84, "square observation size in pixels")
+    clip_rewards: bool = _f(True, "learn from sign(reward); episode returns stay raw")
+    terminal_on_life_loss: bool = _f(False, "end the learning episode on a life loss")
+    full_action_space: bool = _f(True, "use all 18 ALE actions (needed for multi-game)")
+    max_episode_steps: int = _f(27000, "agent steps before truncation (27000 = 108k frames)")
+    backend: str = _f("auto", "vector backend: auto | native (ale-py C++) | gymnasium")
+
+
+@dataclass
+class MinAtarConfig:
+    """MinAtar settings (Young and Tian 2019)."""
+
+    sticky_action_prob: float = _f(0.1, "probability of repeating the previous action")
+    max_episode_steps: int = _f(10000, "agent steps before truncation")
+
+
+@dataclass
+class GridworldConfig:
+    """Gridworld settings: a shipped map name or a path to an ASCII map file."""
+
+    map: str = _f("four_rooms", "shipped map name or path to a .txt map ('#', '.', digits, 'S')")
+    max_episode_steps: int = _f(0, "agent steps before truncation (0 = 4 * (height + width))")
+
+
+@dataclass
+class EnvConfig:
+    """Which suite and tasks, and how many parallel envs per task."""
+
+    suite: str = _f("gridworld", "environment suite: atari | minatar | gridworld")
+    tasks: list[str] = _f([], "task names (games or goal digits); empty = the suite's default")
+    num_envs_per_task: int = _f(4, "parallel environments per task")
+    atari: AtariConfig = field(default_factory=AtariConfig)
+    minatar: MinAtarConfig = field(default_factory=MinAtarConfig)
+    gridworld: GridworldConfig = field(default_factory=GridworldConfig)
+
+
+@dataclass
+class AgentConfig:
+    """Agent choice and its optimisation hyperparameters (A2C defaults from the SB3 zoo)."""
+
+    name: str = _f("a2c_multitask", "agent: see agents.names()")
+    n_steps: int = _f(5, "rollout length per update (n of the n-step return)")
+    gamma: float = _f(0.99, "discount factor")
+    gae_lambda: float = _f(1.0, "GAE lambda (1.0 = plain n-step returns as in A2C)")
+    lr: float = _f(7e-4, "learning rate")
+    optimizer: str = _f("rmsprop", "optimizer: rmsprop | adam")
+    rmsprop_alpha: float = _f(0.99, "RMSprop smoothing constant")
+    eps: float = _f(1e-5, "optimizer epsilon")
+    ent_coef: float = _f(0.01, "entropy bonus coefficient")
+    vf_coef: float = _f(0.25, "value loss coefficient")
+    max_grad_norm: float = _f(0.5, "gradient clipping norm (0 = off)")
+    weighting: str = _f("equal", "task loss weighting: see mtrl.weighting.names()")
+    hidden: list[int] = _f([], "MLP encoder hidden sizes (gridworld); empty = suite default")
+    task_heads: bool = _f(True, "a2c_multitask: per-task policy/value heads (False = one head)")
+
+
+@dataclass
+class EvalConfig:
+    """Final (and periodic) evaluation settings."""
+
+    episodes: int = _f(10, "episodes per task")
+    greedy: bool = _f(True, "act with the most likely action instead of sampling")
+    num_envs_per_task: int = _f(0, "parallel eval envs per task (0 = as in training)")
+    max_steps: int = _f(50000, "cap on agent steps per eval env")
+
+
+@dataclass
+class Config:
+    """A full training run."""
+
+    seed: int = _f(0, "seed for torch, numpy, python and the environments")
+    device: str = _f("auto", "auto | cpu | cuda (auto = cuda if available)")
+    total_steps: int = _f(200000, "environment steps summed over all envs")
+    run_dir: str = _f("", "output directory (empty = runs/<agent>-<suite>-<time>)")
+    torch_threads: int = _f(0, "torch intra-op threads (0 = torch default)")
+    deterministic: bool = _f(False, "use deterministic torch algorithms (slower on GPU)")
+    log_interval: int = _f(10000, "environment steps between TensorBoard scalars")
+    checkpoint_interval: int = _f(500000, "environment steps between checkpoints")
+    progress: bool = _f(True, "show a progress bar")
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+_CHOICES = {
+    "device": ("auto", "cpu", "cuda"),
+    "env.suite": ("atari", "minatar", "gridworld"),
+    "env.atari.backend": ("auto", "native", "gymnasium"),
+    "agent.optimizer": ("rmsprop", "adam"),
+}
+
+# key -> (predicate, description of the valid range)
+_RANGES: dict[str, tuple[Any, str]] = {
+    "total_steps": (lambda v: v > 0, "a positive integer"),
+    "torch_threads": (lambda v: v >= 0, ">= 0"),
+    "log_interval": (lambda v: v > 0, "a positive integer"),
+    "checkpoint_interval": (lambda v: v > 0, "a positive integer"),
+    "env.num_envs_per_task": (lambda v: v >= 1, ">= 1"),
+    "env.atari.frameskip": (lambda v: v >= 1, ">= 1"),
+    "env.atari.repeat_action_probability": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "env.atari.noop_max": (lambda v: v >= 0, ">= 0"),
+    "env.atari.frame_stack": (lambda v: v >= 1, ">= 1"),
+    "env.atari.screen_size": (lambda v: v >= 16, ">= 16"),
+    "env.atari.max_episode_steps": (lambda v: v >= 1, ">= 1"),
+    "env.minatar.sticky_action_prob": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "env.minatar.max_episode_steps": (lambda v: v >= 1, ">= 1"),
+    "env.gridworld.max_episode_steps": (lambda v: v >= 0, ">= 0"),
+    "agent.n_steps": (lambda v: v >= 1, ">= 1"),
+    "agent.gamma": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    "agent.gae_lambda": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "agent.lr": (lambda v: v > 0, "> 0"),
+    "agent.rmsprop_alpha": (lambda v: 0.0 < v < 1.0, "in (0, 1)"),
+    "agent.eps": (lambda v: v > 0, "> 0"),
+    "agent.ent_coef": (lambda v: v >= 0, ">= 0"),
+    "agent.vf_coef": (lambda v: v >= 0, ">= 0"),
+    "agent.max_grad_norm": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "agent.hidden": (lambda v: all(h >= 1 for h in v), "a list of positive sizes"),
+    "eval.episodes": (lambda v: v >= 0, ">= 0"),
+    "eval.num_envs_per_task": (lambda v: v >= 0, ">= 0"),
+    "eval.max_steps": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def validate(cfg: Config) -> None:
+    """Check choices and ranges that the type system cannot express; raise ConfigError."""
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+    for key, (ok, desc) in _RANGES.items():
+        value = _get(cfg, key)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is out of range; it must be {desc}")
+
+
+def _omegaconf_message(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if type(err).__name__ == "ConfigKeyError" and key:
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        return f"unknown config key {key!r}; see `python train.py --help` for the fields" + (
+            f" of {parent!r}" if parent else ""
+        )
+    return f"{key}: {first}" if key else first
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Merge schema defaults, the YAML file at ``path`` and ``key=value`` overrides; validate."""
+    layers = [OmegaConf.structured(Config)]
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {str(p)!r} cannot be read: {e}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys, not a list")
+        layers.append(data)
+    for item in overrides or []:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. seed=3)")
+    try:
+        if overrides:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_omegaconf_message(e)) from None
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    assert isinstance(cfg, Config)
+    validate(cfg)
+    return cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text (saved beside every run and checkpoint)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain nested dicts (for checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from :func:`to_dict` output (e.g. out of a checkpoint)."""
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"saved config is incompatible: {_omegaconf_message(e)}") from None
+    assert isinstance(cfg, Config)
+    return cfg
+
+
+def help_text() -> str:
+    """One line per config field with its type, default and doc (for ``train.py --help``)."""
+    lines: list[str] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(f.type) or (
+                isinstance(f.type, str) and f.type.endswith("Config")
+            ):
+                sub = _SECTIONS[f.type if isinstance(f.type, str) else f.type.__name__]
+                walk(sub, key + ".")
+                continue
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
+            ftype = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            lines.append(f"  {key:<38} {ftype:<10} {default!r:<14} {f.metadata.get('help', '')}")
+
+    walk(Config, "")
+    return "\n".join(lines)
+
+
+_SECTIONS: dict[str, type] = {
+    c.__name__: c
+    for c in (AtariConfig, MinAtarConfig, GridworldConfig, EnvConfig, AgentConfig, EvalConfig)
+}

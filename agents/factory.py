@@ -1,0 +1,41 @@
+"""Agents by name: ``build_agent(cfg, suite, obs_shape, num_actions, num_tasks)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agents.a2c import A2CAgent
+from agents.base import Agent
+from agents.config import AgentConfig, ConfigError
+
+Builder = Callable[[AgentConfig, str, tuple[int, ...], int, int], Agent]
+
+
+def _a2c_multitask(cfg: AgentConfig, suite: str, obs, num_actions: int, k: int) -> Agent:
+    return A2CAgent(cfg, suite, obs, num_actions, k, True, cfg.task_heads, "a2c_multitask")
+
+
+def _a2c_independent(cfg: AgentConfig, suite: str, obs, num_actions: int, k: int) -> Agent:
+    return A2CAgent(cfg, suite, obs, num_actions, k, False, True, "a2c_independent")
+
+
+AGENTS: dict[str, Builder] = {
+    "a2c_multitask": _a2c_multitask,
+    "a2c_independent": _a2c_independent,
+}
+
+
+def names() -> list[str]:
+    """Registered agent names (the valid values of ``agent.name``)."""
+    return sorted(AGENTS)
+
+
+def build_agent(
+    cfg: AgentConfig, suite: str, obs_shape: tuple[int, ...], num_actions: int, num_tasks: int
+) -> Agent:
+    """Build the agent ``cfg.name``; an unknown name raises ConfigError listing the valid ones."""
+    if cfg.name not in AGENTS:
+        raise ConfigError(
+            f"agent.name={cfg.name!r} is not an agent; choose one of: {', '.join(names())}"
+        )
+    return AGENTS[cfg.name](cfg, suite, tuple(obs_shape), num_actions, num_tasks)

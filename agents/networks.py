@@ -1,0 +1,170 @@
+"""Encoders and heads that evaluate one shared network or K per-task networks in one batch.
+
+Inputs are task-major batches ``(K, B, *obs_shape)``: row k holds B samples of task k (the
+multi-task env lays its slots out task-major, so a rollout reshapes to this for free). A *grouped*
+module holds K independent copies of its weights and applies copy k to row k in a single batched
+kernel (grouped convolution, ``baddbmm``), which is what makes one network per task affordable: no
+Python loop over tasks. A *shared* module (``groups=1``) applies one set of weights to every row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+# (out_channels, kernel, stride) per conv layer
+NATURE_CONVS: tuple[tuple[int, int, int], ...] = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+MINATAR_CONVS: tuple[tuple[int, int, int], ...] = ((16, 3, 1),)
+
+
+def _orthogonal_(weight: Tensor, gain: float, groups: int) -> None:
+    """Orthogonal init applied separately to each of the ``groups`` blocks along dim 0."""
+    with torch.no_grad():
+        for block in weight.chunk(groups, dim=0):
+            nn.init.orthogonal_(block.view(block.shape[0], -1), gain=gain)
+
+
+class GroupedLinear(nn.Module):
+    """``groups`` independent linear maps: (K, B, in) -> (K, B, out); groups=1 is one shared map.
+
+    Weights are stored as (groups, in, out) so the grouped case is a single ``baddbmm``.
+    """
+
+    def __init__(self, groups: int, in_features: int, out_features: int, gain: float = 1.0):
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(groups, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(groups, 1, out_features))
+        with torch.no_grad():
+            for k in range(groups):
+                w = torch.empty(out_features, in_features)
+                nn.init.orthogonal_(w, gain=gain)
+                self.weight[k].copy_(w.t())
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.groups == 1:
+            return torch.matmul(x, self.weight[0]) + self.bias[0]
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class ConvEncoder(nn.Module):
+    """Conv stack + one fully connected layer, shared (groups=1) or one copy per task (groups=K).
+
+    ``obs_shape`` is (C, H, W); uint8 inputs are divided by ``scale`` on the fly so observations
+    stay uint8 until the network. Output (K, B, feature_dim).
+    """
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        convs: Sequence[tuple[int, int, int]],
+        feature_dim: int,
+        groups: int = 1,
+        scale: float = 255.0,
+    ):
+        super().__init__()
+        c, h, w = obs_shape
+        self.groups, self.scale, self.in_channels = groups, scale, c
+        layers: list[nn.Module] = []
+        for out, k, s in convs:
+            conv = nn.Conv2d(c * groups, out * groups, k, stride=s, groups=groups)
+            _orthogonal_(conv.weight, math.sqrt(2), groups)
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU()]
+            c, h, w = out, (h - k) // s + 1, (w - k) // s + 1
+        self.convs = nn.Sequential(*layers)
+        self.flat_dim = c * h * w
+        self.fc = GroupedLinear(groups, self.flat_dim, feature_dim, gain=math.sqrt(2))
+        self.feature_dim = feature_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, b = x.shape[:2]
+        x = x.float() / self.scale if x.dtype == torch.uint8 else x.float()
+        if self.groups == 1:
+            h = self.convs(x.reshape(k * b, *x.shape[2:]))
+            h = h.reshape(k, b, self.flat_dim)
+        else:
+            # (K, B, C, H, W) -> (B, K*C, H, W): group k of the conv sees task k's channels.
+            h = self.convs(x.transpose(0, 1).reshape(b, k * self.in_channels, *x.shape[3:]))
+            h = h.reshape(b, k, self.flat_dim).transpose(0, 1)
+        return F.relu(self.fc(h))
+
+
+class MLPEncoder(nn.Module):
+    """ReLU MLP over flat observations, shared (groups=1) or one copy per task (groups=K)."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], groups: int = 1):
+        super().__init__()
+        dims = [in_dim, *hidden]
+        self.layers = nn.ModuleList(
+            GroupedLinear(groups, a, b, gain=math.sqrt(2)) for a, b in zip(dims[:-1], dims[1:])
+        )
+        self.feature_dim = dims[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.float().flatten(2)
+        for layer in self.layers:
+            h = F.relu(layer(h))
+        return h
+
+
+def make_encoder(
+    suite: str, obs_shape: Sequence[int], groups: int, hidden: Sequence[int] = ()
+) -> ConvEncoder | MLPEncoder:
+    """The suite's encoder: Nature CNN (Atari), small conv (MinAtar), MLP (gridworld)."""
+    if suite == "atari":
+        return ConvEncoder(obs_shape, NATURE_CONVS, 512, groups=groups, scale=255.0)
+    if suite == "minatar":
+        return ConvEncoder(obs_shape, MINATAR_CONVS, 128, groups=groups, scale=1.0)
+    if suite == "gridworld":
+        return MLPEncoder(int(math.prod(obs_shape)), list(hidden) or [64, 64], groups=groups)
+    raise ValueError(f"no encoder for suite {suite!r}")
+
+
+class ActorCritic(nn.Module):
+    """Encoder + policy and value heads over task-major batches (K, B, *obs).
+
+    ``shared_encoder``: one encoder for all tasks (hard sharing) or one per task (independent).
+    ``task_heads``: per-task policy/value heads, or one task-agnostic head pair.
+    """
+
+    def __init__(
+        self,
+        suite: str,
+        obs_shape: Sequence[int],
+        num_actions: int,
+        num_tasks: int,
+        shared_encoder: bool,
+        task_heads: bool = True,
+        hidden: Sequence[int] = (),
+    ):
+        super().__init__()
+        self.num_tasks = num_tasks
+        self.encoder = make_encoder(suite, obs_shape, 1 if shared_encoder else num_tasks, hidden)
+        heads = num_tasks if task_heads else 1
+        d = self.encoder.feature_dim
+        self.policy = GroupedLinear(heads, d, num_actions, gain=0.01)
+        self.value = GroupedLinear(heads, d, 1, gain=1.0)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """obs (K, B, *obs_shape) -> (logits (K, B, A), values (K, B))."""
+        h = self.encoder(obs)
+        return self.policy(h), self.value(h).squeeze(-1)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters used by every task (empty for fully independent networks)."""
+        params: list[nn.Parameter] = []
+        for mod in (self.encoder, self.policy, self.value):
+            if getattr(mod, "groups", None) == 1 or (
+                isinstance(mod, ConvEncoder | MLPEncoder) and _encoder_groups(mod) == 1
+            ):
+                params += list(mod.parameters())
+        return params
+
+
+def _encoder_groups(enc: ConvEncoder | MLPEncoder) -> int:
+    return enc.groups if isinstance(enc, ConvEncoder) else enc.layers[0].groups

@@ -1,0 +1,217 @@
+"""The training loop: collect an n-step rollout -> per-task losses -> weighting -> step -> log.
+
+The runner owns the environment, TensorBoard, the progress bar, checkpoints and the final
+evaluation; agents own only acting and losses. Environment steps are counted over all envs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from agents.base import Agent
+from agents.checkpoint import save_checkpoint
+from agents.config import Config, to_dict, to_yaml
+from agents.evaluate import evaluate
+from agents.rollout import Rollout, obs_to_tensor
+
+
+class EqualWeighting(torch.nn.Module):
+    """Fallback weighting: backpropagate the plain sum of task losses."""
+
+    def backward(self, losses: Tensor, shared_params: Any = None) -> Tensor:
+        losses.sum().backward()
+        return torch.ones_like(losses).detach()
+
+
+class Runner:
+    """Trains ``agent`` on ``env`` for ``cfg.total_steps`` environment steps, writing ``run_dir``."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        env,
+        agent: Agent,
+        run_dir: Path,
+        device: torch.device,
+        weighting: torch.nn.Module | None = None,
+        make_eval_env: Callable[[], Any] | None = None,
+    ):
+        self.cfg, self.env, self.agent, self.device = cfg, env, agent.to(device), device
+        self.run_dir = Path(run_dir)
+        self.weighting = (weighting or EqualWeighting()).to(device)
+        self.make_eval_env = make_eval_env
+        self.optimizers = agent.make_optimizers()
+        self.num_tasks, self.envs_per_task = env.num_tasks, env.num_envs_per_task
+        self.rollout = Rollout(cfg.agent.n_steps, self.num_tasks, self.envs_per_task, device)
+        self.global_step = 0
+        self.update = 0
+        self.recent: list[deque[float]] = [deque(maxlen=10) for _ in range(self.num_tasks)]
+        self.loss_history: list[dict[str, float]] = []
+        self.writer = None
+
+    # ----------------------------------------------------------------------------- helpers
+    def _open_writer(self) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.run_dir))
+        self.writer.add_text("config", "```yaml\n" + to_yaml(self.cfg) + "\n```", 0)
+
+    def _record_episodes(self, episodes: list) -> None:
+        for ep in episodes:
+            name = self.env.task_names[ep.task]
+            self.recent[ep.task].append(ep.ret)
+            if self.writer is not None:
+                self.writer.add_scalar(f"task/{name}/return", ep.ret, self.global_step)
+                self.writer.add_scalar(f"task/{name}/length", ep.length, self.global_step)
+
+    def _postfix(self) -> str:
+        parts = []
+        for name, rets in zip(self.env.task_names, self.recent):
+            parts.append(f"{name[:10]}={np.mean(rets):.2f}" if rets else f"{name[:10]}=-")
+        return " ".join(parts)
+
+    # ----------------------------------------------------------------------------- training
+    def collect(self, obs: Tensor) -> Tensor:
+        """Fill the rollout from ``obs`` (K, E, *obs); return the observation after it."""
+        ro, env, k = self.rollout, self.env, self.num_tasks
+        ro.clear()
+        for t in range(ro.num_steps):
+            out = self.agent.step(obs)
+            env.step_async(out.actions.reshape(-1).cpu().numpy())
+            ro.add_outputs(out.outputs)
+            res = env.step_wait()
+            ro.insert_env(t, out.actions, res.reward, res.terminated, res.truncated)
+            if res.truncated.any():
+                # Bootstrap truncated episodes from V(final observation), not the reset obs.
+                final = obs_to_tensor(res.final_obs, k, self.device)
+                mask = torch.from_numpy(res.truncated).to(self.device).view(k, -1)
+                ro.final_values[t] = torch.where(mask, self.agent.values(final), 0.0)
+            self.global_step += env.num_envs
+            self._record_episodes(res.episodes)
+            obs = obs_to_tensor(res.obs, k, self.device)
+        return obs
+
+    def train_step(self, last_obs: Tensor) -> dict[str, float]:
+        """Losses -> weighting.backward -> clip -> optimizer steps; returns logged scalars."""
+        last_values = self.agent.values(last_obs)
+        task_losses, terms = self.agent.task_losses(self.rollout, last_values)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        weights = self.weighting.backward(task_losses, self.agent.shared_parameters())
+        grad_norm = torch.tensor(0.0)
+        if self.cfg.agent.max_grad_norm > 0:
+            for opt in self.optimizers:
+                params = [p for g in opt.param_groups for p in g["params"]]
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.agent.max_grad_norm)
+        for opt in self.optimizers:
+            opt.step()
+        self.update += 1
+        logged = {f"losses/{k}": float(v) for k, v in terms.items()}
+        logged["losses/total"] = float(task_losses.detach().sum())
+        logged["losses/grad_norm"] = float(grad_norm)
+        for name, w in zip(self.env.task_names, weights.detach().cpu().tolist()):
+            logged[f"weights/{name}"] = w
+        return logged
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training (see agents.checkpoint)."""
+        return {
+            "agent_name": self.agent.name,
+            "agent": self.agent.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "weighting": self.weighting.state_dict(),
+            "global_step": self.global_step,
+            "update": self.update,
+            "config": to_dict(self.cfg),
+        }
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / "last.pt")
+
+    def run(self) -> dict[str, Any]:
+        """Train to ``total_steps``, checkpoint, evaluate, write ``summary.json``; return it."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
+        self._open_writer()
+        per_update = cfg.agent.n_steps * self.env.num_envs
+        num_updates = math.ceil(cfg.total_steps / per_update)
+        obs = obs_to_tensor(self.env.reset(seed=cfg.seed), self.num_tasks, self.device)
+        bar = tqdm(
+            total=num_updates * per_update,
+            unit="step",
+            unit_scale=True,
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        start, last_log, last_ckpt = time.perf_counter(), 0, 0
+        pending: list[dict[str, float]] = []
+        try:
+            for _ in range(num_updates):
+                obs = self.collect(obs)
+                scalars = self.train_step(obs)
+                pending.append(scalars)
+                self.loss_history.append(scalars)
+                bar.update(per_update)
+                bar.set_postfix_str(self._postfix(), refresh=False)
+                if self.global_step - last_log >= cfg.log_interval or _ == num_updates - 1:
+                    self._log(pending, time.perf_counter() - start)
+                    pending, last_log = [], self.global_step
+                if self.global_step - last_ckpt >= cfg.checkpoint_interval:
+                    self.checkpoint()
+                    last_ckpt = self.global_step
+        finally:
+            bar.close()
+        elapsed = time.perf_counter() - start
+        self.checkpoint()
+        summary = self._summary(elapsed)
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if self.writer is not None:
+            self.writer.close()
+        return summary
+
+    def _log(self, pending: list[dict[str, float]], elapsed: float) -> None:
+        if self.writer is None or not pending:
+            return
+        for key in pending[-1]:
+            self.writer.add_scalar(key, float(np.mean([p[key] for p in pending])), self.global_step)
+        self.writer.add_scalar(
+            "charts/sps", self.global_step / max(elapsed, 1e-9), self.global_step
+        )
+
+    def _summary(self, elapsed: float) -> dict[str, Any]:
+        tasks: dict[str, Any] = {}
+        if self.make_eval_env is not None and self.cfg.eval.episodes > 0:
+            env = self.make_eval_env()
+            try:
+                self.agent.eval()
+                tasks = evaluate(
+                    env,
+                    lambda o: self.agent.act(o, greedy=self.cfg.eval.greedy),
+                    self.cfg.eval.episodes,
+                    seed=self.cfg.seed + 10_000_000,
+                    device=self.device,
+                    max_steps=self.cfg.eval.max_steps,
+                )
+            finally:
+                self.agent.train()
+                env.close()
+        return {
+            "agent": self.agent.name,
+            "total_steps": self.global_step,
+            "sps": self.global_step / max(elapsed, 1e-9),
+            "tasks": tasks,
+        }
