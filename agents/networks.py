@@ -9,6 +9,7 @@ Python loop over tasks. A *shared* module (``groups=1``) applies one set of weig
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -101,7 +102,7 @@ class MLPEncoder(nn.Module):
         super().__init__()
         dims = [in_dim, *hidden]
         self.layers = nn.ModuleList(
-            GroupedLinear(groups, a, b, gain=math.sqrt(2)) for a, b in zip(dims[:-1], dims[1:])
+            GroupedLinear(groups, a, b, gain=math.sqrt(2)) for a, b in itertools.pairwise(dims)
         )
         self.feature_dim = dims[-1]
 

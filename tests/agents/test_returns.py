@@ -44,7 +44,7 @@ def test_terminated_and_truncated_together_means_terminated():
     both = torch.tensor([[True]])
     out = nstep_returns(r, both, both, torch.tensor([[10.0]]), torch.tensor([8.0]), G)
     assert out.item() == 1.0
-    adv, ret = gae(r, torch.zeros(1, 1), both, both, torch.tensor([[10.0]]), torch.tensor([8.0]), G)
+    _, ret = gae(r, torch.zeros(1, 1), both, both, torch.tensor([[10.0]]), torch.tensor([8.0]), G)
     assert ret.item() == 1.0
 
 
