@@ -1,0 +1,126 @@
+"""train.py end to end: smoke runs per suite, determinism, and bad input -> exit 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import train
+from agents.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "extra"),
+    [
+        ("gridworld_a2c.yaml", ["env.num_envs_per_task=2"]),
+        ("minatar_a2c.yaml", ["env.num_envs_per_task=2", "eval.max_steps=200"]),
+        pytest.param(
+            "atari_a2c.yaml",
+            ["env.tasks=[Pong,Breakout]", "env.num_envs_per_task=2", "eval.max_steps=50"],
+            marks=pytest.mark.atari,
+        ),
+    ],
+)
+def test_smoke_run_writes_the_run_directory(tmp_path, config, extra):
+    run_dir = tmp_path / "run"
+    proc = _run(
+        "--config",
+        str(ROOT / "configs" / config),
+        "total_steps=400",
+        "agent.n_steps=5",
+        f"run_dir={run_dir}",
+        "eval.episodes=1",
+        "progress=false",
+        *extra,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["total_steps"] >= 400
+    assert summary["sps"] > 0
+    assert set(summary) == {"agent", "total_steps", "sps", "tasks"}
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    saved = load_config(run_dir / "config.yaml")
+    assert saved.total_steps == 400
+
+
+def test_same_seed_gives_identical_losses(tmp_path):
+    histories = []
+    for i in range(2):
+        cfg = load_config(
+            str(ROOT / "configs" / "minatar_a2c.yaml"),
+            ["total_steps=600", "env.num_envs_per_task=2", "progress=false", "eval.episodes=0"],
+        )
+        runner = train.build(cfg, tmp_path / f"run{i}")
+        runner.run()
+        runner.env.close()
+        histories.append(runner.loss_history)
+    assert histories[0] == histories[1]
+    assert len(histories[0]) == 600 // (5 * 2 * 5)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["env.suite=mujoco"], "env.suite"),
+        (["seed=abc"], "seed"),
+        (["agent.gamma=1.5"], "agent.gamma"),
+        (["agent.name=dqn"], "agent.name"),
+        (["env.nonsense=1"], "env.nonsense"),
+        (["total_steps=-5"], "total_steps"),
+        (["notakeyvalue"], "key=value"),
+        (["--config", "/nonexistent.yaml"], "not found"),
+        (["env.suite=atari", "env.tasks=[Pongg]"], "Pong"),
+        (["env.suite=minatar", "env.tasks=[breakot]"], "breakout"),
+        (["env.gridworld.map=no_such_map"], "no_such_map"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_run_dir(tmp_path, args, needle):
+    run_dir = tmp_path / "run"
+    if "--config" not in args:
+        args = ["--config", str(ROOT / "configs" / "gridworld_a2c.yaml"), *args]
+    proc = _run(*args, f"run_dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert needle in lines[0]
+    assert not run_dir.exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_malformed_yaml_exits_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env:\n  suite: [gridworld\n")
+    proc = _run("--config", str(bad), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "not valid YAML" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_existing_run_dir_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("x")
+    proc = _run(f"run_dir={tmp_path / 'run'}", "--config", str(ROOT / "configs/gridworld_a2c.yaml"))
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["keep.txt"]
+
+
+def test_help_lists_config_fields():
+    proc = _run("--help")
+    assert proc.returncode == 0
+    for key in ("env.suite", "agent.name", "total_steps", "env.atari.frameskip", "device"):
+        assert key in proc.stdout
