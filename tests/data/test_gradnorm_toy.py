@@ -1,0 +1,39 @@
+"""GradNorm toy regression data (Chen et al. 2018): shapes, scales, determinism."""
+
+import pytest
+import torch
+
+from mtrl.data import make_gradnorm_toy
+from mtrl.data.gradnorm_toy import default_sigmas
+
+
+def test_shapes_and_formula():
+    d = make_gradnorm_toy(num_tasks=2, n_train=64, n_test=16, seed=3)
+    assert d["x_train"].shape == (64, 250) and d["y_train"].shape == (64, 2, 100)
+    assert d["x_test"].shape == (16, 250) and d["y_test"].shape == (16, 2, 100)
+    assert d["B"].shape == (100, 250) and d["eps"].shape == (2, 100, 250)
+    torch.testing.assert_close(d["x_train"].norm(dim=1), torch.ones(64))
+    x = d["x_train"][5]
+    for t, sigma in enumerate([1.0, 100.0]):
+        expected = sigma * torch.tanh((d["B"] + d["eps"][t]) @ x)
+        torch.testing.assert_close(d["y_train"][5, t] / sigma, expected / sigma, rtol=0, atol=1e-5)
+    # output scales follow sigma_i (|y| <= sigma_i)
+    assert d["y_train"][:, 0].abs().max() <= 1.0 + 1e-6
+    assert d["y_train"][:, 1].abs().max() > 10.0
+
+
+def test_determinism_and_seed_dependence():
+    a = make_gradnorm_toy(num_tasks=3, n_train=8, n_test=4, seed=1)
+    b = make_gradnorm_toy(num_tasks=3, n_train=8, n_test=4, seed=1)
+    c = make_gradnorm_toy(num_tasks=3, n_train=8, n_test=4, seed=2)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert not torch.equal(a["y_train"], c["y_train"])
+
+
+def test_sigmas_defaults_and_validation():
+    assert default_sigmas(2) == [1.0, 100.0]
+    s10 = default_sigmas(10)
+    assert len(s10) == 10 and s10[0] == pytest.approx(1.0) and s10[-1] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="expected num_tasks=3"):
+        make_gradnorm_toy(num_tasks=3, sigmas=[1.0, 2.0])

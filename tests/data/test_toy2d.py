@@ -1,0 +1,51 @@
+"""CAGrad's two-objective 2-D toy (Liu et al. 2021): values, starting points, Pareto stationarity."""
+
+import math
+
+import torch
+
+from mtrl.data import CAGRAD_STARTING_POINTS, STARTING_POINTS, is_pareto_stationary, toy_losses
+from mtrl.data.toy2d import min_norm_two, pareto_stationarity
+
+
+def test_values_by_hand():
+    # At x2 = 0 both gates vanish.
+    torch.testing.assert_close(toy_losses(torch.tensor([3.0, 0.0])), torch.zeros(2))
+    # Deep in the lower half the quadratics rule: g1(7, -8) = -20, g2(7, -8) = 196/10 - 20.
+    x = torch.tensor([7.0, -8.0], dtype=torch.float64)
+    gate = math.tanh(4.0)
+    expected = torch.tensor([-20.0 * gate, -0.4 * gate], dtype=torch.float64)
+    torch.testing.assert_close(toy_losses(x), expected)
+    # Upper half, x1 = 0: f1 = log|-3.5 - tanh(-x2)| + 6, symmetric with f2.
+    x = torch.tensor([0.0, 20.0], dtype=torch.float64)
+    f = math.log(2.5) + 6
+    torch.testing.assert_close(
+        toy_losses(x), torch.tensor([f, f], dtype=torch.float64) * math.tanh(10)
+    )
+
+
+def test_starting_points_and_batching():
+    assert STARTING_POINTS.shape == (5, 2) and CAGRAD_STARTING_POINTS.shape == (3, 2)
+    assert STARTING_POINTS[0].tolist() == [-8.5, 7.5]
+    batched = toy_losses(STARTING_POINTS)
+    assert batched.shape == (5, 2)
+    torch.testing.assert_close(batched[2], toy_losses(STARTING_POINTS[2]))
+    for x in STARTING_POINTS.double():
+        assert not is_pareto_stationary(x)
+
+
+def test_pareto_stationary_point_between_valleys():
+    # For large x2 the valleys sit at x1 = -5 (task 1) and x1 = 5 (task 2); between them the
+    # x1-gradients oppose and the x2-gradients vanish.
+    x = torch.tensor([0.0, 20.0], dtype=torch.float64)
+    assert is_pareto_stationary(x, tol=1e-6)
+    assert (
+        pareto_stationarity(torch.tensor([6.0, 20.0], dtype=torch.float64)) > 1e-2
+    )  # past a valley
+
+
+def test_min_norm_two_by_hand():
+    g1, g2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    torch.testing.assert_close(min_norm_two(g1, g2), torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(min_norm_two(g1, -g1), torch.zeros(2))
+    torch.testing.assert_close(min_norm_two(g1, 2 * g1), g1)

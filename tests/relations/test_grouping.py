@@ -1,0 +1,128 @@
+"""Task grouping: TAG partitions / network selection and Standley et al. 2020 covers."""
+
+import pytest
+import torch
+
+from mtrl.relations import best_grouping, standley_cover, tag_groups
+from mtrl.relations.grouping import best_cover
+
+F = frozenset
+
+
+def block_affinity(blocks, t):
+    z = -torch.ones(t, t)
+    for block in blocks:
+        for i in block:
+            for j in block:
+                z[i, j] = 1.0
+    return z
+
+
+@pytest.mark.parametrize("exact_limit", [10, 0])  # exact DP and greedy fallback
+def test_tag_partition_recovers_blocks(exact_limit):
+    z = block_affinity([[0, 3], [1, 2, 5], [4]], 6)
+    groups = tag_groups(z, 3, exact_limit=exact_limit)
+    assert groups == [F({0, 3}), F({1, 2, 5}), F({4})]
+    assert tag_groups(block_affinity([[0, 1], [2, 3]], 4), 2) == [F({0, 1}), F({2, 3})]
+
+
+def test_tag_single_group_and_validation():
+    assert tag_groups(torch.zeros(3, 3), 1) == [F({0, 1, 2})]
+    with pytest.raises(ValueError, match="num_groups=4"):
+        tag_groups(torch.zeros(3, 3), 4)
+
+
+def test_tag_overlapping_network_selection():
+    # Task 2 helps and is helped by 0 and 1, but 0 and 1 hurt each other.
+    z = torch.tensor([[0.0, -1.0, 1.0], [-1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    assert tag_groups(z, 2, overlapping=True) == [F({0, 2}), F({1, 2})]
+    assert tag_groups(z, 2) == [F({0}), F({1, 2})] or tag_groups(z, 2) == [F({0, 2}), F({1})]
+
+
+LOSSES = {
+    F({0}): [1.0],
+    F({1}): [1.0],
+    F({2}): [1.0],
+    F({0, 1}): [0.5, 0.5],
+    F({0, 2}): [0.9, 1.5],
+    F({1, 2}): {1: 1.2, 2: 0.9},
+    F({0, 1, 2}): [0.8, 0.8, 0.8],
+}
+
+
+def test_standley_cover_by_hand():
+    assert standley_cover(LOSSES, budget=1) == [F({0, 1, 2})]
+    assert standley_cover(LOSSES, budget=2) == [F({0, 1}), F({0, 1, 2})]  # 0.5+0.5+0.8
+    assert standley_cover(LOSSES, budget=3) == [F({0, 1}), F({0, 1, 2})]  # no further gain
+    costs = {g: 2.0 if len(g) == 3 else 1.0 for g in LOSSES}
+    # The triple now costs the whole budget; {0,1}+{1,2} gives 0.5+0.5+0.9 = 1.9 < 2.0 for {0,1}+{2}.
+    assert standley_cover(LOSSES, budget=2, costs=costs) == [F({0, 1}), F({1, 2})]
+
+
+def test_standley_greedy_fallback_is_valid_cover():
+    groups = standley_cover(LOSSES, budget=2, exact_limit=0)
+    assert set().union(*groups) == {0, 1, 2} and len(groups) <= 2
+
+
+def test_cover_errors():
+    with pytest.raises(ValueError, match="covers"):
+        standley_cover({F({0}): [1.0], F({1}): [1.0]}, budget=1)
+    with pytest.raises(ValueError, match="losses"):
+        standley_cover({F({0, 1}): [1.0]}, budget=1)
+    with pytest.raises(ValueError, match="do not match"):
+        standley_cover({F({0, 1}): {0: 1.0, 2: 1.0}}, budget=1)
+
+
+def test_best_cover_maximize():
+    cands = {F({0}): {0: 1.0}, F({1}): {1: 1.0}, F({0, 1}): {0: 3.0, 1: -1.0}}
+    assert best_cover(cands, budget=2, maximize=True) == [F({0, 1}), F({1})]
+
+
+def test_best_grouping_dispatch():
+    z = block_affinity([[0, 1], [2, 3]], 4)
+    assert best_grouping(z, 2) == [F({0, 1}), F({2, 3})]
+    assert best_grouping(LOSSES, 2) == [F({0, 1}), F({0, 1, 2})]
+    # Callable: reward pairs {0,2} and {1,3}.
+    score = lambda g: 1.0 if g in (F({0, 2}), F({1, 3})) else 0.0  # noqa: E731
+    assert best_grouping(score, 2, num_tasks=4) == [F({0, 2}), F({1, 3})]
+    with pytest.raises(ValueError, match="num_tasks"):
+        best_grouping(score, 2)
+
+
+def _all_partitions(items):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _all_partitions(rest):
+        yield [[first], *part]
+        for i in range(len(part)):
+            yield [*part[:i], [first, *part[i]], *part[i + 1 :]]
+
+
+def _tag_score(z, groups):
+    total = 0.0
+    for g in groups:
+        for j in g:
+            others = [i for i in g if i != j]
+            total += sum(float(z[i, j]) for i in others) / len(others) if others else 0.0
+    return total
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tag_partition_matches_brute_force(seed):
+    z = torch.randn(6, 6, generator=torch.Generator().manual_seed(seed))
+    for k in (2, 3):
+        best = max(
+            (p for p in _all_partitions(list(range(6))) if len(p) == k),
+            key=lambda p: _tag_score(z, p),
+        )
+        got = tag_groups(z, k)
+        assert _tag_score(z, got) == pytest.approx(_tag_score(z, best))
+        assert sorted(set().union(*got)) == list(range(6)) and len(got) == k
+
+
+def test_tag_ten_tasks_is_fast_and_exact_on_blocks():
+    blocks = [[0, 4, 7], [1, 2], [3, 5, 6, 8, 9]]
+    got = tag_groups(block_affinity(blocks, 10), 3)
+    assert got == sorted((F(b) for b in blocks), key=sorted)

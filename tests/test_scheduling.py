@@ -1,0 +1,84 @@
+"""Task schedulers: uniform, proportional and performance-driven (Sharma et al. 2017)."""
+
+import math
+
+import pytest
+import torch
+
+from mtrl.registry import UnknownNameError
+from mtrl.scheduling import (
+    SCHEDULERS,
+    PerformanceScheduler,
+    ProportionalScheduler,
+    UniformScheduler,
+)
+
+
+def test_registry_names_and_unknown():
+    assert {"uniform", "proportional", "performance"} <= set(SCHEDULERS.names())
+    assert isinstance(SCHEDULERS.build("uniform", num_tasks=3), UniformScheduler)
+    with pytest.raises(UnknownNameError, match="valid"):
+        SCHEDULERS.get("unifrom")
+
+
+def test_uniform_frequencies():
+    s = UniformScheduler(4, seed=1)
+    ids = s.sample(40_000)
+    assert ids.dtype == torch.long and ids.shape == (40_000,)
+    freq = torch.bincount(ids, minlength=4).double() / ids.numel()
+    torch.testing.assert_close(freq, torch.full((4,), 0.25, dtype=torch.float64), atol=0.01, rtol=0)
+
+
+def test_proportional_frequencies():
+    s = ProportionalScheduler([100, 300, 600], seed=2)
+    torch.testing.assert_close(s.probabilities(), torch.tensor([0.1, 0.3, 0.6]))
+    freq = torch.bincount(s.sample(50_000), minlength=3).double() / 50_000
+    torch.testing.assert_close(
+        freq, torch.tensor([0.1, 0.3, 0.6], dtype=torch.float64), atol=0.01, rtol=0
+    )
+    with pytest.raises(ValueError, match="sizes"):
+        ProportionalScheduler([0, 0])
+
+
+def test_seeded_determinism_and_state_dict_resume():
+    a, b = UniformScheduler(5, seed=7), UniformScheduler(5, seed=7)
+    assert torch.equal(a.sample(100), b.sample(100))
+    state = a.state_dict()
+    expected = a.sample(50)
+    c = UniformScheduler(5, seed=123)
+    c.load_state_dict(state)
+    assert torch.equal(c.sample(50), expected)
+
+
+def test_performance_scheduler_by_hand_and_favours_lagging_task():
+    s = PerformanceScheduler(targets=[10.0, 10.0, 20.0], tau=0.5, seed=0)
+    torch.testing.assert_close(s.probabilities(), torch.full((3,), 1 / 3))  # before any report
+    s.update([10.0, 5.0, 20.0])  # task 1 is halfway to its target, others at target
+    gaps = torch.tensor([0.0, 0.5, 0.0])
+    torch.testing.assert_close(s.gaps(), gaps)
+    torch.testing.assert_close(s.probabilities(), torch.softmax(gaps / 0.5, 0))
+    p = s.probabilities()
+    assert p[1] > p[0] and p[1] > p[2]
+    ids = s.sample(20_000)
+    freq = torch.bincount(ids, minlength=3).double() / ids.numel()
+    assert freq[1] == pytest.approx(math.e / (math.e + 2), abs=0.015)
+
+
+def test_performance_scheduler_losses_and_momentum():
+    s = PerformanceScheduler(targets=[1.0, 1.0], tau=1.0, higher_is_better=False, momentum=0.5)
+    s.update([1.0, 3.0])  # task 1 loss is 3x its reference: it lags
+    torch.testing.assert_close(s.gaps(), torch.tensor([0.0, 2.0]))
+    s.update([1.0, 1.0])  # EMA: 0.5 * 3 + 0.5 * 1 = 2
+    torch.testing.assert_close(s.scores, torch.tensor([1.0, 2.0]))
+    assert s.probabilities()[1] > 0.5
+    state = s.state_dict()
+    t = PerformanceScheduler(targets=[1.0, 1.0], tau=1.0, higher_is_better=False, momentum=0.5)
+    t.load_state_dict(state)
+    torch.testing.assert_close(t.probabilities(), s.probabilities())
+
+
+def test_performance_scheduler_validation():
+    with pytest.raises(ValueError, match="tau"):
+        PerformanceScheduler([1.0], tau=0.0)
+    with pytest.raises(ValueError, match="expected 2"):
+        PerformanceScheduler([1.0, 2.0]).update([1.0])
