@@ -91,6 +91,13 @@ class AgentConfig:
     weighting: str = _f("equal", "task loss weighting: see mtrl.weighting.names()")
     hidden: list[int] = _f([], "MLP encoder hidden sizes (gridworld); empty = suite default")
     task_heads: bool = _f(True, "a2c_multitask: per-task policy/value heads (False = one head)")
+    alpha: float = _f(0.5, "Distral alpha = c_KL/(c_KL+c_Ent); forced to 1 by the *_kl_* agents")
+    beta: float = _f(100.0, "Distral beta = 1/(c_KL+c_Ent): inverse strength of the regulariser")
+    c_kl: float = _f(0.0, "Distral KL cost; > 0 sets alpha and beta from (c_kl, c_ent)")
+    c_ent: float = _f(0.0, "Distral entropy cost, used with c_kl")
+    distill_lr: float = _f(0.0, "learning rate of pi0's optimiser (0 = agent.lr)")
+    distill_discount: bool = _f(True, "weight pi0's distillation by gamma^t (t = episode step)")
+    shared_encoder: bool = _f(False, "2-column agents: one encoder for both columns (faster)")
 
 
 @dataclass
@@ -154,6 +161,11 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "agent.vf_coef": (lambda v: v >= 0, ">= 0"),
     "agent.max_grad_norm": (lambda v: v >= 0, ">= 0 (0 = off)"),
     "agent.hidden": (lambda v: all(h >= 1 for h in v), "a list of positive sizes"),
+    "agent.alpha": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    "agent.beta": (lambda v: v > 0, "> 0"),
+    "agent.c_kl": (lambda v: v >= 0, ">= 0 (0 = use alpha and beta)"),
+    "agent.c_ent": (lambda v: v >= 0, ">= 0"),
+    "agent.distill_lr": (lambda v: v >= 0, ">= 0 (0 = agent.lr)"),
     "eval.episodes": (lambda v: v >= 0, ">= 0"),
     "eval.num_envs_per_task": (lambda v: v >= 0, ">= 0"),
     "eval.max_steps": (lambda v: v >= 1, ">= 1"),

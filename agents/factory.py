@@ -7,6 +7,7 @@ from collections.abc import Callable
 from agents.a2c import A2CAgent
 from agents.base import Agent
 from agents.config import AgentConfig, ConfigError
+from agents.distral import DistralAgent
 
 Builder = Callable[[AgentConfig, str, tuple[int, ...], int, int], Agent]
 
@@ -19,9 +20,23 @@ def _a2c_independent(cfg: AgentConfig, suite: str, obs, num_actions: int, k: int
     return A2CAgent(cfg, suite, obs, num_actions, k, False, True, "a2c_independent")
 
 
+def _distral(two_column: bool, kl_only: bool, regularise: bool = True) -> Builder:
+    def build(cfg: AgentConfig, suite: str, obs, num_actions: int, k: int) -> Agent:
+        return DistralAgent(
+            cfg, suite, obs, num_actions, k, two_column, kl_only, regularise, name=cfg.name
+        )
+
+    return build
+
+
 AGENTS: dict[str, Builder] = {
     "a2c_multitask": _a2c_multitask,
     "a2c_independent": _a2c_independent,
+    "a2c_2col": _distral(two_column=True, kl_only=False, regularise=False),
+    "distral_kl_1col": _distral(two_column=False, kl_only=True),
+    "distral_kl_2col": _distral(two_column=True, kl_only=True),
+    "distral_klent_1col": _distral(two_column=False, kl_only=False),
+    "distral_klent_2col": _distral(two_column=True, kl_only=False),
 }
 
 

@@ -25,6 +25,8 @@ class Rollout:
         self.truncated = torch.zeros(shape, dtype=torch.bool, device=device)
         self.final_values = torch.zeros(shape, device=device)
         self.actions = torch.zeros(shape, dtype=torch.long, device=device)
+        # Step index of s_t inside its episode (for Distral's gamma^t distillation weights).
+        self.ep_time = torch.zeros(shape, device=device)
         # Per-step outputs of the agent with their graphs: name -> list of (K, E) tensors.
         self.outputs: dict[str, list[Tensor]] = {}
 

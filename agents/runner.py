@@ -55,6 +55,8 @@ class Runner:
         self.rollout = Rollout(cfg.agent.n_steps, self.num_tasks, self.envs_per_task, device)
         self.global_step = 0
         self.update = 0
+        # Episode step counter of every slot (K, E): time index t of the current observation.
+        self.ep_time = torch.zeros(self.num_tasks, self.envs_per_task, device=device)
         self.recent: list[deque[float]] = [deque(maxlen=10) for _ in range(self.num_tasks)]
         self.loss_history: list[dict[str, float]] = []
         self.writer = None
@@ -91,6 +93,8 @@ class Runner:
             ro.add_outputs(out.outputs)
             res = env.step_wait()
             ro.insert_env(t, out.actions, res.reward, res.terminated, res.truncated)
+            ro.ep_time[t] = self.ep_time
+            self.ep_time = (self.ep_time + 1) * ~(ro.terminated[t] | ro.truncated[t])
             if res.truncated.any():
                 # Bootstrap truncated episodes from V(final observation), not the reset obs.
                 final = obs_to_tensor(res.final_obs, k, self.device)
@@ -131,6 +135,7 @@ class Runner:
             "optimizers": [opt.state_dict() for opt in self.optimizers],
             "weighting": self.weighting.state_dict(),
             "global_step": self.global_step,
+            "ep_time": self.ep_time,
             "update": self.update,
             "config": to_dict(self.cfg),
         }

@@ -1,0 +1,180 @@
+"""Distral (Teh et al. 2017, "Distral: Robust Multitask Reinforcement Learning", arXiv:1707.04175).
+
+A shared distilled policy pi0 and one policy pi_i per task. Each task policy is trained by n-step
+actor-critic on the regularised reward ``r + (alpha/beta) log pi0(a|s) - (1/beta) log pi_i(a|s)``;
+pi0 is trained by distillation, i.e. by the full-distribution gradient of
+``(alpha/beta) sum_t gamma^t log pi0(a_t|s_t)``: per state ``(alpha/beta) gamma^t (pi0 - pi_i)``
+with respect to pi0's logits h0, which minimises KL(pi_i || pi0).
+
+- **1-column**: pi0 = softmax(h0(s)) is its own network; pi_i = softmax(f_i(s)) are K independent
+  networks (evaluated as one grouped computation) with their value heads.
+- **2-column**: pi_i = softmax(alpha * h0(s) + beta * f_i(s)). h0 receives the task policy gradients
+  through ``alpha * h0`` *and* the distillation gradient; f_i only its task's gradients.
+- ``a2c_2col`` is the 2-column network trained as plain A2C (no KL, no distillation,
+  logits h0 + f_i).
+
+The paper trains with A3C; this is the synchronous (A2C) form of the same estimator.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from agents.a2c import a2c_terms
+from agents.base import Agent, StepOutput, log_prob_entropy, make_optimizer, sample_actions
+from agents.config import AgentConfig, ConfigError
+from agents.networks import GroupedLinear, make_encoder
+from agents.rollout import Rollout
+from mtrl.distill import distillation_loss, distral_coefficients, kl_divergence
+
+
+def resolve_alpha_beta(cfg: AgentConfig, kl_only: bool) -> tuple[float, float]:
+    """(alpha, beta) from ``agent.alpha/beta`` or ``agent.c_kl/c_ent``; KL variants force alpha=1."""
+    if cfg.c_kl > 0:
+        if kl_only and cfg.c_ent > 0:
+            raise ConfigError(
+                f"agent.c_ent={cfg.c_ent} adds an entropy term; {cfg.name} is KL-only (use c_ent=0 "
+                "or a distral_klent_* agent)"
+            )
+        return distral_coefficients(cfg.c_kl, cfg.c_ent)
+    if kl_only:
+        return 1.0, cfg.beta
+    if cfg.alpha >= 1.0:
+        raise ConfigError(
+            f"agent.alpha={cfg.alpha} means no entropy term; {cfg.name} needs alpha < 1 "
+            "(use a distral_kl_* agent for alpha = 1)"
+        )
+    return cfg.alpha, cfg.beta
+
+
+class DistralAgent(Agent):
+    """Distral in 1- or 2-column form, or (``regularise=False``) the ``a2c_2col`` baseline."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        suite: str,
+        obs_shape: tuple[int, ...],
+        num_actions: int,
+        num_tasks: int,
+        two_column: bool,
+        kl_only: bool,
+        regularise: bool = True,
+        name: str = "distral",
+    ):
+        super().__init__(cfg, num_tasks)
+        self.name, self.two_column, self.regularise = name, two_column, regularise
+        if regularise:
+            self.alpha, self.beta = resolve_alpha_beta(cfg, kl_only)
+        else:
+            self.alpha, self.beta = 1.0, 1.0
+        share = two_column and cfg.shared_encoder
+        # pi0 / h0 column: one network shared by every task, task-agnostic.
+        self.pi0_encoder = make_encoder(suite, obs_shape, 1, cfg.hidden)
+        d = self.pi0_encoder.feature_dim
+        self.pi0_head = GroupedLinear(1, d, num_actions, gain=0.01)
+        # Task columns: K independent encoders (one grouped computation) + per-task heads.
+        self.task_encoder = None if share else make_encoder(suite, obs_shape, num_tasks, cfg.hidden)
+        self.task_policy = GroupedLinear(num_tasks, d, num_actions, gain=0.01)
+        self.task_value = GroupedLinear(num_tasks, d, 1, gain=1.0)
+
+    # ------------------------------------------------------------------ forward
+    def _forward(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """obs (K, B, *obs) -> (task logits (K, B, A), h0 (K, B, A), values (K, B))."""
+        z0 = self.pi0_encoder(obs)
+        h0 = self.pi0_head(z0)
+        z = z0 if self.task_encoder is None else self.task_encoder(obs)
+        f = self.task_policy(z)
+        values = self.task_value(z).squeeze(-1)
+        logits = self.alpha * h0 + self.beta * f if self.two_column else f
+        return logits, h0, values
+
+    def step(self, obs: Tensor) -> StepOutput:
+        logits, h0, values = self._forward(obs)
+        actions = sample_actions(logits)
+        log_prob, entropy = log_prob_entropy(logits, actions)
+        outputs = {"log_prob": log_prob, "entropy": entropy, "value": values}
+        outputs.update(logits=logits, h0=h0)
+        return StepOutput(actions, outputs)
+
+    @torch.no_grad()
+    def values(self, obs: Tensor) -> Tensor:
+        z = self.pi0_encoder(obs) if self.task_encoder is None else self.task_encoder(obs)
+        return self.task_value(z).squeeze(-1)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, greedy: bool = True) -> Tensor:
+        return sample_actions(self._forward(obs)[0], greedy)
+
+    @torch.no_grad()
+    def act_pi0(self, obs: Tensor, greedy: bool = True) -> Tensor:
+        """Actions of the distilled multi-task policy pi0 (the one that transfers)."""
+        return sample_actions(self.pi0_head(self.pi0_encoder(obs)), greedy)
+
+    # ------------------------------------------------------------------ losses
+    def task_losses(
+        self, rollout: Rollout, last_values: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        log_prob = rollout.stacked("log_prob")  # (T, K, E)
+        logits = rollout.stacked("logits")  # (T, K, E, A)
+        h0 = rollout.stacked("h0")
+        log_pi0_a = F.log_softmax(h0, -1).gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
+        rewards = rollout.rewards
+        if self.regularise:
+            rewards = (
+                rewards
+                + (self.alpha / self.beta) * log_pi0_a.detach()
+                - (1.0 / self.beta) * log_prob.detach()
+            )
+        losses, terms = a2c_terms(
+            rollout,
+            log_prob,
+            rollout.stacked("entropy"),
+            rollout.stacked("value"),
+            last_values,
+            self.cfg,
+            rewards=rewards,
+        )
+        kl = kl_divergence(logits.detach(), h0.detach())
+        terms["kl"] = kl.mean()
+        terms["entropy_pi0"] = (
+            -(F.softmax(h0.detach(), -1) * F.log_softmax(h0.detach(), -1)).sum(-1).mean()
+        )
+        terms["regularised_reward"] = rewards.detach().mean()
+        if self.regularise:
+            weights = (
+                self.cfg.gamma**rollout.ep_time
+                if self.cfg.distill_discount
+                else torch.ones_like(rollout.ep_time)
+            )
+            # Distillation: (alpha/beta) gamma^t CE(pi_i || pi0), pi_i detached; gradient wrt h0 is
+            # (alpha/beta) gamma^t (pi0 - pi_i) per state. Normalised like the A2C terms.
+            ce = distillation_loss(h0, logits, weights=weights, reduction="none")
+            distill = (self.alpha / self.beta) * ce
+            losses = losses + distill.sum(dim=(0, 2)) / distill.numel()
+            terms["distill"] = distill.detach().mean()
+        return losses, terms
+
+    # ------------------------------------------------------------------ parameters
+    def pi0_parameters(self) -> list[nn.Parameter]:
+        """pi0's column (h0): its encoder and head (and the shared encoder, if configured)."""
+        return [*self.pi0_encoder.parameters(), *self.pi0_head.parameters()]
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        """The task columns f_i and the value heads."""
+        enc = [] if self.task_encoder is None else list(self.task_encoder.parameters())
+        return [*enc, *self.task_policy.parameters(), *self.task_value.parameters()]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters that every task's loss reaches: pi0's column."""
+        return self.pi0_parameters()
+
+    def make_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Two optimisers over disjoint sets: task columns, and pi0 (own lr ``distill_lr``)."""
+        lr0 = self.cfg.distill_lr or self.cfg.lr
+        return [
+            make_optimizer(self.cfg, self.task_parameters()),
+            make_optimizer(self.cfg, self.pi0_parameters(), lr=lr0),
+        ]

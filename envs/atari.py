@@ -1,0 +1,391 @@
+"""Multi-game Atari (ale-py) with explicit, DQN-style preprocessing and one shared action space.
+
+Preprocessing follows Mnih et al. 2015 and Machado et al. 2018 ("Revisiting the ALE"): frameskip 4
+with a max-pool over the last two frames, 84x84 grayscale, a 4-frame stack, up to 30 no-op starts,
+sticky actions 0.25, learning rewards clipped to their sign while episode statistics keep raw game
+scores. Multi-game agents need one action space, so ALE's full 18-action set is the default.
+
+Two backends give the same :class:`StepResult` semantics:
+
+- ``native``: one ``ale_py.vector_env.AtariVectorEnv`` per game (C++ threads; ``step_async`` sends
+  to every game before ``step_wait`` receives, so games run in parallel).
+- ``gymnasium``: ``ALE/<Game>-v5`` (frameskip=1) + ``AtariPreprocessing`` +
+  ``FrameStackObservation`` per slot in a same-step-autoreset ``SyncVectorEnv``.
+
+Life loss: ale-py's native ``episodic_life`` restarts the *whole game* on each life loss, which
+would make whole-game scores impossible. We therefore always run full games and derive life-loss
+termination from the ``lives`` counter ourselves (DeepMind's EpisodicLife semantics: the learning
+signal terminates, the game continues, statistics count whole games).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from functools import lru_cache
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.base import EnvError, EpisodeStat, MultiTaskVecEnv, StepResult, slot_seeds
+
+ATARI_DEFAULTS: dict[str, Any] = {
+    "backend": "auto",
+    "frameskip": 4,
+    "repeat_action_probability": 0.25,
+    "noop_max": 30,
+    "frame_stack": 4,
+    "screen_size": 84,
+    "clip_rewards": True,
+    "terminal_on_life_loss": False,
+    "full_action_space": True,
+    # ALE's max_num_frames_per_episode = 108000 frames = 27000 agent steps at frameskip 4.
+    "max_episode_steps": 27_000,
+}
+BACKENDS = ("auto", "native", "gymnasium")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+@lru_cache(maxsize=1)
+def rom_ids() -> tuple[str, ...]:
+    """All ROM ids bundled with ale-py (snake_case, e.g. ``space_invaders``)."""
+    from ale_py import roms
+
+    return tuple(sorted(roms.get_all_rom_ids()))
+
+
+def canonical_game(name: str) -> str:
+    """ROM id of ``name`` ("Pong", "SpaceInvaders", "space_invaders", "ALE/Pong-v5" all work)."""
+    stripped = re.sub(r"-v\d+$", "", str(name).removeprefix("ALE/"))
+    by_norm = {_norm(r): r for r in rom_ids()}
+    if _norm(stripped) in by_norm:
+        return by_norm[_norm(stripped)]
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", stripped).lower()
+    close = difflib.get_close_matches(snake, rom_ids(), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "see ale_py.roms.get_all_rom_ids()"
+    raise EnvError(f"unknown Atari game {name!r}: {hint}")
+
+
+def _gym_id(rom: str) -> str | None:
+    """``ALE/<Game>-v5`` id registered for ``rom`` (None for ROMs without one)."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    for env_id in gym.registry:
+        m = re.fullmatch(r"ALE/(\w+)-v5", env_id)
+        if m and _norm(m.group(1)) == _norm(rom):
+            return env_id
+    return None
+
+
+def make_atari_env(game: str, **kwargs: Any) -> gym.Env:
+    """Single-game gymnasium env: v5 base (frameskip=1) + AtariPreprocessing + frame stack.
+
+    Observation (frame_stack, screen, screen) uint8; rewards are raw (unclipped); life loss does
+    not terminate; truncation after ``max_episode_steps`` agent steps (not counting no-op starts). Keyword arguments as in :data:`ATARI_DEFAULTS` (``backend``/``clip_rewards``/
+    ``terminal_on_life_loss`` are the vector env's business and ignored here).
+    """
+    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, TimeLimit
+
+    cfg = {**ATARI_DEFAULTS, **kwargs}
+    rom = canonical_game(game)
+    base_kwargs = {
+        "frameskip": 1,
+        "repeat_action_probability": float(cfg["repeat_action_probability"]),
+        "full_action_space": bool(cfg["full_action_space"]),
+        # The step limit is enforced by TimeLimit below (in agent steps, after the no-op start, as
+        # the native backend counts); the emulator limit only has to leave room for the no-ops.
+        "max_num_frames_per_episode": (int(cfg["max_episode_steps"]) + 1) * int(cfg["frameskip"])
+        + int(cfg["noop_max"]),
+    }
+    env_id = _gym_id(rom)
+    if env_id is not None:
+        env = gym.make(env_id, **base_kwargs)
+    else:  # multiplayer ROMs without a registered v5 id
+        from ale_py.env import AtariEnv
+
+        env = AtariEnv(game=rom, **base_kwargs)
+    env = AtariPreprocessing(
+        env,
+        noop_max=int(cfg["noop_max"]),
+        frame_skip=int(cfg["frameskip"]),
+        screen_size=int(cfg["screen_size"]),
+        terminal_on_life_loss=False,
+        grayscale_obs=True,
+        scale_obs=False,
+    )
+    # Zero padding at reset matches the native backend's frame stack.
+    env = FrameStackObservation(env, int(cfg["frame_stack"]), padding_type="zero")
+    return TimeLimit(env, int(cfg["max_episode_steps"]))
+
+
+def _action_set_error(games: list[str], sets: list[list[int]]) -> None:
+    sizes = {g: len(s) for g, s in zip(games, sets, strict=True)}
+    raise EnvError(f"games have different minimal action sets {sizes}; use full_action_space=True")
+
+
+class _NativeBackend:
+    """One ``AtariVectorEnv`` per game; obs/rewards concatenated task-major.
+
+    ale-py's own frame limit returns a truncation frame that differs from the frame a normal step
+    gives, so its limit is set past ours and we truncate at ``max_episode_steps`` ourselves (a
+    partial ``reset_mask`` reset), matching the gymnasium backend's ``TimeLimit`` exactly.
+    """
+
+    def __init__(self, games: list[str], num_envs: int, cfg: dict[str, Any]) -> None:
+        from ale_py.vector_env import AtariVectorEnv
+
+        self.num_envs = num_envs
+        self.max_steps = int(cfg["max_episode_steps"])
+        self.t = np.zeros(len(games) * num_envs, np.int64)
+        self.envs = [
+            AtariVectorEnv(
+                game,
+                num_envs,
+                # About one emulator thread per core in total: oversubscribing is slower.
+                num_threads=max(1, min(num_envs, (os.cpu_count() or 1) // len(games))),
+                max_num_frames_per_episode=(self.max_steps + 2) * int(cfg["frameskip"]),
+                repeat_action_probability=float(cfg["repeat_action_probability"]),
+                full_action_space=bool(cfg["full_action_space"]),
+                autoreset_mode="SameStep",
+                img_height=int(cfg["screen_size"]),
+                img_width=int(cfg["screen_size"]),
+                grayscale=True,
+                stack_num=int(cfg["frame_stack"]),
+                frameskip=int(cfg["frameskip"]),
+                maxpool=True,
+                noop_max=int(cfg["noop_max"]),
+                episodic_life=False,
+                reward_clipping=False,
+                use_fire_reset=False,
+            )
+            for game in games
+        ]
+
+    def action_sets(self) -> list[list[int]]:
+        return [[int(a.value) for a in env.ale.get_action_set()] for env in self.envs]
+
+    def reset(self, seeds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        obs, lives = [], []
+        for k, env in enumerate(self.envs):
+            seed = None if seeds is None else seeds[k * self.num_envs : (k + 1) * self.num_envs]
+            o, info = env.reset(seed=seed)
+            order = np.argsort(info["env_id"])
+            obs.append(o[order])
+            lives.append(info["lives"][order])
+        self.t[:] = 0
+        return np.concatenate(obs), np.concatenate(lives).astype(np.int64)
+
+    def send(self, actions: np.ndarray) -> None:
+        for k, env in enumerate(self.envs):
+            env.send(actions[k * self.num_envs : (k + 1) * self.num_envs])
+
+    def recv(self) -> tuple[np.ndarray, ...]:
+        parts = []
+        for k, env in enumerate(self.envs):
+            obs, rew, term, trunc, info = env.recv()
+            order = np.argsort(info["env_id"])
+            final = obs.copy()
+            done = term | trunc
+            if done.any():
+                final[done] = info["final_obs"][done]
+            obs, rew, term, trunc, final = (
+                obs[order],
+                rew[order],
+                term[order],
+                trunc[order],
+                final[order],
+            )
+            lives = info["lives"][order]
+            t = self.t[k * self.num_envs : (k + 1) * self.num_envs]  # a view: updated in place
+            t += 1
+            cut = ~(term | trunc) & (t >= self.max_steps)
+            if cut.any():
+                o, reset_info = env.reset(options={"reset_mask": cut})
+                ids = np.asarray(reset_info["env_id"])
+                obs[cut] = o[np.argsort(ids)][cut]
+                lives = np.where(cut, np.asarray(reset_info["lives"])[np.argsort(ids)], lives)
+                trunc = trunc | cut
+            t[term | trunc] = 0
+            parts.append((obs, rew, term, trunc, lives, final))
+        obs, rew, term, trunc, lives, final = (np.concatenate(p) for p in zip(*parts, strict=True))
+        return obs, rew.astype(np.float64), term, trunc, lives.astype(np.int64), final
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+class _GymnasiumBackend:
+    """``SyncVectorEnv`` of the single-game wrapper chain, same-step autoreset."""
+
+    def __init__(self, games: list[str], num_envs: int, cfg: dict[str, Any]) -> None:
+        envs = [make_atari_env(g, **cfg) for g in games for _ in range(num_envs)]
+        self.sets = [[int(a.value) for a in e.unwrapped._action_set] for e in envs[::num_envs]]
+        if any(s != self.sets[0] for s in self.sets):  # SyncVectorEnv would refuse them
+            for e in envs:
+                e.close()
+            _action_set_error(games, self.sets)
+        fns = [lambda e=e: e for e in envs]
+        self.vec = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        self.num_envs = num_envs
+        self._actions: np.ndarray | None = None
+
+    def action_sets(self) -> list[list[int]]:
+        return self.sets
+
+    def reset(self, seeds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        obs, info = self.vec.reset(seed=None if seeds is None else [int(s) for s in seeds])
+        return obs, np.asarray(info["lives"], np.int64)
+
+    def send(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def recv(self) -> tuple[np.ndarray, ...]:
+        obs, rew, term, trunc, info = self.vec.step(self._actions)
+        final = obs.copy()
+        done = np.asarray(info.get("_final_obs", np.zeros(len(obs), bool)))
+        for i in np.flatnonzero(done):
+            final[i] = info["final_obs"][i]
+        lives = np.asarray(info["lives"], np.int64)
+        return obs, np.asarray(rew, np.float64), term, trunc, lives, final
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+class AtariVecEnv(MultiTaskVecEnv):
+    """K Atari games x E envs; obs (N, frame_stack, screen, screen) uint8, Discrete(18) by default.
+
+    ``reward`` is sign-clipped when ``clip_rewards``; :class:`EpisodeStat` holds raw whole-game
+    scores and lengths in agent steps. With ``terminal_on_life_loss`` a lost life sets
+    ``terminated`` for learning (the game goes on; ``final_obs == obs`` there) but no episode stat.
+    """
+
+    def __init__(self, games: list[str], num_envs_per_task: int = 1, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - set(ATARI_DEFAULTS))
+        if unknown:
+            raise EnvError(f"unknown Atari option(s) {unknown} (valid: {sorted(ATARI_DEFAULTS)})")
+        cfg = {**ATARI_DEFAULTS, **kwargs}
+        if cfg["backend"] not in BACKENDS:
+            raise EnvError(f"unknown Atari backend {cfg['backend']!r} (valid: {list(BACKENDS)})")
+        for key in ("frameskip", "frame_stack", "screen_size", "max_episode_steps"):
+            if int(cfg[key]) < 1:
+                raise EnvError(f"{key} must be >= 1, got {cfg[key]}")
+        if not 0.0 <= float(cfg["repeat_action_probability"]) <= 1.0:
+            raise EnvError(
+                f"repeat_action_probability must be in [0, 1], got {cfg['repeat_action_probability']}"
+            )
+        if int(cfg["noop_max"]) < 0:
+            raise EnvError(f"noop_max must be >= 0, got {cfg['noop_max']}")
+        if isinstance(games, str):
+            games = [games]
+        if not games:
+            raise EnvError("no Atari games given")
+        if num_envs_per_task < 1:
+            raise EnvError(f"num_envs_per_task must be >= 1, got {num_envs_per_task}")
+        self.task_names = [canonical_game(g) for g in games]
+        self.num_envs_per_task = int(num_envs_per_task)
+        self.config = cfg
+        self.backend = "native" if cfg["backend"] == "auto" else cfg["backend"]
+        backend_cls = _NativeBackend if self.backend == "native" else _GymnasiumBackend
+        self._backend = backend_cls(self.task_names, self.num_envs_per_task, cfg)
+        sets = self._backend.action_sets()
+        if any(s != sets[0] for s in sets):
+            self.close()
+            _action_set_error(self.task_names, sets)
+        size = int(cfg["screen_size"])
+        self.single_observation_space = gym.spaces.Box(
+            0, 255, (int(cfg["frame_stack"]), size, size), np.uint8
+        )
+        self.single_action_space = gym.spaces.Discrete(len(sets[0]))
+        n = self.num_envs
+        self._slot_task = self.task_ids
+        self._t = np.zeros(n, np.int64)
+        self._ret = np.zeros(n, np.float64)
+        self._lives = np.zeros(n, np.int64)
+        self._was_reset = False
+        self._pending = False
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset every slot; returns obs (N, stack, H, W). Slot (k, e) seeded ``seed + 1000*k + e``."""
+        seeds = (
+            None if seed is None else slot_seeds(int(seed), self.num_tasks, self.num_envs_per_task)
+        )
+        obs, self._lives = self._backend.reset(seeds)
+        self._t[:] = 0
+        self._ret[:] = 0.0
+        self._was_reset = True
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        if not self._was_reset:
+            raise EnvError("call reset() before step()")
+        a = np.asarray(actions)
+        n_act = int(self.single_action_space.n)
+        if a.shape != (self.num_envs,) or not np.issubdtype(a.dtype, np.integer):
+            raise EnvError(f"actions must be ({self.num_envs},) ints, got {a.dtype} {a.shape}")
+        if a.size and (a.min() < 0 or a.max() >= n_act):
+            raise EnvError(f"actions must be in [0, {n_act}), got [{a.min()}, {a.max()}]")
+        self._backend.send(a.astype(np.int64))
+        self._pending = True
+
+    def step_wait(self) -> StepResult:
+        if not self._pending:
+            raise EnvError("step_wait() without step_async()")
+        self._pending = False
+        obs, raw, game_term, game_trunc, lives, final_obs = self._backend.recv()
+        game_trunc = game_trunc & ~game_term
+        game_over = game_term | game_trunc
+        self._t += 1
+        self._ret += raw
+        episodes = [
+            EpisodeStat(int(self._slot_task[i]), float(self._ret[i]), int(self._t[i]), int(i))
+            for i in np.flatnonzero(game_over)
+        ]
+        self._t[game_over] = 0
+        self._ret[game_over] = 0.0
+        terminated = game_term.copy()
+        if self.config["terminal_on_life_loss"]:
+            terminated |= ~game_over & (lives < self._lives)
+        self._lives = lives
+        reward = (np.sign(raw) if self.config["clip_rewards"] else raw).astype(np.float32)
+        return StepResult(obs, reward, terminated, game_trunc, final_obs, episodes)
+
+    def close(self) -> None:
+        backend = getattr(self, "_backend", None)
+        if backend is not None:
+            backend.close()
+            self._backend = None
+
+
+def measure_sps(
+    games: list[str], num_envs_per_task: int = 4, steps: int = 500, **kwargs: Any
+) -> float:
+    """Env-only steps/s (agent steps summed over all N slots) under uniformly random actions."""
+    import time
+
+    with AtariVecEnv(games, num_envs_per_task, **kwargs) as env:
+        env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        actions = rng.integers(0, env.single_action_space.n, (steps, env.num_envs))
+        env.step(actions[0])  # warm-up
+        start = time.perf_counter()
+        for a in actions[1:]:
+            env.step(a)
+        return (steps - 1) * env.num_envs / (time.perf_counter() - start)
+
+
+if __name__ == "__main__":  # python -m envs.atari [steps]: throughput of both backends
+    import sys
+
+    n_steps = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+    for name in ("native", "gymnasium"):
+        games = ["pong", "breakout", "space_invaders", "seaquest"]
+        sps = measure_sps(games, 4, n_steps, backend=name)
+        print(f"{name:9s} 4 games x 4 envs, {n_steps} steps: {sps:7.0f} env steps/s")

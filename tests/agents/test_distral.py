@@ -1,0 +1,195 @@
+"""Known-answer tests for Distral (Teh et al. 2017): rewards, KL, 2-column form, distillation."""
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from agents.config import AgentConfig, ConfigError, load_config
+from agents.distral import DistralAgent, resolve_alpha_beta
+from agents.factory import build_agent, names
+from agents.rollout import Rollout
+
+K, E, T, A = 2, 1, 2, 3
+
+
+def _cfg(**kw) -> AgentConfig:
+    cfg = AgentConfig(hidden=[8], vf_coef=0.0, ent_coef=0.0, gamma=0.5)
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def _agent(name: str, **kw) -> DistralAgent:
+    cfg = _cfg(name=name, **kw)
+    agent = build_agent(cfg, "gridworld", (5,), A, K)
+    assert isinstance(agent, DistralAgent)
+    return agent
+
+
+def _rollout(logits: torch.Tensor, h0: torch.Tensor, actions: torch.Tensor) -> Rollout:
+    """A (T, K, E) rollout whose recorded outputs are the given leaf tensors."""
+    ro = Rollout(T, K, E, torch.device("cpu"))
+    ro.actions.copy_(actions)
+    ro.rewards.fill_(1.0)
+    ro.ep_time.copy_(torch.tensor([0.0, 1.0]).view(T, 1, 1).expand(T, K, E))
+    logp = F.log_softmax(logits, -1)
+    for t in range(T):
+        chosen = logp[t].gather(-1, actions[t].unsqueeze(-1)).squeeze(-1)
+        ent = -(logp[t].exp() * logp[t]).sum(-1)
+        ro.add_outputs(
+            {
+                "log_prob": chosen,
+                "entropy": ent,
+                "value": torch.zeros(K, E),
+                "logits": logits[t],
+                "h0": h0[t],
+            }
+        )
+    return ro
+
+
+def test_seven_agents_are_registered():
+    assert names() == sorted(
+        [
+            "a2c_multitask",
+            "a2c_independent",
+            "a2c_2col",
+            "distral_kl_1col",
+            "distral_kl_2col",
+            "distral_klent_1col",
+            "distral_klent_2col",
+        ]
+    )
+
+
+def test_alpha_beta_from_costs_and_checks():
+    assert resolve_alpha_beta(_cfg(name="distral_klent_2col", c_kl=1.0, c_ent=3.0), False) == (
+        0.25,
+        0.25,
+    )
+    assert resolve_alpha_beta(_cfg(name="distral_kl_2col", beta=7.0), True) == (1.0, 7.0)
+    assert resolve_alpha_beta(_cfg(name="distral_klent_1col", alpha=0.5, beta=2.0), False) == (
+        0.5,
+        2.0,
+    )
+    with pytest.raises(ConfigError, match="c_ent"):
+        resolve_alpha_beta(_cfg(name="distral_kl_1col", c_kl=1.0, c_ent=1.0), True)
+    with pytest.raises(ConfigError, match="alpha"):
+        resolve_alpha_beta(_cfg(name="distral_klent_1col", alpha=1.0), False)
+
+
+def test_regularised_reward_by_hand():
+    agent = _agent("distral_klent_1col", alpha=0.5, beta=2.0)
+    logits = torch.log(torch.tensor([0.5, 0.25, 0.25])).expand(T, K, E, A).clone()
+    h0 = torch.log(torch.tensor([0.25, 0.5, 0.25])).expand(T, K, E, A).clone()
+    actions = torch.zeros(T, K, E, dtype=torch.long)  # action 0: pi = 0.5, pi0 = 0.25
+    _, terms = agent.task_losses(_rollout(logits, h0, actions), torch.zeros(K, E))
+    expected = 1.0 + (0.5 / 2.0) * math.log(0.25) - (1 / 2.0) * math.log(0.5)
+    assert terms["regularised_reward"].item() == pytest.approx(expected)
+    kl = 0.5 * math.log(0.5 / 0.25) + 0.25 * math.log(0.25 / 0.5) + 0.25 * math.log(1.0)
+    assert terms["kl"].item() == pytest.approx(kl)
+
+
+def test_kl_and_its_gradient_vanish_when_policies_agree():
+    agent = _agent("distral_kl_1col", beta=2.0)
+    same = torch.randn(T, K, E, A)
+    logits = same.clone().requires_grad_(True)
+    h0 = same.clone().requires_grad_(True)
+    losses, terms = agent.task_losses(
+        _rollout(logits, h0, torch.zeros(T, K, E, dtype=torch.long)), torch.zeros(K, E)
+    )
+    assert terms["kl"].item() == pytest.approx(0.0, abs=1e-7)
+    losses.sum().backward()
+    # With pi_i = pi0 the distillation gradient (pi0 - pi_i) is zero everywhere.
+    assert h0.grad.abs().max().item() < 1e-7
+
+
+def test_distillation_gradient_wrt_pi0_logits_is_pi0_minus_pi():
+    alpha, beta, gamma = 0.5, 4.0, 0.5
+    agent = _agent("distral_klent_1col", alpha=alpha, beta=beta, gamma=gamma)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(T, K, E, A, generator=g).requires_grad_(True)
+    h0 = torch.randn(T, K, E, A, generator=g).requires_grad_(True)
+    actions = torch.randint(0, A, (T, K, E), generator=g)
+    losses, _ = agent.task_losses(_rollout(logits, h0, actions), torch.zeros(K, E))
+    losses.sum().backward()
+    n = T * K * E
+    discount = torch.tensor([1.0, gamma]).view(T, 1, 1, 1)  # ep_time 0 then 1
+    expected = (alpha / beta) * discount * (F.softmax(h0, -1) - F.softmax(logits, -1)) / n
+    torch.testing.assert_close(h0.grad, expected.detach())
+
+
+def test_distillation_discount_can_be_turned_off():
+    agent = _agent("distral_kl_1col", beta=1.0, distill_discount=False)
+    logits = torch.randn(T, K, E, A)
+    h0 = torch.randn(T, K, E, A).requires_grad_(True)
+    losses, _ = agent.task_losses(
+        _rollout(logits, h0, torch.zeros(T, K, E, dtype=torch.long)), torch.zeros(K, E)
+    )
+    losses.sum().backward()
+    expected = (F.softmax(h0, -1) - F.softmax(logits, -1)) / (T * K * E)
+    torch.testing.assert_close(h0.grad, expected.detach())
+
+
+def test_two_column_composition():
+    agent = _agent("distral_klent_2col", alpha=0.5, beta=3.0)
+    obs = torch.randn(K, 4, 5)
+    logits, h0, _ = agent._forward(obs)
+    f = agent.task_policy(agent.task_encoder(obs))
+    torch.testing.assert_close(logits, 0.5 * h0 + 3.0 * f)
+    torch.testing.assert_close(h0, agent.pi0_head(agent.pi0_encoder(obs)))
+    # pi0 is task-agnostic: the same state gives the same h0 in every task row.
+    same = torch.randn(1, 4, 5).expand(K, 4, 5)
+    h = agent._forward(same)[1]
+    torch.testing.assert_close(h[0], h[1])
+
+
+def test_a2c_2col_composes_without_scaling_or_regulariser():
+    agent = _agent("a2c_2col", alpha=0.5, beta=3.0)
+    assert (agent.alpha, agent.beta, agent.regularise) == (1.0, 1.0, False)
+    obs = torch.randn(K, 4, 5)
+    logits, h0, _ = agent._forward(obs)
+    torch.testing.assert_close(logits, h0 + agent.task_policy(agent.task_encoder(obs)))
+
+
+def test_task_column_gets_only_its_own_task_gradient():
+    agent = _agent("distral_klent_2col")
+    logits, _, values = agent._forward(torch.randn(K, 4, 5))
+    (logits[1].sum() + values[1].sum()).backward()
+    w = agent.task_policy.weight.grad
+    assert w[0].abs().sum() == 0 and w[1].abs().sum() > 0
+    assert agent.pi0_head.weight.grad.abs().sum() > 0  # h0 gets task gradients via alpha*h0
+
+
+@pytest.mark.parametrize(
+    "name", ["distral_kl_1col", "distral_kl_2col", "distral_klent_1col", "distral_klent_2col"]
+)
+@pytest.mark.parametrize("shared_encoder", [False, True])
+def test_optimisers_own_disjoint_parameter_sets(name, shared_encoder):
+    agent = _agent(name, shared_encoder=shared_encoder)
+    task_opt, pi0_opt = agent.make_optimizers()
+    own = [{id(p) for g in opt.param_groups for p in g["params"]} for opt in (task_opt, pi0_opt)]
+    assert not own[0] & own[1]
+    assert own[0] | own[1] == {id(p) for p in agent.parameters()}
+    pi0 = {id(p) for p in [*agent.pi0_encoder.parameters(), *agent.pi0_head.parameters()]}
+    assert own[1] == pi0
+    shared = shared_encoder and name.endswith("2col")
+    # pi0's encoder is never shared with the task policies unless the config says so.
+    assert (agent.task_encoder is None) == shared
+    if not shared:
+        task_enc = {id(p) for p in agent.task_encoder.parameters()}
+        assert not task_enc & pi0
+
+
+def test_distill_lr_sets_pi0_learning_rate():
+    agent = _agent("distral_kl_1col", lr=1e-3, distill_lr=5e-4)
+    task_opt, pi0_opt = agent.make_optimizers()
+    assert task_opt.param_groups[0]["lr"] == 1e-3 and pi0_opt.param_groups[0]["lr"] == 5e-4
+
+
+def test_config_presets_load():
+    for path in ["configs/default.yaml", "configs/gridworld_distral.yaml"]:
+        cfg = load_config(path)
+        assert cfg.agent.name.startswith("distral")

@@ -1,0 +1,57 @@
+"""Suite factory: dispatch, defaults, errors, and that `import envs` stays cheap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from envs import EnvError, make_multitask_env, suite_defaults
+from envs.gridworld import GridworldVecEnv
+from envs.minatar import MinAtarVecEnv
+
+
+def test_unknown_suite_lists_valid():
+    with pytest.raises(
+        EnvError, match=r"unknown env suite 'procgen' \(valid: atari, minatar, gridworld\)"
+    ):
+        make_multitask_env("procgen", ["x"], 1)
+
+
+def test_gridworld_and_minatar_dispatch():
+    env = make_multitask_env("gridworld", ["1", "0"], 2, map="two_rooms", max_episode_steps=9)
+    assert isinstance(env, GridworldVecEnv)
+    assert (env.task_names, env.num_envs, env.max_episode_steps) == (["1", "0"], 4, 9)
+    env = make_multitask_env("gridworld", None, 1)
+    assert env.task_names == ["0", "1", "2", "3"]  # every goal of the default four_rooms map
+    env = make_multitask_env("MinAtar", ["Breakout", "freeway"], 3, sticky_action_prob=0.0)
+    assert isinstance(env, MinAtarVecEnv)
+    assert env.task_names == ["breakout", "freeway"] and env.num_envs == 6
+
+
+def test_unknown_kwarg_and_default_tasks():
+    with pytest.raises(EnvError, match=r"unknown minatar option\(s\) \['sticky'\]"):
+        make_multitask_env("minatar", ["breakout"], 1, sticky=0.1)
+    env = make_multitask_env("minatar", [], 1)  # empty = every MinAtar game
+    assert env.task_names == ["asterix", "breakout", "freeway", "seaquest", "space_invaders"]
+
+
+def test_suite_defaults():
+    assert suite_defaults("atari")["frameskip"] == 4
+    assert suite_defaults("atari")["repeat_action_probability"] == 0.25
+    assert suite_defaults("atari")["full_action_space"] is True
+    assert suite_defaults("minatar")["sticky_action_prob"] == 0.1
+    assert suite_defaults("gridworld") == {"map": "four_rooms", "max_episode_steps": None}
+
+
+@pytest.mark.atari
+def test_atari_dispatch():
+    with make_multitask_env("atari", ["Pong"], 1, backend="native") as env:
+        assert env.single_action_space.n == 18 and env.num_envs == 1
+
+
+def test_import_envs_is_lazy():
+    code = "import sys, envs; print('ale_py' in sys.modules, 'minatar' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -1,0 +1,252 @@
+"""Known-answer tests of the gridworld suite: parsing, BFS, dynamics, autoreset, seeding, state."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from envs.base import EnvError
+from envs.gridworld import GridworldEnv, GridworldVecEnv, available_maps, load_map, parse_map
+
+# Goal 0 top-left, goal 1 bottom-right, one wall block in the middle.
+TINY = """\
+#####
+#0..#
+#.#.#
+#..1#
+#####
+"""
+UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
+
+
+@pytest.fixture
+def tiny_path(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY)
+    return path
+
+
+def test_parse_tiny_map(tiny_path):
+    gmap = load_map(tiny_path)
+    assert (gmap.height, gmap.width) == (5, 5)
+    assert gmap.goals == {"0": gmap.cell(1, 1), "1": gmap.cell(3, 3)}
+    assert gmap.starts == ()
+    assert gmap.walls.sum() == 25 - 8
+    # Bumping a wall stays; moving onto floor moves.
+    c = gmap.cell(1, 1)
+    assert gmap.next_cell[c].tolist() == [c, gmap.cell(2, 1), c, gmap.cell(1, 2)]
+
+
+def test_bfs_distances_tiny(tiny_path):
+    env = GridworldVecEnv(tiny_path)
+    expected = {
+        (1, 1): 0,
+        (1, 2): 1,
+        (1, 3): 2,
+        (2, 1): 1,
+        (2, 3): 3,
+        (3, 1): 2,
+        (3, 2): 3,
+        (3, 3): 4,
+    }
+    for cell, d in expected.items():
+        assert env.shortest_path_length("0", cell) == d
+        # The map is symmetric under a 180-degree rotation that swaps the goals.
+        assert env.shortest_path_length("1", (4 - cell[0], 4 - cell[1])) == d
+    assert env.shortest_path_length("0", (0, 0)) == -1  # a wall
+    assert env.mean_optimal_length("0") == pytest.approx(16 / 7)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("#####\n#0..#\n#..#\n#####\n", "ragged lines (line 3"),
+        ("#####\n#0.x#\n#####\n", "unknown character 'x' at line 2 col 4"),
+        ("#####\n#...#\n#####\n", "no goals"),
+        ("#######\n#0.#.1#\n#######\n", "goal '0' unreachable from start cell (row 1, col 4)"),
+        ("#####\n#0.0#\n#####\n", "goal '0' appears more than once"),
+        ("", "empty"),
+        ("###\n#0#\n###\n", "no start cell for goal '0'"),
+    ],
+)
+def test_malformed_maps_raise(text, message):
+    with pytest.raises(EnvError, match="map 'bad'") as err:
+        parse_map(text, name="bad")
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unreachable_goal_from_start_cell():
+    with pytest.raises(EnvError, match="unreachable from start cell"):
+        parse_map("#######\n#S#0..#\n#######\n", name="bad")
+
+
+def test_unknown_map_and_task():
+    with pytest.raises(EnvError, match="shipped: "):
+        load_map("no_such_map")
+    with pytest.raises(EnvError, match=r"unknown gridworld task\(s\) \['7'\].*valid: \['0', '1'\]"):
+        GridworldVecEnv("corridor", tasks=["0", "7"])
+
+
+def test_shipped_maps():
+    assert {"four_rooms", "corridor", "two_rooms", "far_room"} <= set(available_maps())
+    assert len(load_map("four_rooms").goals) >= 4
+    far = load_map("far_room")
+    assert far.starts and len(far.goals) == 4
+    # Shared structure: every goal of far_room is at least 12 steps from every start.
+    for task in far.task_names:
+        assert far.distances(task)[list(far.starts)].min() >= 12
+
+
+def test_task_ids_layout_and_spaces():
+    env = GridworldVecEnv("four_rooms", tasks=["2", "0"], num_envs_per_task=3)
+    assert env.task_names == ["2", "0"]
+    assert env.task_ids.tolist() == [0, 0, 0, 1, 1, 1]
+    assert env.single_observation_space.shape == (13 * 13,)
+    assert env.single_action_space.n == 4
+    assert env.max_episode_steps == 4 * (13 + 13)
+    obs = env.reset(seed=0)
+    assert obs.shape == (6, 169) and obs.dtype == np.float32
+    assert (obs.sum(axis=1) == 1).all()
+
+
+def test_optimal_policy_reaches_goal_in_bfs_length(tiny_path):
+    env = GridworldVecEnv(tiny_path, num_envs_per_task=5)
+    obs = env.reset(seed=3)
+    start = obs.argmax(axis=1)
+    bfs = np.array(
+        [env.shortest_path_length(t, int(c)) for t, c in zip(["0"] * 5 + ["1"] * 5, start)]
+    )
+    finished = np.zeros(env.num_envs, dtype=bool)
+    for step in range(1, bfs.max() + 1):
+        res = env.step(env.optimal_actions())
+        ends = ~finished & (bfs == step)
+        assert np.array_equal(res.terminated[~finished], ends[~finished])
+        assert (res.reward[ends] == 1.0).all() and not res.truncated[~finished].any()
+        assert (res.reward[~finished & (bfs > step)] == 0.0).all()
+        for ep in res.episodes:
+            if not finished[ep.slot]:
+                assert (ep.task, ep.ret, ep.length) == (env.task_ids[ep.slot], 1.0, bfs[ep.slot])
+        finished |= ends
+    assert finished.all()
+
+
+def test_truncation_at_step_limit(tiny_path):
+    env = GridworldVecEnv(tiny_path, tasks=["0"], num_envs_per_task=4, max_episode_steps=3)
+    env.reset(seed=0)
+    right = np.full(4, RIGHT)  # moving right never reaches goal 0 in column 1
+    for _ in range(2):
+        res = env.step(right)
+        assert not (res.terminated | res.truncated).any()
+    res = env.step(right)
+    assert res.truncated.all() and not res.terminated.any()
+    assert (res.reward == 0).all()
+    assert [(e.task, e.ret, e.length, e.slot) for e in res.episodes] == [
+        (0, 0.0, 3, i) for i in range(4)
+    ]
+
+
+def test_same_step_autoreset_and_final_obs(tiny_path):
+    env = GridworldVecEnv(tiny_path, tasks=["0"], num_envs_per_task=8)
+    env.reset(seed=1)
+    goal = env.map.goals["0"]
+    for _ in range(10):
+        res = env.step(env.optimal_actions())
+        done = res.terminated | res.truncated
+        assert np.array_equal(res.final_obs[~done], res.obs[~done])
+        assert (res.final_obs[res.terminated].argmax(axis=1) == goal).all()
+        assert (res.obs[done].argmax(axis=1) != goal).all()  # already the next episode's start
+        assert np.array_equal(res.obs.argmax(axis=1), env.positions)
+
+
+def _rollout(env, seed, steps=60, action_seed=0):
+    rng = np.random.default_rng(action_seed)
+    out = [env.reset(seed=seed)]
+    for _ in range(steps):
+        res = env.step(rng.integers(0, 4, env.num_envs))
+        out += [res.obs, res.reward]
+    return out
+
+
+def test_seeding_determinism():
+    env = GridworldVecEnv("four_rooms", num_envs_per_task=2, max_episode_steps=10)
+    a, b, c = _rollout(env, 5), _rollout(env, 5), _rollout(env, 6)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+    unseeded = [env.reset(seed=None).argmax(axis=1) for _ in range(5)]
+    assert any(not np.array_equal(unseeded[0], u) for u in unseeded[1:])
+
+
+def test_slot_seed_convention():
+    # far_room tasks share the S start cells, so slot (k=1, e=0) at seed 0 starts like slot (0, 0)
+    # at seed 1000: each slot's starts depend only on seed + 1000*k + e.
+    env = GridworldVecEnv("far_room", tasks=["0", "1"], num_envs_per_task=2, max_episode_steps=1)
+    starts_a, starts_b = [env.reset(seed=0)[2].argmax()], [env.reset(seed=1000)[0].argmax()]
+    env.reset(seed=0)
+    starts_a += [env.step(np.zeros(4, np.int64)).obs[2].argmax() for _ in range(5)]
+    env.reset(seed=1000)
+    starts_b += [env.step(np.zeros(4, np.int64)).obs[0].argmax() for _ in range(5)]
+    assert starts_a == starts_b
+
+
+def test_state_round_trip():
+    env = GridworldVecEnv("four_rooms", num_envs_per_task=3, max_episode_steps=7)
+    rng = np.random.default_rng(0)
+    env.reset(seed=2)
+    for _ in range(13):
+        env.step(rng.integers(0, 4, env.num_envs))
+    state = pickle.loads(pickle.dumps(env.get_state()))
+    actions = rng.integers(0, 4, (40, env.num_envs))
+    first = [env.step(a) for a in actions]
+    env.set_state(state)
+    second = [env.step(a) for a in actions]
+    for r1, r2 in zip(first, second, strict=True):
+        assert np.array_equal(r1.obs, r2.obs) and np.array_equal(r1.reward, r2.reward)
+        assert np.array_equal(r1.truncated, r2.truncated)
+        assert r1.episodes == r2.episodes
+    assert sum(len(r.episodes) for r in first) > 0
+
+
+def test_bad_actions_raise():
+    env = GridworldVecEnv("corridor", num_envs_per_task=1)
+    with pytest.raises(EnvError, match="reset"):
+        env.step(np.zeros(2, np.int64))
+    env.reset(seed=0)
+    with pytest.raises(EnvError, match=r"in \[0, 4\)"):
+        env.step(np.array([0, 4]))
+
+
+def test_single_task_env_check_env_and_optimal():
+    env = GridworldEnv("two_rooms", task="1")
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    table = env.map.optimal_actions("1")
+    steps, cell = 0, int(obs.argmax())
+    expected = int(env.map.distances("1")[cell])
+    while True:
+        obs, reward, terminated, truncated, _ = env.step(table[cell])
+        cell, steps = int(obs.argmax()), steps + 1
+        if terminated or truncated:
+            break
+    assert (steps, reward, terminated, truncated) == (expected, 1.0, True, False)
+
+
+def test_start_distribution_matches_mean_optimal_length():
+    env = GridworldVecEnv("four_rooms", tasks=["3"], num_envs_per_task=4000)
+    starts = env.reset(seed=0).argmax(axis=1)
+    valid = env.map.start_cells("3")
+    assert set(starts.tolist()) == set(valid.tolist())  # uniform over all floor cells but the goal
+    lengths = env.map.distances("3")[starts]
+    expected = env.mean_optimal_length("3")
+    assert abs(lengths.mean() - expected) < 4 * lengths.std() / np.sqrt(len(lengths))
+    # Following BFS, the first episodes end exactly at their BFS lengths.
+    got = np.zeros(env.num_envs, int)
+    for _ in range(lengths.max()):
+        res = env.step(env.optimal_actions())
+        for ep in res.episodes:
+            if got[ep.slot] == 0:
+                got[ep.slot] = ep.length
+    assert np.array_equal(got, lengths)
