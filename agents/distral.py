@@ -27,7 +27,7 @@ from agents.base import Agent, StepOutput, log_prob_entropy, make_optimizer, sam
 from agents.config import AgentConfig, ConfigError
 from agents.networks import GroupedLinear, make_encoder
 from agents.rollout import Rollout
-from mtrl.distill import distillation_loss, distral_coefficients, kl_divergence
+from mtrl.distill import distillation_loss, distral_coefficients, entropy, kl_divergence
 
 
 def resolve_alpha_beta(cfg: AgentConfig, kl_only: bool) -> tuple[float, float]:
@@ -137,12 +137,13 @@ class DistralAgent(Agent):
             self.cfg,
             rewards=rewards,
         )
+        # Per-task diagnostics (K,): KL(pi_i || pi0), entropies of pi_i and pi0.
         kl = kl_divergence(logits.detach(), h0.detach())
-        terms["kl"] = kl.mean()
-        terms["entropy_pi0"] = (
-            -(F.softmax(h0.detach(), -1) * F.log_softmax(h0.detach(), -1)).sum(-1).mean()
-        )
-        terms["regularised_reward"] = rewards.detach().mean()
+        terms["kl"] = kl.mean(dim=(0, 2))
+        terms["entropy"] = rollout.stacked("entropy").detach().mean(dim=(0, 2))
+        terms["entropy_pi0"] = entropy(h0.detach()).mean(dim=(0, 2))
+        terms["regularised_reward"] = rewards.detach().mean(dim=(0, 2))
+        rollout.learning_rewards = rewards.detach()
         if self.regularise:
             weights = (
                 self.cfg.gamma**rollout.ep_time

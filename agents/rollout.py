@@ -29,10 +29,13 @@ class Rollout:
         self.ep_time = torch.zeros(shape, device=device)
         # Per-step outputs of the agent with their graphs: name -> list of (K, E) tensors.
         self.outputs: dict[str, list[Tensor]] = {}
+        # Rewards the agent actually learned from, if not the env's (Distral's regularised ones).
+        self.learning_rewards: Tensor | None = None
 
     def clear(self) -> None:
         """Drop the previous rollout's graphs (buffers are overwritten in place)."""
         self.outputs = {}
+        self.learning_rewards = None
 
     def add_outputs(self, outputs: dict[str, Tensor]) -> None:
         """Record one step of agent outputs, each (K, E) (or (K, E, A))."""

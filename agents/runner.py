@@ -55,6 +55,7 @@ class Runner:
         self.rollout = Rollout(cfg.agent.n_steps, self.num_tasks, self.envs_per_task, device)
         self.global_step = 0
         self.update = 0
+        self.learning_return = np.zeros((self.num_tasks, self.envs_per_task))
         # Episode step counter of every slot (K, E): time index t of the current observation.
         self.ep_time = torch.zeros(self.num_tasks, self.envs_per_task, device=device)
         self.recent: list[deque[float]] = [deque(maxlen=10) for _ in range(self.num_tasks)]
@@ -120,12 +121,37 @@ class Runner:
         for opt in self.optimizers:
             opt.step()
         self.update += 1
-        logged = {f"losses/{k}": float(v) for k, v in terms.items()}
+        logged: dict[str, float] = {}
+        for key, value in terms.items():
+            value = value.detach()
+            logged[f"losses/{key}"] = float(value.mean())
+            if value.ndim == 1:  # per-task diagnostic (K,)
+                for name, v in zip(self.env.task_names, value.cpu().tolist()):
+                    logged[f"task/{name}/{key}"] = v
+        self._track_learning_return()
         logged["losses/total"] = float(task_losses.detach().sum())
         logged["losses/grad_norm"] = float(grad_norm)
         for name, w in zip(self.env.task_names, weights.detach().cpu().tolist()):
             logged[f"weights/{name}"] = w
         return logged
+
+    def _track_learning_return(self) -> None:
+        """Episode sums of the rewards the agent learned from (Distral: regularised return)."""
+        ro = self.rollout
+        if ro.learning_rewards is None:
+            return
+        done = (ro.terminated | ro.truncated).cpu().numpy()
+        rewards = ro.learning_rewards.cpu().numpy()
+        for t in range(ro.num_steps):
+            self.learning_return += rewards[t]
+            for k, e in zip(*np.nonzero(done[t])):
+                name = self.env.task_names[k]
+                if self.writer is not None:
+                    value = float(self.learning_return[k, e])
+                    self.writer.add_scalar(
+                        f"task/{name}/regularised_return", value, self.global_step
+                    )
+                self.learning_return[k, e] = 0.0
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training (see agents.checkpoint)."""
@@ -197,26 +223,35 @@ class Runner:
             "charts/sps", self.global_step / max(elapsed, 1e-9), self.global_step
         )
 
+    def evaluate(self, policy: Callable[[Tensor], Tensor]) -> dict[str, Any]:
+        """Evaluate ``policy`` on a fresh env (seeded apart from training) in every task."""
+        if self.make_eval_env is None or self.cfg.eval.episodes <= 0:
+            return {}
+        env = self.make_eval_env()
+        try:
+            self.agent.eval()
+            return evaluate(
+                env,
+                policy,
+                self.cfg.eval.episodes,
+                seed=self.cfg.seed + 10_000_000,
+                device=self.device,
+                max_steps=self.cfg.eval.max_steps,
+            )
+        finally:
+            self.agent.train()
+            env.close()
+
     def _summary(self, elapsed: float) -> dict[str, Any]:
-        tasks: dict[str, Any] = {}
-        if self.make_eval_env is not None and self.cfg.eval.episodes > 0:
-            env = self.make_eval_env()
-            try:
-                self.agent.eval()
-                tasks = evaluate(
-                    env,
-                    lambda o: self.agent.act(o, greedy=self.cfg.eval.greedy),
-                    self.cfg.eval.episodes,
-                    seed=self.cfg.seed + 10_000_000,
-                    device=self.device,
-                    max_steps=self.cfg.eval.max_steps,
-                )
-            finally:
-                self.agent.train()
-                env.close()
-        return {
+        greedy = self.cfg.eval.greedy
+        summary: dict[str, Any] = {
             "agent": self.agent.name,
             "total_steps": self.global_step,
             "sps": self.global_step / max(elapsed, 1e-9),
-            "tasks": tasks,
+            "tasks": self.evaluate(lambda o: self.agent.act(o, greedy=greedy)),
         }
+        act_pi0 = getattr(self.agent, "act_pi0", None)
+        if act_pi0 is not None and summary["tasks"]:
+            # Distral's distilled policy pi0 in every task: the multi-task policy that transfers.
+            summary["pi0_tasks"] = self.evaluate(lambda o: act_pi0(o, greedy=greedy))
+        return summary
