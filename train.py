@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         runner.env.close()
     print(f"run written to {run_dir} (sps {summary['sps']:.0f})")
     for name, stats in summary["tasks"].items():
-        print(f"  {name}: mean_return {stats['mean_return']:.3f} over {stats['episodes']} episodes")
+        ret = stats["mean_return"]
+        shown = "n/a" if ret is None else f"{ret:.3f}"
+        print(f"  {name}: mean_return {shown} over {stats['episodes']} episodes")
     return 0
 
 

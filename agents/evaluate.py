@@ -23,11 +23,12 @@ def evaluate(
     seed: int,
     device: torch.device,
     max_steps: int = 50_000,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | int | None]]:
     """Run ``policy`` (obs (K, E, *obs) -> actions (K, E)) until every task has its episodes.
 
     Returns ``{task: {"mean_return", "mean_length", "success_rate", "episodes"}}`` using raw
-    (unclipped) returns; success means a positive return (the gridworld goal reward).
+    (unclipped) returns; success means a positive return (the gridworld goal reward). Statistics
+    are None for a task with no finished episode within ``max_steps``.
     """
     k, e = env.num_tasks, env.num_envs_per_task
     per_slot = max(1, math.ceil(episodes / e)) if episodes > 0 else 0
@@ -46,14 +47,14 @@ def evaluate(
                 returns[stat.task].append(stat.ret)
                 lengths[stat.task].append(stat.length)
             done_count[stat.slot] += 1
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | int | None]] = {}
     for t, name in enumerate(env.task_names):
         r = np.asarray(returns[t], dtype=np.float64)
         n = len(r)
         out[name] = {
-            "mean_return": float(r.mean()) if n else float("nan"),
-            "mean_length": float(np.mean(lengths[t])) if n else float("nan"),
-            "success_rate": float((r > 0).mean()) if n else float("nan"),
+            "mean_return": float(r.mean()) if n else None,
+            "mean_length": float(np.mean(lengths[t])) if n else None,
+            "success_rate": float((r > 0).mean()) if n else None,
             "episodes": n,
         }
     return out

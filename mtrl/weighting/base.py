@@ -1,0 +1,306 @@
+"""Base classes and shared helpers for loss / gradient weighting.
+
+Two families share one interface, :meth:`LossWeighting.backward`:
+
+* **loss weighting** (equal, random, uncertainty, dwa, gradnorm, famo): one backward pass of a
+  weighted sum of the losses; every parameter in the graph gets its gradient.
+* **gradient aggregation** (pcgrad, mgda, cagrad, imtl_g, nash_mtl, upgrad): per-task gradients
+  w.r.t. the shared parameters (or the shared representation) are stacked into a matrix
+  ``G`` of shape ``(T, P)``, combined into one ``(P,)`` direction, and written back into ``.grad``.
+  Every other (task-specific) parameter gets the gradient of the plain sum of the losses.
+
+Gradients *accumulate* into ``.grad`` like ``loss.backward()``; the caller zeroes them.
+
+Which parameters are "task-specific"? Either the ``task_params`` argument, or (default) every leaf
+tensor that requires grad in the graph of ``losses`` and is not a shared parameter; in
+representation mode the walk stops at ``features``, so only the parameters above the trunk
+(heads) are found. Shared parameters not listed in ``shared_params`` count as task parameters and
+receive the plain-sum gradient.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mtrl.registry import Registry
+
+WEIGHTINGS: Registry[LossWeighting] = Registry("weighting")
+
+
+def as_loss_vector(losses: Tensor | Sequence[Tensor]) -> Tensor:
+    """Stack a sequence of scalar losses into a ``(T,)`` tensor (a tensor is checked and kept)."""
+    if not isinstance(losses, Tensor):
+        losses = torch.stack([torch.as_tensor(x).reshape(()) for x in losses])
+    if losses.dim() != 1:
+        raise ValueError(f"losses must have shape (T,), got {tuple(losses.shape)}")
+    return losses
+
+
+def flatten(grads: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:
+    """Concatenate ``grads`` into one ``(P,)`` vector; ``None`` entries become zeros of ``like``."""
+    parts = [
+        (torch.zeros_like(p) if g is None else g).reshape(-1)
+        for g, p in zip(grads, like, strict=True)
+    ]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def unflatten(vec: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """Split a ``(P,)`` vector into views shaped like the tensors of ``like``."""
+    out, start = [], 0
+    for p in like:
+        n = p.numel()
+        out.append(vec[start : start + n].view_as(p))
+        start += n
+    if start != vec.numel():
+        raise ValueError(f"vector has {vec.numel()} entries, parameters have {start}")
+    return out
+
+
+def task_gradients(losses: Tensor, inputs: Sequence[Tensor], *, batched: bool = False) -> Tensor:
+    """Per-task gradients ``G[i] = d losses[i] / d inputs`` flattened to a ``(T, P)`` matrix.
+
+    One ``torch.autograd.grad`` per task (graph retained), or a single vmapped call over the
+    one-hot basis when ``batched=True`` (faster, but not every op supports vmap).
+    """
+    inputs = list(inputs)
+    t = losses.shape[0]
+    if batched and losses.requires_grad:
+        basis = torch.eye(t, dtype=losses.dtype, device=losses.device)
+        gs = torch.autograd.grad(
+            losses, inputs, basis, retain_graph=True, allow_unused=True, is_grads_batched=True
+        )
+        gs = [
+            torch.zeros((t, *p.shape), dtype=p.dtype, device=p.device) if g is None else g
+            for g, p in zip(gs, inputs, strict=True)
+        ]
+        return torch.cat([g.reshape(t, -1) for g in gs], dim=1)
+    rows = []
+    for i in range(t):
+        if losses[i].requires_grad:
+            gs = torch.autograd.grad(losses[i], inputs, retain_graph=True, allow_unused=True)
+        else:
+            gs = [None] * len(inputs)
+        rows.append(flatten(gs, inputs))
+    return torch.stack(rows)
+
+
+def accumulate_grad(params: Sequence[Tensor], vec: Tensor) -> None:
+    """Add the flat gradient ``vec`` (P,) into ``p.grad`` of ``params`` (created if ``None``)."""
+    for p, g in zip(params, unflatten(vec.detach(), params), strict=True):
+        if p.grad is None:
+            p.grad = g.to(p.dtype).clone()
+        else:
+            p.grad.add_(g.to(p.grad.dtype))
+
+
+def graph_leaves(root: Tensor, stop: Tensor | None = None) -> list[Tensor]:
+    """Leaf tensors requiring grad in the autograd graph of ``root`` (not expanding ``stop``)."""
+    if root.grad_fn is None:
+        return [root] if root.requires_grad else []
+    stop_fn = None if stop is None else stop.grad_fn
+    seen, leaves, stack = set(), [], [root.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        var = getattr(fn, "variable", None)
+        if var is not None:
+            leaves.append(var)
+            continue
+        if fn is stop_fn:
+            continue
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+    return leaves
+
+
+def backward_task_params(
+    losses: Tensor,
+    exclude: Sequence[Tensor],
+    task_params: Sequence[Tensor] | None = None,
+    stop: Tensor | None = None,
+) -> None:
+    """Backward ``losses.sum()`` into the task-specific parameters only (see module docstring)."""
+    total = losses.sum()
+    if not total.requires_grad:
+        return
+    if task_params is None:
+        ex = {id(p) for p in exclude}
+        task_params = [p for p in graph_leaves(total, stop) if id(p) not in ex]
+    else:
+        task_params = [p for p in task_params if p.requires_grad]
+    if task_params:
+        torch.autograd.backward(total, inputs=list(task_params))
+
+
+def shared_targets(
+    shared_params: Sequence[Tensor] | None, features: Tensor | None, method: str
+) -> list[Tensor]:
+    """The tensors per-task gradients are taken w.r.t.: ``[features]`` or the shared params
+    (an empty list means nothing is shared: every parameter gets the plain-sum gradient)."""
+    if features is not None:
+        return [features]
+    if shared_params is None:
+        raise ValueError(f"{method} needs shared_params or features= to compute task gradients")
+    return [p for p in shared_params if p.requires_grad]
+
+
+def nonzero_rows(k: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
+    """Indices of the tasks whose gradient is not (numerically) zero, from a Gram matrix (T, T)."""
+    diag = np.diag(k)
+    return np.flatnonzero(diag > rtol * max(float(diag.max(initial=0.0)), 1e-300))
+
+
+class LossWeighting(torch.nn.Module):
+    """A multi-task loss/gradient weighting method over ``num_tasks`` tasks.
+
+    Subclasses implement :meth:`backward`; state lives in buffers/parameters (``state_dict``).
+    """
+
+    def __init__(self, num_tasks: int) -> None:
+        super().__init__()
+        if num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+        self.num_tasks = num_tasks
+
+    def _check(self, losses: Tensor | Sequence[Tensor]) -> Tensor:
+        losses = as_loss_vector(losses)
+        if losses.shape[0] != self.num_tasks:
+            raise ValueError(f"expected {self.num_tasks} losses, got {losses.shape[0]}")
+        return losses
+
+    def backward(
+        self,
+        losses: Tensor,
+        shared_params: Sequence[Tensor] | None = None,
+        *,
+        features: Tensor | None = None,
+        task_params: Sequence[Tensor] | None = None,
+    ) -> Tensor:
+        """Populate ``.grad`` from ``losses`` (T,) and return the applied weights (T,), detached."""
+        raise NotImplementedError
+
+
+class WeightedLoss(LossWeighting):
+    """Loss weighting: ``total = sum_i w_i L_i (+ extra terms)``, one ordinary backward pass."""
+
+    def combine(self, losses: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(total, weights)``: the scalar to backpropagate and the (T,) weights."""
+        raise NotImplementedError
+
+    def backward(
+        self,
+        losses: Tensor,
+        shared_params: Sequence[Tensor] | None = None,
+        *,
+        features: Tensor | None = None,
+        task_params: Sequence[Tensor] | None = None,
+    ) -> Tensor:
+        """Backward the weighted sum into every parameter; the shared/feature args are unused."""
+        total, weights = self.combine(self._check(losses))
+        if total.requires_grad:
+            total.backward()
+        return weights.detach()
+
+
+class GradientAggregator(LossWeighting):
+    """Gradient aggregation: combine the rows of ``G`` (T, P) into one direction (P,).
+
+    Subclasses implement :meth:`weights` returning ``w`` (T,) with ``aggregate(G) = w @ G``.
+    ``batched=True`` computes per-task gradients with one vmapped autograd call.
+    """
+
+    def __init__(self, num_tasks: int, batched: bool = False) -> None:
+        super().__init__(num_tasks)
+        self.batched = batched
+
+    def weights(self, grads: Tensor, losses: Tensor | None = None) -> Tensor:
+        """Combination weights (T,) for the per-task gradient matrix ``grads`` (T, P)."""
+        raise NotImplementedError
+
+    def aggregate(self, grads: Tensor, losses: Tensor | None = None) -> Tensor:
+        """The aggregated direction (P,) for ``grads`` (T, P)."""
+        return self.weights(grads, losses) @ grads
+
+    def backward(
+        self,
+        losses: Tensor,
+        shared_params: Sequence[Tensor] | None = None,
+        *,
+        features: Tensor | None = None,
+        task_params: Sequence[Tensor] | None = None,
+    ) -> Tensor:
+        """Aggregate per-task gradients w.r.t. ``shared_params`` (or ``features`` (B, D): the
+        aggregated feature gradient is backpropagated through the trunk once)."""
+        losses = self._check(losses)
+        targets = shared_targets(shared_params, features, type(self).__name__)
+        if not targets:  # nothing shared (e.g. independent networks): plain sum everywhere
+            if losses.requires_grad:
+                losses.sum().backward()
+            return losses.new_ones(losses.shape).detach()
+        grads = task_gradients(losses, targets, batched=self.batched)
+        w = self.weights(grads, losses.detach()).to(grads.dtype)
+        direction = w @ grads
+        if features is not None:
+            if features.requires_grad and features.grad_fn is not None:
+                features.backward(direction.view_as(features), retain_graph=True)
+            else:
+                accumulate_grad([features], direction)
+        else:
+            accumulate_grad(targets, direction)
+        backward_task_params(losses, targets, task_params, stop=features)
+        return w.detach()
+
+
+class SeededMixin:
+    """Owns a CPU ``torch.Generator`` whose state is checkpointed via ``state_dict`` extra state."""
+
+    def _init_generator(self, seed: int | None) -> None:
+        self.generator = torch.Generator()
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        self.generator.manual_seed(seed)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+class InternalOptimizerMixin:
+    """Owns a torch optimiser over some of the method's own parameters (checkpointed as extra
+    state). :meth:`_apply_grad` steps it and leaves ``.grad`` at ``None``, so those parameters are
+    inert even if a user also hands them to the model's optimiser."""
+
+    def _init_optimizer(
+        self, params: list[torch.nn.Parameter], kind: str, lr: float, weight_decay: float = 0.0
+    ) -> None:
+        if kind == "sgd":
+            self._opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+        elif kind == "adam":
+            self._opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {kind!r}; valid: {', '.join(OPTIMIZERS)}")
+
+    def _apply_grad(self, param: torch.nn.Parameter, grad: Tensor) -> None:
+        param.grad = grad.detach().to(param.dtype)
+        self._opt.step()
+        param.grad = None
+
+    def get_extra_state(self) -> dict[str, Any]:
+        # deep copies: Adam updates its moments in place, a checkpoint must not alias them
+        return {"optimizer": copy.deepcopy(self._opt.state_dict())}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._opt.load_state_dict(copy.deepcopy(state["optimizer"]))

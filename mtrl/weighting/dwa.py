@@ -1,0 +1,56 @@
+"""Dynamic Weight Average: Liu, Johns and Davison 2019, "End-to-End Multi-Task Learning with
+Attention" (CVPR, arXiv:1803.10704), Eq. 7."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mtrl.weighting.base import WEIGHTINGS, WeightedLoss
+
+
+@WEIGHTINGS.register("dwa")
+class DWA(WeightedLoss):
+    """``w_i = T softmax_i(r_i / temp)``, ``r_i = Lbar_i(e-1) / Lbar_i(e-2)`` over epochs.
+
+    ``Lbar_i(e)`` is the mean of the losses passed to :meth:`backward` during epoch ``e``. Epochs
+    end when the caller calls :meth:`epoch_end` or, if ``steps_per_epoch`` is given, automatically
+    after that many :meth:`backward` calls. During the first two epochs the weights are 1.
+    """
+
+    def __init__(self, num_tasks: int, temp: float = 2.0, steps_per_epoch: int | None = None):
+        super().__init__(num_tasks)
+        if steps_per_epoch is not None and steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        self.temp = temp
+        self.steps_per_epoch = steps_per_epoch
+        self.register_buffer("epoch_sum", torch.zeros(num_tasks, dtype=torch.float64))
+        self.register_buffer("epoch_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("history", torch.ones(2, num_tasks, dtype=torch.float64))  # e-2, e-1
+        self.register_buffer("epochs", torch.zeros((), dtype=torch.long))
+
+    def current_weights(self) -> Tensor:
+        """The weights (T,) used during the current epoch."""
+        if int(self.epochs) < 2:
+            return torch.ones_like(self.history[0])
+        r = self.history[1] / self.history[0]
+        return self.num_tasks * torch.softmax(r / self.temp, 0)
+
+    def epoch_end(self) -> None:
+        """Close the current epoch: its mean losses become ``Lbar(e-1)``."""
+        if int(self.epoch_steps) == 0:
+            return
+        mean = self.epoch_sum / self.epoch_steps
+        self.history.copy_(torch.stack([self.history[1], mean]))
+        self.epochs += 1
+        self.epoch_sum.zero_()
+        self.epoch_steps.zero_()
+
+    def combine(self, losses: Tensor) -> tuple[Tensor, Tensor]:
+        """losses (T,) -> (weighted sum, weights (T,) summing to T); records the losses."""
+        w = self.current_weights().to(device=losses.device, dtype=losses.dtype)
+        self.epoch_sum += losses.detach().to(self.epoch_sum)
+        self.epoch_steps += 1
+        if self.steps_per_epoch is not None and int(self.epoch_steps) >= self.steps_per_epoch:
+            self.epoch_end()
+        return (w * losses).sum(), w

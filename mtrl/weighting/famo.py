@@ -1,0 +1,75 @@
+"""FAMO: Liu et al. 2023, "FAMO: Fast Adaptive Multitask Optimization" (NeurIPS,
+arXiv:2306.03792), Algorithm 1."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from mtrl.weighting.base import WEIGHTINGS, InternalOptimizerMixin, WeightedLoss, as_loss_vector
+
+
+@WEIGHTINGS.register("famo")
+class FAMO(InternalOptimizerMixin, WeightedLoss):
+    """Logits ``xi`` (T,), ``z = softmax(xi)``; the model descends ``sum_i z_i log(L_i - b_i + c)``.
+
+    Normalised as in the paper so the applied gradient weights ``z_i / (D_i sum_j z_j / D_j)``
+    (``D_i = L_i - b_i + c``) sum to 1. One backward pass, O(1) in T.
+
+    Usage: ``weighting.backward(losses)``; ``optimizer.step()``; then recompute the losses on the
+    same batch at the new parameters and call ``weighting.update(new_losses)``: it steps
+    ``xi <- xi - lr (delta + gamma xi)``, ``delta = grad_xi z . (log D_before - log D_after)``
+    (paper; ``optimizer='adam'`` uses Adam with weight decay ``gamma`` as the authors' code).
+    ``xi`` is trained only by :meth:`update`; keep it out of the model's optimiser. The losses must
+    stay above ``min_losses`` (default 0; e.g. policy-gradient losses can be negative: pass bounds).
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        lr: float = 0.025,
+        gamma: float = 1e-3,
+        c: float = 1e-8,
+        min_losses: Sequence[float] | Tensor | None = None,
+        optimizer: str = "sgd",
+    ) -> None:
+        super().__init__(num_tasks)
+        self.c = c
+        self.logits = torch.nn.Parameter(torch.zeros(num_tasks))
+        b = torch.zeros(num_tasks) if min_losses is None else torch.as_tensor(min_losses).float()
+        self.register_buffer("min_losses", b.reshape(num_tasks).clone())
+        self.register_buffer("prev_losses", torch.zeros(num_tasks))
+        self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
+        self._init_optimizer([self.logits], optimizer, lr, weight_decay=gamma)
+
+    def _log_d(self, losses: Tensor) -> Tensor:
+        return (losses - self.min_losses.to(losses) + self.c).log()
+
+    def combine(self, losses: Tensor) -> tuple[Tensor, Tensor]:
+        """losses (T,) -> (``sum_i z_i log D_i / sum_j(z_j / D_j)``, gradient weights (T,))."""
+        z = torch.softmax(self.logits.detach(), 0).to(losses)
+        d = losses.detach() - self.min_losses.to(losses) + self.c
+        if bool((d <= 0).any()):
+            raise ValueError(
+                f"FAMO needs losses above min_losses (lower bounds b_i), got losses "
+                f"{losses.detach().tolist()} and min_losses {self.min_losses.tolist()}"
+            )
+        norm = (z / d).sum()
+        self.prev_losses.copy_(losses.detach())
+        self.has_prev.fill_(True)
+        total = (z / norm * self._log_d(losses)).sum()
+        return total, z / d / norm
+
+    @torch.no_grad()
+    def update(self, new_losses: Tensor | Sequence[Tensor]) -> None:
+        """Update ``xi`` from the loss change since the last :meth:`backward` (call after step)."""
+        if not bool(self.has_prev):
+            raise RuntimeError("FAMO.update() called before backward()")
+        new = as_loss_vector(new_losses).detach().to(self.prev_losses)
+        delta = self._log_d(self.prev_losses) - self._log_d(new)
+        z = torch.softmax(self.logits, 0)
+        grad = z * (delta - (z * delta).sum())  # J_softmax^T delta
+        self._apply_grad(self.logits, grad)
+        self.has_prev.fill_(False)

@@ -1,0 +1,91 @@
+"""GradNorm: Chen et al. 2018, "GradNorm: Gradient Normalization for Adaptive Loss Balancing in
+Deep Multitask Networks" (ICML, arXiv:1711.02257)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from mtrl.weighting.base import WEIGHTINGS, InternalOptimizerMixin, LossWeighting, task_gradients
+
+
+@WEIGHTINGS.register("gradnorm")
+class GradNorm(InternalOptimizerMixin, LossWeighting):
+    """Learned weights ``w`` (T,): ``total = sum_i w_i L_i``, ``w`` trained on
+    ``L_grad = sum_i |G_i - mean(G) r_i^alpha|``, ``G_i = |d(w_i L_i)/dW|``,
+    ``r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0))``; the target is a constant (paper, Eq. 2).
+
+    ``W`` is ``last_shared_layer`` (a tensor or list of tensors, e.g. the last trunk layer's
+    weight as in the paper), else the last tensor of ``shared_params``, else ``features``.
+    ``L_i(0)`` are the losses of the first call. ``w`` is updated by an internal optimiser
+    (``optimizer`` 'adam' or 'sgd', ``lr``) after the model gradients are written, then clamped
+    positive and renormalised to sum T; keep it out of the model's optimiser.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        alpha: float = 1.5,
+        lr: float = 0.025,
+        optimizer: str = "adam",
+        last_shared_layer: Tensor | Sequence[Tensor] | None = None,
+    ) -> None:
+        super().__init__(num_tasks)
+        self.alpha = alpha
+        self.task_weights = torch.nn.Parameter(torch.ones(num_tasks))
+        self.register_buffer("initial_losses", torch.ones(num_tasks))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        if isinstance(last_shared_layer, Tensor):
+            last_shared_layer = [last_shared_layer]
+        # A plain list: not registered, so the model's parameters stay out of our state_dict.
+        self._last_shared = None if last_shared_layer is None else list(last_shared_layer)
+        self._init_optimizer([self.task_weights], optimizer, lr)
+
+    def _layer(
+        self, shared_params: Sequence[Tensor] | None, features: Tensor | None
+    ) -> list[Tensor]:
+        if self._last_shared is not None:
+            return self._last_shared
+        if shared_params is not None:
+            params = [p for p in shared_params if p.requires_grad]
+            if params:
+                return params[-1:]
+        if features is not None:
+            return [features]
+        raise ValueError(
+            "GradNorm needs last_shared_layer, non-empty shared_params or features= (the layer "
+            "whose gradient norms it balances)"
+        )
+
+    def backward(
+        self,
+        losses: Tensor,
+        shared_params: Sequence[Tensor] | None = None,
+        *,
+        features: Tensor | None = None,
+        task_params: Sequence[Tensor] | None = None,
+    ) -> Tensor:
+        """Backward ``sum w_i L_i`` into all parameters, then update ``w``; returns ``w`` (T,)."""
+        losses = self._check(losses)
+        norms = task_gradients(losses, self._layer(shared_params, features)).norm(dim=1)
+        detached = losses.detach()
+        if not bool(self.initialized):
+            self.initial_losses.copy_(detached)
+            self.initialized.fill_(True)
+        w = self.task_weights.detach().to(losses.dtype).clone()
+        (w * losses).sum().backward()
+
+        ratio = detached / self.initial_losses.to(detached).clamp_min(1e-12)
+        r = ratio / ratio.mean().clamp_min(1e-12)
+        norms = norms.to(self.task_weights.dtype)
+        target = ((w.to(norms) * norms).mean() * r.to(norms) ** self.alpha).detach()
+        with torch.enable_grad():
+            l_grad = (self.task_weights * norms - target).abs().sum()
+            grad = torch.autograd.grad(l_grad, self.task_weights)[0]
+        self._apply_grad(self.task_weights, grad)
+        with torch.no_grad():
+            self.task_weights.clamp_(min=1e-6)
+            self.task_weights.mul_(self.num_tasks / self.task_weights.sum())
+        return w

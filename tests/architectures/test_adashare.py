@@ -1,0 +1,55 @@
+"""AdaShare (Sun et al. 2020): eval is deterministic argmax; skip policies and penalty by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mtrl.architectures import AdaShare
+
+
+def _model() -> AdaShare:
+    torch.manual_seed(0)
+    return AdaShare.mlp(5, [8, 8, 8], [2, 3], tau=1.0)
+
+
+def test_eval_is_deterministic_and_train_is_stochastic() -> None:
+    model = _model()
+    with torch.no_grad():
+        model.policy_logits[0].copy_(torch.randn(3, 2))
+    x = torch.randn(6, 5)
+    model.eval()
+    assert torch.equal(model(x)[0], model(x)[0])
+    model.train()
+    torch.manual_seed(1)
+    samples = {tuple(model.policy(0).tolist()) for _ in range(50)}
+    assert len(samples) > 1
+    assert all(set(s) <= {0.0, 1.0} for s in samples)  # straight-through: hard in forward
+
+
+def test_skip_all_blocks_in_eval() -> None:
+    model = _model().eval()
+    with torch.no_grad():
+        model.policy_logits[1].copy_(torch.tensor([[0.0, 1.0]] * 3))  # skip > select
+    x = torch.randn(4, 5)
+    torch.testing.assert_close(model(x)[1], model.heads[1](model.stem(x)))
+
+
+def test_straight_through_gradient_reaches_policy() -> None:
+    model = _model().train()
+    model(torch.randn(4, 5))[0].sum().backward()
+    assert model.policy_logits[0].grad is not None
+    assert model.policy_logits[0].grad.abs().sum() > 0
+
+
+def test_penalty_by_hand() -> None:
+    model = AdaShare.mlp(2, [4, 4], [1, 1], sparsity_weight=1.0, sharing_weight=1.0)
+    with torch.no_grad():
+        model.policy_logits[0].copy_(torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]]))
+        model.policy_logits[1].copy_(torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]]))
+    # select probabilities: task 0 = (1/2, 3/4), task 1 = (1/4, 1/2)
+    sparsity = math.log(0.5) + math.log(0.75) + math.log(0.25) + math.log(0.5)
+    sharing = (2 / 2) * 0.25 + (1 / 2) * 0.25
+    assert model.penalty().item() == pytest.approx(sparsity + sharing, rel=1e-6)

@@ -1,0 +1,226 @@
+"""Known answers for the pure aggregation functions on hand-sized gradient matrices (T, P)."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import mtrl.weighting as W
+
+
+def t(*rows):
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def v(*xs):
+    return torch.tensor(xs, dtype=torch.float64)
+
+
+# --- PCGrad (Yu 2020) ---------------------------------------------------------------------------
+
+
+def test_pcgrad_opposing_by_hand():
+    g = t([1.0, 0.0], [-1.0, 1.0])
+    # g1.g2 = -1: g1' = g1 - (-1/2) g2 = (0.5, 0.5); g2' = g2 - (-1/1) g1 = (0, 1)
+    assert torch.allclose(W.pcgrad(g), torch.tensor([0.5, 1.5], dtype=torch.float64))
+    # as coefficients of the original gradients: (1, 0.5) + (1, 1)
+    assert torch.allclose(W.pcgrad_weights(g @ g.T), v(2.0, 1.5))
+
+
+def test_pcgrad_no_change_when_agreeing():
+    g = torch.tensor([[1.0, 2.0, 0.0], [0.5, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    assert torch.allclose(W.pcgrad(g), g.sum(0))
+
+
+def test_pcgrad_seeded_order_is_deterministic():
+    g = torch.randn(5, 7, generator=torch.Generator().manual_seed(1))
+    a = W.PCGrad(5, seed=3).aggregate(g)
+    b = W.PCGrad(5, seed=3).aggregate(g)
+    assert torch.equal(a, b)
+    mean = W.PCGrad(5, seed=3, reduction="mean").aggregate(g)
+    assert torch.allclose(mean * 5, a)
+
+
+# --- MGDA (Sener 2018) --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("g", "expected"),
+    [
+        (t([1.0, 0.0], [0.0, 1.0]), [0.5, 0.5]),
+        # gamma = (|g2|^2 - g1.g2) / |g1 - g2|^2 = 1/5: point (0.4, 0.8), orthogonal to g1 - g2
+        (t([2.0, 0.0], [0.0, 1.0]), [0.4, 0.8]),
+        (t([1.0, 0.0], [3.0, 0.0]), [1.0, 0.0]),  # g1 is the hull's min-norm point
+    ],
+)
+def test_mgda_two_tasks_by_hand(g, expected):
+    assert torch.allclose(W.mgda(g), torch.tensor(expected, dtype=torch.float64))
+
+
+def _brute_min_norm(gram: np.ndarray, steps: int = 400) -> float:
+    best = np.inf
+    for i, j in itertools.product(range(steps + 1), repeat=2):
+        if i + j <= steps:
+            a = np.array([i, j, steps - i - j]) / steps
+            best = min(best, a @ gram @ a)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mgda_frank_wolfe_matches_closed_form_and_grid(seed):
+    gen = torch.Generator().manual_seed(seed)
+    g2 = torch.randn(2, 5, generator=gen, dtype=torch.float64)
+    k2 = (g2 @ g2.T).numpy()
+    gamma = np.clip((k2[1, 1] - k2[0, 1]) / (k2[0, 0] + k2[1, 1] - 2 * k2[0, 1]), 0, 1)
+    assert torch.allclose(W.min_norm_weights(g2 @ g2.T), torch.tensor([gamma, 1 - gamma]).double())
+
+    g3 = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    w = W.min_norm_weights(g3 @ g3.T)
+    assert w.min() >= 0 and torch.isclose(w.sum(), torch.tensor(1.0, dtype=torch.float64))
+    value = float(w @ g3 @ g3.T @ w)
+    grid = _brute_min_norm((g3 @ g3.T).numpy())
+    assert value <= grid + 1e-9
+    assert value >= grid - 1e-2 * max(grid, 1e-3)
+
+
+def test_mgda_normalization_applies_weights_to_original_gradients():
+    g = t([2.0, 0.0], [0.0, 1.0])
+    w = W.MGDA(2, normalization="l2").weights(g)
+    assert torch.allclose(w, v(0.5, 0.5))  # unit gradients -> equal weights
+    w_loss = W.MGDA(2, normalization="loss").weights(g, v(2.0, 1.0))
+    assert torch.allclose(w_loss, v(0.5, 0.5))
+
+
+# --- CAGrad (Liu 2021) --------------------------------------------------------------------------
+
+
+def test_cagrad_c0_is_mean():
+    g = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.allclose(W.cagrad(g, c=0.0), g.mean(0))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cagrad_maximises_worst_improvement_in_ball(seed):
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    c = 0.5
+    d = W.cagrad(g, c=c)
+    g0 = g.mean(0)
+    radius = c * g0.norm()
+    assert (d - g0).norm() <= radius * (1 + 1e-6)
+    # No point of the ball improves the worst task more (sampled on the sphere and inside).
+    u = torch.randn(4000, 5, generator=gen, dtype=torch.float64)
+    u = u / u.norm(dim=1, keepdim=True) * torch.rand(4000, 1, generator=gen, dtype=torch.float64)
+    cand = g0 + radius * u
+    assert (g @ d).min() >= (cand @ g.T).min(dim=1).values.max() - 1e-6
+
+
+def test_cagrad_rescale():
+    g = torch.randn(3, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert torch.allclose(W.cagrad(g, 0.5, rescale=True) * 1.25, W.cagrad(g, 0.5))
+
+
+# --- IMTL-G (Liu 2021) --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3, 5])
+def test_imtl_g_equal_projections(num_tasks):
+    g = torch.randn(num_tasks, 8, generator=torch.Generator().manual_seed(num_tasks)).double()
+    w = W.imtl_g_weights(g @ g.T)
+    assert torch.isclose(w.sum(), torch.tensor(1.0, dtype=torch.float64))
+    d = w @ g
+    proj = (g / g.norm(dim=1, keepdim=True)) @ d
+    assert torch.allclose(proj, proj[0].expand_as(proj), atol=1e-10)
+
+
+# --- Nash-MTL (Navon 2022) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("num_tasks", "dim"), [(2, 3), (3, 10), (5, 20), (4, 4)])
+def test_nash_kkt(num_tasks, dim):
+    g = torch.randn(num_tasks, dim, generator=torch.Generator().manual_seed(dim)).double()
+    k = g @ g.T
+    alpha = W.nash_weights(k)
+    assert (alpha > 0).all()
+    assert torch.allclose(alpha * (k @ alpha), torch.ones(num_tasks, dtype=torch.float64))
+    assert torch.isclose(W.nash_mtl(g).norm() ** 2, torch.tensor(float(num_tasks)).double())
+    # the authors' normalised Gram gives the same direction, scaled by sqrt(|K|_F)
+    scaled = W.nash_weights(k, normalize=True)
+    assert torch.allclose(scaled, alpha * k.norm().sqrt())
+
+
+def test_nash_scale_invariance_and_orthogonal_case():
+    g = t([2.0, 0.0], [0.0, 0.5])
+    # orthogonal: alpha_i^2 |g_i|^2 = 1 -> alpha_i = 1 / |g_i|: d = sum of unit vectors
+    assert torch.allclose(W.nash_weights(g @ g.T), v(0.5, 2.0))
+    assert torch.allclose(W.nash_mtl(g), v(1.0, 1.0))
+
+
+# --- batched per-task gradients -------------------------------------------------------------------
+
+
+def test_batched_task_gradients_match_loop(toy):
+    losses, _ = toy.losses()
+    loop = W.task_gradients(losses, toy.shared())
+    batched = W.task_gradients(losses, toy.shared(), batched=True)
+    assert loop.shape == (3, sum(p.numel() for p in toy.shared()))
+    assert torch.allclose(loop, batched, atol=1e-6)
+
+
+# --- UPGrad (Quinton and Rey 2024) ----------------------------------------------------------------
+
+
+def test_upgrad_by_hand():
+    g = t([1.0, 0.0], [-1.0, 1.0])
+    # dual cone {x: x1 >= 0, x2 >= x1}: proj(g1) = (0.5, 0.5), proj(g2) = (0, 1); mean of the two
+    assert torch.allclose(W.upgrad(g), v(0.25, 0.75))
+
+
+def test_upgrad_is_mean_without_conflict():
+    g = torch.tensor([[1.0, 2.0, 0.0], [0.5, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    assert torch.allclose(W.upgrad(g), g.mean(0))
+
+
+@pytest.mark.parametrize(("seed", "num_tasks", "dim"), [(0, 3, 5), (1, 5, 8), (2, 6, 3)])
+def test_upgrad_non_conflicting_and_kkt(seed, num_tasks, dim):
+    from mtrl.weighting.upgrad import dual_cone_weights
+
+    g = torch.randn(num_tasks, dim, generator=torch.Generator().manual_seed(seed)).double()
+    k = g @ g.T
+    assert (g @ W.upgrad(g) >= -1e-9).all()
+    vmat = dual_cone_weights(k)
+    eye = torch.eye(num_tasks, dtype=torch.float64)
+    kv = vmat @ k  # row i: K v_i (K symmetric)
+    assert (vmat >= eye - 1e-12).all()  # feasibility v_i >= e_i
+    assert (kv >= -1e-9).all()  # dual feasibility
+    assert ((vmat - eye) * kv).abs().max() < 1e-8  # complementary slackness
+
+
+@pytest.mark.parametrize("fn", [W.imtl_g_weights, W.nash_weights])
+def test_zero_gradient_task_gets_zero_weight(fn):
+    g = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    g[1] = 0.0
+    w = fn(g @ g.T)
+    assert w[1] == 0 and (w[[0, 2]] > 0).all()
+    rest = fn(g[[0, 2]] @ g[[0, 2]].T)
+    assert torch.allclose(w[[0, 2]], rest)
+    assert torch.equal(fn(torch.zeros(3, 3, dtype=torch.float64)), torch.zeros(3).double())
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1e4])
+@pytest.mark.parametrize(
+    ("fn", "power"),
+    [
+        (lambda g: W.pcgrad(g, torch.Generator().manual_seed(0)), 1),
+        (W.mgda, 1),
+        (W.cagrad, 1),
+        (W.imtl_g, 1),
+        (W.upgrad, 1),
+        (W.nash_mtl, 0),
+    ],
+)
+def test_aggregators_are_scale_equivariant(fn, power, scale):
+    # the solvers must not depend on the gradients' magnitude (Nash-MTL's update has norm sqrt(T))
+    g = torch.randn(5, 30, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert torch.allclose(fn(scale * g), scale**power * fn(g), rtol=1e-4, atol=1e-12)

@@ -1,0 +1,150 @@
+"""Known answers for the loss-weighting methods: random, uncertainty, DWA, GradNorm, FAMO."""
+
+import math
+
+import pytest
+import torch
+
+import mtrl.weighting as W
+
+
+def const_losses(*values: float) -> torch.Tensor:
+    """Losses (T,) attached to a dummy parameter so that backward works."""
+    p = torch.zeros((), requires_grad=True)
+    return torch.tensor(values) + 0 * p
+
+
+def test_equal_weights_and_grads(toy):
+    losses, _ = toy.losses()
+    w = W.build("equal", 3).backward(losses)
+    assert torch.equal(w, torch.ones(3))
+    ref = toy.grads()
+    toy.zero_grad()
+    toy.losses()[0].sum().backward()
+    assert all(torch.allclose(a, b) for a, b in zip(ref, toy.grads(), strict=True))
+
+
+def test_random_weights_softmax_of_normal_seeded():
+    a, b = W.RandomWeighting(4, seed=7), W.RandomWeighting(4, seed=7)
+    wa = a.backward(const_losses(1, 2, 3, 4))
+    wb = b.backward(const_losses(1, 2, 3, 4))
+    assert torch.equal(wa, wb)
+    assert torch.isclose(wa.sum(), torch.tensor(1.0)) and (wa > 0).all()
+    z = torch.randn(4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    assert torch.allclose(wa, torch.softmax(z, 0).float())
+    assert not torch.equal(wa, a.backward(const_losses(1, 2, 3, 4)))  # fresh draw each step
+
+
+def test_uncertainty_optimum_is_inverse_loss():
+    fixed = torch.tensor([0.5, 2.0, 4.0])
+    method = W.Uncertainty(3)
+    opt = torch.optim.Adam(method.parameters(), lr=0.05)
+    for _ in range(600):
+        opt.zero_grad()
+        method.backward(fixed.clone())
+        opt.step()
+    w = method.backward(fixed.clone())
+    # d/ds (0.5 e^-s L + 0.5 s) = 0  ->  e^s = L = sigma^2, weight 0.5 e^-s = 1 / (2 L)
+    assert torch.allclose(w, 1 / (2 * fixed), rtol=1e-3)
+    assert torch.allclose(method.log_vars.exp(), fixed, rtol=1e-3)
+
+
+def test_uncertainty_total_loss_by_hand():
+    method = W.Uncertainty(2, init_log_var=math.log(2.0))
+    total, w = method.combine(torch.tensor([1.0, 3.0]))
+    assert torch.allclose(w, torch.tensor([0.25, 0.25]))
+    assert torch.isclose(total, torch.tensor(0.25 * 4 + math.log(2.0)))
+
+
+def test_dwa_by_hand():
+    method = W.DWA(2, temp=2.0)
+    assert torch.equal(method.backward(const_losses(1, 2)), torch.ones(2))  # epoch 0
+    method.backward(const_losses(3, 4))
+    method.epoch_end()  # Lbar(0) = (2, 3)
+    assert torch.equal(method.backward(const_losses(1, 3)), torch.ones(2))  # epoch 1
+    method.epoch_end()  # Lbar(1) = (1, 3)
+    w = method.backward(const_losses(5, 5))  # epoch 2: r = (1/2, 3/3)
+    e1, e2 = math.exp(0.5 / 2), math.exp(1.0 / 2)
+    assert torch.allclose(w, torch.tensor([2 * e1 / (e1 + e2), 2 * e2 / (e1 + e2)]))
+
+
+def test_dwa_steps_per_epoch():
+    method = W.DWA(2, steps_per_epoch=2)
+    for losses in [(1, 2), (3, 4), (1, 3), (1, 3)]:
+        assert torch.equal(method.backward(const_losses(*losses)), torch.ones(2))
+    assert int(method.epochs) == 2
+    assert not torch.equal(method.backward(const_losses(1, 1)), torch.ones(2))
+
+
+def _gradnorm_losses(theta: torch.Tensor, values: tuple[float, float]) -> torch.Tensor:
+    # L_i = v_i + theta . e_i: value v_i at theta = 0, gradient norm 1 for both tasks
+    return torch.stack([values[0] + theta[0], values[1] + theta[1]])
+
+
+def test_gradnorm_moves_weight_to_slower_task():
+    theta = torch.zeros(2, requires_grad=True)
+    method = W.GradNorm(2, alpha=1.5, lr=0.05)
+    w0 = method.backward(_gradnorm_losses(theta, (1.0, 1.0)), [theta])  # L(0) = (1, 1)
+    assert torch.equal(w0, torch.ones(2))
+    assert torch.allclose(theta.grad, torch.ones(2))  # model gradient with w = 1
+    for _ in range(5):  # task 0 trained faster (loss halved), task 1 did not move
+        method.backward(_gradnorm_losses(theta, (0.5, 1.0)), [theta])
+        assert torch.isclose(method.task_weights.sum(), torch.tensor(2.0))
+    w = method.task_weights.detach()
+    assert w[1] > 1.0 > w[0]
+    assert method.task_weights.grad is None  # internal optimiser leaves no .grad behind
+
+
+def test_gradnorm_last_shared_layer_and_features(toy):
+    method = W.GradNorm(3, last_shared_layer=toy.trunk[0].weight)
+    losses, _ = toy.losses()
+    method.backward(losses, toy.shared())
+    assert torch.isclose(method.task_weights.sum(), torch.tensor(3.0))
+    losses, feats = toy.losses()
+    W.GradNorm(3).backward(losses, features=feats)
+    assert all(p.grad is not None for p in toy.parameters())
+
+
+def test_famo_weights_and_logit_update_by_hand():
+    method = W.FAMO(2, lr=0.025, gamma=1e-3)
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    losses = x**2  # (1, 4)
+    w = method.backward(losses)
+    # z = (.5, .5): gradient weights z_i / L_i normalised = (1, 1/4) / 1.25
+    assert torch.allclose(w, torch.tensor([0.8, 0.2]))
+    assert torch.allclose(x.grad, w * 2 * x.detach())  # sum_i w_i dL_i/dx
+    method.update(torch.tensor([0.5, 4.0]))  # task 0 halved, task 1 unchanged
+    delta = torch.tensor([math.log(2.0), 0.0])
+    grad = 0.5 * (delta - 0.5 * delta.sum())
+    assert torch.allclose(method.logits.detach(), -0.025 * grad)
+    z = torch.softmax(method.logits.detach(), 0)
+    assert z[1] > z[0]  # the lagging task gains weight
+    with pytest.raises(RuntimeError):
+        method.update(torch.tensor([0.5, 4.0]))
+
+
+def test_famo_two_loss_toy_balances():
+    # two quadratics with very different scales; FAMO keeps both decreasing
+    x = torch.tensor([3.0, 3.0], requires_grad=True)
+    opt = torch.optim.SGD([x], lr=0.1)
+    method = W.FAMO(2)
+
+    def losses():
+        return torch.stack([100.0 * x[0] ** 2, x[1] ** 2])
+
+    start = losses().detach()
+    for _ in range(100):
+        opt.zero_grad()
+        method.backward(losses())
+        opt.step()
+        with torch.no_grad():
+            method.update(losses())
+    end = losses().detach()
+    assert (end < 1e-2 * start).all()
+
+
+def test_famo_rejects_losses_below_bound():
+    with pytest.raises(ValueError, match="min_losses"):
+        W.FAMO(2).backward(const_losses(1.0, -0.5))
+    w = W.FAMO(2, min_losses=[-1.0, -1.0]).backward(const_losses(1.0, -0.5))
+    assert torch.isclose(w.sum(), torch.tensor(1.0))
