@@ -74,8 +74,11 @@ def _build_weighting(name: str, num_tasks: int):
     from mtrl import weighting
     from mtrl.registry import UnknownNameError
 
-    if not hasattr(weighting, "build") and name == "equal":  # TEMP until weighting lands
-        return None
+    if name == "famo":
+        raise ConfigError(
+            "agent.weighting='famo' needs the losses re-evaluated on the same batch after each "
+            "step, which the RL runner does not do; use it with mtrl's supervised Trainer"
+        )
     try:
         return weighting.build(name, num_tasks)
     except UnknownNameError as e:

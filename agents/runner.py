@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.base import Agent
+from agents.base import Agent, make_optimizer
 from agents.checkpoint import save_checkpoint
 from agents.config import Config, to_dict, to_yaml
 from agents.evaluate import evaluate
 from agents.rollout import Rollout, obs_to_tensor
+from mtrl.weighting.base import InternalOptimizerMixin
 
 
 class EqualWeighting(torch.nn.Module):
@@ -51,6 +52,11 @@ class Runner:
         self.weighting = (weighting or EqualWeighting()).to(device)
         self.make_eval_env = make_eval_env
         self.optimizers = agent.make_optimizers()
+        # Learnable weighting parameters (e.g. uncertainty's log-variances) that the method does
+        # not update itself get their own optimiser of the agent's kind.
+        wparams = [p for p in self.weighting.parameters() if p.requires_grad]
+        if wparams and not isinstance(self.weighting, InternalOptimizerMixin):
+            self.optimizers.append(make_optimizer(cfg.agent, wparams))
         self.num_tasks, self.envs_per_task = env.num_tasks, env.num_envs_per_task
         self.rollout = Rollout(cfg.agent.n_steps, self.num_tasks, self.envs_per_task, device)
         self.global_step = 0
