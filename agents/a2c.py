@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from agents.base import Agent, StepOutput, log_prob_entropy, sample_actions
+from agents.base import Agent, log_prob_entropy, sample_actions
 from agents.config import AgentConfig
 from agents.networks import ActorCritic
 from agents.returns import gae
@@ -78,12 +78,6 @@ class A2CAgent(Agent):
             suite, obs_shape, num_actions, num_tasks, shared_encoder, task_heads, cfg.hidden
         )
 
-    def step(self, obs: Tensor) -> StepOutput:
-        logits, values = self.net(obs)
-        actions = sample_actions(logits)
-        log_prob, entropy = log_prob_entropy(logits, actions)
-        return StepOutput(actions, {"log_prob": log_prob, "entropy": entropy, "value": values})
-
     @torch.no_grad()
     def values(self, obs: Tensor) -> Tensor:
         return self.net(obs)[1]
@@ -92,17 +86,12 @@ class A2CAgent(Agent):
     def act(self, obs: Tensor, greedy: bool = True) -> Tensor:
         return sample_actions(self.net(obs)[0], greedy)
 
-    def task_losses(
-        self, rollout: Rollout, last_values: Tensor
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        return a2c_terms(
-            rollout,
-            rollout.stacked("log_prob"),
-            rollout.stacked("entropy"),
-            rollout.stacked("value"),
-            last_values,
-            self.cfg,
-        )
+    def task_losses(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
+        logits, values = self.net(rollout.flat_obs())
+        logits, _ = rollout.unflatten(logits)
+        values, last_values = rollout.unflatten(values)
+        log_prob, entropy = log_prob_entropy(logits, rollout.actions)
+        return a2c_terms(rollout, log_prob, entropy, values, last_values.detach(), self.cfg)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return self.net.shared_parameters()

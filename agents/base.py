@@ -1,14 +1,12 @@
 """What every agent provides to the runner: acting, values, per-task losses and optimisers.
 
-An agent acts on task-major observation batches (K, E, *obs) and returns, per step, the sampled
-actions plus named (K, E) outputs kept with their graph for the loss. ``task_losses`` turns a
-filled :class:`~agents.rollout.Rollout` into one loss per task (K,) (so a loss-weighting method can
-combine them) and named scalar terms for logging. Agents hold no env or logging code.
+An agent acts on task-major observation batches (K, E, *obs) without autograd; ``task_losses``
+runs one batched forward pass over a filled :class:`~agents.rollout.Rollout` and returns one loss
+per task (K,) (so a loss-weighting method can combine them) and named terms for logging (scalars,
+or (K,) per-task diagnostics). Agents hold no env or logging code.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -16,14 +14,6 @@ from torch.nn import functional as F
 
 from agents.config import AgentConfig
 from agents.rollout import Rollout
-
-
-@dataclass
-class StepOutput:
-    """One acting step: actions (K, E) and named per-sample outputs for the loss."""
-
-    actions: Tensor
-    outputs: dict[str, Tensor]
 
 
 def sample_actions(logits: Tensor, greedy: bool = False) -> Tensor:
@@ -53,9 +43,10 @@ class Agent(nn.Module):
         self.cfg = cfg
         self.num_tasks = num_tasks
 
-    def step(self, obs: Tensor) -> StepOutput:
-        """Act on obs (K, E, *obs) keeping the graph of what the loss needs."""
-        raise NotImplementedError
+    @torch.no_grad()
+    def step(self, obs: Tensor) -> Tensor:
+        """Training actions (K, E) sampled from the task policies at obs (K, E, *obs)."""
+        return self.act(obs, greedy=False)
 
     @torch.no_grad()
     def values(self, obs: Tensor) -> Tensor:

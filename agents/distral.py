@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from agents.a2c import a2c_terms
-from agents.base import Agent, StepOutput, log_prob_entropy, make_optimizer, sample_actions
+from agents.base import Agent, log_prob_entropy, make_optimizer, sample_actions
 from agents.config import AgentConfig, ConfigError
 from agents.networks import GroupedLinear, make_encoder
 from agents.rollout import Rollout
@@ -91,14 +91,6 @@ class DistralAgent(Agent):
         logits = self.alpha * h0 + self.beta * f if self.two_column else f
         return logits, h0, values
 
-    def step(self, obs: Tensor) -> StepOutput:
-        logits, h0, values = self._forward(obs)
-        actions = sample_actions(logits)
-        log_prob, entropy = log_prob_entropy(logits, actions)
-        outputs = {"log_prob": log_prob, "entropy": entropy, "value": values}
-        outputs.update(logits=logits, h0=h0)
-        return StepOutput(actions, outputs)
-
     @torch.no_grad()
     def values(self, obs: Tensor) -> Tensor:
         z = self.pi0_encoder(obs) if self.task_encoder is None else self.task_encoder(obs)
@@ -114,12 +106,18 @@ class DistralAgent(Agent):
         return sample_actions(self.pi0_head(self.pi0_encoder(obs)), greedy)
 
     # ------------------------------------------------------------------ losses
-    def task_losses(
-        self, rollout: Rollout, last_values: Tensor
+    def task_losses(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
+        logits, h0, values = self._forward(rollout.flat_obs())
+        logits, _ = rollout.unflatten(logits)
+        h0, _ = rollout.unflatten(h0)
+        values, last_values = rollout.unflatten(values)
+        return self.losses_from_outputs(rollout, logits, h0, values, last_values.detach())
+
+    def losses_from_outputs(
+        self, rollout: Rollout, logits: Tensor, h0: Tensor, values: Tensor, last_values: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        log_prob = rollout.stacked("log_prob")  # (T, K, E)
-        logits = rollout.stacked("logits")  # (T, K, E, A)
-        h0 = rollout.stacked("h0")
+        """Losses from (T, K, E, A) task logits and h0, (T, K, E) values, (K, E) bootstrap."""
+        log_prob, ent = log_prob_entropy(logits, rollout.actions)
         log_pi0_a = F.log_softmax(h0, -1).gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
         rewards = rollout.rewards
         if self.regularise:
@@ -129,18 +127,12 @@ class DistralAgent(Agent):
                 - (1.0 / self.beta) * log_prob.detach()
             )
         losses, terms = a2c_terms(
-            rollout,
-            log_prob,
-            rollout.stacked("entropy"),
-            rollout.stacked("value"),
-            last_values,
-            self.cfg,
-            rewards=rewards,
+            rollout, log_prob, ent, values, last_values, self.cfg, rewards=rewards
         )
         # Per-task diagnostics (K,): KL(pi_i || pi0), entropies of pi_i and pi0.
         kl = kl_divergence(logits.detach(), h0.detach())
         terms["kl"] = kl.mean(dim=(0, 2))
-        terms["entropy"] = rollout.stacked("entropy").detach().mean(dim=(0, 2))
+        terms["entropy"] = ent.detach().mean(dim=(0, 2))
         terms["entropy_pi0"] = entropy(h0.detach()).mean(dim=(0, 2))
         terms["regularised_reward"] = rewards.detach().mean(dim=(0, 2))
         rollout.learning_rewards = rewards.detach()

@@ -1,10 +1,11 @@
 """Preallocated on-device rollout storage: the one numpy -> torch boundary of training.
 
 Environment outputs (numpy, slot-major N = K*E) are copied into (T, K, E) tensors on the device
-once per step. The policy outputs of each step (log-probabilities, values, entropies, and whatever
-else an agent records) keep their autograd graph: A2C's policy does not change during a rollout, so
-the loss can use the forward pass made while acting instead of a second forward pass over the
-rollout (the same gradients for a third less compute).
+once per step, and observations (kept in their env dtype, uint8 for pixels) into a task-major
+(K, T+1, E, *obs) buffer. Acting runs without autograd; the loss then makes one batched forward
+and backward pass over all T+1 observations of every task. On a CPU that is faster than keeping
+the graphs of T small acting passes (one large backward beats T small ones: measured 28 ms vs
+34 ms for the Nature CNN on 80 frames), and it gives the bootstrap values for free.
 """
 
 from __future__ import annotations
@@ -17,9 +18,21 @@ from torch import Tensor
 class Rollout:
     """(T, K, E) buffers for one n-step rollout of K tasks x E envs per task."""
 
-    def __init__(self, num_steps: int, num_tasks: int, envs_per_task: int, device: torch.device):
+    def __init__(
+        self,
+        num_steps: int,
+        num_tasks: int,
+        envs_per_task: int,
+        device: torch.device,
+        obs_shape: tuple[int, ...] = (),
+        obs_dtype: torch.dtype = torch.float32,
+    ):
         shape = (num_steps, num_tasks, envs_per_task)
         self.num_steps, self.device = num_steps, device
+        # obs[:, t] is s_t for t = 0..T (s_T bootstraps the last step).
+        self.obs = torch.zeros(
+            (num_tasks, num_steps + 1, envs_per_task, *obs_shape), dtype=obs_dtype, device=device
+        )
         self.rewards = torch.zeros(shape, device=device)
         self.terminated = torch.zeros(shape, dtype=torch.bool, device=device)
         self.truncated = torch.zeros(shape, dtype=torch.bool, device=device)
@@ -27,24 +40,23 @@ class Rollout:
         self.actions = torch.zeros(shape, dtype=torch.long, device=device)
         # Step index of s_t inside its episode (for Distral's gamma^t distillation weights).
         self.ep_time = torch.zeros(shape, device=device)
-        # Per-step outputs of the agent with their graphs: name -> list of (K, E) tensors.
-        self.outputs: dict[str, list[Tensor]] = {}
         # Rewards the agent actually learned from, if not the env's (Distral's regularised ones).
         self.learning_rewards: Tensor | None = None
 
     def clear(self) -> None:
-        """Drop the previous rollout's graphs (buffers are overwritten in place)."""
-        self.outputs = {}
+        """Forget per-rollout extras (buffers are overwritten in place)."""
         self.learning_rewards = None
 
-    def add_outputs(self, outputs: dict[str, Tensor]) -> None:
-        """Record one step of agent outputs, each (K, E) (or (K, E, A))."""
-        for name, value in outputs.items():
-            self.outputs.setdefault(name, []).append(value)
+    def flat_obs(self) -> Tensor:
+        """All observations as one task-major batch (K, (T+1)*E, *obs), no copy."""
+        k, t1, e = self.obs.shape[:3]
+        return self.obs.view(k, t1 * e, *self.obs.shape[3:])
 
-    def stacked(self, name: str) -> Tensor:
-        """The recorded output ``name`` stacked over steps: (T, K, E, ...)."""
-        return torch.stack(self.outputs[name])
+    def unflatten(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Split a (K, (T+1)*E, ...) network output into (T, K, E, ...) and the last (K, E, ...)."""
+        k, t1, e = self.obs.shape[:3]
+        x = x.view(k, t1, e, *x.shape[2:]).transpose(0, 1)
+        return x[:-1], x[-1]
 
     def insert_env(
         self,

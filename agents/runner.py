@@ -58,7 +58,15 @@ class Runner:
         if wparams and not isinstance(self.weighting, InternalOptimizerMixin):
             self.optimizers.append(make_optimizer(cfg.agent, wparams))
         self.num_tasks, self.envs_per_task = env.num_tasks, env.num_envs_per_task
-        self.rollout = Rollout(cfg.agent.n_steps, self.num_tasks, self.envs_per_task, device)
+        space = env.single_observation_space
+        self.rollout = Rollout(
+            cfg.agent.n_steps,
+            self.num_tasks,
+            self.envs_per_task,
+            device,
+            tuple(space.shape),
+            torch.from_numpy(np.zeros(0, dtype=space.dtype)).dtype,
+        )
         self.global_step = 0
         self.update = 0
         self.learning_return = np.zeros((self.num_tasks, self.envs_per_task))
@@ -95,11 +103,11 @@ class Runner:
         ro, env, k = self.rollout, self.env, self.num_tasks
         ro.clear()
         for t in range(ro.num_steps):
-            out = self.agent.step(obs)
-            env.step_async(out.actions.reshape(-1).cpu().numpy())
-            ro.add_outputs(out.outputs)
+            ro.obs[:, t] = obs
+            actions = self.agent.step(obs)
+            env.step_async(actions.reshape(-1).cpu().numpy())
             res = env.step_wait()
-            ro.insert_env(t, out.actions, res.reward, res.terminated, res.truncated)
+            ro.insert_env(t, actions, res.reward, res.terminated, res.truncated)
             ro.ep_time[t] = self.ep_time
             self.ep_time = (self.ep_time + 1) * ~(ro.terminated[t] | ro.truncated[t])
             if res.truncated.any():
@@ -110,12 +118,12 @@ class Runner:
             self.global_step += env.num_envs
             self._record_episodes(res.episodes)
             obs = obs_to_tensor(res.obs, k, self.device)
+        ro.obs[:, ro.num_steps] = obs
         return obs
 
-    def train_step(self, last_obs: Tensor) -> dict[str, float]:
+    def train_step(self) -> dict[str, float]:
         """Losses -> weighting.backward -> clip -> optimizer steps; returns logged scalars."""
-        last_values = self.agent.values(last_obs)
-        task_losses, terms = self.agent.task_losses(self.rollout, last_values)
+        task_losses, terms = self.agent.task_losses(self.rollout)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         weights = self.weighting.backward(task_losses, self.agent.shared_parameters())
@@ -199,7 +207,7 @@ class Runner:
         try:
             for _ in range(num_updates):
                 obs = self.collect(obs)
-                scalars = self.train_step(obs)
+                scalars = self.train_step()
                 pending.append(scalars)
                 self.loss_history.append(scalars)
                 bar.update(per_update)

@@ -28,26 +28,19 @@ def _agent(name: str, **kw) -> DistralAgent:
     return agent
 
 
-def _rollout(logits: torch.Tensor, h0: torch.Tensor, actions: torch.Tensor) -> Rollout:
-    """A (T, K, E) rollout whose recorded outputs are the given leaf tensors."""
-    ro = Rollout(T, K, E, torch.device("cpu"))
+def _rollout(actions: torch.Tensor) -> Rollout:
+    """A (T, K, E) rollout with reward 1 everywhere and episode times 0, 1."""
+    ro = Rollout(T, K, E, torch.device("cpu"), (5,))
     ro.actions.copy_(actions)
     ro.rewards.fill_(1.0)
     ro.ep_time.copy_(torch.tensor([0.0, 1.0]).view(T, 1, 1).expand(T, K, E))
-    logp = F.log_softmax(logits, -1)
-    for t in range(T):
-        chosen = logp[t].gather(-1, actions[t].unsqueeze(-1)).squeeze(-1)
-        ent = -(logp[t].exp() * logp[t]).sum(-1)
-        ro.add_outputs(
-            {
-                "log_prob": chosen,
-                "entropy": ent,
-                "value": torch.zeros(K, E),
-                "logits": logits[t],
-                "h0": h0[t],
-            }
-        )
     return ro
+
+
+def _losses(agent: DistralAgent, logits, h0, actions):
+    """Distral losses from given (T, K, E, A) task logits and h0, zero values."""
+    zeros = torch.zeros(T, K, E)
+    return agent.losses_from_outputs(_rollout(actions), logits, h0, zeros, torch.zeros(K, E))
 
 
 def test_seven_agents_are_registered():
@@ -85,7 +78,7 @@ def test_regularised_reward_by_hand():
     logits = torch.log(torch.tensor([0.5, 0.25, 0.25])).expand(T, K, E, A).clone()
     h0 = torch.log(torch.tensor([0.25, 0.5, 0.25])).expand(T, K, E, A).clone()
     actions = torch.zeros(T, K, E, dtype=torch.long)  # action 0: pi = 0.5, pi0 = 0.25
-    _, terms = agent.task_losses(_rollout(logits, h0, actions), torch.zeros(K, E))
+    _, terms = _losses(agent, logits, h0, actions)
     expected = 1.0 + (0.5 / 2.0) * math.log(0.25) - (1 / 2.0) * math.log(0.5)
     assert terms["regularised_reward"].mean().item() == pytest.approx(expected)
     kl = 0.5 * math.log(0.5 / 0.25) + 0.25 * math.log(0.25 / 0.5) + 0.25 * math.log(1.0)
@@ -97,9 +90,7 @@ def test_kl_and_its_gradient_vanish_when_policies_agree():
     same = torch.randn(T, K, E, A)
     logits = same.clone().requires_grad_(True)
     h0 = same.clone().requires_grad_(True)
-    losses, terms = agent.task_losses(
-        _rollout(logits, h0, torch.zeros(T, K, E, dtype=torch.long)), torch.zeros(K, E)
-    )
+    losses, terms = _losses(agent, logits, h0, torch.zeros(T, K, E, dtype=torch.long))
     assert terms["kl"].mean().item() == pytest.approx(0.0, abs=1e-7)
     losses.sum().backward()
     # With pi_i = pi0 the distillation gradient (pi0 - pi_i) is zero everywhere.
@@ -113,7 +104,7 @@ def test_distillation_gradient_wrt_pi0_logits_is_pi0_minus_pi():
     logits = torch.randn(T, K, E, A, generator=g).requires_grad_(True)
     h0 = torch.randn(T, K, E, A, generator=g).requires_grad_(True)
     actions = torch.randint(0, A, (T, K, E), generator=g)
-    losses, _ = agent.task_losses(_rollout(logits, h0, actions), torch.zeros(K, E))
+    losses, _ = _losses(agent, logits, h0, actions)
     losses.sum().backward()
     n = T * K * E
     discount = torch.tensor([1.0, gamma]).view(T, 1, 1, 1)  # ep_time 0 then 1
@@ -125,9 +116,7 @@ def test_distillation_discount_can_be_turned_off():
     agent = _agent("distral_kl_1col", beta=1.0, distill_discount=False)
     logits = torch.randn(T, K, E, A)
     h0 = torch.randn(T, K, E, A).requires_grad_(True)
-    losses, _ = agent.task_losses(
-        _rollout(logits, h0, torch.zeros(T, K, E, dtype=torch.long)), torch.zeros(K, E)
-    )
+    losses, _ = _losses(agent, logits, h0, torch.zeros(T, K, E, dtype=torch.long))
     losses.sum().backward()
     expected = (F.softmax(h0, -1) - F.softmax(logits, -1)) / (T * K * E)
     torch.testing.assert_close(h0.grad, expected.detach())
