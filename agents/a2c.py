@@ -79,12 +79,12 @@ class A2CAgent(Agent):
         )
 
     @torch.no_grad()
-    def values(self, obs: Tensor) -> Tensor:
-        return self.net(obs)[1]
+    def values(self, obs: Tensor, tasks: slice | None = None) -> Tensor:
+        return self.net(obs, tasks)[1]
 
     @torch.no_grad()
-    def act(self, obs: Tensor, greedy: bool = True) -> Tensor:
-        return sample_actions(self.net(obs)[0], greedy)
+    def act(self, obs: Tensor, greedy: bool = True, tasks: slice | None = None) -> Tensor:
+        return sample_actions(self.net(obs, tasks)[0], greedy)
 
     def task_losses(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
         logits, values = self.net(rollout.flat_obs())

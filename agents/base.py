@@ -44,17 +44,20 @@ class Agent(nn.Module):
         self.num_tasks = num_tasks
 
     @torch.no_grad()
-    def step(self, obs: Tensor) -> Tensor:
-        """Training actions (K, E) sampled from the task policies at obs (K, E, *obs)."""
-        return self.act(obs, greedy=False)
+    def step(self, obs: Tensor, tasks: slice | None = None) -> Tensor:
+        """Training actions (K, E) sampled from the task policies at obs (K, E, *obs).
+
+        ``tasks`` names the tasks of the K rows when they are a contiguous subset of all tasks.
+        """
+        return self.act(obs, greedy=False, tasks=tasks)
 
     @torch.no_grad()
-    def values(self, obs: Tensor) -> Tensor:
+    def values(self, obs: Tensor, tasks: slice | None = None) -> Tensor:
         """State values (K, E) for bootstrapping (no graph)."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def act(self, obs: Tensor, greedy: bool = True) -> Tensor:
+    def act(self, obs: Tensor, greedy: bool = True, tasks: slice | None = None) -> Tensor:
         """Evaluation actions (K, E) of the task policies."""
         raise NotImplementedError
 
@@ -77,5 +80,7 @@ def make_optimizer(cfg: AgentConfig, params, lr: float | None = None) -> torch.o
     """RMSprop (A2C/A3C's choice, eps 1e-5 as in the SB3 zoo) or Adam, from the agent config."""
     lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.eps)
-    return torch.optim.Adam(params, lr=lr, eps=cfg.eps)
+        return torch.optim.RMSprop(
+            params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.eps, foreach=True
+        )
+    return torch.optim.Adam(params, lr=lr, eps=cfg.eps, foreach=True)

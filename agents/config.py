@@ -68,6 +68,9 @@ class EnvConfig:
     suite: str = _f("gridworld", "environment suite: atari | minatar | gridworld")
     tasks: list[str] = _f([], "task names (games or goal digits); empty = the suite's default")
     num_envs_per_task: int = _f(4, "parallel environments per task")
+    task_groups: int = _f(
+        0, "pipeline acting over this many task groups (0 = auto: 2 on cuda, 1 on cpu)"
+    )
     atari: AtariConfig = field(default_factory=AtariConfig)
     minatar: MinAtarConfig = field(default_factory=MinAtarConfig)
     gridworld: GridworldConfig = field(default_factory=GridworldConfig)
@@ -142,6 +145,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "log_interval": (lambda v: v > 0, "a positive integer"),
     "checkpoint_interval": (lambda v: v > 0, "a positive integer"),
     "env.num_envs_per_task": (lambda v: v >= 1, ">= 1"),
+    "env.task_groups": (lambda v: v >= 0, ">= 0 (0 = auto)"),
     "env.atari.frameskip": (lambda v: v >= 1, ">= 1"),
     "env.atari.repeat_action_probability": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
     "env.atari.noop_max": (lambda v: v >= 0, ">= 0"),

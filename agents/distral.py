@@ -81,24 +81,27 @@ class DistralAgent(Agent):
         self.task_value = GroupedLinear(num_tasks, d, 1, gain=1.0)
 
     # ------------------------------------------------------------------ forward
-    def _forward(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """obs (K, B, *obs) -> (task logits (K, B, A), h0 (K, B, A), values (K, B))."""
+    def _forward(self, obs: Tensor, tasks: slice | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """obs (K, B, *obs) -> (task logits (K, B, A), h0 (K, B, A), values (K, B)).
+
+        ``tasks`` names the tasks of the K rows when they are a contiguous subset of all tasks.
+        """
         z0 = self.pi0_encoder(obs)
         h0 = self.pi0_head(z0)
-        z = z0 if self.task_encoder is None else self.task_encoder(obs)
-        f = self.task_policy(z)
-        values = self.task_value(z).squeeze(-1)
+        z = z0 if self.task_encoder is None else self.task_encoder(obs, tasks)
+        f = self.task_policy(z, tasks)
+        values = self.task_value(z, tasks).squeeze(-1)
         logits = self.alpha * h0 + self.beta * f if self.two_column else f
         return logits, h0, values
 
     @torch.no_grad()
-    def values(self, obs: Tensor) -> Tensor:
-        z = self.pi0_encoder(obs) if self.task_encoder is None else self.task_encoder(obs)
-        return self.task_value(z).squeeze(-1)
+    def values(self, obs: Tensor, tasks: slice | None = None) -> Tensor:
+        z = self.pi0_encoder(obs) if self.task_encoder is None else self.task_encoder(obs, tasks)
+        return self.task_value(z, tasks).squeeze(-1)
 
     @torch.no_grad()
-    def act(self, obs: Tensor, greedy: bool = True) -> Tensor:
-        return sample_actions(self._forward(obs)[0], greedy)
+    def act(self, obs: Tensor, greedy: bool = True, tasks: slice | None = None) -> Tensor:
+        return sample_actions(self._forward(obs, tasks)[0], greedy)
 
     @torch.no_grad()
     def act_pi0(self, obs: Tensor, greedy: bool = True) -> Tensor:

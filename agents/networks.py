@@ -46,10 +46,13 @@ class GroupedLinear(nn.Module):
                 nn.init.orthogonal_(w, gain=gain)
                 self.weight[k].copy_(w.t())
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, tasks: slice | None = None) -> Tensor:
+        """x (K, B, in) -> (K, B, out); ``tasks`` selects which groups the K rows are."""
         if self.groups == 1:
             return torch.matmul(x, self.weight[0]) + self.bias[0]
-        return torch.baddbmm(self.bias, x, self.weight)
+        if tasks is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias[tasks], x, self.weight[tasks])
 
 
 class ConvEncoder(nn.Module):
@@ -77,22 +80,34 @@ class ConvEncoder(nn.Module):
             nn.init.zeros_(conv.bias)
             layers += [conv, nn.ReLU()]
             c, h, w = out, (h - k) // s + 1, (w - k) // s + 1
-        self.convs = nn.Sequential(*layers)
+        # channels_last (NHWC) makes oneDNN's CPU convolutions ~25% faster here (23 vs 30 ms for
+        # forward+backward of the Nature CNN on 96 frames, 2 threads) and suits cuDNN too.
+        self.convs = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.flat_dim = c * h * w
         self.fc = GroupedLinear(groups, self.flat_dim, feature_dim, gain=math.sqrt(2))
         self.feature_dim = feature_dim
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, tasks: slice | None = None) -> Tensor:
+        """x (K, B, C, H, W) -> (K, B, feature_dim); ``tasks`` selects the groups of the K rows."""
         k, b = x.shape[:2]
         x = x.float() / self.scale if x.dtype == torch.uint8 else x.float()
+        cl = torch.channels_last
         if self.groups == 1:
-            h = self.convs(x.reshape(k * b, *x.shape[2:]))
-            h = h.reshape(k, b, self.flat_dim)
+            h = self.convs(x.reshape(k * b, *x.shape[2:]).contiguous(memory_format=cl))
+            h = h.contiguous().reshape(k, b, self.flat_dim)
         else:
             # (K, B, C, H, W) -> (B, K*C, H, W): group k of the conv sees task k's channels.
-            h = self.convs(x.transpose(0, 1).reshape(b, k * self.in_channels, *x.shape[3:]))
-            h = h.reshape(b, k, self.flat_dim).transpose(0, 1)
-        return F.relu(self.fc(h))
+            h = x.transpose(0, 1).reshape(b, k * self.in_channels, *x.shape[3:])
+            h = h.contiguous(memory_format=cl)
+            for conv in self.convs[::2]:
+                w, bias = conv.weight, conv.bias
+                if tasks is not None:  # the slice of each layer's weights that these tasks own
+                    per = w.shape[0] // self.groups
+                    w = w[tasks.start * per : tasks.stop * per]
+                    bias = bias[tasks.start * per : tasks.stop * per]
+                h = F.relu(F.conv2d(h, w, bias, conv.stride, groups=k))
+            h = h.contiguous().reshape(b, k, self.flat_dim).transpose(0, 1)
+        return F.relu(self.fc(h, tasks))
 
 
 class MLPEncoder(nn.Module):
@@ -106,10 +121,11 @@ class MLPEncoder(nn.Module):
         )
         self.feature_dim = dims[-1]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, tasks: slice | None = None) -> Tensor:
+        """x (K, B, *obs) -> (K, B, feature_dim); ``tasks`` selects the groups of the K rows."""
         h = x.float().flatten(2)
         for layer in self.layers:
-            h = F.relu(layer(h))
+            h = F.relu(layer(h, tasks))
         return h
 
 
@@ -151,10 +167,13 @@ class ActorCritic(nn.Module):
         self.policy = GroupedLinear(heads, d, num_actions, gain=0.01)
         self.value = GroupedLinear(heads, d, 1, gain=1.0)
 
-    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """obs (K, B, *obs_shape) -> (logits (K, B, A), values (K, B))."""
-        h = self.encoder(obs)
-        return self.policy(h), self.value(h).squeeze(-1)
+    def forward(self, obs: Tensor, tasks: slice | None = None) -> tuple[Tensor, Tensor]:
+        """obs (K, B, *obs_shape) -> (logits (K, B, A), values (K, B)).
+
+        ``tasks`` (a slice of task indices) says which tasks the K rows are when K is a subset.
+        """
+        h = self.encoder(obs, tasks)
+        return self.policy(h, tasks), self.value(h, tasks).squeeze(-1)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters used by every task (empty for fully independent networks)."""

@@ -61,18 +61,17 @@ class Rollout:
     def insert_env(
         self,
         t: int,
-        actions: Tensor,
+        tasks: slice,
         reward: np.ndarray,
         terminated: np.ndarray,
         truncated: np.ndarray,
     ) -> None:
-        """Copy step t's env results (numpy, (N,)) into the (K, E) slices."""
-        k, e = self.rewards.shape[1:]
-        self.actions[t] = actions
-        self.rewards[t] = torch.from_numpy(np.asarray(reward, dtype=np.float32)).view(k, e)
-        self.terminated[t] = torch.from_numpy(np.asarray(terminated, dtype=bool)).view(k, e)
-        self.truncated[t] = torch.from_numpy(np.asarray(truncated, dtype=bool)).view(k, e)
-        self.final_values[t].zero_()
+        """Copy step t's env results (numpy, (n,) for the slots of ``tasks``) into (k, E) slices."""
+        e = self.rewards.shape[2]
+        self.rewards[t, tasks] = torch.from_numpy(np.asarray(reward, dtype=np.float32)).view(-1, e)
+        self.terminated[t, tasks] = torch.from_numpy(np.asarray(terminated, dtype=bool)).view(-1, e)
+        self.truncated[t, tasks] = torch.from_numpy(np.asarray(truncated, dtype=bool)).view(-1, e)
+        self.final_values[t, tasks] = 0.0
 
 
 def obs_to_tensor(obs: np.ndarray, num_tasks: int, device: torch.device) -> Tensor:

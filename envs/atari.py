@@ -181,13 +181,15 @@ class _NativeBackend:
         self.t[:] = 0
         return np.concatenate(obs), np.concatenate(lives).astype(np.int64)
 
-    def send(self, actions: np.ndarray) -> None:
-        for k, env in enumerate(self.envs):
-            env.send(actions[k * self.num_envs : (k + 1) * self.num_envs])
+    def send(self, actions: np.ndarray, games: range | None = None) -> None:
+        games = games or range(len(self.envs))
+        for i, k in enumerate(games):
+            self.envs[k].send(actions[i * self.num_envs : (i + 1) * self.num_envs])
 
-    def recv(self) -> tuple[np.ndarray, ...]:
+    def recv(self, games: range | None = None) -> tuple[np.ndarray, ...]:
         parts = []
-        for k, env in enumerate(self.envs):
+        for k in games or range(len(self.envs)):
+            env = self.envs[k]
             obs, rew, term, trunc, info = env.recv()
             order = np.argsort(info["env_id"])
             final = obs.copy()
@@ -243,10 +245,11 @@ class _GymnasiumBackend:
         obs, info = self.vec.reset(seed=None if seeds is None else [int(s) for s in seeds])
         return obs, np.asarray(info["lives"], np.int64)
 
-    def send(self, actions: np.ndarray) -> None:
+    def send(self, actions: np.ndarray, games: range | None = None) -> None:
+        assert games is None, "the gymnasium backend steps all games together"
         self._actions = actions
 
-    def recv(self) -> tuple[np.ndarray, ...]:
+    def recv(self, games: range | None = None) -> tuple[np.ndarray, ...]:
         obs, rew, term, trunc, info = self.vec.step(self._actions)
         final = obs.copy()
         done = np.asarray(info.get("_final_obs", np.zeros(len(obs), bool)))
@@ -299,6 +302,7 @@ class AtariVecEnv(MultiTaskVecEnv):
         if any(s != sets[0] for s in sets):
             self.close()
             _action_set_error(self.task_names, sets)
+        self.supports_task_groups = self.backend == "native"
         size = int(cfg["screen_size"])
         self.single_observation_space = gym.spaces.Box(
             0, 255, (int(cfg["frame_stack"]), size, size), np.uint8
@@ -310,7 +314,7 @@ class AtariVecEnv(MultiTaskVecEnv):
         self._ret = np.zeros(n, np.float64)
         self._lives = np.zeros(n, np.int64)
         self._was_reset = False
-        self._pending = False
+        self._pending: set[tuple[int, int]] = set()
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset every slot; returns obs (N, stack, H, W). Slot (k, e) seeded ``seed + 1000*k + e``."""
@@ -323,37 +327,61 @@ class AtariVecEnv(MultiTaskVecEnv):
         self._was_reset = True
         return obs
 
-    def step_async(self, actions: np.ndarray) -> None:
+    def _task_range(self, tasks: slice | None) -> range:
+        if tasks is None:
+            return range(self.num_tasks)
+        games = range(self.num_tasks)[tasks]
+        if games.step != 1 or not games:
+            raise EnvError(f"tasks must be a non-empty contiguous slice, got {tasks}")
+        if len(games) != self.num_tasks and not self.supports_task_groups:
+            raise EnvError(f"the {self.backend} backend steps all games together")
+        return games
+
+    def step_async(self, actions: np.ndarray, tasks: slice | None = None) -> None:
         if not self._was_reset:
             raise EnvError("call reset() before step()")
+        games = self._task_range(tasks)
+        n = len(games) * self.num_envs_per_task
         a = np.asarray(actions)
         n_act = int(self.single_action_space.n)
-        if a.shape != (self.num_envs,) or not np.issubdtype(a.dtype, np.integer):
-            raise EnvError(f"actions must be ({self.num_envs},) ints, got {a.dtype} {a.shape}")
+        if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer):
+            raise EnvError(f"actions must be ({n},) ints, got {a.dtype} {a.shape}")
         if a.size and (a.min() < 0 or a.max() >= n_act):
             raise EnvError(f"actions must be in [0, {n_act}), got [{a.min()}, {a.max()}]")
-        self._backend.send(a.astype(np.int64))
-        self._pending = True
+        key = (games.start, games.stop)
+        if any(g[0] < key[1] and key[0] < g[1] for g in self._pending):
+            raise EnvError(f"tasks {tasks} are already being stepped; call step_wait first")
+        full = len(games) == self.num_tasks
+        self._backend.send(a.astype(np.int64), None if full else games)
+        self._pending.add(key)
 
-    def step_wait(self) -> StepResult:
-        if not self._pending:
-            raise EnvError("step_wait() without step_async()")
-        self._pending = False
-        obs, raw, game_term, game_trunc, lives, final_obs = self._backend.recv()
+    def step_wait(self, tasks: slice | None = None) -> StepResult:
+        games = self._task_range(tasks)
+        key = (games.start, games.stop)
+        if key not in self._pending:
+            raise EnvError("step_wait() without a matching step_async()")
+        self._pending.discard(key)
+        full = len(games) == self.num_tasks
+        obs, raw, game_term, game_trunc, lives, final_obs = self._backend.recv(
+            None if full else games
+        )
+        e = self.num_envs_per_task
+        sl = slice(games.start * e, games.stop * e)
+        t, ret, slot_task = self._t[sl], self._ret[sl], self._slot_task[sl]  # views
         game_trunc = game_trunc & ~game_term
         game_over = game_term | game_trunc
-        self._t += 1
-        self._ret += raw
+        t += 1
+        ret += raw
         episodes = [
-            EpisodeStat(int(self._slot_task[i]), float(self._ret[i]), int(self._t[i]), int(i))
+            EpisodeStat(int(slot_task[i]), float(ret[i]), int(t[i]), int(i + sl.start))
             for i in np.flatnonzero(game_over)
         ]
-        self._t[game_over] = 0
-        self._ret[game_over] = 0.0
+        t[game_over] = 0
+        ret[game_over] = 0.0
         terminated = game_term.copy()
         if self.config["terminal_on_life_loss"]:
-            terminated |= ~game_over & (lives < self._lives)
-        self._lives = lives
+            terminated |= ~game_over & (lives < self._lives[sl])
+        self._lives[sl] = lives
         reward = (np.sign(raw) if self.config["clip_rewards"] else raw).astype(np.float32)
         return StepResult(obs, reward, terminated, game_trunc, final_obs, episodes)
 

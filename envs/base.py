@@ -63,6 +63,10 @@ class MultiTaskVecEnv:
     num_envs_per_task: int
     single_observation_space: gym.spaces.Box
     single_action_space: gym.spaces.Discrete
+    #: True when ``step_async``/``step_wait`` accept ``tasks=slice(a, b)`` to step a contiguous
+    #: group of tasks on its own, so a learner can overlap one group's emulation with another
+    #: group's forward pass.
+    supports_task_groups: bool = False
 
     @property
     def num_tasks(self) -> int:
@@ -81,12 +85,16 @@ class MultiTaskVecEnv:
         """Reset every slot; slot (task k, env e) is seeded with ``seed + 1000*k + e``."""
         raise NotImplementedError
 
-    def step_async(self, actions: np.ndarray) -> None:
-        """Start stepping all slots with ``actions`` (N,) int; pair with :meth:`step_wait`."""
+    def step_async(self, actions: np.ndarray, tasks: slice | None = None) -> None:
+        """Start stepping all slots (or, if supported, the slots of ``tasks``) with ``actions``.
+
+        ``actions`` is (n,) int for the n slots stepped; pair with :meth:`step_wait`.
+        """
         raise NotImplementedError
 
-    def step_wait(self) -> StepResult:
-        """Finish the step started by :meth:`step_async`."""
+    def step_wait(self, tasks: slice | None = None) -> StepResult:
+        """Finish the step started by :meth:`step_async` (same ``tasks``); arrays cover those
+        slots only, while ``EpisodeStat.task``/``slot`` stay global indices."""
         raise NotImplementedError
 
     def step(self, actions: np.ndarray) -> StepResult:
@@ -109,3 +117,9 @@ def slot_seeds(seed: int, num_tasks: int, num_envs_per_task: int) -> np.ndarray:
     k = np.arange(num_tasks)[:, None]
     e = np.arange(num_envs_per_task)[None, :]
     return (seed + 1000 * k + e).reshape(-1).astype(np.int64)
+
+
+def require_all_tasks(tasks: slice | None) -> None:
+    """Guard for envs that step every task together (``supports_task_groups`` is False)."""
+    if tasks is not None:
+        raise EnvError("this env steps all tasks together; call step_async/step_wait without tasks")

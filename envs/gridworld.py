@@ -15,7 +15,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.base import EnvError, EpisodeStat, MultiTaskVecEnv, StepResult, slot_seeds
+from envs.base import (
+    EnvError,
+    EpisodeStat,
+    MultiTaskVecEnv,
+    StepResult,
+    require_all_tasks,
+    slot_seeds,
+)
 
 MAPS_DIR = Path(__file__).parent / "maps"
 # Row/column offsets of the 4 actions: up, down, left, right.
@@ -264,7 +271,8 @@ class GridworldVecEnv(MultiTaskVecEnv):
         self._was_reset = True
         return self._obs(self._pos)
 
-    def step_async(self, actions: np.ndarray) -> None:
+    def step_async(self, actions: np.ndarray, tasks: slice | None = None) -> None:
+        require_all_tasks(tasks)
         if not self._was_reset:
             raise EnvError("call reset() before step()")
         a = np.asarray(actions)
@@ -274,7 +282,8 @@ class GridworldVecEnv(MultiTaskVecEnv):
             raise EnvError(f"actions must be in [0, 4), got range [{a.min()}, {a.max()}]")
         self._actions = a.astype(np.int64)
 
-    def step_wait(self) -> StepResult:
+    def step_wait(self, tasks: slice | None = None) -> StepResult:
+        require_all_tasks(tasks)
         if self._actions is None:
             raise EnvError("step_wait() without step_async()")
         a, self._actions = self._actions, None

@@ -14,7 +14,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.base import EnvError, EpisodeStat, MultiTaskVecEnv, StepResult, slot_seeds
+from envs.base import (
+    EnvError,
+    EpisodeStat,
+    MultiTaskVecEnv,
+    StepResult,
+    require_all_tasks,
+    slot_seeds,
+)
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 NUM_CHANNELS = 10
@@ -121,7 +128,8 @@ class MinAtarVecEnv(MultiTaskVecEnv):
         self._was_reset = True
         return self._obs.copy()
 
-    def step_async(self, actions: np.ndarray) -> None:
+    def step_async(self, actions: np.ndarray, tasks: slice | None = None) -> None:
+        require_all_tasks(tasks)
         if not self._was_reset:
             raise EnvError("call reset() before step()")
         a = np.asarray(actions)
@@ -131,7 +139,8 @@ class MinAtarVecEnv(MultiTaskVecEnv):
             raise EnvError(f"actions must be in [0, {NUM_ACTIONS}), got [{a.min()}, {a.max()}]")
         self._actions = a.astype(np.int64)
 
-    def step_wait(self) -> StepResult:
+    def step_wait(self, tasks: slice | None = None) -> StepResult:
+        require_all_tasks(tasks)
         if self._actions is None:
             raise EnvError("step_wait() without step_async()")
         actions, self._actions = self._actions, None

@@ -1,6 +1,7 @@
 """Known-answer tests for Distral (Teh et al. 2017): rewards, KL, 2-column form, distillation."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -179,6 +180,7 @@ def test_distill_lr_sets_pi0_learning_rate():
 
 
 def test_config_presets_load():
+    root = Path(__file__).resolve().parents[2]
     for path in ["configs/default.yaml", "configs/gridworld_distral.yaml"]:
-        cfg = load_config(path)
+        cfg = load_config(root / path)
         assert cfg.agent.name.startswith("distral")
