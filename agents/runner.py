@@ -74,6 +74,9 @@ class Runner:
         # Episode step counter of every slot (K, E): time index t of the current observation.
         self.ep_time = torch.zeros(self.num_tasks, self.envs_per_task, device=device)
         self.recent: list[deque[float]] = [deque(maxlen=10) for _ in range(self.num_tasks)]
+        # Every finished training episode as (global_step, task, raw return, length): the
+        # learning curves that benchmarks and reports plot.
+        self.episode_log: list[tuple[int, int, float, int]] = []
         self.loss_history: list[dict[str, float]] = []
         self.writer = None
 
@@ -88,6 +91,7 @@ class Runner:
         for ep in episodes:
             name = self.env.task_names[ep.task]
             self.recent[ep.task].append(ep.ret)
+            self.episode_log.append((self.global_step, ep.task, ep.ret, ep.length))
             if self.writer is not None:
                 self.writer.add_scalar(f"task/{name}/return", ep.ret, self.global_step)
                 self.writer.add_scalar(f"task/{name}/length", ep.length, self.global_step)
