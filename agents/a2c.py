@@ -87,11 +87,11 @@ class A2CAgent(Agent):
         return sample_actions(self.net(obs, tasks)[0], greedy)
 
     def task_losses(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
-        logits, values = self.net(rollout.flat_obs())
-        logits, _ = rollout.unflatten(logits)
-        values, last_values = rollout.unflatten(values)
+        last_values = self.values(rollout.last_obs())
+        logits, values = self.net(rollout.step_obs())
+        logits, values = rollout.unflatten(logits), rollout.unflatten(values)
         log_prob, entropy = log_prob_entropy(logits, rollout.actions)
-        return a2c_terms(rollout, log_prob, entropy, values, last_values.detach(), self.cfg)
+        return a2c_terms(rollout, log_prob, entropy, values, last_values, self.cfg)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return self.net.shared_parameters()

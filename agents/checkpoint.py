@@ -1,8 +1,19 @@
-"""Atomic checkpoint files, loaded with ``weights_only=True`` so a checkpoint cannot run code."""
+"""Atomic, integrity-checked checkpoint files, loaded with ``weights_only=True`` (no code runs).
+
+A file is an envelope ``{"format", "sha256", "payload"}`` whose ``payload`` is the uint8 bytes of
+the ``torch.save``d state; a flipped bit or a truncated file fails the hash or the load. Files are
+written to a temporary name in the same directory, fsynced and renamed, so a crash or a second
+Ctrl-C leaves the previous checkpoint intact. Layout: ``checkpoints/step_<N>.pt`` (the last
+``keep`` of them) and ``checkpoints/last.pt`` (a hard link to, or copy of, the newest).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,34 +22,127 @@ import torch
 
 from agents.config import ConfigError
 
+FORMAT = "mtrl-checkpoint-1"
+_STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path`` atomically: temp file in the same dir, fsync, rename."""
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def to_bytes(state: dict[str, Any]) -> bytes:
+    """Serialise ``state`` into the integrity-checked envelope format."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    env = {
+        "format": FORMAT,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+    }
+    out = io.BytesIO()
+    torch.save(env, out)
+    return out.getvalue()
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` atomically (see module docstring)."""
+    _atomic_write(path, to_bytes(state))
+
+
+def save_rotating(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
+    """Write ``step_<step>.pt``, point ``last.pt`` at it atomically, keep the newest ``keep``."""
+    target = ckpt_dir / f"step_{step}.pt"
+    _atomic_write(target, to_bytes(state))
+    fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix="last.pt", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(target, tmp)
+        except OSError:  # no hard links on this file system: copy (and fsync) instead
+            shutil.copyfile(target, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, ckpt_dir / "last.pt")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(ckpt_dir)
+    for old in step_files(ckpt_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def step_files(ckpt_dir: Path) -> list[Path]:
+    """``step_<N>.pt`` files of ``ckpt_dir`` sorted by N (oldest first)."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _STEP_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def remove_stale_temps(ckpt_dir: Path) -> None:
+    """Delete temporary files left by a write that was killed half-way."""
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.glob("*.tmp"):
+            p.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`; bad files raise ConfigError."""
-    if not path.is_file():
-        raise ConfigError(
-            f"checkpoint {str(path)!r} not found; pass a run directory with checkpoints/last.pt"
-        )
+    """Load and verify a checkpoint written by :func:`save_checkpoint`; bad files raise
+    ConfigError naming the file and the problem."""
+    name = str(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # corrupted, truncated, or not a torch file
-        raise ConfigError(
-            f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}); it is corrupted or not a checkpoint"
-        ) from None
-    if not isinstance(state, dict) or "agent" not in state:
-        raise ConfigError(f"checkpoint {str(path)!r} is not an mtrl checkpoint")
+        if not path.is_file():
+            raise ConfigError(
+                f"checkpoint {name!r} not found; pass a run directory with checkpoints/last.pt"
+            )
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"checkpoint {name!r} cannot be read ({e.strerror or e})") from None
+    bad = f"checkpoint {name!r} is corrupted or not an mtrl checkpoint"
+    try:
+        env = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, bit-flipped zip, not a torch file, unsafe pickle
+        raise ConfigError(f"{bad} ({type(e).__name__})") from None
+    if not isinstance(env, dict) or env.get("format") != FORMAT:
+        raise ConfigError(f"{bad} (unknown format)")
+    payload = env.get("payload")
+    if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8:
+        raise ConfigError(f"{bad} (no payload)")
+    data = payload.numpy().tobytes()
+    if hashlib.sha256(data).hexdigest() != env.get("sha256"):
+        raise ConfigError(f"{bad} (checksum mismatch)")
+    try:
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"{bad} ({type(e).__name__})") from None
+    if not isinstance(state, dict) or "agent" not in state or "config" not in state:
+        raise ConfigError(f"{bad} (missing agent or config)")
     return state

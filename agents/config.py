@@ -71,6 +71,9 @@ class EnvConfig:
     task_groups: int = _f(
         0, "pipeline acting over this many task groups (0 = auto: 2 on cuda, 1 on cpu)"
     )
+    workers: bool = _f(
+        False, "step each task's envs in a subprocess; dead or raising workers are restarted"
+    )
     atari: AtariConfig = field(default_factory=AtariConfig)
     minatar: MinAtarConfig = field(default_factory=MinAtarConfig)
     gridworld: GridworldConfig = field(default_factory=GridworldConfig)
@@ -125,6 +128,11 @@ class Config:
     deterministic: bool = _f(False, "use deterministic torch algorithms (slower on GPU)")
     log_interval: int = _f(10000, "environment steps between TensorBoard scalars")
     checkpoint_interval: int = _f(500000, "environment steps between checkpoints")
+    checkpoint_minutes: float = _f(30.0, "wall-clock minutes between checkpoints (0 = off)")
+    keep_checkpoints: int = _f(3, "number of step_<N>.pt checkpoints kept (last.pt is the newest)")
+    max_nonfinite_updates: int = _f(
+        10, "stop after this many non-finite updates in a row (0 = never stop)"
+    )
     progress: bool = _f(True, "show a progress bar")
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -144,6 +152,9 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "torch_threads": (lambda v: v >= 0, ">= 0"),
     "log_interval": (lambda v: v > 0, "a positive integer"),
     "checkpoint_interval": (lambda v: v > 0, "a positive integer"),
+    "checkpoint_minutes": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "keep_checkpoints": (lambda v: v >= 1, ">= 1"),
+    "max_nonfinite_updates": (lambda v: v >= 0, ">= 0 (0 = never stop)"),
     "env.num_envs_per_task": (lambda v: v >= 1, ">= 1"),
     "env.task_groups": (lambda v: v >= 0, ">= 0 (0 = auto)"),
     "env.atari.frameskip": (lambda v: v >= 1, ">= 1"),
@@ -206,25 +217,33 @@ def _omegaconf_message(err: OmegaConfBaseException) -> str:
     return f"{key}: {first}" if key else first
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Merge schema defaults, the YAML file at ``path`` and ``key=value`` overrides; validate."""
-    layers = [OmegaConf.structured(Config)]
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"config file {str(p)!r} cannot be read: {e}") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys, not a list")
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in the YAML file at ``path`` ({} if empty); any problem is a ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys, not a list")
+    return data
+
+
+def merge_structured(
+    schema: type, data: dict[str, Any] | None = None, overrides: list[str] | None = None
+) -> Any:
+    """Merge the dataclass ``schema``'s defaults, ``data`` and ``key=value`` overrides into an
+    instance of ``schema`` (unknown keys and wrong types raise ConfigError)."""
+    layers: list[Any] = [OmegaConf.structured(schema)]
+    if data is not None:
         layers.append(data)
     for item in overrides or []:
         if "=" not in item or item.startswith("="):
@@ -233,11 +252,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if overrides:
             layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*layers)
-        cfg = OmegaConf.to_object(merged)
+        return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(_omegaconf_message(e)) from None
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e).splitlines()[0]) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Merge schema defaults, the YAML file at ``path`` and ``key=value`` overrides; validate."""
+    data = None if path is None else read_yaml(path)
+    cfg = merge_structured(Config, data, overrides)
     assert isinstance(cfg, Config)
     validate(cfg)
     return cfg

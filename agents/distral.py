@@ -101,6 +101,13 @@ class DistralAgent(Agent):
 
     @torch.no_grad()
     def act(self, obs: Tensor, greedy: bool = True, tasks: slice | None = None) -> Tensor:
+        if not self.two_column:  # 1-column: pi_i = softmax(f_i) does not need pi0 to act
+            z = (
+                self.pi0_encoder(obs)
+                if self.task_encoder is None
+                else self.task_encoder(obs, tasks)
+            )
+            return sample_actions(self.task_policy(z, tasks), greedy)
         return sample_actions(self._forward(obs, tasks)[0], greedy)
 
     @torch.no_grad()
@@ -110,11 +117,12 @@ class DistralAgent(Agent):
 
     # ------------------------------------------------------------------ losses
     def task_losses(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
-        logits, h0, values = self._forward(rollout.flat_obs())
-        logits, _ = rollout.unflatten(logits)
-        h0, _ = rollout.unflatten(h0)
-        values, last_values = rollout.unflatten(values)
-        return self.losses_from_outputs(rollout, logits, h0, values, last_values.detach())
+        last_values = self.values(rollout.last_obs())
+        logits, h0, values = self._forward(rollout.step_obs())
+        unflat = rollout.unflatten
+        return self.losses_from_outputs(
+            rollout, unflat(logits), unflat(h0), unflat(values), last_values
+        )
 
     def losses_from_outputs(
         self, rollout: Rollout, logits: Tensor, h0: Tensor, values: Tensor, last_values: Tensor

@@ -90,15 +90,18 @@ class ConvEncoder(nn.Module):
     def forward(self, x: Tensor, tasks: slice | None = None) -> Tensor:
         """x (K, B, C, H, W) -> (K, B, feature_dim); ``tasks`` selects the groups of the K rows."""
         k, b = x.shape[:2]
-        x = x.float() / self.scale if x.dtype == torch.uint8 else x.float()
         cl = torch.channels_last
+        # Change layout while still uint8 (4x less to copy), then convert; float() keeps NHWC.
         if self.groups == 1:
-            h = self.convs(x.reshape(k * b, *x.shape[2:]).contiguous(memory_format=cl))
-            h = h.contiguous().reshape(k, b, self.flat_dim)
+            h = x.reshape(k * b, *x.shape[2:]).contiguous(memory_format=cl)
         else:
             # (K, B, C, H, W) -> (B, K*C, H, W): group k of the conv sees task k's channels.
             h = x.transpose(0, 1).reshape(b, k * self.in_channels, *x.shape[3:])
             h = h.contiguous(memory_format=cl)
+        h = h.float().mul_(1.0 / self.scale) if h.dtype == torch.uint8 else h.float()
+        if self.groups == 1:
+            h = self.convs(h).contiguous().reshape(k, b, self.flat_dim)
+        else:
             for conv in self.convs[::2]:
                 w, bias = conv.weight, conv.bias
                 if tasks is not None:  # the slice of each layer's weights that these tasks own

@@ -1,0 +1,128 @@
+"""Capture and restore everything a :class:`~agents.runner.Runner` needs to continue exactly.
+
+The state holds the agent, optimiser and weighting ``state_dict``s, the torch/numpy/python (and
+CUDA) RNG states, the environment snapshot (``env.get_state()`` where the suite has one, encoded by
+:mod:`agents.codec`), the current observation, episode clocks and accumulators, counters and the
+resolved config. Every value is a tensor or plain container, so ``weights_only=True`` loads it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from agents.codec import CodecError, decode, encode
+from agents.config import ConfigError, to_dict
+
+if TYPE_CHECKING:
+    from agents.runner import Runner
+
+VERSION = 1
+COUNTERS = ("global_step", "update", "nonfinite_total", "nonfinite_streak", "last_log", "last_ckpt")
+
+
+def capture(r: Runner) -> dict[str, Any]:
+    """The runner's full training state (see module docstring)."""
+    env_state = None
+    if hasattr(r.env, "get_state"):
+        env_state = encode(r.env.get_state())
+    rng: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": encode(np.random.get_state(legacy=True)),
+        "python": encode(random.getstate()),
+    }
+    if torch.cuda.is_available() and r.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "version": VERSION,
+        "agent_name": r.agent.name,
+        "agent": r.agent.state_dict(),
+        "optimizers": [opt.state_dict() for opt in r.optimizers],
+        "weighting": r.weighting.state_dict(),
+        "config": to_dict(r.cfg),
+        "counters": {k: int(getattr(r, k)) for k in COUNTERS},
+        "elapsed": float(r.elapsed),
+        "obs": None if r.obs is None else r.obs.detach().cpu(),
+        "ep_time": r.ep_time.detach().cpu(),
+        "learning_return": torch.from_numpy(r.learning_return.copy()),
+        "recent": [[float(x) for x in d] for d in r.recent],
+        "episode_log": torch.tensor(r.episode_log, dtype=torch.float64).reshape(-1, 4),
+        "pending": [dict(p) for p in r.pending],
+        "rng": rng,
+        "env": {"tasks": list(r.env.task_names), "state": env_state},
+    }
+
+
+def _fail(what: str, err: BaseException) -> ConfigError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ConfigError(f"checkpoint does not fit this run: {what} ({first[:200]})")
+
+
+def restore(r: Runner, state: dict[str, Any]) -> None:
+    """Load ``state`` from :func:`capture` into ``r``; a mismatch raises ConfigError."""
+    name = state.get("agent_name")
+    if name != r.agent.name:
+        raise ConfigError(
+            f"checkpoint was written by agent {name!r}, but this run's agent is {r.agent.name!r}"
+        )
+    if state.get("version") != VERSION:
+        raise ConfigError(f"checkpoint state version {state.get('version')!r} is not supported")
+    if list(state["env"]["tasks"]) != list(r.env.task_names):
+        raise ConfigError(
+            f"checkpoint tasks {state['env']['tasks']} differ from this run's {r.env.task_names}"
+        )
+    try:
+        r.agent.load_state_dict(state["agent"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise _fail("agent parameters", e) from None
+    if len(state["optimizers"]) != len(r.optimizers):
+        raise ConfigError(
+            f"checkpoint has {len(state['optimizers'])} optimisers, this run {len(r.optimizers)}"
+        )
+    try:
+        for opt, sd in zip(r.optimizers, state["optimizers"]):
+            opt.load_state_dict(sd)
+        r.weighting.load_state_dict(state["weighting"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise _fail("optimiser or weighting state", e) from None
+    try:
+        _restore_loop(r, state)
+    except (KeyError, ValueError, TypeError, IndexError, CodecError) as e:
+        raise _fail("loop state", e) from None
+
+
+def _restore_loop(r: Runner, state: dict[str, Any]) -> None:
+    dev = r.device
+    for k in COUNTERS:
+        setattr(r, k, int(state["counters"][k]))
+    r.elapsed = float(state["elapsed"])
+    ep_time = state["ep_time"]
+    if tuple(ep_time.shape) != tuple(r.ep_time.shape):
+        raise ValueError(f"ep_time shape {tuple(ep_time.shape)} != {tuple(r.ep_time.shape)}")
+    r.recent = [deque(x, maxlen=10) for x in state["recent"]]
+    r.episode_log = [
+        (int(s), int(k), float(ret), int(n)) for s, k, ret, n in state["episode_log"].tolist()
+    ]
+    r.pending = [dict(p) for p in state["pending"]]
+    env_state = state["env"]["state"]
+    if env_state is not None and hasattr(r.env, "set_state") and state["obs"] is not None:
+        r.env.set_state(decode(env_state))
+        r.obs = state["obs"].to(dev)
+        r.ep_time = ep_time.to(dev)
+        r.learning_return = state["learning_return"].numpy().copy()
+        r.env_restored = True
+    else:  # no env snapshot (ALE): fresh episodes from a seed derived from the step count
+        r.obs = r.reset(seed=r.cfg.seed + r.global_step)
+        r.ep_time.zero_()
+        r.learning_return[:] = 0.0
+        r.env_restored = False
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(decode(rng["numpy"]))
+    random.setstate(decode(rng["python"]))
+    if "cuda" in rng and torch.cuda.is_available() and dev.type == "cuda":
+        torch.cuda.set_rng_state_all(rng["cuda"])

@@ -1,0 +1,67 @@
+"""Graceful stop on SIGINT/SIGTERM: finish the current update, checkpoint, exit 130/143.
+
+The first signal only sets a flag that the training loop polls after each update; a second one
+raises ``KeyboardInterrupt`` at once (checkpoint writes are atomic, so the last good one survives).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType, TracebackType
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after writing a checkpoint; ``exit_code`` is 128 + signum."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step = signum, step
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class DivergenceError(RuntimeError):
+    """Too many non-finite updates in a row; the last good checkpoint is kept."""
+
+
+class StopFlag:
+    """Context manager turning SIGINT/SIGTERM into a polled flag (main thread only)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:  # second signal: stop now
+            self.restore()
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"{signal.Signals(signum).name}: finishing the current update and writing a "
+            "checkpoint (send it again to exit at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for s, old in self._old.items():
+            signal.signal(s, old)  # type: ignore[arg-type]
+        self._old = {}
+
+    def __exit__(
+        self, tp: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.restore()
