@@ -1,7 +1,7 @@
 """Atomic, integrity-checked checkpoint files, loaded with ``weights_only=True`` (no code runs).
 
-A file is an envelope ``{"format", "sha256", "payload"}`` whose ``payload`` is the uint8 bytes of
-the ``torch.save``d state; a flipped bit or a truncated file fails the hash or the load. Files are
+A file is the ``torch.save``d state followed by a trailer ``b"MTRL-SHA256:" + sha256(state bytes)``
+(``torch.load`` still reads it directly); any flipped bit or truncation fails the check. Files are
 written to a temporary name in the same directory, fsynced and renamed, so a crash or a second
 Ctrl-C leaves the previous checkpoint intact. Layout: ``checkpoints/step_<N>.pt`` (the last
 ``keep`` of them) and ``checkpoints/last.pt`` (a hard link to, or copy of, the newest).
@@ -22,11 +22,13 @@ import torch
 
 from agents.config import ConfigError
 
-FORMAT = "mtrl-checkpoint-1"
+TAG = b"MTRL-SHA256:"
+_TRAILER = len(TAG) + 32
+REQUIRED = ("version", "agent_name", "agent", "optimizers", "weighting", "config", "counters")
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -56,29 +58,22 @@ def _fsync_dir(d: Path) -> None:
 
 
 def to_bytes(state: dict[str, Any]) -> bytes:
-    """Serialise ``state`` into the integrity-checked envelope format."""
+    """Serialise ``state`` with its integrity trailer."""
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
-    env = {
-        "format": FORMAT,
-        "sha256": hashlib.sha256(payload).hexdigest(),
-        "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
-    }
-    out = io.BytesIO()
-    torch.save(env, out)
-    return out.getvalue()
+    return payload + TAG + hashlib.sha256(payload).digest()
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` atomically (see module docstring)."""
-    _atomic_write(path, to_bytes(state))
+    atomic_write(path, to_bytes(state))
 
 
 def save_rotating(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
     """Write ``step_<step>.pt``, point ``last.pt`` at it atomically, keep the newest ``keep``."""
     target = ckpt_dir / f"step_{step}.pt"
-    _atomic_write(target, to_bytes(state))
+    atomic_write(target, to_bytes(state))
     fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix="last.pt", suffix=".tmp")
     os.close(fd)
     try:
@@ -127,22 +122,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except OSError as e:
         raise ConfigError(f"checkpoint {name!r} cannot be read ({e.strerror or e})") from None
     bad = f"checkpoint {name!r} is corrupted or not an mtrl checkpoint"
-    try:
-        env = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, bit-flipped zip, not a torch file, unsafe pickle
-        raise ConfigError(f"{bad} ({type(e).__name__})") from None
-    if not isinstance(env, dict) or env.get("format") != FORMAT:
-        raise ConfigError(f"{bad} (unknown format)")
-    payload = env.get("payload")
-    if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8:
-        raise ConfigError(f"{bad} (no payload)")
-    data = payload.numpy().tobytes()
-    if hashlib.sha256(data).hexdigest() != env.get("sha256"):
+    if len(raw) < _TRAILER or raw[-_TRAILER:-32] != TAG:
+        raise ConfigError(f"{bad} (no integrity trailer; truncated?)")
+    data = raw[:-_TRAILER]
+    if hashlib.sha256(data).digest() != raw[-32:]:
         raise ConfigError(f"{bad} (checksum mismatch)")
     try:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:
         raise ConfigError(f"{bad} ({type(e).__name__})") from None
-    if not isinstance(state, dict) or "agent" not in state or "config" not in state:
-        raise ConfigError(f"{bad} (missing agent or config)")
+    missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ConfigError(f"{bad} (missing {', '.join(missing)})")
     return state

@@ -187,20 +187,25 @@ _RANGES: dict[str, tuple[Any, str]] = {
 }
 
 
-def _get(cfg: Config, dotted: str) -> Any:
+def _get(cfg: Any, dotted: str) -> Any:
     obj: Any = cfg
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
 
 
-def validate(cfg: Config) -> None:
-    """Check choices and ranges that the type system cannot express; raise ConfigError."""
-    for key, choices in _CHOICES.items():
+def validate(
+    cfg: Any,
+    choices: dict[str, tuple[str, ...]] | None = None,
+    ranges: dict[str, tuple[Any, str]] | None = None,
+) -> None:
+    """Check choices and ranges that the type system cannot express; raise ConfigError.
+    ``choices`` / ``ranges`` default to the RL schema's tables (other schemas pass their own)."""
+    for key, valid in (_CHOICES if choices is None else choices).items():
         value = _get(cfg, key)
-        if value not in choices:
-            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
-    for key, (ok, desc) in _RANGES.items():
+        if value not in valid:
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
+    for key, (ok, desc) in (_RANGES if ranges is None else ranges).items():
         value = _get(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is out of range; it must be {desc}")
@@ -255,6 +260,9 @@ def merge_structured(
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(_omegaconf_message(e)) from None
+    except yaml.YAMLError as e:  # e.g. control characters in an override's value
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"an override is not valid YAML: {first}") from None
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e).splitlines()[0]) from None
 

@@ -2,13 +2,18 @@
 
 The runner owns the environment, TensorBoard, the progress bar, checkpoints and the final
 evaluation; agents own only acting and losses. Environment steps are counted over all envs.
+Reliability (docs/reliability.md): periodic atomic checkpoints, exact resume, graceful SIGINT/SIGTERM,
+skipping of non-finite updates, and one ``losses.jsonl`` line per update.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
+import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,11 +24,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from agents import runstate
 from agents.base import Agent, make_optimizer
-from agents.checkpoint import save_checkpoint
-from agents.config import Config, to_dict, to_yaml
+from agents.checkpoint import atomic_write, remove_stale_temps, save_rotating, step_files
+from agents.config import Config, to_yaml
 from agents.evaluate import evaluate
+from agents.guards import check_divergence, clip_and_check
 from agents.rollout import Rollout, obs_to_tensor
+from agents.signals import Interrupted, StopFlag
 from mtrl.weighting.base import InternalOptimizerMixin
 
 
@@ -79,11 +87,24 @@ class Runner:
         self.episode_log: list[tuple[int, int, float, int]] = []
         self.loss_history: list[dict[str, float]] = []
         self.writer = None
+        # Reliability state (all checkpointed, see agents.runstate).
+        self.obs: Tensor | None = None  # current observation (K, E, *obs) between updates
+        self.nonfinite_total = 0  # updates skipped for non-finite losses or gradients
+        self.nonfinite_streak = 0  # ... in a row
+        self.last_log = 0  # global_step of the last TensorBoard write
+        self.last_ckpt = 0  # global_step of the last checkpoint
+        self.elapsed = 0.0  # training seconds over every session of the run
+        self.pending: list[dict[str, float]] = []  # scalars not yet averaged into TensorBoard
+        self.resumed = False
+        self.env_restored = True  # False after resuming a suite without env snapshots
 
     # ----------------------------------------------------------------------------- helpers
     def _open_writer(self) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        if self.resumed:  # drop events logged after the checkpoint by the stopped session
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=self.global_step + 1)
+            return
         self.writer = SummaryWriter(str(self.run_dir))
         self.writer.add_text("config", "```yaml\n" + to_yaml(self.cfg) + "\n```", 0)
 
@@ -160,23 +181,33 @@ class Runner:
         self._record_episodes(res.episodes)
         ro.obs[g, t + 1] = obs_to_tensor(res.obs, g.stop - g.start, self.device)
 
-    def reset(self) -> Tensor:
-        """Reset every env with the run's seed; return the first observation (K, E, *obs)."""
-        return obs_to_tensor(self.env.reset(seed=self.cfg.seed), self.num_tasks, self.device)
+    def reset(self, seed: int | None = None) -> Tensor:
+        """Reset every env with ``seed`` (default: the run's); return the obs (K, E, *obs)."""
+        seed = self.cfg.seed if seed is None else seed
+        return obs_to_tensor(self.env.reset(seed=seed), self.num_tasks, self.device)
 
     def train_step(self) -> dict[str, float]:
         """Losses -> weighting.backward -> clip -> optimizer steps; returns logged scalars."""
         task_losses, terms = self.agent.task_losses(self.rollout)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        weights = self.weighting.backward(task_losses, self.agent.shared_parameters())
         grad_norm = torch.tensor(0.0)
-        if self.cfg.agent.max_grad_norm > 0:
+        weights = torch.full((self.num_tasks,), float("nan"))
+        finite = bool(torch.isfinite(task_losses.detach()).all())
+        if finite:
+            saved = copy.deepcopy(self.weighting.state_dict())
+            weights = self.weighting.backward(task_losses, self.agent.shared_parameters())
+            grad_norm, finite = clip_and_check(self.optimizers, self.cfg.agent.max_grad_norm)
+            if not finite:  # undo what the weighting method learned from this batch
+                self.weighting.load_state_dict(saved)
+        if finite:
             for opt in self.optimizers:
-                params = [p for g in opt.param_groups for p in g["params"]]
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.agent.max_grad_norm)
-        for opt in self.optimizers:
-            opt.step()
+                opt.step()
+            self.nonfinite_streak = 0
+        else:
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+            self._skip_update()
         self.update += 1
         logged: dict[str, float] = {}
         for key, value in terms.items():
@@ -191,6 +222,18 @@ class Runner:
         for name, w in zip(self.env.task_names, weights.detach().cpu().tolist()):
             logged[f"weights/{name}"] = w
         return logged
+
+    def _skip_update(self) -> None:
+        """Count a skipped non-finite update; warn once per streak."""
+        self.nonfinite_total += 1
+        self.nonfinite_streak += 1
+        if self.nonfinite_streak == 1:
+            print(
+                f"warning: non-finite loss or gradient at step {self.global_step}; update skipped "
+                f"({self.nonfinite_total} so far)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _track_learning_return(self) -> None:
         """Episode sums of the rewards the agent learned from (Distral: regularised return)."""
@@ -211,65 +254,118 @@ class Runner:
                 self.learning_return[k, e] = 0.0
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue training (see agents.checkpoint)."""
-        return {
-            "agent_name": self.agent.name,
-            "agent": self.agent.state_dict(),
-            "optimizers": [opt.state_dict() for opt in self.optimizers],
-            "weighting": self.weighting.state_dict(),
-            "global_step": self.global_step,
-            "ep_time": self.ep_time,
-            "update": self.update,
-            "config": to_dict(self.cfg),
-        }
+        """Everything needed to continue training exactly (see agents.runstate)."""
+        return runstate.capture(self)
 
-    def checkpoint(self) -> None:
-        save_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / "last.pt")
+    def load_state_dict(self, state: dict[str, Any], loss_history: list | None = None) -> None:
+        """Continue from a checkpoint: the next :meth:`run` resumes at its update."""
+        runstate.restore(self, state)
+        self.loss_history = list(loss_history or [])
+        self.resumed = True
+
+    def checkpoint(self) -> bool:
+        """Write ``checkpoints/step_<N>.pt`` and ``last.pt`` atomically, keeping the last N.
+        Returns False (and warns) while a dead env worker has no snapshot to save."""
+        if not getattr(self.env, "healthy", lambda: True)():
+            print("warning: checkpoint skipped: an env worker died", file=sys.stderr, flush=True)
+            return False
+        self.last_ckpt = self.global_step
+        ckpt_dir = self.run_dir / "checkpoints"
+        save_rotating(self.state_dict(), ckpt_dir, self.global_step, self.cfg.keep_checkpoints)
+        return True
+
+    def _open_loss_log(self):
+        """``losses.jsonl`` (one line per update), cut to the checkpoint's updates on resume."""
+        path = self.run_dir / "losses.jsonl"
+        if self.resumed:
+            lines = [json.dumps(s) + "\n" for s in self.loss_history]
+            atomic_write(path, "".join(lines).encode())
+        return path.open("a" if self.resumed else "w")
 
     def run(self) -> dict[str, Any]:
-        """Train to ``total_steps``, checkpoint, evaluate, write ``summary.json``; return it."""
+        """Train to ``total_steps`` (continuing a resumed run), checkpoint, evaluate, write
+        ``summary.json``; return it. A signal raises :class:`Interrupted` after a checkpoint."""
+        with StopFlag() as stop:  # from here on a signal only sets a flag
+            self._prepare()
+            self._train(stop)
+        summary = self._summary(self.elapsed)
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if self.writer is not None:
+            self.writer.close()
+        return summary
+
+    def _prepare(self) -> None:
+        """Create (or tidy, when resumed) the run directory, reset envs, open TensorBoard."""
+        ckpt_dir = self.run_dir / "checkpoints"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(ckpt_dir)
+        if self.resumed:  # files a killed session wrote after its last.pt are another timeline
+            for path in step_files(ckpt_dir):
+                if int(path.stem.split("_")[1]) > self.global_step:
+                    path.unlink()
+        else:
+            (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
+            self.obs = self.reset()
+        self._open_writer()
+
+    def _train(self, stop: StopFlag) -> None:
+        """The update loop with logging, checkpoints, the divergence guard and signal checks."""
         from tqdm import tqdm
 
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
-        self._open_writer()
         per_update = cfg.agent.n_steps * self.env.num_envs
         num_updates = math.ceil(cfg.total_steps / per_update)
-        obs = self.reset()
         bar = tqdm(
             total=num_updates * per_update,
+            initial=min(self.update, num_updates) * per_update,
             unit="step",
             unit_scale=True,
             disable=not cfg.progress,
             dynamic_ncols=True,
             mininterval=1.0,
         )
-        start, last_log, last_ckpt = time.perf_counter(), 0, 0
-        pending: list[dict[str, float]] = []
+        losses = self._open_loss_log()
+        start, base, last_ckpt_time = time.perf_counter(), self.elapsed, time.monotonic()
         try:
-            for _ in range(num_updates):
-                obs = self.collect(obs)
+            while self.update < num_updates:
+                self.obs = self.collect(self.obs)
                 scalars = self.train_step()
-                pending.append(scalars)
+                for msg in getattr(self.env, "drain_events", list)():
+                    print(f"warning: {msg}", file=sys.stderr, flush=True)
+                self.elapsed = base + time.perf_counter() - start
+                self.pending.append(scalars)
                 self.loss_history.append(scalars)
+                losses.write(json.dumps(scalars) + "\n")
+                losses.flush()
                 bar.update(per_update)
                 bar.set_postfix_str(self._postfix(), refresh=False)
-                if self.global_step - last_log >= cfg.log_interval or _ == num_updates - 1:
-                    self._log(pending, time.perf_counter() - start)
-                    pending, last_log = [], self.global_step
-                if self.global_step - last_ckpt >= cfg.checkpoint_interval:
+                if (
+                    self.global_step - self.last_log >= cfg.log_interval
+                    or self.update == num_updates
+                ):
+                    self._log(self.pending, self.elapsed)
+                    self.pending, self.last_log = [], self.global_step
+                check_divergence(
+                    self.nonfinite_streak, cfg.max_nonfinite_updates, self.global_step, self.run_dir
+                )
+                due = self.global_step - self.last_ckpt >= cfg.checkpoint_interval or (
+                    cfg.checkpoint_minutes > 0
+                    and time.monotonic() - last_ckpt_time >= 60 * cfg.checkpoint_minutes
+                )
+                if stop.signum is not None or (due and self.nonfinite_streak == 0):
+                    os.fsync(losses.fileno())
                     self.checkpoint()
-                    last_ckpt = self.global_step
+                    last_ckpt_time = time.monotonic()
+                if stop.signum is not None:
+                    raise Interrupted(stop.signum, self.global_step)
+            if self.last_ckpt != self.global_step:
+                os.fsync(losses.fileno())
+                self.checkpoint()
         finally:
             bar.close()
-        elapsed = time.perf_counter() - start
-        self.checkpoint()
-        summary = self._summary(elapsed)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if self.writer is not None:
-            self.writer.close()
-        return summary
+            losses.close()
+            if self.writer is not None:
+                self.writer.flush()
 
     def _log(self, pending: list[dict[str, float]], elapsed: float) -> None:
         if self.writer is None or not pending:
@@ -278,6 +374,10 @@ class Runner:
             self.writer.add_scalar(key, float(np.mean([p[key] for p in pending])), self.global_step)
         self.writer.add_scalar(
             "charts/sps", self.global_step / max(elapsed, 1e-9), self.global_step
+        )
+        self.writer.add_scalar("charts/nonfinite_updates", self.nonfinite_total, self.global_step)
+        self.writer.add_scalar(
+            "charts/env_restarts", getattr(self.env, "restarts", 0), self.global_step
         )
 
     def evaluate(self, policy: Callable[[Tensor], Tensor]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ COUNTERS = ("global_step", "update", "nonfinite_total", "nonfinite_streak", "las
 def capture(r: Runner) -> dict[str, Any]:
     """The runner's full training state (see module docstring)."""
     env_state = None
-    if hasattr(r.env, "get_state"):
+    if hasattr(r.env, "get_state") and getattr(r.env, "has_state", True):
         env_state = encode(r.env.get_state())
     rng: dict[str, Any] = {
         "torch": torch.get_rng_state(),

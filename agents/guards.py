@@ -1,0 +1,35 @@
+"""Divergence guard helpers: finite-gradient check with clipping, and the stop condition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from agents.signals import DivergenceError
+
+
+def clip_and_check(optimizers: list[torch.optim.Optimizer], max_norm: float) -> tuple[Tensor, bool]:
+    """Clip every optimiser's gradients to ``max_norm`` (0 = off); return the last total norm and
+    whether every gradient is finite."""
+    grad_norm, finite = torch.tensor(0.0), True
+    for opt in optimizers:
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if max_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            finite = finite and bool(torch.isfinite(grad_norm))
+        else:
+            finite = finite and all(bool(torch.isfinite(p.grad).all()) for p in params)
+    return grad_norm, finite
+
+
+def check_divergence(streak: int, limit: int, step: int, run_dir: Path) -> None:
+    """Raise :class:`DivergenceError` once ``streak`` non-finite updates reach ``limit`` (> 0)."""
+    if limit > 0 and streak >= limit:
+        ckpt = run_dir / "checkpoints" / "last.pt"
+        kept = f"last good checkpoint kept at {ckpt}" if ckpt.exists() else "no checkpoint"
+        raise DivergenceError(
+            f"training diverged: {streak} non-finite updates in a row at step {step} "
+            f"(max_nonfinite_updates={limit}); {kept}"
+        )

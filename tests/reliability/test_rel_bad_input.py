@@ -1,0 +1,396 @@
+"""Property-based bad input: every case exits 2 with one ``error:`` line, no traceback, and
+creates or changes no run directory or checkpoint."""
+
+import dataclasses
+import hashlib
+import io
+import os
+import shutil
+import string
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import COMMON, ROOT, SUITES, make_cfg, run_full, snapshot
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import train
+from agents import config as config_mod
+from agents.checkpoint import TAG
+from agents.factory import names as agent_names
+from mtrl.weighting import names as weighting_names
+
+# MTRL_FUZZ_EXAMPLES=500 for a longer campaign (docs/reliability.md records one).
+FUZZ = settings(
+    max_examples=int(os.environ.get("MTRL_FUZZ_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def _fields(cls, prefix=""):
+    """Dotted key -> python type of every leaf field of the config schema."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        t = f.type
+        if isinstance(t, str) and t.endswith("Config"):
+            out.update(_fields(config_mod._SECTIONS[t], f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = t
+    return out
+
+
+FIELDS = _fields(config_mod.Config)
+SECTIONS = sorted({k.rsplit(".", 1)[0] for k in FIELDS if "." in k})
+
+
+def _expect_error(capsys, tmp_path, argv, needle=None):
+    """Run train.main(argv) in-process; assert exit 2, one error line, nothing written."""
+    run_dir = tmp_path / "fuzz_run"
+    before = snapshot(tmp_path)
+    try:
+        code = train.main([*argv, f"run_dir={run_dir}"] if "--resume" not in argv else argv)
+    except SystemExit as e:  # argparse
+        code = e.code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, (argv, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)
+    assert "Traceback" not in err
+    if needle is not None:
+        assert needle in lines[0], (needle, lines[0])
+    assert not run_dir.exists()
+    assert snapshot(tmp_path) == before
+    return lines[0]
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "cfg" / "c.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+ident = st.text(string.ascii_lowercase + "_", min_size=1, max_size=12)
+junk = st.one_of(
+    st.text(max_size=20),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(ident, st.integers(), max_size=2),
+)
+
+
+@FUZZ
+@given(text=st.text(max_size=60).filter(lambda t: "}" not in t))
+def test_malformed_yaml(tmp_path, capsys, text):
+    path = _write(tmp_path, "{" + text)  # an unclosed flow mapping is never valid YAML
+    _expect_error(capsys, tmp_path, ["--config", str(path)], "not valid YAML")
+
+
+@FUZZ
+@given(doc=st.one_of(st.lists(junk, min_size=1), st.text(min_size=1), st.integers()))
+def test_top_level_not_a_mapping(tmp_path, capsys, doc):
+    text = yaml.safe_dump(doc)
+    assume(not isinstance(yaml.safe_load(text), dict | type(None)))
+    path = _write(tmp_path, text)
+    _expect_error(capsys, tmp_path, ["--config", str(path)])
+
+
+@FUZZ
+@given(section=st.sampled_from(["", *SECTIONS]), key=ident, value=junk)
+def test_unknown_keys(tmp_path, capsys, section, key, value):
+    dotted = f"{section}.{key}" if section else key
+    assume(dotted not in FIELDS and not any(k.startswith(dotted + ".") for k in FIELDS))
+    data: dict = {}
+    node = data
+    for part in section.split(".") if section else []:
+        node = node.setdefault(part, {})
+    node[key] = value
+    path = _write(tmp_path, yaml.safe_dump(data))
+    _expect_error(capsys, tmp_path, ["--config", str(path)], key)
+
+
+def _wrong_type(t):
+    if t in (int, "int"):
+        return st.one_of(st.text(string.ascii_letters, min_size=1), st.lists(st.integers()))
+    if t in (float, "float"):
+        return st.one_of(st.text(string.ascii_letters, min_size=1), st.dictionaries(ident, ident))
+    if t in (bool, "bool"):
+        return st.one_of(st.text(string.ascii_letters, min_size=2).filter(_not_bool), st.floats())
+    if t in (str, "str"):
+        return st.one_of(st.lists(st.integers(), min_size=1), st.dictionaries(ident, ident))
+    return st.one_of(st.integers(), st.dictionaries(ident, ident, min_size=1))  # list fields
+
+
+def _not_bool(s: str) -> bool:
+    return s.lower() not in {"true", "false", "yes", "no", "on", "off", "y", "n"}
+
+
+@FUZZ
+@given(data=st.data())
+def test_wrong_types(tmp_path, capsys, data):
+    key = data.draw(st.sampled_from(sorted(FIELDS)))
+    value = data.draw(_wrong_type(FIELDS[key]))
+    doc: dict = {}
+    node = doc
+    for part in key.split(".")[:-1]:
+        node = node.setdefault(part, {})
+    node[key.split(".")[-1]] = value
+    assume(key != "run_dir")
+    path = _write(tmp_path, yaml.safe_dump(doc))
+    _expect_error(capsys, tmp_path, ["--config", str(path)])
+
+
+@FUZZ
+@given(data=st.data())
+def test_out_of_range_overrides(tmp_path, capsys, data):
+    key = data.draw(st.sampled_from(sorted(config_mod._RANGES)))
+    ok, _ = config_mod._RANGES[key]
+    if key == "agent.hidden":
+        value = data.draw(st.lists(st.integers(-5, 0), min_size=1, max_size=3))
+        text = "[" + ",".join(map(str, value)) + "]"
+    elif FIELDS[key] in (int, "int"):
+        value = data.draw(st.integers(-(10**6), 10**6).filter(lambda v: not ok(v)))
+        text = str(value)
+    else:
+        value = data.draw(st.floats(-1e6, 1e6).filter(lambda v: not ok(v)))
+        text = repr(value)
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    _expect_error(capsys, tmp_path, ["--config", str(cfg), f"{key}={text}"], key)
+
+
+@FUZZ
+@given(
+    kind=st.sampled_from(["agent.name", "agent.weighting", "gridworld", "minatar", "atari"]),
+    name=st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=15),
+)
+def test_unknown_names(tmp_path, capsys, kind, name):
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    if kind == "agent.name":
+        assume(name not in agent_names())
+        argv = [f"agent.name={name}"]
+    elif kind == "agent.weighting":
+        assume(name.lower() not in weighting_names())
+        argv = [f"agent.weighting={name}"]
+    elif kind == "gridworld":
+        assume(not name.isdigit())
+        argv = [f"env.tasks=[{name}]", "env.num_envs_per_task=1"]
+    else:
+        assume(not _is_game(kind, name))
+        argv = [f"env.suite={kind}", f"env.tasks=[{name}]", "env.num_envs_per_task=1"]
+    _expect_error(capsys, tmp_path, ["--config", str(cfg), *argv, "total_steps=10"])
+
+
+def _is_game(suite: str, name: str) -> bool:
+    """Whether ``name`` is a real game under some spelling (then it is not bad input)."""
+    from envs.base import EnvError
+
+    if suite == "minatar":
+        from envs.minatar import canonical_game
+    else:
+        from envs.atari import canonical_game
+    try:
+        canonical_game(name)
+    except EnvError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------ resume inputs
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("src") / "run"
+    run_full(make_cfg("gridworld", run_dir, "total_steps=200"))
+    return run_dir
+
+
+def _copy_run(finished_run, tmp_path):
+    dst = tmp_path / "run"
+    if not dst.exists():
+        shutil.copytree(finished_run, dst)
+    return dst
+
+
+@FUZZ
+@given(data=st.data())
+def test_corrupted_checkpoints(tmp_path, capsys, finished_run, data):
+    run_dir = _copy_run(finished_run, tmp_path)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    good = (finished_run / "checkpoints" / "last.pt").read_bytes()
+    how = data.draw(st.sampled_from(["truncate", "flip", "random", "empty", "pickle"]))
+    if how == "truncate":
+        raw = good[: data.draw(st.integers(0, len(good) - 1))]
+    elif how == "flip":
+        i = data.draw(st.integers(0, len(good) - 1))
+        raw = good[:i] + bytes([good[i] ^ (1 << data.draw(st.integers(0, 7)))]) + good[i + 1 :]
+    elif how == "random":
+        raw = data.draw(st.binary(max_size=300))
+    elif how == "empty":
+        raw = b""
+    else:  # a valid trailer over a pickle that would run code without weights_only
+        buf = io.BytesIO()
+        torch.save({"agent": _Evil(), "config": {}}, buf)
+        payload = buf.getvalue()
+        raw = payload + TAG + hashlib.sha256(payload).digest()
+    ckpt.unlink()
+    ckpt.write_bytes(raw)
+    _expect_error(capsys, tmp_path, ["--resume", str(run_dir)], "checkpoint")
+    assert not PWNED.exists()
+    ckpt.unlink()
+    ckpt.write_bytes(good)
+
+
+PWNED = Path(tempfile.gettempdir()) / "mtrl_pwned"
+
+
+class _Evil:
+    def __reduce__(self):
+        return (exec, (f"open({str(PWNED)!r}, 'w').write('x')",))
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        ("no_dir", "not found"),
+        ("file", "not a directory"),
+        ("no_ckpt", "not found"),
+        ("ckpt_is_dir", "not found"),
+        ("no_losses", "losses.jsonl"),
+        ("short_losses", "losses.jsonl"),
+        ("bad_yaml", "not valid YAML"),
+        ("other_agent", "agent.name"),
+        ("override", "agent.lr"),
+        ("with_config", "--config"),
+        ("unknown_flag", "unrecognized"),
+    ],
+)
+def test_bad_run_directories(tmp_path, capsys, finished_run, damage, needle):
+    run_dir = _copy_run(finished_run, tmp_path)
+    argv = ["--resume", str(run_dir)]
+    if damage == "no_dir":
+        shutil.rmtree(run_dir)
+    elif damage == "file":
+        shutil.rmtree(run_dir)
+        run_dir.write_text("x")
+    elif damage == "no_ckpt":
+        (run_dir / "checkpoints" / "last.pt").unlink()
+    elif damage == "ckpt_is_dir":
+        (run_dir / "checkpoints" / "last.pt").unlink()
+        (run_dir / "checkpoints" / "last.pt").mkdir()
+    elif damage == "no_losses":
+        (run_dir / "losses.jsonl").unlink()
+    elif damage == "short_losses":
+        (run_dir / "losses.jsonl").write_text("{}\n{broken")
+    elif damage == "bad_yaml":
+        (run_dir / "config.yaml").write_text("agent: [\n")
+    elif damage == "other_agent":  # a checkpoint copied in from another agent's run
+        other = tmp_path / "other"
+        run_full(make_cfg("gridworld", other, "total_steps=100", "agent.name=a2c_independent"))
+        shutil.copy(other / "checkpoints" / "last.pt", run_dir / "checkpoints" / "last.pt")
+    elif damage == "override":
+        argv.append("agent.lr=0.5")
+    elif damage == "with_config":
+        argv += ["--config", str(ROOT / "configs" / "gridworld_a2c.yaml")]
+    elif damage == "unknown_flag":
+        argv.append("--bogus")
+    _expect_error(capsys, tmp_path, argv, needle)
+
+
+def test_a_few_cases_through_a_real_subprocess(tmp_path):
+    import subprocess
+    import sys
+
+    cases = [
+        ["--resume", str(tmp_path / "missing")],
+        ["--config", str(ROOT / "configs" / "gridworld_a2c.yaml"), "agent.gamma=[1]"],
+        ["--config", str(ROOT / "configs" / "gridworld_a2c.yaml"), "checkpoint_minutes=-1"],
+    ]
+    for argv in cases:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *argv, *COMMON],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+_VALID_TEXT = {
+    "device": ("auto", "cpu"),
+    "env.suite": ("atari", "minatar", "gridworld"),
+    "env.atari.backend": ("auto", "native", "gymnasium"),
+    "agent.optimizer": ("rmsprop", "adam"),
+    "agent.name": tuple(agent_names()),
+    "agent.weighting": tuple(weighting_names()),
+    "env.gridworld.map": ("corridor", "far_room", "four_rooms", "two_rooms"),
+}
+
+
+@FUZZ
+@given(
+    key=st.sampled_from(sorted(_VALID_TEXT)),
+    value=st.text(max_size=30),
+    channel=st.sampled_from(["yaml", "cli"]),
+)
+def test_arbitrary_text_in_string_fields(tmp_path, capsys, key, value, channel):
+    """Any unicode (control characters, ``${...}`` interpolations, paths) in a choice field."""
+    assume(value.strip().lower() not in _VALID_TEXT[key] and value.strip())
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    if channel == "cli":
+        argv = ["--config", str(cfg), f"{key}={value}"]
+    else:
+        doc: dict = {}
+        node = doc
+        for part in key.split(".")[:-1]:
+            node = node.setdefault(part, {})
+        node[key.split(".")[-1]] = value
+        argv = ["--config", str(_write(tmp_path, yaml.safe_dump(doc)))]
+    _expect_error(capsys, tmp_path, [*argv, "total_steps=10"])
+
+
+def _bad_item(item: str) -> bool:
+    """A command-line item that can never be a valid override (or help flag)."""
+    if item.startswith(("-h", "--h")) or item.strip() == "":
+        return False
+    key = item.split("=", 1)[0]
+    return "=" not in item or key not in FIELDS
+
+
+@FUZZ
+@given(argv=st.lists(st.text(max_size=25).filter(_bad_item), min_size=1, max_size=4))
+def test_garbage_command_lines(tmp_path, capsys, argv):
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    if "--config" in argv or any(a.startswith("--c") for a in argv):
+        return  # an abbreviated --config would consume the next item as a file name
+    _expect_error(capsys, tmp_path, ["--config", str(cfg), *argv])
+
+
+_LOCKED = sorted(
+    k
+    for k, t in FIELDS.items()
+    if t in ("int", "float", "bool") and not k.startswith(train.RESUME_SAFE) and k != "run_dir"
+)
+
+
+@FUZZ
+@given(key=st.sampled_from(_LOCKED), garbage=st.lists(st.text(max_size=15).filter(_bad_item)))
+def test_resume_refuses_changed_or_garbage_overrides(tmp_path, capsys, finished_run, key, garbage):
+    """Changing a key that alters learning (or any garbage) on --resume is refused, untouched."""
+    run_dir = _copy_run(finished_run, tmp_path)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    node = saved
+    for part in key.split("."):
+        node = node[part]
+    changed = (not node) if isinstance(node, bool) else node + 1
+    argv = ["--resume", str(run_dir), f"{key}={str(changed).lower()}", *garbage]
+    if any(a.startswith("--c") for a in garbage):
+        return  # an abbreviated --config: refused too, but with a different message
+    _expect_error(capsys, tmp_path, argv)

@@ -1,0 +1,191 @@
+"""Divergence guard, env worker restarts and interrupted checkpoint writes."""
+
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from conftest import COMMON, ROOT, SUITES, make_cfg, snapshot
+
+import train
+from agents.a2c import A2CAgent
+from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.signals import DivergenceError
+from envs.workers import WorkerVecEnv
+
+
+def _poison(monkeypatch, bad_updates: set[int], kind: str = "loss") -> list[int]:
+    """Make A2C's losses non-finite (value or gradient) on the given 1-based update calls."""
+    orig, calls = A2CAgent.task_losses, [0]
+
+    def task_losses(self, rollout):
+        losses, terms = orig(self, rollout)
+        calls[0] += 1
+        if calls[0] in bad_updates:
+            if kind == "loss":
+                losses = losses * float("nan")
+            else:  # finite value, NaN gradient: d sqrt(x)/dx at 0 is inf, times 0 -> nan
+                p = next(self.parameters())
+                losses = losses + torch.sqrt((p - p.detach()).sum()) * 0.0
+        return losses, terms
+
+    monkeypatch.setattr(A2CAgent, "task_losses", task_losses)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["loss", "grad"])
+def test_non_finite_updates_are_skipped_and_counted(tmp_path, monkeypatch, kind):
+    _poison(monkeypatch, {3, 4, 9}, kind)
+    cfg = make_cfg("gridworld", tmp_path / "run")
+    runner = train.build(cfg, tmp_path / "run")
+    params = []
+    orig = runner.train_step
+
+    def train_step():
+        out = orig()
+        params.append([p.detach().clone() for p in runner.agent.parameters()])
+        return out
+
+    runner.train_step = train_step
+    runner.run()
+    runner.env.close()
+    assert runner.nonfinite_total == 3 and runner.nonfinite_streak == 0
+    for u in (3, 4, 9):  # a skipped update leaves every parameter as it was
+        assert all(torch.equal(a, b) for a, b in zip(params[u - 2], params[u - 1]))
+    assert not all(torch.equal(a, b) for a, b in zip(params[0], params[1]))
+    assert all(torch.isfinite(p).all() for p in runner.agent.parameters())
+    assert math.isnan(runner.loss_history[2]["losses/total"]) == (kind == "loss")
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    _poison(monkeypatch, set(range(10, 100)))
+    run_dir = tmp_path / "run"
+    cfg = make_cfg("gridworld", run_dir, "max_nonfinite_updates=4", "checkpoint_interval=100")
+    runner = train.build(cfg, run_dir)
+    with pytest.raises(DivergenceError, match="4 non-finite updates in a row"):
+        runner.run()
+    runner.env.close()
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert state["counters"]["update"] == 9  # the last update before the streak
+    assert state["counters"]["nonfinite_streak"] == 0
+
+
+def test_divergence_exit_code_via_cli(tmp_path, monkeypatch, capsys):
+    _poison(monkeypatch, set(range(2, 100)))
+    run_dir = tmp_path / "run"
+    name, over = SUITES["gridworld"]
+    args = ["--config", str(ROOT / "configs" / name), *over, *COMMON, f"run_dir={run_dir}"]
+    code = train.main([*args, "max_nonfinite_updates=3"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "error: training diverged: 3 non-finite updates in a row" in err
+    assert "Traceback" not in err
+
+
+def test_killed_worker_is_restarted_and_the_run_continues(tmp_path, capsys):
+    cfg = make_cfg("minatar", tmp_path / "run", "env.workers=true")
+    runner = train.build(cfg, tmp_path / "run")
+    assert isinstance(runner.env, WorkerVecEnv)
+    orig, killed = runner.train_step, []
+
+    def train_step():
+        out = orig()
+        if runner.update == 2:
+            pid = runner.env._procs[1].pid
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        return out
+
+    runner.train_step = train_step
+    summary = runner.run()
+    runner.env.close()
+    assert killed and runner.env.restarts == 1 and runner.env.restart_count == [0, 1]
+    assert summary["total_steps"] == runner.global_step >= 600
+    err = capsys.readouterr().err
+    assert "env worker for task 'freeway' died (exit code -9)" in err
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["env"]["state"]
+
+
+def test_worker_death_and_raise_truncate_only_that_task():
+    env = WorkerVecEnv("minatar", ["breakout", "freeway"], 2, {}, seed=5)
+    ref = WorkerVecEnv("minatar", ["breakout", "freeway"], 2, {}, seed=5)
+    try:
+        obs, ref_obs = env.reset(seed=5), ref.reset(seed=5)
+        np.testing.assert_array_equal(obs, ref_obs)
+        a = np.array([1, 2, 3, 4])
+        env.kill_worker(0)
+        res, want = env.step(a), ref.step(a)
+        assert res.truncated[:2].all() and not res.terminated[:2].any()
+        np.testing.assert_array_equal(res.final_obs[:2], obs[:2])
+        np.testing.assert_array_equal(res.obs[2:], want.obs[2:])  # other task unaffected
+        env.inject_fault(1)
+        res = env.step(a)
+        assert res.truncated[2:].all() and env.restarts == 2
+        assert [e.split(";")[0] for e in env.drain_events()] == [
+            "env worker for task 'breakout' died (exit code -9)",
+            "env worker for task 'freeway' raised RuntimeError: injected fault",
+        ]
+        env.step(a)  # both restarted workers step normally
+    finally:
+        env.close()
+        ref.close()
+
+
+def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt" / "last.pt"
+    good = {"agent": {"w": torch.ones(3)}, "config": {}}
+    good.update(version=1, agent_name="x", optimizers=[], weighting={}, counters={})
+    save_checkpoint(good, path)
+    before = snapshot(path.parent)
+
+    def boom(fd):
+        raise KeyboardInterrupt  # a second Ctrl-C in the middle of the write
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({**good, "agent": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    assert snapshot(path.parent) == before  # no temp file left, last.pt untouched
+    assert torch.equal(load_checkpoint(path)["agent"]["w"], torch.ones(3))
+
+
+def test_sigterm_checkpoints_and_exits_143(tmp_path, capsys, monkeypatch):
+    name, over = SUITES["gridworld"]
+    orig = A2CAgent.task_losses
+
+    def task_losses(self, rollout):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return orig(self, rollout)
+
+    monkeypatch.setattr(A2CAgent, "task_losses", task_losses)
+    run_dir = tmp_path / "run"
+    code = train.main(
+        ["--config", str(ROOT / "configs" / name), *over, *COMMON, f"run_dir={run_dir}"]
+    )
+    assert code == 143
+    err = capsys.readouterr().err
+    assert "--resume" in err and "Traceback" not in err
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["counters"]["update"] == 1
+
+
+def test_checkpoint_waits_for_a_dead_worker_to_be_restarted(tmp_path, capsys):
+    cfg = make_cfg("minatar", tmp_path / "run", "env.workers=true", "checkpoint_interval=1")
+    runner = train.build(cfg, tmp_path / "run")
+    orig = runner.train_step
+
+    def train_step():
+        out = orig()
+        if runner.update == 2:
+            runner.env.kill_worker(0)  # dies after the update, before its checkpoint
+        return out
+
+    runner.train_step = train_step
+    runner.run()
+    runner.env.close()
+    err = capsys.readouterr().err
+    assert "warning: checkpoint skipped: an env worker died" in err
+    assert runner.env.restarts == 1
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["counters"]["update"] == runner.update

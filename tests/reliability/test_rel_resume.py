@@ -1,0 +1,178 @@
+"""Exact resume: a run interrupted anywhere and resumed equals the uninterrupted run."""
+
+import json
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import (
+    assert_same_training,
+    make_cfg,
+    resume_full,
+    run_full,
+    run_interrupted,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import train
+from agents.checkpoint import load_checkpoint, step_files
+from agents.signals import Interrupted
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Uninterrupted runs per (suite, extra overrides), computed once."""
+    cache = {}
+
+    def get(suite: str, *extra: str):
+        key = (suite, extra)
+        if key not in cache:
+            run_dir = tmp_path_factory.mktemp("ref") / "run"
+            cache[key] = run_full(make_cfg(suite, run_dir, *extra))
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize(
+    ("suite", "at_update", "at_env_step"),
+    [
+        ("gridworld", 3, None),  # between checkpoints (every 250 steps = 6.25 updates)
+        ("gridworld", None, 37),  # in the middle of a rollout
+        ("gridworld", 1, None),  # before any periodic checkpoint
+        ("minatar", 2, None),
+        ("minatar", None, 23),
+    ],
+)
+def test_interrupt_anywhere_then_resume_is_exact(
+    tmp_path, reference, suite, at_update, at_env_step
+):
+    ref = reference(suite)
+    cfg = make_cfg(suite, tmp_path / "run")
+    stop = run_interrupted(cfg, at_update=at_update, at_env_step=at_env_step)
+    assert stop.exit_code == 130
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert 0 < state["counters"]["update"] < ref.update
+    resumed = resume_full(tmp_path / "run")
+    assert_same_training(ref, resumed)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
+    assert lines == ref.loss_history
+    assert resumed.episode_log == ref.episode_log
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["total_steps"] == ref.global_step
+
+
+def test_twice_interrupted_distral_with_learned_weighting(tmp_path, reference):
+    """Distral (two optimisers) + uncertainty weighting (own optimiser): exact after 2 stops."""
+    extra = ("agent.name=distral_klent_2col", "agent.weighting=uncertainty")
+    ref = reference("gridworld", *extra)
+    cfg = make_cfg("gridworld", tmp_path / "run", *extra)
+    run_interrupted(cfg, at_update=2)
+    runner = train.resume(tmp_path / "run", [])
+    orig = runner.train_step
+
+    def train_step():
+        out = orig()
+        if runner.update == 9:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    runner.train_step = train_step
+    with pytest.raises(Interrupted) as info:
+        runner.run()
+    runner.env.close()
+    assert info.value.exit_code == 143
+    assert_same_training(ref, resume_full(tmp_path / "run"))
+
+
+def test_workers_resume_is_exact_and_equals_in_process(tmp_path, reference):
+    ref = reference("minatar")
+    cfg = make_cfg("minatar", tmp_path / "run", "env.workers=true")
+    run_interrupted(cfg, at_update=3)
+    resumed = resume_full(tmp_path / "run")
+    assert_same_training(ref, resumed)
+
+
+def test_checkpoints_rotate_and_hold_the_resolved_config(tmp_path):
+    cfg = make_cfg("gridworld", tmp_path / "run", "keep_checkpoints=2", "checkpoint_interval=100")
+    runner = run_full(cfg)
+    files = step_files(tmp_path / "run" / "checkpoints")
+    assert len(files) == 2 and files[-1].name == f"step_{runner.global_step}.pt"
+    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert last["config"]["keep_checkpoints"] == 2
+    assert last["counters"]["global_step"] == runner.global_step
+    assert set(last["rng"]) >= {"torch", "numpy", "python"}
+    for k, v in runner.agent.state_dict().items():
+        assert torch.equal(last["agent"][k], v)
+
+
+def test_resume_of_a_finished_run_only_re_evaluates(tmp_path, reference):
+    ref = reference("gridworld")
+    run_full(make_cfg("gridworld", tmp_path / "run"))
+    again = resume_full(tmp_path / "run")
+    assert_same_training(ref, again)
+
+
+def test_time_based_checkpoints(tmp_path, monkeypatch):
+    import agents.runner as runner_mod
+
+    clock = iter(range(0, 10_000, 7)).__next__  # 7 "seconds" per call
+    monkeypatch.setattr(runner_mod.time, "monotonic", lambda: float(clock()))
+    cfg = make_cfg(
+        "gridworld", tmp_path / "run", "checkpoint_interval=100000", "checkpoint_minutes=0.1"
+    )
+    run_full(cfg)
+    assert len(step_files(tmp_path / "run" / "checkpoints")) == 3  # keep_checkpoints default
+
+
+@pytest.mark.atari
+@pytest.mark.slow
+def test_atari_resume_resets_the_emulators_and_finishes(tmp_path):
+    """ALE has no snapshot in the vector env: model, optimiser and RNGs resume, envs reset."""
+    from conftest import ROOT
+
+    from agents.config import load_config
+
+    args = ["total_steps=200", "env.tasks=[Pong,Breakout]", "env.num_envs_per_task=1"]
+    cfg = load_config(
+        str(ROOT / "configs" / "atari_a2c.yaml"),
+        [*args, "eval.episodes=0", "progress=false", f"run_dir={tmp_path / 'run'}"],
+    )
+    run_interrupted(cfg, at_update=2)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["env"]["state"] is None
+    runner = train.resume(tmp_path / "run", [])
+    assert not runner.env_restored and runner.update == 2
+    runner.run()
+    runner.env.close()
+    assert runner.global_step >= 200 and len(runner.loss_history) == runner.update
+
+
+def test_deterministic_flag_is_bit_identical_on_cpu(tmp_path, reference):
+    """``deterministic=true`` changes no CPU kernel here: same losses as the default run."""
+    try:
+        runner = run_full(make_cfg("gridworld", tmp_path / "run", "deterministic=true"))
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert runner.loss_history == reference("gridworld").loss_history
+
+
+@settings(
+    max_examples=int(os.environ.get("MTRL_RESUME_EXAMPLES", "8")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+@given(suite=st.sampled_from(["gridworld", "minatar"]), frac=st.floats(0.0, 0.97))
+def test_interrupt_at_a_random_env_step_is_exact(reference, suite, frac):
+    """Property: SIGINT at any env step of the run (drawn by hypothesis) resumes exactly."""
+    ref = reference(suite)
+    steps = ref.update * ref.cfg.agent.n_steps
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = make_cfg(suite, Path(tmp) / "run")
+        run_interrupted(cfg, at_env_step=1 + int(frac * steps))
+        assert_same_training(ref, resume_full(Path(tmp) / "run"))
