@@ -14,25 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
-
-
-#: Config keys a resumed run may change (they do not alter what is learned).
-RESUME_SAFE = (
-    "progress",
-    "log_interval",
-    "checkpoint_interval",
-    "checkpoint_minutes",
-    "keep_checkpoints",
-    "max_nonfinite_updates",
-    "torch_threads",
-    "device",
-    "eval.",
-)
 
 
 def _one_line(message: object) -> str:
@@ -128,99 +113,12 @@ def _build_weighting(name: str, num_tasks: int):
         raise ConfigError(f"agent.weighting: {e}") from None
 
 
-def _check_new_run_dir(cfg) -> Path:
-    """The run directory of a new run: must not exist with content, and its parent must be a
-    directory."""
-    from agents.config import ConfigError
-
-    if cfg.run_dir:
-        run_dir = Path(cfg.run_dir)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / f"{cfg.agent.name}-{cfg.env.suite}-{stamp}"
-    try:
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise ConfigError(
-                f"run_dir={str(run_dir)!r} already exists and is not an empty directory; "
-                "choose a new run_dir"
-            )
-        parent = run_dir.absolute().parent
-        while not parent.exists():
-            parent = parent.parent
-        if not parent.is_dir():
-            raise ConfigError(f"run_dir={str(run_dir)!r} cannot be created: {parent} is a file")
-    except OSError as e:
-        raise ConfigError(f"run_dir={str(run_dir)!r} cannot be used: {e.strerror or e}") from None
-    return run_dir
-
-
-def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested config dicts."""
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _diff_keys(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(f"{prefix}{k}")
-    return keys
-
-
 def resume(run_dir: Path, overrides: list[str]):
-    """Validate ``run_dir`` and its last checkpoint and return a Runner ready to continue it.
-    Nothing in ``run_dir`` is changed before :meth:`Runner.run`."""
-    from agents.checkpoint import load_checkpoint
-    from agents.config import (
-        Config,
-        ConfigError,
-        load_config,
-        merge_structured,
-        to_dict,
-        validate,
-    )
+    """A Runner that continues the run in ``run_dir`` from its last checkpoint (validated first;
+    nothing in ``run_dir`` changes before :meth:`Runner.run`)."""
+    from agents.resume import load_resume_state
 
-    try:
-        if not run_dir.is_dir():
-            what = "is not a directory" if run_dir.exists() else "not found"
-            raise ConfigError(f"run directory {str(run_dir)!r} {what}; pass a RUN_DIR to resume")
-        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-        saved = state["config"]
-        if not isinstance(saved, dict):
-            raise ConfigError(f"checkpoint in {str(run_dir)!r} holds no config")
-        try:
-            cfg = merge_structured(Config, saved, overrides)
-        except ConfigError as e:
-            raise ConfigError(f"checkpoint config is incompatible with this version: {e}") from None
-        validate(cfg)
-        changed = _diff_keys(saved, to_dict(cfg))
-        bad = [k for k in changed if not k.startswith(RESUME_SAFE)]
-        if bad:
-            raise ConfigError(
-                f"cannot change {', '.join(bad)} when resuming; only {', '.join(RESUME_SAFE)} may "
-                "change"
-            )
-        on_disk = run_dir / "config.yaml"
-        if on_disk.exists():
-            differ = [
-                k
-                for k in _diff_keys(saved, to_dict(load_config(on_disk)))
-                if not k.startswith(RESUME_SAFE)
-            ]
-            if differ:
-                raise ConfigError(
-                    f"config.yaml in {str(run_dir)!r} differs from its checkpoint in "
-                    f"{', '.join(differ)}; the checkpoint is from another run or agent"
-                )
-        cfg.run_dir = str(run_dir)
-        history = _read_losses(run_dir / "losses.jsonl", int(state["counters"]["update"]))
-    except ConfigError:
-        raise
-    except OSError as e:
-        raise ConfigError(f"run directory {str(run_dir)!r} cannot be read: {e}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ConfigError(
-            f"checkpoint in {str(run_dir)!r} is malformed ({type(e).__name__}: {e})"
-        ) from None
+    cfg, state, history = load_resume_state(run_dir, overrides)
     runner = build(cfg, run_dir)
     try:
         runner.load_state_dict(state, history)
@@ -228,34 +126,6 @@ def resume(run_dir: Path, overrides: list[str]):
         runner.env.close()
         raise
     return runner
-
-
-def _read_losses(path: Path, updates: int) -> list[dict[str, float]]:
-    """The first ``updates`` records of ``losses.jsonl`` (the ones the checkpoint covers)."""
-    import json
-
-    from agents.config import ConfigError
-
-    if not path.is_file():
-        raise ConfigError(f"{str(path)!r} not found; the run directory is incomplete")
-    history = []
-    with path.open() as f:
-        for line in f:
-            if len(history) == updates:
-                break
-            try:
-                record = json.loads(line)
-            except ValueError:
-                break
-            if not isinstance(record, dict):
-                break
-            history.append(record)
-    if len(history) != updates:
-        raise ConfigError(
-            f"{str(path)!r} has {len(history)} valid records but the checkpoint is at update "
-            f"{updates}; the run directory is damaged"
-        )
-    return history
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return supervised_main(args.config, args.overrides)
     from agents.config import ConfigError, load_config
+    from agents.resume import new_run_dir
     from agents.signals import DivergenceError, Interrupted
     from envs.base import EnvError
     from mtrl.registry import UnknownNameError
@@ -280,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             runner = resume(run_dir, args.overrides)
         else:
             cfg = load_config(args.config or str(DEFAULT_CONFIG), args.overrides)
-            run_dir = _check_new_run_dir(cfg)
+            run_dir = new_run_dir(cfg)
             runner = build(cfg, run_dir)
     except (ConfigError, EnvError, UnknownNameError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)

@@ -21,6 +21,7 @@ import train
 from agents import config as config_mod
 from agents.checkpoint import TAG
 from agents.factory import names as agent_names
+from agents.resume import RESUME_SAFE
 from mtrl.weighting import names as weighting_names
 
 # MTRL_FUZZ_EXAMPLES=500 for a longer campaign (docs/reliability.md records one).
@@ -376,7 +377,7 @@ def test_garbage_command_lines(tmp_path, capsys, argv):
 _LOCKED = sorted(
     k
     for k, t in FIELDS.items()
-    if t in ("int", "float", "bool") and not k.startswith(train.RESUME_SAFE) and k != "run_dir"
+    if t in ("int", "float", "bool") and not k.startswith(RESUME_SAFE) and k != "run_dir"
 )
 
 

@@ -1,0 +1,139 @@
+"""Run directories: where a new run may write, and what a resumed run continues from.
+
+``load_resume_state`` checks a run directory and its last checkpoint before anything is built or
+written: a missing, damaged or foreign checkpoint, or an override that would change what is
+learned, is a :class:`ConfigError` naming the problem (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from agents.checkpoint import load_checkpoint
+from agents.config import Config, ConfigError, load_config, merge_structured, to_dict, validate
+
+#: Config keys a resumed run may change (they do not alter what is learned).
+RESUME_SAFE = (
+    "progress",
+    "log_interval",
+    "checkpoint_interval",
+    "checkpoint_minutes",
+    "keep_checkpoints",
+    "max_nonfinite_updates",
+    "torch_threads",
+    "device",
+    "eval.",
+)
+
+
+def new_run_dir(cfg: Config) -> Path:
+    """The run directory of a new run: must not exist with content, and its parent must be a
+    directory."""
+    if cfg.run_dir:
+        run_dir = Path(cfg.run_dir)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{cfg.agent.name}-{cfg.env.suite}-{stamp}"
+    try:
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise ConfigError(
+                f"run_dir={str(run_dir)!r} already exists and is not an empty directory; "
+                "choose a new run_dir"
+            )
+        parent = run_dir.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ConfigError(f"run_dir={str(run_dir)!r} cannot be created: {parent} is a file")
+    except OSError as e:
+        raise ConfigError(f"run_dir={str(run_dir)!r} cannot be used: {e.strerror or e}") from None
+    return run_dir
+
+
+def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def load_resume_state(
+    run_dir: Path, overrides: list[str]
+) -> tuple[Config, dict[str, Any], list[dict[str, float]]]:
+    """Validate ``run_dir`` and its last checkpoint; return (config, checkpoint state, logged
+    losses up to the checkpoint). Reads only: nothing in ``run_dir`` is changed."""
+    try:
+        if not run_dir.is_dir():
+            what = "is not a directory" if run_dir.exists() else "not found"
+            raise ConfigError(f"run directory {str(run_dir)!r} {what}; pass a RUN_DIR to resume")
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        saved = state["config"]
+        if not isinstance(saved, dict):
+            raise ConfigError(f"checkpoint in {str(run_dir)!r} holds no config")
+        try:
+            cfg = merge_structured(Config, saved, overrides)
+        except ConfigError as e:
+            raise ConfigError(f"checkpoint config is incompatible with this version: {e}") from None
+        validate(cfg)
+        changed = _diff_keys(saved, to_dict(cfg))
+        bad = [k for k in changed if not k.startswith(RESUME_SAFE)]
+        if bad:
+            raise ConfigError(
+                f"cannot change {', '.join(bad)} when resuming; only {', '.join(RESUME_SAFE)} may "
+                "change"
+            )
+        on_disk = run_dir / "config.yaml"
+        if on_disk.exists():
+            differ = [
+                k
+                for k in _diff_keys(saved, to_dict(load_config(on_disk)))
+                if not k.startswith(RESUME_SAFE)
+            ]
+            if differ:
+                raise ConfigError(
+                    f"config.yaml in {str(run_dir)!r} differs from its checkpoint in "
+                    f"{', '.join(differ)}; the checkpoint is from another run or agent"
+                )
+        cfg.run_dir = str(run_dir)
+        history = _read_losses(run_dir / "losses.jsonl", int(state["counters"]["update"]))
+    except ConfigError:
+        raise
+    except OSError as e:
+        raise ConfigError(f"run directory {str(run_dir)!r} cannot be read: {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(
+            f"checkpoint in {str(run_dir)!r} is malformed ({type(e).__name__}: {e})"
+        ) from None
+    return cfg, state, history
+
+
+def _read_losses(path: Path, updates: int) -> list[dict[str, float]]:
+    """The first ``updates`` records of ``losses.jsonl`` (the ones the checkpoint covers)."""
+    if not path.is_file():
+        raise ConfigError(f"{str(path)!r} not found; the run directory is incomplete")
+    history = []
+    with path.open() as f:
+        for line in f:
+            if len(history) == updates:
+                break
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break
+            if not isinstance(record, dict):
+                break
+            history.append(record)
+    if len(history) != updates:
+        raise ConfigError(
+            f"{str(path)!r} has {len(history)} valid records but the checkpoint is at update "
+            f"{updates}; the run directory is damaged"
+        )
+    return history
