@@ -61,9 +61,7 @@ class Agent(nn.Module):
         """Evaluation actions (K, E) of the task policies."""
         raise NotImplementedError
 
-    def task_losses(
-        self, rollout: Rollout, last_values: Tensor
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def task_losses(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
         """Per-task losses (K,) with graph, and detached scalar terms for logging."""
         raise NotImplementedError
 

@@ -11,17 +11,22 @@ from agents.signals import DivergenceError
 
 
 def clip_and_check(optimizers: list[torch.optim.Optimizer], max_norm: float) -> tuple[Tensor, bool]:
-    """Clip every optimiser's gradients to ``max_norm`` (0 = off); return the last total norm and
+    """Clip each optimiser's gradients to ``max_norm`` (0 = off) separately (Distral's pi0 and
+    task columns are separate learners); return the norm over all of them (before clipping) and
     whether every gradient is finite."""
-    grad_norm, finite = torch.tensor(0.0), True
+    norms: list[Tensor] = []
     for opt in optimizers:
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if not params:
+            continue
         if max_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            finite = finite and bool(torch.isfinite(grad_norm))
+            norms.append(torch.nn.utils.clip_grad_norm_(params, max_norm))
         else:
-            finite = finite and all(bool(torch.isfinite(p.grad).all()) for p in params)
-    return grad_norm, finite
+            norms.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+    if not norms:
+        return torch.tensor(0.0), True
+    total = torch.linalg.vector_norm(torch.stack([n.float().cpu() for n in norms]))
+    return total, bool(torch.isfinite(total))
 
 
 def check_divergence(streak: int, limit: int, step: int, run_dir: Path) -> None:

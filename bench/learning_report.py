@@ -1,0 +1,347 @@
+"""Metrics, markdown tables, plots and the raw JSON of the learning benchmark (bench/learning.py).
+
+Every number is derived from the stored rolling curves, so ``--from-json`` re-renders without
+training. Steps to threshold and area under the curve come from ``mtrl.relations.transfer``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from mtrl.relations.transfer import area_under_curve, steps_to_threshold
+
+GRID_SUCCESS, GRID_LENGTH = 0.9, 1.25  # gridworld threshold: success >= 0.9, length <= 1.25x opt
+MINATAR_FRACTION = 0.5  # MinAtar threshold: half of the best agent's improvement, mean over games
+MINATAR_MIN_GAIN = 0.5  # a game enters the MinAtar mean only if the best agent beats random by this
+NOTES_BEGIN, NOTES_END = "<!-- learning-notes -->", "<!-- /learning-notes -->"
+Run = dict[str, Any]
+
+
+def _arr(rows: list[list[float | None]]) -> np.ndarray:
+    """(K, P) float array from nested lists with None -> NaN."""
+    return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval across seeds (NaN half-width for one seed)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return float(v.mean()) if v.size else math.nan, math.nan
+    half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
+    return float(v.mean()), float(half)
+
+
+def gridworld_metrics(run: Run) -> dict[str, Any]:
+    """Curve = success rate (mean over tasks); threshold = every task at success >= 0.9 with mean
+    episode length <= 1.25x the exact optimum, i.e. min_k min(s_k/0.9, 1.25 opt_k/L_k) >= 1."""
+    x = np.asarray(run["grid"], dtype=np.float64)
+    s = np.nan_to_num(_arr(run["curves"]["success"]), nan=0.0)
+    length = _arr(run["curves"]["length"])
+    opt = np.asarray(run["optimal_length"], dtype=np.float64)[:, None]
+    ratio = length / opt
+    crit = np.nan_to_num(np.minimum(s / GRID_SUCCESS, GRID_LENGTH / ratio), nan=0.0).min(0)
+    score = s.mean(0)
+    greedy = run.get("greedy_eval") or {}
+    g_success = [v["success_rate"] or 0.0 for v in greedy.values()]
+    return {
+        "x": x,
+        "curve": score,
+        "curve2": np.nanmean(ratio, 0),
+        "stt": steps_to_threshold(x, crit, 1.0),
+        "auc": area_under_curve(x, score, normalize=True),
+        "final": float(score[-1]),
+        "final_ratio": float(np.nanmean(ratio[:, -1])),
+        "greedy_success": float(np.mean(g_success)) if g_success else math.nan,
+    }
+
+
+def minatar_normalisers(
+    runs: list[Run], random: dict[str, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per game (K,): base = the uniform random policy's mean return (else the median first-window
+    return of all runs); best = the highest seed-mean final return of any agent."""
+    firsts, finals = [], {}
+    for run in runs:
+        r = _arr(run["curves"]["return"])
+        firsts.append([row[np.isfinite(row)][0] if np.isfinite(row).any() else np.nan for row in r])
+        finals.setdefault(run["agent"], []).append(r[:, -1])
+    names = runs[0]["tasks"]
+    if random and all(n in random for n in names):
+        base = np.array([random[n] for n in names], dtype=np.float64)
+    else:
+        base = np.nanmedian(np.array(firsts), 0)
+    best = np.nanmax([np.nanmean(np.array(v), 0) for v in finals.values()], 0)
+    return base, np.where(np.isfinite(best), best, base + 1.0)
+
+
+def learned_games(base: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """(K,) bool: games whose best agent beats the base by >= MINATAR_MIN_GAIN points (others carry
+    no learning signal at this budget and would only add noise to the normalised mean)."""
+    return best - base >= MINATAR_MIN_GAIN
+
+
+def minatar_metrics(run: Run, base: np.ndarray, best: np.ndarray) -> dict[str, Any]:
+    """Curve = per-game normalised return (R - base) / (best - base), mean over games;
+    threshold = MINATAR_FRACTION of it. Games without a finished episode yet count as base."""
+    x = np.asarray(run["grid"], dtype=np.float64)
+    raw = _arr(run["curves"]["return"])
+    r = np.where(np.isfinite(raw), raw, base[:, None])
+    used = learned_games(base, best)
+    norm = (r - base[:, None]) / np.maximum(best - base, 1e-8)[:, None]
+    score = norm[used].mean(0) if used.any() else np.zeros_like(x)
+    return {
+        "x": x,
+        "curve": score,
+        "games": r,
+        "stt": steps_to_threshold(x, score, MINATAR_FRACTION),
+        "auc": area_under_curve(x, score, normalize=True),
+        "final": float(score[-1]),
+        "final_raw": raw[:, -1],
+    }
+
+
+def suite_metrics(
+    runs: list[Run], random: dict[str, float] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Per agent, the metrics of each of its seeds (MinAtar normalised over all runs of the suite)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    if runs and runs[0]["suite"] == "minatar":
+        base, best = minatar_normalisers(runs, random)
+        for run in runs:
+            out.setdefault(run["agent"], []).append(minatar_metrics(run, base, best))
+    else:
+        for run in runs:
+            out.setdefault(run["agent"], []).append(gridworld_metrics(run))
+    return out
+
+
+def _fmt(mean: float, half: float, digits: int = 2) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return (
+        f"{mean:.{digits}f}"
+        if not math.isfinite(half)
+        else f"{mean:.{digits}f} ± {half:.{digits}f}"
+    )
+
+
+def _stt_cell(ms: list[dict[str, Any]], budget: int) -> str:
+    """Steps to threshold in thousands, unreached runs counted at the budget, k/n reached."""
+    reached = sum(math.isfinite(m["stt"]) for m in ms)
+    vals = [m["stt"] if math.isfinite(m["stt"]) else budget for m in ms]
+    mean, half = mean_ci([v / 1000 for v in vals])
+    return f"{_fmt(mean, half, 0)}k ({reached}/{len(ms)})"
+
+
+def stt_ratio(metrics: dict[str, list[dict[str, Any]]], agent: str, ref: str, budget: int) -> str:
+    """Mean steps-to-threshold of ``agent`` over that of ``ref`` (unreached = budget)."""
+    if agent not in metrics or ref not in metrics:
+        return "n/a"
+
+    def mean(a: str) -> tuple[float, bool]:
+        v = [m["stt"] for m in metrics[a]]
+        return float(np.mean([s if math.isfinite(s) else budget for s in v])), all(
+            math.isfinite(s) for s in v
+        )
+
+    a, a_all = mean(agent)
+    r, r_all = mean(ref)
+    bound = "" if r_all else "< " if a_all else "~ "
+    return f"{bound}{a / r:.2f}"
+
+
+def table(suite: str, runs: list[Run], metrics: dict[str, list[dict[str, Any]]]) -> str:
+    """Markdown table: per agent steps to threshold, AUC and final value (mean ± 95% CI)."""
+    budget = runs[0]["steps"]
+    if suite == "gridworld":
+        head = "| agent | steps to threshold | AUC (mean success) | final success | final length / optimal | greedy success |\n|---|---|---|---|---|---|\n"
+    else:
+        names = runs[0]["tasks"]
+        head = (
+            "| agent | steps to threshold | AUC (norm.) | final (norm.) | "
+            + " | ".join(f"{n} final" for n in names)
+            + " |\n|---|---|---|---|"
+            + "---|" * len(names)
+            + "\n"
+        )
+    lines = []
+    for agent, ms in metrics.items():
+        cells = [
+            f"`{agent}`",
+            _stt_cell(ms, budget),
+            _fmt(*mean_ci([m["auc"] for m in ms])),
+            _fmt(*mean_ci([m["final"] for m in ms])),
+        ]
+        if suite == "gridworld":
+            cells.append(_fmt(*mean_ci([m["final_ratio"] for m in ms])))
+            cells.append(_fmt(*mean_ci([m["greedy_success"] for m in ms])))
+        else:
+            for k in range(len(runs[0]["tasks"])):
+                cells.append(_fmt(*mean_ci([float(m["final_raw"][k]) for m in ms]), 1))
+        lines.append("| " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def plot(suite: str, runs: list[Run], metrics: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Learning curves, mean ± 95% CI band over seeds, against environment steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = runs[0]["tasks"]
+    if suite == "gridworld":
+        panels = [("curve", "success rate (mean over tasks)"), ("curve2", "length / optimal")]
+    else:
+        panels = [("curve", "normalised return (mean over games)")]
+        panels += [(k, f"{n} return") for k, n in enumerate(names)]
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, (key, label) in zip(axes.flat, panels):
+        for agent, ms in metrics.items():
+            x = ms[0]["x"]
+            ys = np.array([m["games"][key] if isinstance(key, int) else m[key] for m in ms])
+            mean = np.nanmean(ys, 0)
+            n = len(ys)
+            half = (
+                stats.t.ppf(0.975, n - 1) * np.nanstd(ys, 0, ddof=1) / math.sqrt(n) if n > 1 else 0
+            )
+            style = "-" if agent.startswith("distral") else "--"
+            (line,) = ax.plot(x, mean, style, label=agent, lw=1.5)
+            ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(label)
+        if key == "curve2":
+            ax.set_yscale("log")
+            ax.set_ylim(0.9, None)
+            ax.axhline(GRID_LENGTH, color="gray", lw=0.8, ls=":")
+        elif suite == "gridworld":
+            ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    seeds = len(next(iter(metrics.values())))
+    fig.suptitle(f"{suite}: mean ± 95% CI over {seeds} seeds")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def section(results: dict[str, Any], tables: dict[str, str], ratios: dict[str, str]) -> str:
+    """The "## Learning" section of docs/benchmarks.md (without the hand-written notes)."""
+    meta = results["meta"]
+    steps = meta["steps"]
+    parts = [
+        "## Learning\n",
+        "Produced by `bench/learning.py` (re-render without training: "
+        "`python bench/learning.py --from-json docs/learning_results.json`). Command:\n",
+        f"```bash\n{meta['command']}\n```\n",
+        f"Machine: {meta['machine']}; torch {meta['torch']}, Python {meta['python']}; "
+        f"{meta['workers']} runs in parallel, torch threads = 1 per run; wall time "
+        f"{meta['wall_seconds'] / 60:.1f} min for the whole invocation (per suite below: the sum "
+        "of the single runs' times). Every cell is mean ± 95% "
+        "CI over seeds (t-distribution). Curves are training episodes (sampled actions): at each "
+        f"of 60 grid steps, the last {meta['window']} finished episodes of each task.\n",
+    ]
+    if "gridworld" in tables:
+        parts += [
+            f"### Gridworld (`{meta['gridworld_map']}`, {steps['gridworld']:,} steps, "
+            f"{_seeds_and_time(results, 'gridworld')})\n",
+            f"Threshold: every task at success rate >= {GRID_SUCCESS} and mean episode length "
+            f"<= {GRID_LENGTH}x its exact optimum (`mean_optimal_length`). Steps to threshold "
+            "counts a run that never gets there at the budget (k/n = runs that reached it). "
+            "AUC = success rate averaged over training (`area_under_curve(normalize=True)`); "
+            "greedy success = final greedy evaluation, 32 episodes per task.\n",
+            tables["gridworld"],
+            f"Target (Distral 2-col steps to threshold / `a2c_independent`'s, <= 0.6 wanted): "
+            f"{ratios['gridworld']}.\n",
+            "![gridworld learning curves](learning_gridworld.png)\n",
+        ]
+    if "minatar" in tables:
+        parts += [
+            f"### MinAtar (5 games, {steps['minatar']:,} steps in total, "
+            f"{steps['minatar'] // 5:,} per game, {_seeds_and_time(results, 'minatar')})\n",
+            "Per game, the return is normalised as (R - random) / (best - random): random = the "
+            "uniform random policy's mean return (" + _random_text(results) + "), best = the "
+            "highest seed-mean final return of any agent on that game. Threshold: the mean over "
+            f"games reaches {MINATAR_FRACTION}. Only games where the best agent beats random by "
+            f">= {MINATAR_MIN_GAIN} points enter the mean ({_used_text(results)}). Per-game "
+            "columns: raw final returns.\n",
+            tables["minatar"],
+            f"Distral 2-col steps to threshold / `a2c_independent`'s: {ratios['minatar']}.\n",
+            "![MinAtar learning curves](learning_minatar.png)\n",
+        ]
+    return "\n".join(parts)
+
+
+def _random_text(results: dict[str, Any]) -> str:
+    random = results.get("minatar_random") or {}
+    return ", ".join(f"{k} {v:.2f}" for k, v in random.items()) or "not measured"
+
+
+def _used_text(results: dict[str, Any]) -> str:
+    runs = [r for r in results["runs"] if r["suite"] == "minatar"]
+    base, best = minatar_normalisers(runs, results.get("minatar_random"))
+    used = learned_games(base, best)
+    names = runs[0]["tasks"]
+    out = "used: " + (", ".join(n for n, u in zip(names, used) if u) or "none")
+    left = [n for n, u in zip(names, used) if not u]
+    return out + ("; left out: " + ", ".join(left) if left else "")
+
+
+def _seeds_and_time(results: dict[str, Any], suite: str) -> str:
+    runs = [r for r in results["runs"] if r["suite"] == suite]
+    seeds = len({r["seed"] for r in runs})
+    return f"{seeds} seeds, {sum(r['seconds'] for r in runs) / 60:.1f} run-minutes"
+
+
+def _replace_section(doc: Path, body: str) -> None:
+    """Replace the "## Learning" section of ``doc`` (other sections untouched), keeping notes."""
+    text = doc.read_text() if doc.is_file() else "# Benchmarks\n"
+    match = re.search(r"^## Learning\s*$.*?(?=^## |\Z)", text, flags=re.S | re.M)
+    old = match.group(0) if match else ""
+    notes = re.search(re.escape(NOTES_BEGIN) + r".*?" + re.escape(NOTES_END), old, flags=re.S)
+    block = notes.group(0) if notes else f"{NOTES_BEGIN}\n{NOTES_END}"
+    new = body.rstrip() + "\n\n" + block + "\n\n"
+    if match:
+        text = text[: match.start()] + new + text[match.end() :]
+    else:
+        text = text.rstrip() + "\n\n" + new
+    doc.write_text(text.rstrip() + "\n")
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
+    """Write learning_results.json, one PNG per suite and the Learning section of benchmarks.md."""
+    warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+    warnings.filterwarnings("ignore", "Degrees of freedom", RuntimeWarning)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "learning_results.json"]
+    written[0].write_text(json.dumps(results) + "\n")
+    tables, ratios = {}, {}
+    for suite in ("gridworld", "minatar"):
+        runs = [r for r in results["runs"] if r["suite"] == suite]
+        if not runs:
+            continue
+        metrics = suite_metrics(runs, results.get("minatar_random"))
+        tables[suite] = table(suite, runs, metrics)
+        budget = runs[0]["steps"]
+        ratios[suite] = ", ".join(
+            f"`{a}` {stt_ratio(metrics, a, 'a2c_independent', budget)}"
+            for a in ("distral_klent_2col", "distral_kl_2col")
+        )
+        written.append(plot(suite, runs, metrics, out / f"learning_{suite}.png"))
+    _replace_section(out / "benchmarks.md", section(results, tables, ratios))
+    written.append(out / "benchmarks.md")
+    return written

@@ -1,0 +1,47 @@
+"""End-to-end smoke test of the learning benchmark on a tiny gridworld budget (keeps it from rotting)."""
+
+import json
+import math
+
+from bench.learning import main, run_benchmark
+from bench.learning_report import NOTES_BEGIN, NOTES_END, mean_ci, write_outputs
+
+AGENTS = ["a2c_independent", "distral_klent_2col"]
+
+
+def test_learning_bench_end_to_end(tmp_path):
+    steps = 3000
+    results = run_benchmark(
+        ["gridworld"], AGENTS, {"gridworld": [0]}, {"gridworld": steps}, tmp_path / "cache", 1
+    )
+    assert [r["agent"] for r in results["runs"]] == AGENTS
+    run = results["runs"][0]
+    assert run["steps"] >= steps and len(run["grid"]) == len(run["curves"]["success"][0])
+    assert len(run["optimal_length"]) == len(run["tasks"]) == 4
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    other = "# Benchmarks\n\n## Throughput\n\nkeep me\n"
+    (docs / "benchmarks.md").write_text(other)
+    written = write_outputs(results, docs)
+    assert all(p.is_file() and p.stat().st_size > 0 for p in written)
+    assert (docs / "learning_gridworld.png").is_file()
+    doc = (docs / "benchmarks.md").read_text()
+    assert doc.startswith(other.rstrip()) and "## Learning" in doc
+    for agent in AGENTS:
+        assert f"| `{agent}` |" in doc
+
+    # Hand-written notes survive a re-render from the JSON, and the tables are unchanged.
+    doc = doc.replace(NOTES_BEGIN + "\n", NOTES_BEGIN + "\nmy notes\n")
+    (docs / "benchmarks.md").write_text(doc)
+    assert main(["--from-json", str(docs / "learning_results.json"), "--out", str(docs)]) == 0
+    again = (docs / "benchmarks.md").read_text()
+    assert again == doc and again.count("## Learning") == 1 and NOTES_END in again
+    assert json.loads((docs / "learning_results.json").read_text())["runs"][1]["agent"] == AGENTS[1]
+
+
+def test_mean_ci_matches_t_interval():
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert math.isclose(half, 4.302652729911275 * 1.0 / math.sqrt(3))
+    assert math.isnan(mean_ci([5.0])[1])
