@@ -6,7 +6,7 @@ it writes ``.grad`` (accumulating, like ``loss.backward()``) and returns the app
 
     weighting = mtrl.weighting.build("pcgrad", num_tasks=T).to(device)
     optimizer.zero_grad()
-    losses = torch.stack(task_losses)                      # (T,), attached to the graph
+    losses = task_losses          # list of T scalars (fastest) or a stacked (T,) tensor
     weights = weighting.backward(losses, model.shared_parameters())   # or features=z (B, D)
     optimizer.step()
 

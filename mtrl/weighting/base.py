@@ -63,13 +63,20 @@ def unflatten(vec: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
-def task_gradients(losses: Tensor, inputs: Sequence[Tensor], *, batched: bool = False) -> Tensor:
+def task_gradients(
+    losses: Tensor | Sequence[Tensor], inputs: Sequence[Tensor], *, batched: bool = False
+) -> Tensor:
     """Per-task gradients ``G[i] = d losses[i] / d inputs`` flattened to a ``(T, P)`` matrix.
 
     One ``torch.autograd.grad`` per task (graph retained), or a single vmapped call over the
-    one-hot basis when ``batched=True`` (faster, but not every op supports vmap).
+    one-hot basis when ``batched=True`` (not every op supports vmap). Pass the T scalar losses as
+    a *sequence* when you have them: differentiating ``stacked[i]`` back-propagates zeros through
+    every other task's branch of ``torch.stack`` (T^2 head backward passes), the scalars do not.
     """
     inputs = list(inputs)
+    parts = None if isinstance(losses, Tensor) else list(losses)
+    if parts is not None:
+        losses = as_loss_vector(parts)
     t = losses.shape[0]
     if batched and losses.requires_grad:
         basis = torch.eye(t, dtype=losses.dtype, device=losses.device)
@@ -81,14 +88,20 @@ def task_gradients(losses: Tensor, inputs: Sequence[Tensor], *, batched: bool = 
             for g, p in zip(gs, inputs, strict=True)
         ]
         return torch.cat([g.reshape(t, -1) for g in gs], dim=1)
-    rows = []
+    if not inputs:
+        return losses.new_zeros(t, 0)
+    sizes = [p.numel() for p in inputs]
+    # filled in place: one copy of each gradient instead of cat + stack
+    out = torch.zeros(t, sum(sizes), dtype=inputs[0].dtype, device=inputs[0].device)
     for i in range(t):
-        if losses[i].requires_grad:
-            gs = torch.autograd.grad(losses[i], inputs, retain_graph=True, allow_unused=True)
-        else:
-            gs = [None] * len(inputs)
-        rows.append(flatten(gs, inputs))
-    return torch.stack(rows)
+        loss = losses[i] if parts is None else parts[i]
+        if not loss.requires_grad:
+            continue
+        gs = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
+        for g, dst in zip(gs, out[i].split(sizes)):
+            if g is not None:
+                dst.copy_(g.reshape(-1))
+    return out
 
 
 def accumulate_grad(params: Sequence[Tensor], vec: Tensor) -> None:
@@ -178,7 +191,7 @@ class LossWeighting(torch.nn.Module):
 
     def backward(
         self,
-        losses: Tensor,
+        losses: Tensor | Sequence[Tensor],
         shared_params: Sequence[Tensor] | None = None,
         *,
         features: Tensor | None = None,
@@ -197,7 +210,7 @@ class WeightedLoss(LossWeighting):
 
     def backward(
         self,
-        losses: Tensor,
+        losses: Tensor | Sequence[Tensor],
         shared_params: Sequence[Tensor] | None = None,
         *,
         features: Tensor | None = None,
@@ -231,7 +244,7 @@ class GradientAggregator(LossWeighting):
 
     def backward(
         self,
-        losses: Tensor,
+        losses: Tensor | Sequence[Tensor],
         shared_params: Sequence[Tensor] | None = None,
         *,
         features: Tensor | None = None,
@@ -239,13 +252,14 @@ class GradientAggregator(LossWeighting):
     ) -> Tensor:
         """Aggregate per-task gradients w.r.t. ``shared_params`` (or ``features`` (B, D): the
         aggregated feature gradient is backpropagated through the trunk once)."""
+        parts = None if isinstance(losses, Tensor) else list(losses)  # scalars: see task_gradients
         losses = self._check(losses)
         targets = shared_targets(shared_params, features, type(self).__name__)
         if not targets:  # nothing shared (e.g. independent networks): plain sum everywhere
             if losses.requires_grad:
                 losses.sum().backward()
             return losses.new_ones(losses.shape).detach()
-        grads = task_gradients(losses, targets, batched=self.batched)
+        grads = task_gradients(losses if parts is None else parts, targets, batched=self.batched)
         w = self.weights(grads, losses.detach()).to(grads.dtype)
         direction = w @ grads
         if features is not None:

@@ -10,15 +10,101 @@ from torch import Tensor
 from mtrl.weighting.base import WEIGHTINGS, GradientAggregator
 
 
-def _solve_dual(a: np.ndarray, sqrt_phi: float) -> np.ndarray:
-    """min over the simplex of ``w.A1/T + sqrt_phi sqrt(w A w)`` (SLSQP, as the paper's code)."""
-    from scipy.optimize import minimize  # lazy: scipy is optional for the rest of mtrl
+def _project_simplex(v: np.ndarray) -> np.ndarray:
+    """Euclidean projection of ``v`` (T,) onto the probability simplex (sort-based)."""
+    u = np.sort(v)[::-1]
+    css = np.cumsum(u) - 1.0
+    ind = np.arange(1, v.shape[0] + 1)
+    rho = ind[u - css / ind > 0][-1]
+    return np.maximum(v - css[rho - 1] / rho, 0.0)
 
+
+def _solve_dual_fista(
+    a: np.ndarray, b: np.ndarray, sqrt_phi: float, gap_tol: float = 1e-11, max_iter: int = 2000
+) -> np.ndarray | None:
+    """Accelerated projected gradient (FISTA with backtracking and restarts) on the simplex;
+    returns ``w`` once the Frank-Wolfe duality gap (an upper bound on ``F(w) - F*``) is below
+    ``gap_tol``, else ``None``. Milliseconds where SLSQP takes ~0.1 s at T = 40."""
+    t = a.shape[0]
+
+    def f(w: np.ndarray) -> float:
+        return float(w @ b + sqrt_phi * np.sqrt(max(w @ a @ w, 0.0) + 1e-8))
+
+    def grad(w: np.ndarray) -> np.ndarray:
+        return b + sqrt_phi * (a @ w) / np.sqrt(max(w @ a @ w, 0.0) + 1e-8)
+
+    w = np.full(t, 1.0 / t)
+    y, fw, tk, lip = w.copy(), f(w), 1.0, 1.0
+    for _ in range(max_iter):
+        g = grad(w)
+        if float(g @ w - g.min()) <= gap_tol * max(1.0, abs(fw)):
+            return w
+        gy, fy = grad(y), f(y)
+        for _ in range(60):  # backtracking on the Lipschitz estimate
+            z = _project_simplex(y - gy / lip)
+            d = z - y
+            fz = f(z)
+            if fz <= fy + gy @ d + 0.5 * lip * (d @ d) + 1e-15:
+                break
+            lip *= 2.0
+        if fz > fw:  # adaptive restart: drop the momentum
+            y, tk = w.copy(), 1.0
+            continue
+        tn = (1.0 + np.sqrt(1.0 + 4.0 * tk * tk)) / 2.0
+        y = z + ((tk - 1.0) / tn) * (z - w)
+        w, fw, tk = z, fz, tn
+        lip *= 0.9
+    return None
+
+
+def _polish(
+    a: np.ndarray, b: np.ndarray, sqrt_phi: float, w: np.ndarray, gap_tol: float = 1e-12
+) -> np.ndarray | None:
+    """Newton's method on the KKT system restricted to the support of ``w`` (an approximate
+    solution): ``grad F_S(w) = lambda 1``, ``sum w = 1``; returns the exact optimum if it stays
+    feasible and its duality gap is below ``gap_tol``, else ``None``."""
+    support = np.flatnonzero(w > 1e-7 * w.max())
+    x = np.zeros_like(w)
+    x[support] = w[support] / w[support].sum()
+    n = support.size
+    kkt = np.zeros((n + 1, n + 1))
+    kkt[:n, n] = kkt[n, :n] = 1.0
+    for _ in range(30):
+        aw = a @ x
+        r = float(np.sqrt(max(x @ aw, 0.0) + 1e-8))
+        g = b + sqrt_phi * aw / r
+        lam = float(g[support].mean())
+        gap = float(g @ x - g.min())
+        if gap <= gap_tol * max(1.0, abs(float(x @ b) + sqrt_phi * r)):
+            return x
+        hess = sqrt_phi * (a / r - np.outer(aw, aw) / r**3)
+        kkt[:n, :n] = hess[np.ix_(support, support)]
+        rhs = np.concatenate([-(g[support] - lam), [0.0]])
+        try:
+            step = np.linalg.lstsq(kkt, rhs, rcond=None)[0][:n]
+        except np.linalg.LinAlgError:
+            return None
+        x[support] += step
+        if (x[support] < 0).any():
+            return None
+        x /= x.sum()
+    return None
+
+
+def _solve_dual(a: np.ndarray, sqrt_phi: float) -> np.ndarray:
+    """min over the simplex of ``w.A1/T + sqrt_phi sqrt(w A w)``: FISTA, then Newton on the
+    KKT system of its support, accepted when the duality gap certifies it; else SLSQP (as the
+    paper's code)."""
     t = a.shape[0]
     # F(w; sA) = s F(w; A) (sqrt_phi scales with sqrt(s)): solve the well-scaled problem.
     scale = max(float(np.trace(a)) / t, 1e-300)
     a, sqrt_phi = a / scale, sqrt_phi / np.sqrt(scale)
     b = a.mean(axis=1)
+    start = _solve_dual_fista(a, b, sqrt_phi, gap_tol=1e-6, max_iter=500)
+    fast = None if start is None else _polish(a, b, sqrt_phi, start)
+    if fast is not None:
+        return fast
+    from scipy.optimize import minimize  # lazy: scipy is optional for the rest of mtrl
 
     def obj(w: np.ndarray) -> float:
         return float(w @ b + sqrt_phi * np.sqrt(w @ a @ w + 1e-8))
@@ -70,7 +156,8 @@ class CAGrad(GradientAggregator):
 
     Convention: ``g0`` is the *mean* of the task gradients (paper), so the update has the scale of
     the mean, not the sum. ``rescale=False`` follows Algorithm 1; ``True`` divides by ``1 + c^2``.
-    Needs scipy (imported lazily) for the T-dimensional dual.
+    The T-dimensional dual is solved by FISTA (certified by its duality gap), with scipy's SLSQP
+    (imported lazily) as the fallback.
     """
 
     def __init__(

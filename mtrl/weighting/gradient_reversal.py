@@ -64,7 +64,7 @@ class GradientReversal(LossWeighting):
 
     def backward(
         self,
-        losses: Tensor,
+        losses: Tensor | Sequence[Tensor],
         shared_params: Sequence[Tensor] | None = None,
         *,
         features: Tensor | None = None,

@@ -61,15 +61,17 @@ class GradNorm(InternalOptimizerMixin, LossWeighting):
 
     def backward(
         self,
-        losses: Tensor,
+        losses: Tensor | Sequence[Tensor],
         shared_params: Sequence[Tensor] | None = None,
         *,
         features: Tensor | None = None,
         task_params: Sequence[Tensor] | None = None,
     ) -> Tensor:
         """Backward ``sum w_i L_i`` into all parameters, then update ``w``; returns ``w`` (T,)."""
+        parts = None if isinstance(losses, Tensor) else list(losses)  # scalars: see task_gradients
         losses = self._check(losses)
-        norms = task_gradients(losses, self._layer(shared_params, features)).norm(dim=1)
+        layer = self._layer(shared_params, features)
+        norms = task_gradients(losses if parts is None else parts, layer).norm(dim=1)
         detached = losses.detach()
         if not bool(self.initialized):
             self.initial_losses.copy_(detached)

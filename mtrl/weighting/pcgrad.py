@@ -3,6 +3,7 @@ Learning" (NeurIPS, arXiv:2001.06782), Algorithm 1."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -15,20 +16,21 @@ def pcgrad_weights(gram: Tensor, generator: torch.Generator | None = None) -> Te
     For each task i and the other tasks j in a random order: if ``g_i^PC . g_j < 0`` then
     ``g_i^PC -= (g_i^PC . g_j / |g_j|^2) g_j``. Tracked as coefficients over the original rows.
     """
-    k = gram.detach().to(device="cpu", dtype=torch.float64)
+    k = gram.detach().to(device="cpu", dtype=torch.float64).numpy()  # numpy: cheap scalar ops
     t = k.shape[0]
-    total = torch.zeros(t, dtype=torch.float64)
+    diag = np.diag(k)
+    total = np.zeros(t)
     for i in range(t):
-        coef = torch.zeros(t, dtype=torch.float64)
+        coef = np.zeros(t)
         coef[i] = 1.0
         for j in torch.randperm(t, generator=generator).tolist():
-            if j == i or k[j, j] <= 0:
+            if j == i or diag[j] <= 0:
                 continue
             dot = coef @ k[:, j]
             if dot < 0:
-                coef[j] -= dot / k[j, j]
+                coef[j] -= dot / diag[j]
         total += coef
-    return total.to(device=gram.device, dtype=gram.dtype)
+    return torch.as_tensor(total, dtype=gram.dtype, device=gram.device)
 
 
 def pcgrad(grads: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -19,10 +19,12 @@ def dual_cone_weights(gram: Tensor) -> Tensor:
     """
     from scipy.optimize import nnls  # lazy: scipy is optional for the rest of mtrl
 
-    k = gram.detach().to(device="cpu", dtype=torch.float64).numpy()
+    k = gram.detach().to(device="cpu", dtype=torch.float64)
     t = k.shape[0]
-    vals, vecs = np.linalg.eigh((k + k.T) / 2)
-    a = np.sqrt(np.clip(vals, 0.0, None))[:, None] * vecs.T  # A^T A = K
+    # torch's eigh (honours torch.set_num_threads; numpy's threaded LAPACK can be 100x slower
+    # on a busy machine for this tiny matrix)
+    vals, vecs = torch.linalg.eigh((k + k.T) / 2)
+    a = (vals.clamp_min(0.0).sqrt()[:, None] * vecs.T).numpy()  # A^T A = K
     out = np.eye(t)
     for i in range(t):
         u, _ = nnls(a, -a[:, i])

@@ -1,0 +1,343 @@
+"""Supervised multi-task runs from YAML: the typed schema and ``run_supervised``.
+
+A YAML file whose top level is one ``supervised:`` mapping is a supervised run; ``train.py``
+hands it here. Overrides are dotted from the top, e.g. ``supervised.epochs=2``. The schema uses
+the same machinery (OmegaConf structured configs, :class:`agents.config.ConfigError`) as the RL
+config. The run itself is :class:`mtrl.trainer.Trainer` on a built-in benchmark (mtrl.data):
+``gradnorm_toy`` (Chen et al. 2018), ``two_digits`` (MultiMNIST stand-in, Sener and Koltun 2018)
+or ``toy2d`` (CAGrad's two-objective toy, Liu et al. 2021).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from agents.config import ConfigError, _f, merge_structured, read_yaml, validate
+from mtrl.architectures.base import MultiTaskModel
+
+MARKER = "supervised"
+BENCHMARKS = ("gradnorm_toy", "two_digits", "toy2d")
+
+
+@dataclass
+class BenchmarkConfig:
+    """Which built-in benchmark (generated locally, no downloads) and its size."""
+
+    name: str = _f("two_digits", "benchmark: gradnorm_toy | two_digits | toy2d")
+    num_tasks: int = _f(2, "gradnorm_toy: number of regression tasks (sigmas log-spaced 1..100)")
+    n_train: int = _f(2000, "training samples (gradnorm_toy, two_digits)")
+    n_test: int = _f(500, "test samples (gradnorm_toy, two_digits)")
+    data_seed: int = _f(0, "seed of the generated data set")
+    shift: int = _f(8, "two_digits: column offset of the right digit (8 = side by side)")
+    start: int = _f(0, "toy2d: index of the starting point in mtrl.data.STARTING_POINTS (0-4)")
+
+
+@dataclass
+class ArchitectureConfig:
+    """Multi-task architecture (mtrl.architectures.build_mlp); ignored by toy2d."""
+
+    name: str = _f("hard_sharing", "architecture: see mtrl.architectures.names()")
+    hidden: list[int] = _f([64, 64], "hidden layer widths of the (shared / per-task) MLP")
+    kwargs: dict[str, Any] = _f({}, "extra keyword arguments of the architecture's mlp()")
+
+
+@dataclass
+class WeightingConfig:
+    """Loss / gradient weighting (mtrl.weighting.build)."""
+
+    name: str = _f("equal", "weighting: see mtrl.weighting.names()")
+    kwargs: dict[str, Any] = _f({}, "extra keyword arguments of the weighting")
+
+
+@dataclass
+class SupervisedConfig:
+    """A supervised multi-task training run."""
+
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    architecture: ArchitectureConfig = field(default_factory=ArchitectureConfig)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+    optimizer: str = _f("adam", "optimizer: adam | sgd")
+    lr: float = _f(1e-3, "learning rate")
+    weight_decay: float = _f(0.0, "optimizer weight decay")
+    epochs: int = _f(10, "passes over the training data (toy2d: optimisation steps)")
+    batch_size: int = _f(64, "minibatch size")
+    grad_clip: float = _f(0.0, "clip the total gradient norm (0 = off)")
+    representation: str = _f("auto", "per-task gradients w.r.t. the shared features: auto|on|off")
+    famo_update: str = _f(
+        "same_batch", "famo: same_batch (paper, one more forward) | next_batch (no extra forward)"
+    )
+    seed: int = _f(0, "seed for model initialisation and shuffling")
+    device: str = _f("auto", "auto | cpu | cuda (auto = cuda if available)")
+    torch_threads: int = _f(0, "torch intra-op threads (0 = torch default)")
+    run_dir: str = _f(
+        "", "output directory (empty = runs/supervised-<benchmark>-<weighting>-<time>)"
+    )
+    log_every: int = _f(10, "optimizer steps between TensorBoard scalars")
+    progress: bool = _f(True, "show a progress bar")
+
+
+@dataclass
+class SupervisedRun:
+    """The file layout: everything under one top-level ``supervised:`` key."""
+
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+
+
+_P = MARKER + "."
+_CHOICES = {
+    _P + "benchmark.name": BENCHMARKS,
+    _P + "optimizer": ("adam", "sgd"),
+    _P + "representation": ("auto", "on", "off"),
+    _P + "device": ("auto", "cpu", "cuda"),
+    _P + "famo_update": ("same_batch", "next_batch"),
+}
+_RANGES: dict[str, tuple[Any, str]] = {
+    _P + "benchmark.num_tasks": (lambda v: v >= 1, ">= 1"),
+    _P + "benchmark.n_train": (lambda v: v >= 1, ">= 1"),
+    _P + "benchmark.n_test": (lambda v: v >= 1, ">= 1"),
+    _P + "benchmark.shift": (lambda v: 0 <= v <= 8, "in [0, 8]"),
+    _P + "benchmark.start": (lambda v: 0 <= v <= 4, "in [0, 4]"),
+    _P + "architecture.hidden": (lambda v: len(v) >= 1 and min(v) >= 1, "a list of sizes >= 1"),
+    _P + "lr": (lambda v: v > 0, "> 0"),
+    _P + "weight_decay": (lambda v: v >= 0, ">= 0"),
+    _P + "epochs": (lambda v: v >= 1, ">= 1"),
+    _P + "batch_size": (lambda v: v >= 1, ">= 1"),
+    _P + "grad_clip": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    _P + "torch_threads": (lambda v: v >= 0, ">= 0"),
+    _P + "log_every": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def is_supervised_file(path: str | Path) -> bool:
+    """True if the YAML file at ``path`` is a supervised run (top-level ``supervised:`` key)."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        data = read_yaml(p)
+    except ConfigError:
+        return False  # the normal loader reports the problem
+    return MARKER in data
+
+
+def load_supervised(path: str | Path, overrides: list[str] | None = None) -> SupervisedConfig:
+    """Merge schema defaults, the YAML file and ``supervised.key=value`` overrides; validate."""
+    run = merge_structured(SupervisedRun, read_yaml(path), overrides)
+    assert isinstance(run, SupervisedRun)
+    validate(run, _CHOICES, _RANGES)
+    from mtrl import architectures, weighting
+
+    for key, name, valid in (
+        ("weighting.name", run.supervised.weighting.name, weighting.names()),
+        ("architecture.name", run.supervised.architecture.name, architectures.names()),
+    ):
+        if name not in valid:
+            raise ConfigError(f"{_P}{key}={name!r} is not valid; choose one of: {', '.join(valid)}")
+    return run.supervised
+
+
+def to_yaml(cfg: SupervisedConfig) -> str:
+    """The resolved config as YAML text, in the file layout (reloadable by load_supervised)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(SupervisedRun(cfg)))
+
+
+class PointModel(MultiTaskModel):
+    """toy2d as a model: the only parameter is the point x (2,); task t's output is L_t(x)
+    broadcast to (B,), so the trainer's loss is its mean. All of x is shared."""
+
+    def __init__(self, start: Tensor) -> None:
+        super().__init__()
+        self.num_tasks = 2
+        self.point = nn.Parameter(start.detach().clone().float())
+
+    def forward_all(self, x: Tensor) -> list[Tensor]:
+        from mtrl.data import toy_losses
+
+        values = toy_losses(self.point)
+        return [values[t].expand(x.shape[0]) for t in range(2)]
+
+    def task_parameters(self, t: int) -> list[nn.Parameter]:
+        return []
+
+
+def _mean_output(output: Tensor, target: Tensor) -> Tensor:
+    return output.mean()
+
+
+def build_problem(cfg: SupervisedConfig) -> dict[str, Any]:
+    """Data, model, per-task losses/metrics and task names for ``cfg.benchmark``."""
+    from mtrl.architectures import build_mlp
+    from mtrl.data import STARTING_POINTS, make_gradnorm_toy, make_two_digits
+    from mtrl.metrics import accuracy, cross_entropy, mse
+
+    b, arch = cfg.benchmark, cfg.architecture
+    if b.name == "toy2d":
+        x, y = torch.zeros(1, 1), torch.zeros(1, 2)
+        return {
+            "model": PointModel(STARTING_POINTS[b.start]),
+            "train": (x, y),
+            "test": (x, y),
+            "losses": [_mean_output, _mean_output],
+            "metrics": [{}, {}],
+            "names": ["f1", "f2"],
+        }
+    if b.name == "gradnorm_toy":
+        d = make_gradnorm_toy(b.num_tasks, n_train=b.n_train, n_test=b.n_test, seed=b.data_seed)
+        out_dims = [d["y_train"].shape[-1]] * b.num_tasks
+        losses, metrics = [nn.functional.mse_loss] * b.num_tasks, [{"mse": mse}] * b.num_tasks
+        names = [f"sigma{float(s):g}" for s in d["sigmas"]]
+        train, test = (d["x_train"], d["y_train"]), (d["x_test"], d["y_test"])
+    else:  # two_digits
+        d = make_two_digits(b.n_train, b.n_test, seed=b.data_seed, shift=b.shift)
+        train = (d["x_train"].flatten(1), d["y_train"])
+        test = (d["x_test"].flatten(1), d["y_test"])
+        out_dims, names = [10, 10], ["left", "right"]
+        losses, metrics = [cross_entropy] * 2, [{"accuracy": accuracy}] * 2
+    try:
+        model = build_mlp(arch.name, train[0].shape[1], arch.hidden, out_dims, **arch.kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{_P}architecture: {str(e).splitlines()[0]}") from None
+    return {
+        "model": model,
+        "train": train,
+        "test": test,
+        "losses": losses,
+        "metrics": metrics,
+        "names": names,
+    }
+
+
+def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
+    """Seed, pick the device and build the :class:`mtrl.trainer.Trainer` (validates kwargs)."""
+    from agents.seeding import resolve_device, seed_everything
+    from mtrl import weighting
+    from mtrl.trainer import Trainer
+
+    device = resolve_device(cfg.device)
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    seed_everything(cfg.seed)
+    problem = build_problem(cfg)
+    model: MultiTaskModel = problem["model"]
+    try:
+        w = weighting.build(cfg.weighting.name, model.num_tasks, **cfg.weighting.kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{_P}weighting: {str(e).splitlines()[0]}") from None
+    opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
+    optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    toy = cfg.benchmark.name == "toy2d"
+    representation = {"auto": "auto", "on": True, "off": False}[cfg.representation]
+    try:
+        return Trainer(
+            model,
+            w,
+            optimizer,
+            problem["losses"],
+            problem["metrics"],
+            train_data=problem["train"],
+            test_data=problem["test"],
+            task_names=problem["names"],
+            epochs=cfg.epochs,
+            batch_size=1 if toy else cfg.batch_size,
+            device=device,
+            log_dir=run_dir,
+            checkpoint_path=None if run_dir is None else run_dir / "checkpoints" / "last.pt",
+            representation=representation,
+            famo_update=cfg.famo_update,
+            grad_clip=cfg.grad_clip,
+            log_every=cfg.log_every,
+            progress=cfg.progress,
+            seed=cfg.seed,
+        )
+    except ValueError as e:
+        raise ConfigError(f"{_P}representation: {str(e).splitlines()[0]}") from None
+
+
+def prepare(config: str | Path, overrides: list[str] | None = None) -> tuple[Any, Path]:
+    """Load, validate and build everything before anything is written: ``(trainer, run_dir)``."""
+    cfg = load_supervised(config, overrides)
+    if cfg.run_dir:
+        run_dir = Path(cfg.run_dir)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(
+                f"{_P}run_dir={cfg.run_dir!r} already exists and is not empty; choose a new run_dir"
+            )
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"supervised-{cfg.benchmark.name}-{cfg.weighting.name}-{stamp}"
+    trainer = build_trainer(cfg, run_dir)
+    trainer.config = cfg
+    return trainer, run_dir
+
+
+def run_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train and evaluate ``cfg``; write ``run_dir/config.yaml``, TensorBoard events,
+    ``checkpoints/last.pt`` and ``summary.json`` (per-task test metrics); return the summary."""
+    run_dir = Path(run_dir or cfg.run_dir or f"runs/supervised-{cfg.benchmark.name}")
+    trainer = build_trainer(cfg, run_dir)
+    return _execute(trainer, cfg, run_dir)
+
+
+def _execute(trainer: Any, cfg: SupervisedConfig, run_dir: Path) -> dict[str, Any]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    writer = trainer._tb()
+    if writer is not None:
+        writer.add_text("config", "```\n" + to_yaml(cfg) + "\n```", 0)
+    try:
+        result = trainer.fit()
+    finally:
+        trainer.close()
+    summary: dict[str, Any] = {
+        "benchmark": cfg.benchmark.name,
+        "architecture": cfg.architecture.name,
+        "weighting": cfg.weighting.name,
+        "epochs": result["epochs"],
+        "steps": result["steps"],
+        "seconds": result["seconds"],
+        "steps_per_s": result["steps"] / max(result["seconds"], 1e-9),
+        "tasks": result.get("test", {}),
+    }
+    if cfg.benchmark.name == "toy2d":
+        from mtrl.data import pareto_stationarity
+
+        point = trainer.model.point.detach().cpu().double()
+        summary["point"] = point.tolist()
+        summary["pareto_stationarity"] = pareto_stationarity(point)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(config: str | Path, overrides: list[str]) -> int:
+    """``train.py`` entry point for supervised files: exit code 0, 2 (user error) or 130."""
+    import sys
+
+    from mtrl.registry import UnknownNameError
+
+    try:
+        trainer, run_dir = prepare(config, overrides)
+    except (ConfigError, UnknownNameError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        summary = _execute(trainer, trainer.config, run_dir)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(f"run written to {run_dir} ({summary['steps_per_s']:.0f} steps/s)")
+    for name, stats in summary["tasks"].items():
+        print(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+    if "pareto_stationarity" in summary:
+        print(
+            f"  point {summary['point']}, pareto stationarity {summary['pareto_stationarity']:.3g}"
+        )
+    return 0

@@ -1,0 +1,443 @@
+"""Supervised multi-task library benchmarks (mtrl only, no RL), written to docs/benchmarks.md.
+
+    python bench/mtl.py quality --seeds 3      # (a) every method on two_digits and gradnorm_toy
+    python bench/mtl.py speed                  # (b) step time / peak memory vs equal and torchjd
+    python bench/mtl.py all --seeds 3 --write  # both, and replace our docs/benchmarks.md section
+
+(a) Test metrics averaged over seeds, and Delta-m% against single-task models (one hard-sharing
+network per task, same budget; Maninis et al. 2019, Liu et al. 2022):
+``Delta-m = 100/T sum_t (-1)^{h_t} (M_t - M_stl,t) / M_stl,t`` with h_t = 1 when higher is better
+(accuracy), so lower Delta-m is better. Gradient methods use the shared representation (MGDA-UB).
+
+(b) One training step (forward, weighting.backward, optimizer.step, FAMO's update) on a fixed MLP
+(64 -> 256 -> 256 trunk, T linear heads, batch 128, MSE), 1 torch thread, median over timed
+steps after a warm-up; each row in a fresh subprocess, whose peak RSS above the RSS before the
+first step is the memory column; ``--rounds`` interleaved passes, the fastest median kept. Gradient methods run in parameter-gradient mode (Jacobian w.r.t.
+the trunk's parameters: same work as torchjd's ``mtl_backward`` + ``jac_to_grad``) and in
+representation mode (``features=``: Jacobian w.r.t. the trunk output only). The torchjd rows
+need ``pip install -e '.[dev,crosscheck]'`` (torchjd with quadprog and cvxpy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import mtrl.weighting as W  # noqa: E402
+from mtrl.architectures import build_mlp  # noqa: E402
+from mtrl.metrics import accuracy, cross_entropy, mse  # noqa: E402
+from mtrl.trainer import Trainer  # noqa: E402
+
+LOSS_METHODS = ["equal", "random", "uncertainty", "dwa", "gradnorm", "famo"]
+GRAD_METHODS = ["pcgrad", "mgda", "cagrad", "imtl_g", "nash_mtl", "upgrad"]
+QUALITY_METHODS = LOSS_METHODS + GRAD_METHODS  # gradient_reversal is adversarial, not balancing
+TORCHJD = {
+    "pcgrad": "PCGrad",
+    "mgda": "MGDA",
+    "cagrad": "CAGrad",
+    "imtl_g": "IMTLG",
+    "nash_mtl": "NashMTL",
+    "upgrad": "UPGrad",
+}
+SECTION = "## Supervised multi-task library (mtl)"
+NOTES = """Notes:
+
+- Cells: median step time (its ratio to equal weighting at the same T), peak memory growth.
+  "parameters" takes per-task gradients w.r.t. the trunk's parameters (T backward passes through
+  the trunk, the same work as torchjd's `mtl_backward` + `jac_to_grad`); "representation" w.r.t.
+  the trunk output z (B, D), then one backward through the trunk (Sener and Koltun 2018).
+- GradNorm needs T extra backward passes (to the last shared layer) per step by definition, and
+  FAMO's paper protocol one extra forward pass (`famo_update="next_batch"` in the Trainer drops it).
+- The machine was shared with other benchmarks while this ran; rows are interleaved over rounds
+  and the fastest median kept, but expect +-15% noise on the small (T = 2) rows.
+- Quality budgets are small (two_digits: 4000 pairs, 15 epochs; gradnorm_toy: 5000 samples,
+  40 epochs): the differences between methods on two_digits are within a seed's noise; on the
+  GradNorm toy (scales 1 and 100) methods that rebalance the small task (FAMO, MGDA) close most
+  of the gap to single-task models, equal weighting does not.
+"""
+
+
+# --- (a) quality ------------------------------------------------------------------------------
+def benchmark(name: str) -> dict[str, Any]:
+    """Data and per-benchmark settings (mirrors configs/supervised/*.yaml, smaller budgets)."""
+    from mtrl.data import make_gradnorm_toy, make_two_digits
+
+    if name == "two_digits":
+        d = make_two_digits(4000, 1000, seed=0)
+        return {
+            "train": (d["x_train"].flatten(1), d["y_train"]),
+            "test": (d["x_test"].flatten(1), d["y_test"]),
+            "hidden": [128, 64],
+            "out": [10, 10],
+            "loss": cross_entropy,
+            "metric": ("accuracy", accuracy, True),
+            "epochs": 15,
+            "batch": 64,
+            "names": ["left", "right"],
+        }
+    d = make_gradnorm_toy(2, n_train=5000, n_test=1000, seed=0)
+    return {
+        "train": (d["x_train"], d["y_train"]),
+        "test": (d["x_test"], d["y_test"]),
+        "hidden": [100, 100, 100, 100],
+        "out": [100, 100],
+        "loss": F.mse_loss,
+        "metric": ("mse", mse, False),
+        "epochs": 40,
+        "batch": 100,
+        "names": ["sigma1", "sigma100"],
+        "kwargs": {"gradnorm": {"alpha": 0.12}},  # the paper's asymmetry for this toy
+    }
+
+
+def train_once(bench: dict[str, Any], method: str, seed: int, tasks: list[int]) -> list[float]:
+    """Test metric per task in ``tasks`` after training ``method`` on them (one model)."""
+    torch.manual_seed(seed)
+    x, y = bench["train"]
+    xt, yt = bench["test"]
+    model = build_mlp("hard_sharing", x.shape[1], bench["hidden"], [bench["out"][t] for t in tasks])
+    kw = bench.get("kwargs", {}).get(method, {})
+    weighting = W.build(method, len(tasks), **kw)
+    name, fn, _ = bench["metric"]
+    trainer = Trainer(
+        model,
+        weighting,
+        torch.optim.Adam(model.parameters(), lr=1e-3),
+        [bench["loss"]] * len(tasks),
+        [{name: fn}] * len(tasks),
+        train_data=(x, y[:, tasks]),
+        test_data=(xt, yt[:, tasks]),
+        epochs=bench["epochs"],
+        batch_size=bench["batch"],
+        progress=False,
+        seed=seed,
+    )
+    stats = trainer.fit()["test"]
+    return [s[name] for s in stats.values()]
+
+
+def delta_m(values: list[float], stl: list[float], higher_better: bool) -> float:
+    """Delta-m% of ``values`` (T,) against single-task ``stl`` (T,) (lower is better)."""
+    sign = -1.0 if higher_better else 1.0
+    return 100.0 * sum(sign * (v - b) / b for v, b in zip(values, stl)) / len(values)
+
+
+def quality(seeds: int) -> dict[str, Any]:
+    """Every method on both benchmarks: mean metrics and Delta-m% (mean +- std over seeds)."""
+    out: dict[str, Any] = {}
+    for bname in ("two_digits", "gradnorm_toy"):
+        bench = benchmark(bname)
+        t_count = len(bench["out"])
+        higher = bench["metric"][2]
+        stl = [
+            [train_once(bench, "equal", s, [t])[0] for t in range(t_count)] for s in range(seeds)
+        ]
+        stl_mean = [statistics.mean(r[t] for r in stl) for t in range(t_count)]
+        rows = {"single-task": {"metrics": stl_mean, "delta_m": [0.0]}}
+        for method in QUALITY_METHODS:
+            start = time.perf_counter()
+            runs = [train_once(bench, method, s, list(range(t_count))) for s in range(seeds)]
+            rows[method] = {
+                "metrics": [statistics.mean(r[t] for r in runs) for t in range(t_count)],
+                "delta_m": [delta_m(r, stl_mean, higher) for r in runs],
+                "seconds": (time.perf_counter() - start) / seeds,
+            }
+            print(bname, method, rows[method], flush=True)
+        out[bname] = {"names": bench["names"], "metric": bench["metric"][0], "rows": rows}
+    return out
+
+
+def quality_table(res: dict[str, Any], seeds: int) -> str:
+    lines = []
+    for bname, r in res.items():
+        metric, names = r["metric"], r["names"]
+        arrow = "higher" if metric == "accuracy" else "lower"
+        lines += [
+            f"**{bname}** (test {metric}, {arrow} is better; mean of {seeds} seeds)",
+            "",
+            "| method | " + " | ".join(f"{n} {metric}" for n in names) + " | Delta-m% (+-std) |",
+            "|---|" + "---:|" * (len(names) + 1),
+        ]
+        for method, row in r["rows"].items():
+            vals = " | ".join(f"{v:.4g}" for v in row["metrics"])
+            dm = row["delta_m"]
+            sd = statistics.stdev(dm) if len(dm) > 1 else 0.0
+            dm_s = (
+                "0 (reference)"
+                if method == "single-task"
+                else f"{statistics.mean(dm):+.2f} ({sd:.2f})"
+            )
+            lines.append(f"| {method} | {vals} | {dm_s} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --- (b) speed and memory ---------------------------------------------------------------------
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def measure(method: str, mode: str, tasks: int, steps: int) -> dict[str, float]:
+    """Median step time (ms) and peak RSS growth (MB) of one configuration (run in a subprocess).
+
+    ``mode``: ``params`` (Jacobian w.r.t. shared parameters), ``features`` (w.r.t. the trunk
+    output) or ``torchjd`` (torchjd.autojac.mtl_backward + jac_to_grad with its aggregator)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_mlp("hard_sharing", 64, [256, 256], [1] * tasks)
+    x, y = torch.randn(128, 64), torch.randn(128, tasks)
+    shared = model.shared_parameters()
+    heads = [model.task_parameters(t) for t in range(tasks)]
+    if mode == "torchjd":
+        import torchjd.aggregation as agg
+        from torchjd.autojac import jac_to_grad, mtl_backward
+
+        kwargs = {"nash_mtl": {"n_tasks": tasks}, "cagrad": {"c": 0.5}}.get(method, {})
+        aggregator = getattr(agg, TORCHJD[method])(**kwargs)
+        weighting = None
+    else:
+        weighting = W.build(method, tasks)
+    opt = torch.optim.Adam(
+        [*model.parameters(), *(weighting.parameters() if weighting else [])], lr=1e-4
+    )
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        outs, z = model(x, return_features=True)
+        task_losses = [F.mse_loss(o[:, 0], y[:, t]) for t, o in enumerate(outs)]
+        if weighting is None:
+            mtl_backward(task_losses, features=z, tasks_params=heads, shared_params=shared)
+            jac_to_grad(shared, aggregator)
+            opt.step()
+            return
+        losses = torch.stack(task_losses)
+        if mode == "next_batch" and bool(weighting.has_prev):  # FAMO without the extra forward
+            weighting.update(losses.detach())
+        if mode == "features":
+            weighting.backward(task_losses, shared, features=z)
+        else:
+            weighting.backward(task_losses, shared)
+        opt.step()
+        if method == "famo" and mode != "next_batch":
+            with torch.no_grad():
+                outs = model(x)
+                weighting.update(
+                    torch.stack([F.mse_loss(o[:, 0], y[:, t]) for t, o in enumerate(outs)])
+                )
+
+    import scipy.optimize  # noqa: F401  (lazily imported by some solvers: not step memory)
+
+    rss0 = _rss_mb()
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"ms": 1000 * statistics.median(times), "mem_mb": max(peak - rss0, 0.0)}
+
+
+def speed_configs() -> list[tuple[str, str]]:
+    rows = [(m, "params") for m in ["equal", *LOSS_METHODS[1:], "gradient_reversal"]]
+    rows.append(("famo", "next_batch"))
+    for m in GRAD_METHODS:
+        rows += [(m, "params"), (m, "features"), (m, "torchjd")]
+    return rows
+
+
+def speed(task_counts: list[int], rounds: int, only: list[str] | None = None) -> dict[str, Any]:
+    """Every (method, mode) at each T, each in a fresh subprocess; ``rounds`` interleaved passes
+    over all rows, keeping the fastest median per row (robust to load from other processes)."""
+    res: dict[str, Any] = {}
+    for r in range(rounds):
+        for t in task_counts:
+            steps = 30 if t <= 10 else 12
+            for method, mode in speed_configs():
+                if only and method not in only:
+                    continue
+                key = f"{method}/{mode}/{t}"
+                cmd = [sys.executable, __file__, "_one", method, mode, str(t), str(steps)]
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+                if proc.returncode != 0:
+                    res[key] = {"error": proc.stderr.strip().splitlines()[-1]}
+                    print(r, key, res[key], flush=True)
+                    continue
+                new = json.loads(proc.stdout.strip().splitlines()[-1])
+                old = res.get(key, {})
+                if "ms" in old:
+                    new = {
+                        "ms": min(old["ms"], new["ms"]),
+                        "mem_mb": max(old["mem_mb"], new["mem_mb"]),
+                    }
+                res[key] = new
+                print(r, key, new, flush=True)
+    return res
+
+
+def speed_table(res: dict[str, Any], task_counts: list[int]) -> str:
+    def cell(key: str, ref: str) -> str:
+        r, e = res.get(key, {}), res.get(ref, {})
+        if "ms" not in r:
+            return "error"
+        rel = r["ms"] / e["ms"] if "ms" in e else float("nan")
+        return f"{r['ms']:.1f} ms ({rel:.2f}x), {r['mem_mb']:.0f} MB"
+
+    head = "| method | mode | " + " | ".join(f"T = {t}" for t in task_counts) + " |"
+    lines = [head, "|---|---|" + "---:|" * len(task_counts)]
+    for method, mode in speed_configs():
+        label = {
+            "params": "ours, parameters",
+            "features": "ours, representation",
+            "torchjd": "torchjd 0.18",
+            "next_batch": "ours, next-batch update",
+        }[mode]
+        if method in [*LOSS_METHODS, "gradient_reversal"] and mode == "params":
+            label = (
+                "ours, same-batch update (paper)" if method == "famo" else "ours (loss weighting)"
+            )
+        cells = [cell(f"{method}/{mode}/{t}", f"equal/params/{t}") for t in task_counts]
+        lines.append(f"| {method} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdicts(res: dict[str, Any], task_counts: list[int]) -> str:
+    """The issue's targets, checked on the measured numbers."""
+
+    def ms(m: str, mode: str, t: int) -> float:
+        return res.get(f"{m}/{mode}/{t}", {}).get("ms", float("nan"))
+
+    out = []
+    loss_rows = [(m, "params") for m in LOSS_METHODS[1:]] + [("famo", "next_batch")]
+    parts = []
+    for m, mode in loss_rows:
+        worst = max(ms(m, mode, t) / ms("equal", "params", t) for t in task_counts)
+        tag = (
+            m
+            if m != "famo"
+            else ("famo (next-batch)" if mode == "next_batch" else "famo (same-batch, paper)")
+        )
+        parts.append(f"{tag} {worst:.2f}x {'met' if worst <= 1.1 else 'MISSED'}")
+    out.append("- Loss weighting within 1.1x of equal (worst T): " + ", ".join(parts))
+    for m in GRAD_METHODS:
+        rel = [ms(m, "params", t) / ms(m, "torchjd", t) for t in task_counts]
+        ok = all(r <= 1.0 for r in rel)
+        out.append(
+            f"- {m} vs torchjd (parameters mode): "
+            + ", ".join(f"T={t}: {r:.2f}x" for t, r in zip(task_counts, rel))
+            + f" -> {'met' if ok else 'MISSED'}"
+        )
+    if 10 in task_counts:
+        sp = [ms(m, "params", 10) / ms(m, "features", 10) for m in GRAD_METHODS]
+        out.append(
+            "- Representation mode speed-up at T = 10: "
+            + ", ".join(f"{m} {s:.1f}x" for m, s in zip(GRAD_METHODS, sp))
+            + f" -> {'met' if min(sp) >= 2 else 'MISSED'} (target >= 2x)"
+        )
+    return "\n".join(out)
+
+
+def write_docs(body: str) -> None:
+    """Replace (or append) our section of docs/benchmarks.md, leaving the others untouched."""
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(SECTION)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
+    else:
+        nxt = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + body.rstrip("\n") + "\n" + ("" if nxt < 0 else text[nxt:])
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_one":
+        method, mode, t, steps = argv[1], argv[2], int(argv[3]), int(argv[4])
+        print(json.dumps(measure(method, mode, t, steps)))
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["quality", "speed", "all"])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--tasks", type=int, nargs="+", default=[2, 10, 40])
+    p.add_argument("--rounds", type=int, default=3, help="(b): interleaved passes, fastest kept")
+    p.add_argument("--only", nargs="*", default=[], help="(b): re-measure only these methods")
+    p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    p.add_argument("--json", default="", help="also dump raw results here")
+    p.add_argument(
+        "--reuse", default="", help="take (a) from this --json dump instead of rerunning"
+    )
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    parts = [SECTION, ""]
+    shown = [
+        a for i, a in enumerate(argv) if a != "--reuse" and (i == 0 or argv[i - 1] != "--reuse")
+    ]
+    cmd = "python bench/mtl.py " + " ".join(shown)
+    parts += [
+        f"Command: `{cmd}` ({platform.processor() or platform.machine()}, torch "
+        f"{torch.__version__}, 1 torch thread). Produced by `bench/mtl.py`; see its docstring "
+        "for the protocol.",
+        "",
+    ]
+    raw: dict[str, Any] = {}
+
+    def dump() -> None:
+        if args.json:
+            Path(args.json).write_text(json.dumps(raw, indent=1))
+
+    if args.what in ("quality", "all"):
+        if args.reuse:
+            raw["quality"] = json.loads(Path(args.reuse).read_text())["quality"]
+        else:
+            raw["quality"] = quality(args.seeds)
+        parts += [
+            "### (a) Quality: every method vs single-task models",
+            "",
+            quality_table(raw["quality"], args.seeds),
+        ]
+    if args.what in ("speed", "all"):
+        reused = json.loads(Path(args.reuse).read_text()) if args.reuse else {}
+        if args.only:  # re-measure some methods, keep the other rows of the reused run
+            raw["speed"] = {**reused.get("speed", {}), **speed(args.tasks, args.rounds, args.only)}
+        else:
+            raw["speed"] = reused.get("speed") or speed(args.tasks, args.rounds)
+        dump()
+        parts += [
+            "### (b) Step time and peak memory (relative to equal weighting)",
+            "",
+            speed_table(raw["speed"], args.tasks),
+            "",
+            "Targets:",
+            "",
+            verdicts(raw["speed"], args.tasks),
+            "",
+            NOTES,
+        ]
+    body = "\n".join(parts)
+    print(body)
+    if args.json:
+        Path(args.json).write_text(json.dumps(raw, indent=1))
+    if args.write:
+        write_docs(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""A standalone supervised multi-task trainer (no config system, no RL).
+
+One step is the loop of DESIGN.md: ``losses (T,) = [loss_t(model(x)[t], y_t)]`` ->
+``weighting.backward(losses, model.shared_parameters(), features=z)`` -> penalty -> clip ->
+``optimizer.step()`` (-> FAMO's ``update`` on the same batch). Data are either ``(x, targets)``
+tensors, batched and shuffled here, or any re-iterable of ``(x, targets)`` batches (e.g. a
+``DataLoader``). ``targets`` is a ``(N, T, ...)`` tensor (task t is ``targets[:, t]``) or a
+sequence of T tensors ``(N, ...)``.
+
+    trainer = Trainer(model, weighting, optimizer, [F.cross_entropy] * 2,
+                      metrics=[{"accuracy": accuracy}] * 2, train_data=(x, y), test_data=(xt, yt),
+                      epochs=5, log_dir="runs/x", checkpoint_path="runs/x/last.pt")
+    summary = trainer.fit()          # {"test": {task: {"loss": .., "accuracy": ..}}, ...}
+
+tqdm and TensorBoard (``torch.utils.tensorboard``) are imported lazily, only when used.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mtrl.architectures.base import MultiTaskModel
+from mtrl.metrics import Metric
+from mtrl.weighting.base import GradientAggregator, InternalOptimizerMixin, LossWeighting
+
+Loss = Callable[[Tensor, Tensor], Tensor]
+Batch = tuple[Tensor, Tensor | Sequence[Tensor]]
+Data = tuple[Tensor, Tensor | Sequence[Tensor]] | Iterable[Batch]
+
+
+def split_targets(targets: Tensor | Sequence[Tensor], num_tasks: int) -> list[Tensor]:
+    """T per-task targets from a ``(B, T, ...)`` tensor or a sequence of T tensors ``(B, ...)``."""
+    if isinstance(targets, Tensor):
+        if targets.dim() < 2 or targets.shape[1] != num_tasks:
+            raise ValueError(
+                f"targets tensor must have shape (B, T={num_tasks}, ...), got {tuple(targets.shape)}"
+            )
+        return [targets[:, t] for t in range(num_tasks)]
+    targets = list(targets)
+    if len(targets) != num_tasks:
+        raise ValueError(f"expected {num_tasks} per-task targets, got {len(targets)}")
+    return targets
+
+
+def _is_tensor_pair(data: Any) -> bool:
+    """``(x, targets)`` tensors (a tuple or list whose first item is a tensor), not batches."""
+    return isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], Tensor)
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``: a
+    crash leaves either the old or the new checkpoint, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class Trainer:
+    """Train and evaluate a :class:`MultiTaskModel` with a :class:`LossWeighting` on T tasks.
+
+    ``losses[t](output_t, target_t) -> ()`` and ``metrics[t] = {name: fn}`` (see
+    :mod:`mtrl.metrics`) are per task. ``representation``: ``"auto"`` takes per-task gradients
+    w.r.t. the shared representation z (B, D) (MGDA-UB, Sener and Koltun 2018) when the weighting is a
+    gradient method and the model ``supports_features``; ``True`` forces it, ``False`` uses the
+    shared parameters. Weighting parameters trained by the user's optimiser (uncertainty) are
+    added to ``optimizer`` if missing. ``grad_clip`` > 0 clips the total gradient norm.
+    ``famo_update``: FAMO (Liu et al. 2023) updates its logits from the loss change of a step;
+    ``"same_batch"`` (paper) re-evaluates the batch after the step (one more forward pass),
+    ``"next_batch"`` uses the next step's losses instead (no extra forward, noisier signal).
+    """
+
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        weighting: LossWeighting,
+        optimizer: torch.optim.Optimizer,
+        losses: Sequence[Loss],
+        metrics: Sequence[Mapping[str, Metric]] | None = None,
+        *,
+        train_data: Data,
+        test_data: Data | None = None,
+        task_names: Sequence[str] | None = None,
+        epochs: int = 1,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+        log_dir: str | Path | None = None,
+        checkpoint_path: str | Path | None = None,
+        representation: bool | str = "auto",
+        famo_update: str = "same_batch",
+        grad_clip: float = 0.0,
+        log_every: int = 10,
+        progress: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.num_tasks = len(losses)
+        if model.num_tasks != self.num_tasks or weighting.num_tasks != self.num_tasks:
+            raise ValueError(
+                f"model ({model.num_tasks}), weighting ({weighting.num_tasks}) and losses "
+                f"({self.num_tasks}) disagree on the number of tasks"
+            )
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.weighting = weighting.to(self.device)
+        self.optimizer = optimizer
+        self.losses = list(losses)
+        self.metrics = [dict(m) for m in metrics] if metrics else [{} for _ in losses]
+        if len(self.metrics) != self.num_tasks:
+            raise ValueError(f"expected {self.num_tasks} metric dicts, got {len(self.metrics)}")
+        self.task_names = list(task_names or [f"task{t}" for t in range(self.num_tasks)])
+        self.train_data, self.test_data = train_data, test_data
+        self.epochs, self.batch_size = epochs, batch_size
+        self.log_dir = None if log_dir is None else Path(log_dir)
+        self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
+        self.grad_clip, self.log_every, self.progress = grad_clip, log_every, progress
+        self.use_features = self._resolve_representation(representation)
+        if famo_update not in ("same_batch", "next_batch"):
+            raise ValueError(
+                f"famo_update must be 'same_batch' or 'next_batch', got {famo_update!r}"
+            )
+        self.famo_update = famo_update
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0  # completed epochs
+        self.step = 0  # optimiser steps
+        self._writer: Any = None
+        self._parts: list[Tensor] = []  # the last task_losses() as T scalars
+        self._adopt_weighting_parameters()
+
+    # --- setup --------------------------------------------------------------------------------
+    def _resolve_representation(self, representation: bool | str) -> bool:
+        supported = bool(getattr(self.model, "supports_features", False))
+        if representation == "auto":
+            return supported and isinstance(self.weighting, GradientAggregator)
+        if representation is True and not supported:
+            raise ValueError(
+                f"representation=True needs a model with one shared representation; "
+                f"{type(self.model).__name__} has none (use hard_sharing or mmoe)"
+            )
+        if representation not in (True, False):
+            raise ValueError(
+                f"representation must be 'auto', True or False, got {representation!r}"
+            )
+        return bool(representation)
+
+    def _adopt_weighting_parameters(self) -> None:
+        """Put learnable weighting parameters (e.g. uncertainty's log-variances) in the optimiser,
+        unless the method trains them itself (GradNorm, FAMO)."""
+        if isinstance(self.weighting, InternalOptimizerMixin):
+            return
+        owned = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        extra = [p for p in self.weighting.parameters() if p.requires_grad and id(p) not in owned]
+        if extra:
+            self.optimizer.add_param_group({"params": extra})
+
+    # --- data ---------------------------------------------------------------------------------
+    def batches(self, data: Data, shuffle: bool) -> Iterable[tuple[Tensor, list[Tensor]]]:
+        """Yield ``(x (B, ...), [y_t (B, ...)] * T)`` on the device from tensors or an iterable."""
+        if _is_tensor_pair(data):
+            x, targets = data  # type: ignore[misc]
+            ys = split_targets(targets, self.num_tasks)
+            n = x.shape[0]
+            order = torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n)
+            for i in range(0, n, self.batch_size):
+                idx = order[i : i + self.batch_size]
+                yield x[idx].to(self.device), [y[idx].to(self.device) for y in ys]
+        else:
+            for x, targets in data:
+                ys = split_targets(targets, self.num_tasks)
+                yield x.to(self.device), [y.to(self.device) for y in ys]
+
+    def _num_batches(self, data: Data) -> int | None:
+        if _is_tensor_pair(data):
+            return -(-data[0].shape[0] // self.batch_size)  # type: ignore[index]
+        return len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
+
+    # --- one step -----------------------------------------------------------------------------
+    def task_losses(
+        self, x: Tensor, ys: Sequence[Tensor], features: bool = False
+    ) -> tuple[Tensor, list[Tensor], Tensor | None]:
+        """``(losses (T,), outputs [T x (B, ...)], z (B, D) or None)`` for one batch."""
+        z = None
+        if features:
+            outs, z = self.model(x, return_features=True)
+        else:
+            outs = self.model(x)
+        self._parts = [fn(o, y) for fn, o, y in zip(self.losses, outs, ys)]
+        return torch.stack(self._parts), outs, z
+
+    def train_step(self, x: Tensor, ys: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """One optimiser step on a batch; returns ``(losses (T,), weights (T,), outputs)``."""
+        self.model.train()
+        losses, outs, z = self.task_losses(x, ys, self.use_features)
+        update = getattr(self.weighting, "update", None)  # FAMO
+        pending = bool(getattr(self.weighting, "has_prev", False))  # a step awaits its update
+        if callable(update) and self.famo_update == "next_batch" and pending:
+            update(losses.detach())  # this batch's losses stand in for the last one's (no forward)
+        self.optimizer.zero_grad(set_to_none=True)
+        # the T scalars, not the stacked vector: per-task gradients then skip the other heads
+        weights = self.weighting.backward(self._parts, self.model.shared_parameters(), features=z)
+        penalty = self.model.penalty()
+        if penalty.requires_grad:
+            penalty.backward()
+        if self.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        if callable(update) and self.famo_update == "same_batch":  # FAMO (paper): same batch
+            with torch.no_grad():
+                update(self.task_losses(x, ys)[0])
+        self.step += 1
+        return losses.detach(), weights.detach(), [o.detach() for o in outs]
+
+    # --- loops --------------------------------------------------------------------------------
+    def _accumulate(
+        self, sums: list[dict[str, float]], losses: Tensor, outs: list[Tensor], ys: list[Tensor]
+    ) -> None:
+        n = ys[0].shape[0]
+        for t in range(self.num_tasks):
+            sums[t]["loss"] = sums[t].get("loss", 0.0) + float(losses[t]) * n
+            for name, fn in self.metrics[t].items():
+                sums[t][name] = sums[t].get(name, 0.0) + float(fn(outs[t], ys[t])) * n
+            sums[t]["_n"] = sums[t].get("_n", 0.0) + n
+
+    def _means(self, sums: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+        return {
+            name: {k: v / max(s["_n"], 1.0) for k, v in s.items() if k != "_n"}
+            for name, s in zip(self.task_names, sums)
+        }
+
+    def train_epoch(self, bar: Any = None) -> dict[str, dict[str, float]]:
+        """One pass over the training data; per-task mean loss and metrics (training batches)."""
+        sums: list[dict[str, float]] = [{} for _ in range(self.num_tasks)]
+        tick, steps0 = time.perf_counter(), self.step
+        for x, ys in self.batches(self.train_data, shuffle=True):
+            losses, weights, outs = self.train_step(x, ys)
+            self._accumulate(sums, losses, outs, ys)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({n: f"{float(v):.3g}" for n, v in zip(self.task_names, losses)})
+            if self.step % self.log_every == 0:
+                sps = (self.step - steps0) / max(time.perf_counter() - tick, 1e-9)
+                self._log_step(losses, weights, sps)
+        end = getattr(self.weighting, "epoch_end", None)
+        if callable(end):  # DWA
+            end()
+        self.epoch += 1
+        return self._means(sums)
+
+    @torch.no_grad()
+    def evaluate(self, data: Data | None = None) -> dict[str, dict[str, float]]:
+        """Per-task mean loss and metrics on ``data`` (default: the test split), eval mode."""
+        data = self.test_data if data is None else data
+        if data is None:
+            raise ValueError("no data to evaluate: pass data or test_data=")
+        self.model.eval()
+        sums: list[dict[str, float]] = [{} for _ in range(self.num_tasks)]
+        for x, ys in self.batches(data, shuffle=False):
+            losses, outs, _ = self.task_losses(x, ys)
+            self._accumulate(sums, losses, outs, ys)
+        return self._means(sums)
+
+    def fit(self) -> dict[str, Any]:
+        """Train from the current epoch up to ``epochs`` (resumes after :meth:`load`), evaluate,
+        checkpoint each epoch; returns ``{"train": .., "test": .., "steps", "epochs", "seconds"}``."""
+        start, train = time.perf_counter(), {}
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            per_epoch = self._num_batches(self.train_data)
+            total = None if per_epoch is None else per_epoch * (self.epochs - self.epoch)
+            bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+        try:
+            while self.epoch < self.epochs:
+                train = self.train_epoch(bar)
+                self._log_metrics(train, "")
+                if self.test_data is not None:
+                    self._log_metrics(self.evaluate(), "test_")
+                if self.checkpoint_path is not None:
+                    self.save(self.checkpoint_path)
+        finally:
+            if bar is not None:
+                bar.close()
+        summary: dict[str, Any] = {"train": train, "steps": self.step, "epochs": self.epoch}
+        if self.test_data is not None:
+            summary["test"] = self.evaluate()
+        summary["seconds"] = time.perf_counter() - start
+        if self._writer is not None:
+            self._writer.flush()
+        return summary
+
+    # --- logging ------------------------------------------------------------------------------
+    def _tb(self) -> Any:
+        if self._writer is None and self.log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.log_dir))
+        return self._writer
+
+    def _log_step(self, losses: Tensor, weights: Tensor, sps: float) -> None:
+        w = self._tb()
+        if w is None:
+            return
+        for name, loss, weight in zip(self.task_names, losses.tolist(), weights.tolist()):
+            w.add_scalar(f"task/{name}/loss", loss, self.step)
+            w.add_scalar(f"weights/{name}", weight, self.step)
+        w.add_scalar("losses/total", float(losses.sum()), self.step)
+        w.add_scalar("charts/steps_per_s", sps, self.step)
+
+    def _log_metrics(self, stats: dict[str, dict[str, float]], prefix: str) -> None:
+        """Epoch-level ``task/<name>/<prefix><metric>`` (training metrics, then test_*)."""
+        w = self._tb()
+        if w is None:
+            return
+        for name, values in stats.items():
+            for key, value in values.items():
+                if prefix or key != "loss":  # per-step train loss is logged by _log_step
+                    w.add_scalar(f"task/{name}/{prefix}{key}", value, self.step)
+
+    def close(self) -> None:
+        """Close the TensorBoard writer (if one was opened)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimiser, weighting, counters and the shuffling generator's state."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (exactly: training continues bit-identically)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.generator.set_state(state["generator"].cpu())
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Atomically write :meth:`state_dict` to ``path`` (default ``checkpoint_path``)."""
+        path = Path(path or self.checkpoint_path or "checkpoint.pt")
+        save_atomic(self.state_dict(), path)
+        return path
+
+    def load(self, path: str | Path | None = None) -> None:
+        """Load a checkpoint written by :meth:`save` (``torch.load(weights_only=True)``)."""
+        path = Path(path or self.checkpoint_path or "checkpoint.pt")
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))

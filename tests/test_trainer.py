@@ -1,0 +1,226 @@
+"""The standalone supervised Trainer: learning, exact checkpoint round-trip, known metrics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mtrl
+from mtrl.architectures import HardSharing, build_mlp
+from mtrl.metrics import accuracy, cross_entropy, mse
+from mtrl.trainer import Trainer, save_atomic, split_targets
+from mtrl.weighting import build as build_weighting
+
+
+def regression_data(n: int = 128, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (n, 4), y (n, 2, 1): two linear targets with different scales."""
+    w = torch.randn(2, 4, generator=torch.Generator().manual_seed(99))
+    x = torch.randn(n, 4, generator=torch.Generator().manual_seed(seed))
+    y = torch.stack([x @ w[0], 5 * (x @ w[1])], dim=1).unsqueeze(-1)
+    return x, y
+
+
+def make_trainer(
+    weighting: str = "equal", tmp_path=None, epochs: int = 3, seed: int = 0, **kw
+) -> Trainer:
+    torch.manual_seed(seed)
+    model = build_mlp("hard_sharing", 4, [16], [1, 1])
+    w = build_weighting(weighting, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = regression_data()
+    return Trainer(
+        model,
+        w,
+        opt,
+        [F.mse_loss, F.mse_loss],
+        [{"mse": mse}, {"mse": mse}],
+        train_data=(x, y),
+        test_data=regression_data(32, seed=1),
+        task_names=["small", "big"],
+        epochs=epochs,
+        batch_size=16,
+        log_dir=None if tmp_path is None else tmp_path / "tb",
+        checkpoint_path=None if tmp_path is None else tmp_path / "last.pt",
+        progress=False,
+        seed=seed,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("weighting", ["equal", "uncertainty", "dwa", "mgda", "famo", "gradnorm"])
+def test_loss_decreases(weighting):
+    trainer = make_trainer(weighting, epochs=8)
+    before = trainer.evaluate()
+    summary = trainer.fit()
+    after = summary["test"]
+    assert summary["steps"] == 8 * 8 and summary["epochs"] == 8
+    ratios = [after[t]["loss"] / before[t]["loss"] for t in ("small", "big")]
+    assert max(ratios) < 0.85 and sum(ratios) / 2 < 0.6, (weighting, ratios)
+
+
+def test_famo_next_batch_update_needs_no_extra_forward():
+    same = make_trainer("famo", epochs=1)
+    nxt = make_trainer("famo", epochs=1, famo_update="next_batch")
+    calls = {"same": 0, "next": 0}
+    for key, tr in (("same", same), ("next", nxt)):
+        forward = tr.model.forward_all
+
+        def counted(x, forward=forward, key=key):
+            calls[key] += 1
+            return forward(x)
+
+        tr.model.forward_all = counted
+        tr.test_data = None  # count training forwards only
+        tr.fit()
+    assert calls["same"] == 2 * same.step and calls["next"] == nxt.step
+    # the logits moved in both modes; next-batch leaves the last step's update pending
+    assert not torch.equal(nxt.weighting.logits.detach(), torch.zeros(2))
+    assert bool(nxt.weighting.has_prev) and not bool(same.weighting.has_prev)
+    with pytest.raises(ValueError, match="famo_update"):
+        make_trainer("famo", famo_update="later")
+
+
+def test_uncertainty_parameters_join_the_optimizer():
+    trainer = make_trainer("uncertainty")
+    owned = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert id(trainer.weighting.log_vars) in owned
+    before = trainer.weighting.log_vars.detach().clone()
+    trainer.fit()
+    assert not torch.equal(before, trainer.weighting.log_vars.detach())
+    # gradnorm trains its weights internally: not added
+    g = make_trainer("gradnorm")
+    owned = {id(p) for grp in g.optimizer.param_groups for p in grp["params"]}
+    assert id(g.weighting.task_weights) not in owned
+
+
+def test_representation_mode_auto():
+    assert make_trainer("mgda").use_features
+    assert not make_trainer("equal").use_features
+    assert not make_trainer("mgda", representation=False).use_features
+    model = build_mlp("soft_sharing", 4, [8], [1, 1])
+    with pytest.raises(ValueError, match="one shared representation"):
+        Trainer(
+            model,
+            build_weighting("mgda", 2),
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            [F.mse_loss] * 2,
+            train_data=regression_data(),
+            representation=True,
+        )
+
+
+@pytest.mark.parametrize("weighting", ["famo", "dwa", "gradnorm", "pcgrad"])
+def test_checkpoint_round_trip_is_exact(tmp_path, weighting):
+    # train 2 epochs straight vs 1 epoch, save, load into a fresh trainer, 1 more epoch
+    straight = make_trainer(weighting, epochs=2, seed=0)
+    if weighting == "pcgrad":
+        straight.weighting.load_state_dict(make_trainer(weighting).weighting.state_dict())
+    straight.fit()
+
+    first = make_trainer(weighting, tmp_path, epochs=1, seed=0)
+    first.fit()
+    assert (tmp_path / "last.pt").is_file()
+    state = first.state_dict()
+
+    resumed = make_trainer(weighting, epochs=2, seed=123)  # different init and shuffling
+    resumed.load(tmp_path / "last.pt")
+    for a, b in zip(resumed.model.state_dict().values(), first.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed.optimizer.state_dict()["state"].keys() == state["optimizer"]["state"].keys()
+    for k, v in first.weighting.state_dict().items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(resumed.weighting.state_dict()[k], v), k
+    assert resumed.epoch == 1 and resumed.step == first.step
+    resumed.fit()
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
+        assert torch.equal(a, b), weighting
+
+
+def test_tensorboard_keys(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = make_trainer("dwa", tmp_path, epochs=1, log_every=2)
+    trainer.fit()
+    trainer.close()
+    tags = set(EventAccumulator(str(tmp_path / "tb")).Reload().Tags()["scalars"])
+    for name in ("small", "big"):
+        assert {f"task/{name}/loss", f"weights/{name}", f"task/{name}/mse"} <= tags
+        assert {f"task/{name}/test_loss", f"task/{name}/test_mse"} <= tags
+    assert "losses/total" in tags
+
+
+class Fixed(HardSharing):
+    """Outputs fixed logits regardless of x (for metrics known by hand)."""
+
+    def __init__(self, logits0: torch.Tensor, values1: torch.Tensor) -> None:
+        super().__init__(nn.Identity(), [nn.Identity(), nn.Identity()])
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.logits0, self.values1 = logits0, values1
+
+    def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        idx = x[:, 0].long()
+        return [self.logits0[idx] + self.bias, self.values1[idx] + self.bias]
+
+
+def test_metrics_by_hand():
+    # 4 samples; task 0 classification (predictions 0, 1, 1, 0 vs labels 0, 1, 0, 0 -> 3/4),
+    # task 1 regression (errors 1, -1, 2, 0 -> mse 6/4, mae 1).
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 2.0], [2.0, 0.0]])
+    values = torch.tensor([1.0, 1.0, 3.0, 5.0])
+    x = torch.arange(4.0).unsqueeze(1)
+    y0 = torch.tensor([0, 1, 0, 0])
+    y1 = torch.tensor([0.0, 2.0, 1.0, 5.0])
+    model = Fixed(logits, values)
+    trainer = Trainer(
+        model,
+        build_weighting("equal", 2),
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        [cross_entropy, F.mse_loss],
+        [{"accuracy": accuracy}, {"mse": mse, "mae": mtrl.metrics.mae}],
+        train_data=(x, [y0, y1]),
+        batch_size=3,  # uneven batches: means must be weighted by batch size
+        progress=False,
+    )
+    stats = trainer.evaluate((x, [y0, y1]))
+    assert stats["task0"]["accuracy"] == pytest.approx(0.75)
+    assert stats["task1"]["mse"] == pytest.approx(1.5)
+    assert stats["task1"]["loss"] == pytest.approx(1.5)
+    assert stats["task1"]["mae"] == pytest.approx(1.0)
+    ce = F.cross_entropy(logits, y0).item()
+    assert stats["task0"]["loss"] == pytest.approx(ce, rel=1e-6)
+
+
+def test_iterable_data_and_target_validation():
+    x, y = regression_data(32)
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)]
+    trainer = make_trainer("equal")
+    trainer.train_data = batches
+    trainer.fit()
+    assert trainer.step == 3 * 4
+    with pytest.raises(ValueError, match=r"shape \(B, T=3"):
+        split_targets(torch.zeros(4, 2), 3)
+    with pytest.raises(ValueError, match="expected 3 per-task targets"):
+        split_targets([torch.zeros(4)] * 2, 3)
+
+
+def test_save_atomic_replaces_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "sub" / "ck.pt"
+    save_atomic({"a": torch.ones(2)}, path)
+    save_atomic({"a": torch.zeros(2)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.zeros(2))
+    assert [p.name for p in path.parent.iterdir()] == ["ck.pt"]
+
+
+def test_trainer_module_imports_no_config_or_rl():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mtrl.trainer, mtrl.metrics; "
+        "bad = [m for m in ('omegaconf', 'yaml', 'gymnasium', 'agents', 'envs', "
+        "'torch.utils.tensorboard') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
