@@ -216,8 +216,10 @@ def _omegaconf_message(err: OmegaConfBaseException) -> str:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if type(err).__name__ == "ConfigKeyError" and key:
         parent = key.rsplit(".", 1)[0] if "." in key else ""
-        return f"unknown config key {key!r}; see `python train.py --help` for the fields" + (
-            f" of {parent!r}" if parent else ""
+        where = f" of {parent!r}" if parent else ""
+        return (
+            f"unknown config key {key!r}; the valid fields{where} are listed by "
+            "`python train.py --help` (RL runs) and in docs/mtrl.md (supervised runs)"
         )
     return f"{key}: {first}" if key else first
 
