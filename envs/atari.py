@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.base import EnvError, EpisodeStat, MultiTaskVecEnv, StepResult, slot_seeds
+from envs.base import EnvError, EpisodeStat, MultiTaskVecEnv, StepResult, check_actions, slot_seeds
 
 ATARI_DEFAULTS: dict[str, Any] = {
     "backend": "auto",
@@ -342,17 +342,12 @@ class AtariVecEnv(MultiTaskVecEnv):
             raise EnvError("call reset() before step()")
         games = self._task_range(tasks)
         n = len(games) * self.num_envs_per_task
-        a = np.asarray(actions)
-        n_act = int(self.single_action_space.n)
-        if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer):
-            raise EnvError(f"actions must be ({n},) ints, got {a.dtype} {a.shape}")
-        if a.size and (a.min() < 0 or a.max() >= n_act):
-            raise EnvError(f"actions must be in [0, {n_act}), got [{a.min()}, {a.max()}]")
+        a = check_actions(actions, n, int(self.single_action_space.n))
         key = (games.start, games.stop)
         if any(g[0] < key[1] and key[0] < g[1] for g in self._pending):
             raise EnvError(f"tasks {tasks} are already being stepped; call step_wait first")
         full = len(games) == self.num_tasks
-        self._backend.send(a.astype(np.int64), None if full else games)
+        self._backend.send(a, None if full else games)
         self._pending.add(key)
 
     def step_wait(self, tasks: slice | None = None) -> StepResult:

@@ -123,3 +123,13 @@ def require_all_tasks(tasks: slice | None) -> None:
     """Guard for envs that step every task together (``supports_task_groups`` is False)."""
     if tasks is not None:
         raise EnvError("this env steps all tasks together; call step_async/step_wait without tasks")
+
+
+def check_actions(actions: np.ndarray, num_slots: int, num_actions: int) -> np.ndarray:
+    """Validate ``actions`` for ``num_slots`` slots of a Discrete(num_actions) space; int64 copy."""
+    a = np.asarray(actions)
+    if a.shape != (num_slots,) or not np.issubdtype(a.dtype, np.integer):
+        raise EnvError(f"actions must be ({num_slots},) ints, got {a.dtype} {a.shape}")
+    if a.size and (a.min() < 0 or a.max() >= num_actions):
+        raise EnvError(f"actions must be in [0, {num_actions}), got [{a.min()}, {a.max()}]")
+    return a.astype(np.int64)

@@ -20,6 +20,7 @@ from envs.base import (
     EpisodeStat,
     MultiTaskVecEnv,
     StepResult,
+    check_actions,
     require_all_tasks,
     slot_seeds,
 )
@@ -275,12 +276,7 @@ class GridworldVecEnv(MultiTaskVecEnv):
         require_all_tasks(tasks)
         if not self._was_reset:
             raise EnvError("call reset() before step()")
-        a = np.asarray(actions)
-        if a.shape != (self.num_envs,) or not np.issubdtype(a.dtype, np.integer):
-            raise EnvError(f"actions must be ({self.num_envs},) ints, got {a.dtype} {a.shape}")
-        if a.size and (a.min() < 0 or a.max() > 3):
-            raise EnvError(f"actions must be in [0, 4), got range [{a.min()}, {a.max()}]")
-        self._actions = a.astype(np.int64)
+        self._actions = check_actions(actions, self.num_envs, 4)
 
     def step_wait(self, tasks: slice | None = None) -> StepResult:
         require_all_tasks(tasks)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.base import EnvError, MultiTaskVecEnv, StepResult, require_all_tasks
+from envs.base import EnvError, MultiTaskVecEnv, StepResult, check_actions, require_all_tasks
 from envs.factory import make_multitask_env
 
 RESTART_SEED_STRIDE = 1_000_000
@@ -228,9 +228,7 @@ class WorkerVecEnv(MultiTaskVecEnv):
         require_all_tasks(tasks)
         if self._last_obs is None:
             raise EnvError("call reset() before step()")
-        a = np.asarray(actions)
-        if a.shape != (self.num_envs,):
-            raise EnvError(f"actions must be ({self.num_envs},) ints, got {a.dtype} {a.shape}")
+        a = check_actions(actions, self.num_envs, int(self.single_action_space.n))
         for k in range(self.num_tasks):
             try:
                 self._send(k, "step", a[self._slots(k)])
