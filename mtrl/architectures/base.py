@@ -22,7 +22,7 @@ parameter. A parameter is task-specific only if no other task's loss can reach i
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -137,3 +137,13 @@ def mlp(
         if i < len(dims) - 2 or activate_last:
             layers.append(activation())
     return nn.Sequential(*layers)
+
+
+def column_depth(columns: Sequence[Sequence[nn.Module]], heads: Sequence[nn.Module]) -> int:
+    """Check one equally deep column per head (cross-stitch, sluice); return the depth."""
+    if len(columns) != len(heads):
+        raise ValueError(f"need one column per head, got {len(columns)} and {len(heads)}")
+    depths = {len(c) for c in columns}
+    if len(depths) != 1:
+        raise ValueError(f"all columns need the same number of layers, got {depths}")
+    return depths.pop()

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mtrl.architectures._registry import ARCHITECTURES
-from mtrl.architectures.base import MultiTaskModel, mlp
+from mtrl.architectures.base import MultiTaskModel, column_depth, mlp
 
 
 def stitch_init(num_tasks: int, alpha_self: float, alpha_other: float) -> Tensor:
@@ -53,13 +53,9 @@ class CrossStitch(MultiTaskModel):
         alpha_other: float = 0.0,
     ) -> None:
         super().__init__()
-        if len(columns) != len(heads):
-            raise ValueError(f"need one column per head, got {len(columns)} and {len(heads)}")
-        num_layers = {len(c) for c in columns}
-        if len(num_layers) != 1:
-            raise ValueError(f"all columns need the same number of layers, got {num_layers}")
+        num_layers = column_depth(columns, heads)
         self.num_tasks = len(heads)
-        self.num_layers = num_layers.pop()
+        self.num_layers = num_layers
         self.columns = nn.ModuleList(nn.ModuleList(c) for c in columns)
         self.heads = nn.ModuleList(heads)
         self.per_channel = per_channel

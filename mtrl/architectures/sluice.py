@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mtrl.architectures._registry import ARCHITECTURES
-from mtrl.architectures.base import MultiTaskModel
+from mtrl.architectures.base import MultiTaskModel, column_depth
 from mtrl.architectures.cross_stitch import build_columns, stitch_init
 
 
@@ -41,15 +41,11 @@ class Sluice(MultiTaskModel):
         ortho_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        if len(columns) != len(heads):
-            raise ValueError(f"need one column per head, got {len(columns)} and {len(heads)}")
-        num_layers = {len(c) for c in columns}
-        if len(num_layers) != 1:
-            raise ValueError(f"all columns need the same number of layers, got {num_layers}")
+        num_layers = column_depth(columns, heads)
         if beta_init not in ("last", "uniform"):
             raise ValueError(f"beta_init must be 'last' or 'uniform', got {beta_init!r}")
         self.num_tasks = len(heads)
-        self.num_layers = num_layers.pop()
+        self.num_layers = num_layers
         self.num_subspaces = num_subspaces
         self.ortho_weight = ortho_weight
         self.columns = nn.ModuleList(nn.ModuleList(c) for c in columns)
