@@ -183,4 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from agents.omp import limit_openmp_spinning
+
+    limit_openmp_spinning()  # before torch loads (see agents/omp.py)
     sys.exit(main())

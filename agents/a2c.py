@@ -88,7 +88,8 @@ class A2CAgent(Agent):
 
     def task_losses(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
         last_values = self.values(rollout.last_obs())
-        logits, values = self.net(rollout.step_obs())
+        with self.replay():
+            logits, values = self.net(rollout.step_obs())
         logits, values = rollout.unflatten(logits), rollout.unflatten(values)
         log_prob, entropy = log_prob_entropy(logits, rollout.actions)
         return a2c_terms(rollout, log_prob, entropy, values, last_values, self.cfg)

@@ -8,11 +8,15 @@ or (K,) per-task diagnostics). Agents hold no env or logging code.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from agents.config import AgentConfig
+from agents.optim import FusedRMSprop
+from agents.replay import recording, replaying, tapes
 from agents.rollout import Rollout
 
 
@@ -43,13 +47,26 @@ class Agent(nn.Module):
         self.cfg = cfg
         self.num_tasks = num_tasks
 
+    def begin_rollout(self, num_steps: int) -> None:
+        """Start recording the acting passes of a rollout for the loss pass (agents.replay)."""
+        params = list(self.parameters())
+        for tape in tapes(self):
+            tape.begin(num_steps, self.num_tasks, params)
+
     @torch.no_grad()
-    def step(self, obs: Tensor, tasks: slice | None = None) -> Tensor:
+    def step(self, obs: Tensor, tasks: slice | None = None, t: int | None = None) -> Tensor:
         """Training actions (K, E) sampled from the task policies at obs (K, E, *obs).
 
-        ``tasks`` names the tasks of the K rows when they are a contiguous subset of all tasks.
+        ``tasks`` names the tasks of the K rows when they are a contiguous subset of all tasks;
+        ``t`` is the rollout step, whose activations the loss pass then reuses.
         """
-        return self.act(obs, greedy=False, tasks=tasks)
+        with recording(self, t, tasks, self.num_tasks):
+            return self.act(obs, greedy=False, tasks=tasks)
+
+    def replay(self) -> AbstractContextManager[None]:
+        """Context for the loss pass over ``rollout.step_obs()``: encoders that recorded the whole
+        rollout return their recorded activations (same values, backward only)."""
+        return replaying(self)
 
     @torch.no_grad()
     def values(self, obs: Tensor, tasks: slice | None = None) -> Tensor:
@@ -75,10 +92,11 @@ class Agent(nn.Module):
 
 
 def make_optimizer(cfg: AgentConfig, params, lr: float | None = None) -> torch.optim.Optimizer:
-    """RMSprop (A2C/A3C's choice, eps 1e-5 as in the SB3 zoo) or Adam, from the agent config."""
+    """RMSprop (A2C/A3C's choice, eps 1e-5 as in the SB3 zoo) or Adam, from the agent config.
+
+    Both run fused (one pass over memory per step; see agents.optim).
+    """
     lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.eps, foreach=True
-        )
-    return torch.optim.Adam(params, lr=lr, eps=cfg.eps, foreach=True)
+        return FusedRMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.eps)
+    return torch.optim.Adam(params, lr=lr, eps=cfg.eps, fused=True)

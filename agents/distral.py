@@ -118,7 +118,8 @@ class DistralAgent(Agent):
     # ------------------------------------------------------------------ losses
     def task_losses(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
         last_values = self.values(rollout.last_obs())
-        logits, h0, values = self._forward(rollout.step_obs())
+        with self.replay():
+            logits, h0, values = self._forward(rollout.step_obs())
         unflat = rollout.unflatten
         return self.losses_from_outputs(
             rollout, unflat(logits), unflat(h0), unflat(values), last_values

@@ -19,10 +19,15 @@ def clip_and_check(optimizers: list[torch.optim.Optimizer], max_norm: float) -> 
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
         if not params:
             continue
-        if max_norm > 0:
-            norms.append(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        else:
-            norms.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+        grads = [p.grad for p in params]
+        norm = torch.nn.utils.get_total_norm(grads)
+        norms.append(norm)
+        if max_norm > 0:  # as clip_grad_norm_: g * min(1, max_norm / (norm + 1e-6))
+            divisor = ((norm + 1e-6) / max_norm).clamp(min=1.0)
+            if hasattr(opt, "divide_grads"):  # folded into the optimiser's fused step
+                opt.divide_grads(divisor)
+            else:
+                torch._foreach_div_(grads, divisor)
     if not norms:
         return torch.tensor(0.0), True
     total = torch.linalg.vector_norm(torch.stack([n.float().cpu() for n in norms]))

@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from agents.replay import Tape
+
 # (out_channels, kernel, stride) per conv layer
 NATURE_CONVS: tuple[tuple[int, int, int], ...] = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
 MINATAR_CONVS: tuple[tuple[int, int, int], ...] = ((16, 3, 1),)
@@ -48,8 +50,8 @@ class GroupedLinear(nn.Module):
 
     def forward(self, x: Tensor, tasks: slice | None = None) -> Tensor:
         """x (K, B, in) -> (K, B, out); ``tasks`` selects which groups the K rows are."""
-        if self.groups == 1:
-            return torch.matmul(x, self.weight[0]) + self.bias[0]
+        if self.groups == 1:  # flatten(0, 1): a view (weight[0]'s backward would copy)
+            return torch.matmul(x, self.weight.flatten(0, 1)) + self.bias.flatten(0, 1)
         if tasks is None:
             return torch.baddbmm(self.bias, x, self.weight)
         return torch.baddbmm(self.bias[tasks], x, self.weight[tasks])
@@ -86,31 +88,40 @@ class ConvEncoder(nn.Module):
         self.flat_dim = c * h * w
         self.fc = GroupedLinear(groups, self.flat_dim, feature_dim, gain=math.sqrt(2))
         self.feature_dim = feature_dim
+        self.tape = Tape()  # acting passes' activations, replayed by the loss (agents.replay)
 
     def forward(self, x: Tensor, tasks: slice | None = None) -> Tensor:
         """x (K, B, C, H, W) -> (K, B, feature_dim); ``tasks`` selects the groups of the K rows."""
         k, b = x.shape[:2]
-        cl = torch.channels_last
-        # Change layout while still uint8 (4x less to copy), then convert; float() keeps NHWC.
-        if self.groups == 1:
-            h = x.reshape(k * b, *x.shape[2:]).contiguous(memory_format=cl)
+        shared = self.groups == 1
+        # Shared: rows are (task, sample) pairs. Grouped: (B, K*C, H, W), so that group k of the
+        # conv sees task k's channels.
+        layout = "rows" if shared else "channels"
+        tape = self.tape
+        if tape.replaying:
+            h = tape.get(-1)
         else:
-            # (K, B, C, H, W) -> (B, K*C, H, W): group k of the conv sees task k's channels.
-            h = x.transpose(0, 1).reshape(b, k * self.in_channels, *x.shape[3:])
-            h = h.contiguous(memory_format=cl)
-        h = h.float().mul_(1.0 / self.scale) if h.dtype == torch.uint8 else h.float()
-        if self.groups == 1:
-            h = self.convs(h).contiguous().reshape(k, b, self.flat_dim)
+            if shared:
+                h = x.reshape(k * b, *x.shape[2:])
+            else:
+                h = x.transpose(0, 1).reshape(b, k * self.in_channels, *x.shape[3:])
+            # Change layout while still uint8 (4x less to copy), then convert; float() keeps NHWC.
+            h = h.contiguous(memory_format=torch.channels_last)
+            h = h.float().mul_(1.0 / self.scale) if h.dtype == torch.uint8 else h.float()
+            tape.store(-1, h, layout)
+        convs = self.convs[::2]
+        for i, conv in enumerate(convs):
+            w, bias = conv.weight, conv.bias
+            if not shared and tasks is not None:  # the slice of the weights these tasks own
+                per = w.shape[0] // self.groups
+                w = w[tasks.start * per : tasks.stop * per]
+                bias = bias[tasks.start * per : tasks.stop * per]
+            h = F.relu(tape.conv(i, h, w, bias, conv.stride, 1 if shared else k, layout))
+        if shared:
+            h = h.contiguous().reshape(k, b, self.flat_dim)
         else:
-            for conv in self.convs[::2]:
-                w, bias = conv.weight, conv.bias
-                if tasks is not None:  # the slice of each layer's weights that these tasks own
-                    per = w.shape[0] // self.groups
-                    w = w[tasks.start * per : tasks.stop * per]
-                    bias = bias[tasks.start * per : tasks.stop * per]
-                h = F.relu(F.conv2d(h, w, bias, conv.stride, groups=k))
             h = h.contiguous().reshape(b, k, self.flat_dim).transpose(0, 1)
-        return F.relu(self.fc(h, tasks))
+        return F.relu(tape.linear(len(convs), self.fc, h, tasks))
 
 
 class MLPEncoder(nn.Module):
@@ -123,12 +134,17 @@ class MLPEncoder(nn.Module):
             GroupedLinear(groups, a, b, gain=math.sqrt(2)) for a, b in itertools.pairwise(dims)
         )
         self.feature_dim = dims[-1]
+        self.tape = Tape()  # acting passes' activations, replayed by the loss (agents.replay)
 
     def forward(self, x: Tensor, tasks: slice | None = None) -> Tensor:
         """x (K, B, *obs) -> (K, B, feature_dim); ``tasks`` selects the groups of the K rows."""
-        h = x.float().flatten(2)
-        for layer in self.layers:
-            h = F.relu(layer(h, tasks))
+        if self.tape.replaying:
+            h = self.tape.get(-1)
+        else:
+            h = x.float().flatten(2)
+            self.tape.store(-1, h, "features")
+        for i, layer in enumerate(self.layers):
+            h = F.relu(self.tape.linear(i, layer, h, tasks))
         return h
 
 

@@ -146,12 +146,13 @@ class Runner:
         """
         ro, env = self.rollout, self.env
         ro.clear()
+        self.agent.begin_rollout(ro.num_steps)
         groups = self.task_groups()
         whole = len(groups) == 1  # then the env is stepped without a task slice
         ro.obs[:, 0] = obs
 
         def act(g: slice, t: int) -> None:
-            actions = self.agent.step(ro.obs[g, t], g)
+            actions = self.agent.step(ro.obs[g, t], g, t)
             ro.actions[t, g] = actions
             env.step_async(actions.reshape(-1).cpu().numpy(), None if whole else g)
 

@@ -18,11 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from agents.omp import limit_openmp_spinning  # noqa: E402
+
+# Before torch loads, as train.py does; SB3 runs in this process with the same setting.
+limit_openmp_spinning()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 GAMES = ["Pong", "Breakout", "SpaceInvaders", "BeamRider"]
 AGENTS = [

@@ -1,0 +1,28 @@
+"""OpenMP spin policy for a CPU where emulator threads and torch's threads share the cores.
+
+GNU OpenMP (the runtime of the torch CPU wheels) keeps its worker threads spinning for a while
+after each parallel region. Between the back-to-back kernels of a training step that saves a
+wake-up, but while the C++ emulator threads of ale-py step the games it takes their cores: on
+2 cores, 4 Atari games, ``a2c_multitask`` ran 1,320-1,400 steps/s with the default spin count
+and 1,540-1,670 with ``GOMP_SPINCOUNT=30000`` (docs/benchmarks.md). The runtime reads the
+variable once, when torch is first imported, so call this before that.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+DEFAULT_SPINCOUNT = 30_000
+
+
+def limit_openmp_spinning(spincount: int = DEFAULT_SPINCOUNT) -> bool:
+    """Set ``GOMP_SPINCOUNT`` unless the user chose a policy or torch is already loaded.
+
+    Returns whether the setting was applied. A user's ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY``
+    always wins.
+    """
+    if "torch" in sys.modules or "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
+        return False
+    os.environ["GOMP_SPINCOUNT"] = str(spincount)
+    return True

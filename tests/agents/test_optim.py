@@ -1,0 +1,134 @@
+"""FusedRMSprop against torch.optim.RMSprop; clipping folded into its step; the OpenMP helper."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents.guards import clip_and_check
+from agents.optim import FusedRMSprop
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _params(seed: int = 0) -> list[torch.nn.Parameter]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in [(3, 4), (5,), (2, 2, 3)]]
+
+
+def _run(opt_cls, grads_per_step, clip: float = 0.0, **kw):
+    params = _params()
+    opt = opt_cls(params, lr=0.01, alpha=0.9, eps=1e-5, **kw)
+    for grads in grads_per_step:
+        opt.zero_grad()
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        if clip:
+            clip_and_check([opt], clip)
+        opt.step()
+    return params, opt
+
+
+def _grads(steps: int = 4) -> list[list[torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    return [[torch.randn(p.shape, generator=g) for p in _params()] for _ in range(steps)]
+
+
+def test_matches_torch_rmsprop_and_its_state():
+    grads = _grads()
+    ours, opt = _run(FusedRMSprop, grads)
+    ref, ref_opt = _run(torch.optim.RMSprop, grads)
+    for p, r in zip(ours, ref):
+        torch.testing.assert_close(p, r, rtol=1e-6, atol=1e-7)
+    for p, r in zip(ours, ref):
+        torch.testing.assert_close(opt.state[p]["square_avg"], ref_opt.state[r]["square_avg"])
+        assert float(opt.state[p]["step"]) == float(ref_opt.state[r]["step"]) == 4
+
+
+def test_hand_computed_first_step():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = FusedRMSprop([p], lr=0.1, alpha=0.5, eps=0.0)
+    p.grad = torch.tensor([2.0, -4.0])
+    opt.step()
+    # v = 0.5 * g^2 = [2, 8]; p -= 0.1 * g / sqrt(v) = 0.1 * sqrt(2) * sign(g)
+    step = 0.1 * 2**0.5
+    torch.testing.assert_close(p.detach(), torch.tensor([1.0 - step, -2.0 + step]))
+
+
+def test_fallback_without_fused_kernel_is_the_same_update(monkeypatch):
+    grads = _grads()
+    fused, _ = _run(FusedRMSprop, grads, clip=0.5)
+    monkeypatch.delattr(torch, "_fused_adam_")
+    plain, _ = _run(FusedRMSprop, grads, clip=0.5)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_resumes_from_a_torch_rmsprop_checkpoint():
+    """An older run's torch.optim.RMSprop state continues exactly under FusedRMSprop."""
+    grads = _grads()
+    ref, ref_opt = _run(torch.optim.RMSprop, grads[:2])
+    params = [torch.nn.Parameter(p.detach().clone()) for p in ref]
+    opt = FusedRMSprop(params, lr=0.01, alpha=0.9, eps=1e-5)
+    opt.load_state_dict(ref_opt.state_dict())
+    for step in grads[2:]:
+        for p, g in zip(params, step):
+            p.grad = g.clone()
+        opt.step()
+    full, _ = _run(torch.optim.RMSprop, grads)
+    for a, b in zip(params, full):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert set(opt.state_dict()["state"][0]) == {"step", "square_avg"}
+
+
+def test_clipping_folded_into_the_step_equals_clip_grad_norm():
+    grads = _grads()
+    ours, _ = _run(FusedRMSprop, grads, clip=0.5)
+    params = _params()
+    ref = torch.optim.RMSprop(params, lr=0.01, alpha=0.9, eps=1e-5)
+    for step in grads:
+        ref.zero_grad()
+        for p, g in zip(params, step):
+            p.grad = g.clone()
+        torch.nn.utils.clip_grad_norm_(params, 0.5)
+        ref.step()
+    for a, b in zip(ours, params):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_skipped_step_does_not_carry_its_clipping_into_the_next():
+    params = _params()
+    opt = FusedRMSprop(params, lr=0.01)
+    for p in params:
+        p.grad = torch.full_like(p, 100.0)
+    clip_and_check([opt], 0.5)  # divisor pending; the runner then skips the step
+    opt.zero_grad()
+    assert opt._divisor is None
+
+
+def test_bad_alpha_is_refused():
+    with pytest.raises(ValueError, match="alpha"):
+        FusedRMSprop(_params(), lr=0.01, alpha=1.0)
+
+
+def _spincount(env: dict[str, str], code: str) -> str:
+    full = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**full, **env}, cwd=ROOT, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def test_openmp_spin_limit_set_before_torch_and_never_over_the_user():
+    code = (
+        "import os; from agents.omp import limit_openmp_spinning as f; "
+        "print(f(), os.environ.get('GOMP_SPINCOUNT'))"
+    )
+    assert _spincount({}, code) == "True 30000"
+    assert _spincount({"GOMP_SPINCOUNT": "7"}, code) == "False 7"
+    assert _spincount({"OMP_WAIT_POLICY": "PASSIVE"}, code) == "False None"
+    late = "import torch; " + code  # too late: the OpenMP runtime already read its settings
+    assert _spincount({}, late) == "False None"

@@ -1,0 +1,118 @@
+"""Forward reuse (agents.replay): the loss pass over recorded acting activations must give the
+same losses and gradients as recomputing the forward pass, and must not be used when stale."""
+
+import pytest
+import torch
+
+from agents.config import AgentConfig
+from agents.factory import build_agent, names
+from agents.replay import Tape, tapes
+from agents.rollout import Rollout
+
+K, E, T = 3, 2, 3
+SUITES = {"atari": ((4, 84, 84), 18), "minatar": ((10, 10, 10), 6), "gridworld": ((2,), 4)}
+
+
+def _setup(name: str, suite: str, **cfg_kw):
+    torch.manual_seed(0)
+    shape, actions = SUITES[suite]
+    cfg = AgentConfig(name=name, hidden=[16, 16], **cfg_kw)
+    agent = build_agent(cfg, suite, shape, actions, K)
+    dtype = torch.float32 if suite == "gridworld" else torch.uint8
+    ro = Rollout(T, K, E, torch.device("cpu"), shape, dtype)
+    if dtype == torch.uint8:
+        ro.obs.copy_(torch.randint(0, 256 if suite == "atari" else 2, ro.obs.shape))
+    else:
+        ro.obs.copy_(torch.rand(ro.obs.shape))
+    ro.rewards.normal_()
+    ro.terminated[1, 0, 1] = True
+    ro.ep_time.copy_(torch.arange(T, dtype=torch.float32).view(T, 1, 1).expand(T, K, E))
+    return agent, ro
+
+
+def _collect(agent, ro: Rollout, groups: list[slice], record: bool) -> None:
+    """Act like the runner: per step, each task group in turn (``t`` only when recording)."""
+    agent.begin_rollout(T)
+    torch.manual_seed(1)
+    for t in range(T):
+        for g in groups:
+            ro.actions[t, g] = agent.step(ro.obs[g, t], g, t if record else None)
+
+
+def _losses_and_grads(agent, ro: Rollout):
+    losses, _ = agent.task_losses(ro)
+    agent.zero_grad(set_to_none=True)
+    losses.sum().backward()
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in agent.parameters()]
+    return losses.detach(), grads
+
+
+def _count_replays(monkeypatch) -> dict[str, int]:
+    calls = {"get": 0}
+    original = Tape.get
+
+    def counting(self, index):
+        calls["get"] += 1
+        return original(self, index)
+
+    monkeypatch.setattr(Tape, "get", counting)
+    return calls
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES))
+@pytest.mark.parametrize("name", names())
+def test_replayed_loss_pass_equals_recomputed(name, suite, monkeypatch):
+    agent, ro = _setup(name, suite)
+    groups = [slice(0, 1), slice(1, K)]  # pipelined task groups, as env.task_groups=2
+    _collect(agent, ro, groups, record=False)
+    ref_losses, ref_grads = _losses_and_grads(agent, ro)
+    calls = _count_replays(monkeypatch)
+    _collect(agent, ro, groups, record=True)
+    losses, grads = _losses_and_grads(agent, ro)
+    # Every encoder that acts replays: input, each layer (1-column Distral's pi0 does not act).
+    assert calls["get"] > 0
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-5, atol=1e-6)
+    for g, ref in zip(grads, ref_grads):  # float32 sums in another order: relative to the scale
+        torch.testing.assert_close(g, ref, rtol=0, atol=1e-4 * float(ref.abs().max()) + 1e-8)
+
+
+def test_one_column_pi0_is_recomputed_and_task_columns_replayed(monkeypatch):
+    agent, ro = _setup("distral_kl_1col", "minatar")
+    calls = _count_replays(monkeypatch)
+    _collect(agent, ro, [slice(0, K)], record=True)
+    agent.task_losses(ro)
+    assert calls["get"] == 3  # the task encoder's input, conv and fc; pi0's encoder computes
+
+
+def test_stale_or_partial_tape_is_not_replayed(monkeypatch):
+    agent, ro = _setup("a2c_independent", "gridworld")
+    calls = _count_replays(monkeypatch)
+    # A parameter changed after the rollout began: the recorded activations are stale.
+    _collect(agent, ro, [slice(0, K)], record=True)
+    with torch.no_grad():
+        next(agent.parameters()).add_(0.1)
+    stale, _ = agent.task_losses(ro)
+    assert calls["get"] == 0
+    fresh, _ = agent.task_losses(ro)  # nothing recorded: the plain forward
+    torch.testing.assert_close(stale, fresh)
+    # One (step, task) group never recorded.
+    agent.begin_rollout(T)
+    for t in range(T):
+        agent.step(ro.obs[:, t], None, t if t else None)
+    agent.task_losses(ro)
+    assert calls["get"] == 0
+
+
+def test_tapes_are_reset_after_the_loss_pass():
+    agent, ro = _setup("a2c_multitask", "gridworld")
+    _collect(agent, ro, [slice(0, K)], record=True)
+    assert all(tape.ready() for tape in tapes(agent))
+    agent.task_losses(ro)
+    assert not any(tape.ready() or tape.replaying for tape in tapes(agent))
+
+
+def test_acting_outside_a_rollout_records_nothing():
+    agent, ro = _setup("distral_klent_2col", "gridworld")
+    agent.act(ro.obs[:, 0])
+    agent.step(ro.obs[:, 0])
+    assert all(not tape.buffers for tape in tapes(agent))
