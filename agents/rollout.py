@@ -2,10 +2,11 @@
 
 Environment outputs (numpy, slot-major N = K*E) are copied into (T, K, E) tensors on the device
 once per step, and observations (kept in their env dtype, uint8 for pixels) into a task-major
-(K, T+1, E, *obs) buffer. Acting runs without autograd; the loss then makes one batched forward
-and backward pass over the T*E observations of every task (s_T only needs a value, without a
-graph). On a CPU that is faster than keeping the graphs of T small acting passes (one large
-backward beats T small ones: measured 28 ms vs 34 ms for the Nature CNN on 80 frames).
+(K, T+1, E, *obs) buffer. Acting runs without autograd; the loss then makes one batched backward
+pass over the T*E observations of every task, reusing the acting passes' activations instead of
+a second forward (agents.replay; s_T only needs a value, without a graph). On a CPU one large
+backward beats keeping the graphs of T small acting passes (28 ms vs 34 ms for the Nature CNN on
+80 frames, forward included).
 """
 
 from __future__ import annotations
