@@ -48,7 +48,10 @@ class Agent(nn.Module):
         self.num_tasks = num_tasks
 
     def begin_rollout(self, num_steps: int) -> None:
-        """Start recording the acting passes of a rollout for the loss pass (agents.replay)."""
+        """Start recording the acting passes of a rollout for the loss pass (agents.replay);
+        ``agent.replay_forward=false`` keeps the memory and recomputes instead."""
+        if not self.cfg.replay_forward:
+            return
         params = list(self.parameters())
         for tape in tapes(self):
             tape.begin(num_steps, self.num_tasks, params)

@@ -94,6 +94,9 @@ class AgentConfig:
     ent_coef: float = _f(0.01, "entropy bonus coefficient")
     vf_coef: float = _f(0.25, "value loss coefficient")
     max_grad_norm: float = _f(0.5, "gradient clipping norm (0 = off)")
+    replay_forward: bool = _f(
+        True, "loss pass reuses the acting passes' activations (same values; False = recompute)"
+    )
     weighting: str = _f("equal", "task loss weighting: see mtrl.weighting.names()")
     hidden: list[int] = _f([], "MLP encoder hidden sizes (gridworld); empty = suite default")
     task_heads: bool = _f(True, "a2c_multitask: per-task policy/value heads (False = one head)")

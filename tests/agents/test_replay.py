@@ -103,6 +103,14 @@ def test_stale_or_partial_tape_is_not_replayed(monkeypatch):
     assert calls["get"] == 0
 
 
+def test_replay_can_be_switched_off(monkeypatch):
+    agent, ro = _setup("a2c_multitask", "gridworld", replay_forward=False)
+    calls = _count_replays(monkeypatch)
+    _collect(agent, ro, [slice(0, K)], record=True)
+    agent.task_losses(ro)
+    assert calls["get"] == 0 and all(not tape.buffers for tape in tapes(agent))
+
+
 def test_tapes_are_reset_after_the_loss_pass():
     agent, ro = _setup("a2c_multitask", "gridworld")
     _collect(agent, ro, [slice(0, K)], record=True)
