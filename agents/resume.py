@@ -83,6 +83,9 @@ def load_resume_state(
         except ConfigError as e:
             raise ConfigError(f"checkpoint config is incompatible with this version: {e}") from None
         validate(cfg)
+        # The saved run under this version's schema: keys added since it was written take their
+        # defaults and are not changes.
+        saved = to_dict(merge_structured(Config, saved))
         changed = _diff_keys(saved, to_dict(cfg))
         bad = [k for k in changed if not k.startswith(RESUME_SAFE)]
         if bad:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import train
-from agents.checkpoint import load_checkpoint, step_files
+from agents.checkpoint import load_checkpoint, save_checkpoint, step_files
 from agents.signals import Interrupted
 
 
@@ -115,6 +115,21 @@ def test_resume_of_a_finished_run_only_re_evaluates(tmp_path, reference):
     run_full(make_cfg("gridworld", tmp_path / "run"))
     again = resume_full(tmp_path / "run")
     assert_same_training(ref, again)
+
+
+def test_checkpoint_from_before_a_new_config_key_resumes(tmp_path, reference):
+    """A run saved by an older version (its config lacks a key added since) resumes exactly."""
+    ref = reference("gridworld")
+    cfg = make_cfg("gridworld", tmp_path / "run")
+    run_interrupted(cfg, at_update=3)
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)
+    del state["config"]["agent"]["replay_forward"]  # added after the first checkpoints
+    save_checkpoint(state, path)
+    config_yaml = tmp_path / "run" / "config.yaml"
+    lines = config_yaml.read_text().splitlines(keepends=True)
+    config_yaml.write_text("".join(x for x in lines if "replay_forward" not in x))
+    assert_same_training(ref, resume_full(tmp_path / "run"))
 
 
 def test_time_based_checkpoints(tmp_path, monkeypatch):
