@@ -152,6 +152,8 @@ class Tape:
             value.dtype,
             value.device,
         ):
+            if old is not None and bool(self.filled.any()):  # earlier steps' records are lost
+                self.valid = False
             mem = torch.empty(shape, dtype=value.dtype, device=value.device)
             self.buffers[index] = (layout, mem)
         return self._logical(*self.buffers[index])

@@ -103,6 +103,17 @@ def test_stale_or_partial_tape_is_not_replayed(monkeypatch):
     assert calls["get"] == 0
 
 
+def test_a_batch_of_another_size_mid_rollout_is_not_replayed(monkeypatch):
+    agent, ro = _setup("a2c_independent", "minatar")
+    calls = _count_replays(monkeypatch)
+    agent.begin_rollout(T)
+    agent.step(ro.obs[:, 0, :1], None, 0)  # 1 env per task at t=0, then E
+    for t in range(T):
+        agent.step(ro.obs[:, t], None, t)
+    agent.task_losses(ro)
+    assert calls["get"] == 0
+
+
 def test_replay_can_be_switched_off(monkeypatch):
     agent, ro = _setup("a2c_multitask", "gridworld", replay_forward=False)
     calls = _count_replays(monkeypatch)
