@@ -32,15 +32,8 @@ from agents.evaluate import evaluate
 from agents.guards import check_divergence, clip_and_check
 from agents.rollout import Rollout, obs_to_tensor
 from agents.signals import Interrupted, StopFlag
+from mtrl.weighting import build as build_weighting
 from mtrl.weighting.base import InternalOptimizerMixin
-
-
-class EqualWeighting(torch.nn.Module):
-    """Fallback weighting: backpropagate the plain sum of task losses."""
-
-    def backward(self, losses: Tensor, shared_params: Any = None) -> Tensor:
-        losses.sum().backward()
-        return torch.ones_like(losses).detach()
 
 
 class Runner:
@@ -58,7 +51,7 @@ class Runner:
     ):
         self.cfg, self.env, self.agent, self.device = cfg, env, agent.to(device), device
         self.run_dir = Path(run_dir)
-        self.weighting = (weighting or EqualWeighting()).to(device)
+        self.weighting = (weighting or build_weighting("equal", env.num_tasks)).to(device)
         self.make_eval_env = make_eval_env
         self.optimizers = agent.make_optimizers()
         # Learnable weighting parameters (e.g. uncertainty's log-variances) that the method does
