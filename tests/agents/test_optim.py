@@ -48,6 +48,15 @@ def test_matches_torch_rmsprop_and_its_state():
         assert float(opt.state[p]["step"]) == float(ref_opt.state[r]["step"]) == 4
 
 
+def test_exact_when_gradient_scale_changes_by_orders_of_magnitude():
+    """The kernel's first-moment scratch holds the previous gradient; it must not leak in."""
+    grads = [[g * scale for g in step] for step, scale in zip(_grads(), [1e6, 1e-3, 1e4, 1e-6])]
+    ours, _ = _run(FusedRMSprop, grads)
+    ref, _ = _run(torch.optim.RMSprop, grads)
+    for p, r in zip(ours, ref):
+        torch.testing.assert_close(p, r, rtol=1e-6, atol=1e-7)
+
+
 def test_hand_computed_first_step():
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
     opt = FusedRMSprop([p], lr=0.1, alpha=0.5, eps=0.0)
