@@ -147,12 +147,8 @@ class Tape:
         else:  # memory (K, T, E, D)
             shape = (k_all, t_all, *value.shape[1:])
         old = self.buffers.get(index)
-        if old is None or (old[0], old[1].shape, old[1].dtype, old[1].device) != (
-            layout,
-            shape,
-            value.dtype,
-            value.device,
-        ):
+        want = (layout, torch.Size(shape), value.dtype, value.device)
+        if old is None or (old[0], old[1].shape, old[1].dtype, old[1].device) != want:
             if old is not None and bool(self.filled.any()):  # earlier steps' records are lost
                 self.valid = False
             mem = torch.empty(shape, dtype=value.dtype, device=value.device)
@@ -225,7 +221,9 @@ def tapes(module: nn.Module) -> list[Tape]:
 
 
 @contextmanager
-def recording(module: nn.Module, t: int | None, tasks: slice | None, num_tasks: int):
+def recording(
+    module: nn.Module, t: int | None, tasks: slice | None, num_tasks: int
+) -> Iterator[None]:
     """Record ``module``'s encoders as step ``t`` of ``tasks`` (no-op when ``t`` is None)."""
     if t is None:
         yield
