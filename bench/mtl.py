@@ -10,9 +10,10 @@ network per task, same budget; Maninis et al. 2019, Liu et al. 2022):
 (accuracy), so lower Delta-m is better. Gradient methods use the shared representation (MGDA-UB).
 
 (b) One training step (forward, weighting.backward, optimizer.step, FAMO's update) on a fixed MLP
-(64 -> 256 -> 256 trunk, T linear heads, batch 128, MSE), 1 torch thread, median over timed
-steps after a warm-up; each row in a fresh subprocess, whose peak RSS above the RSS before the
-first step is the memory column; ``--rounds`` interleaved passes, the fastest median kept. Gradient methods run in parameter-gradient mode (Jacobian w.r.t.
+(64 -> 256 -> 256 trunk, T linear heads, batch 128, MSE; ``--trunk`` and ``--batch`` change it),
+1 torch thread, median over timed steps after a warm-up; each row in a fresh subprocess, whose
+peak RSS above the RSS before the first step is the memory column; ``--rounds`` interleaved
+passes, the fastest median kept. Gradient methods run in parameter-gradient mode (Jacobian w.r.t.
 the trunk's parameters: same work as torchjd's ``mtl_backward`` + ``jac_to_grad``) and in
 representation mode (``features=``: Jacobian w.r.t. the trunk output only). The torchjd rows
 need ``pip install -e '.[dev,crosscheck]'`` (torchjd with quadprog and cvxpy).
@@ -192,15 +193,23 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def measure(method: str, mode: str, tasks: int, steps: int) -> dict[str, float]:
+def measure(
+    method: str,
+    mode: str,
+    tasks: int,
+    steps: int,
+    trunk: tuple[int, ...] = (64, 256, 256),
+    batch: int = 128,
+) -> dict[str, float]:
     """Median step time (ms) and peak RSS growth (MB) of one configuration (run in a subprocess).
 
     ``mode``: ``params`` (Jacobian w.r.t. shared parameters), ``features`` (w.r.t. the trunk
-    output) or ``torchjd`` (torchjd.autojac.mtl_backward + jac_to_grad with its aggregator)."""
+    output) or ``torchjd`` (torchjd.autojac.mtl_backward + jac_to_grad with its aggregator).
+    ``trunk``: input size then hidden sizes of the shared MLP; ``batch``: samples per step."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = build_mlp("hard_sharing", 64, [256, 256], [1] * tasks)
-    x, y = torch.randn(128, 64), torch.randn(128, tasks)
+    model = build_mlp("hard_sharing", trunk[0], list(trunk[1:]), [1] * tasks)
+    x, y = torch.randn(batch, trunk[0]), torch.randn(batch, tasks)
     shared = model.shared_parameters()
     heads = [model.task_parameters(t) for t in range(tasks)]
     if mode == "torchjd":
@@ -262,7 +271,13 @@ def speed_configs() -> list[tuple[str, str]]:
     return rows
 
 
-def speed(task_counts: list[int], rounds: int, only: list[str] | None = None) -> dict[str, Any]:
+def speed(
+    task_counts: list[int],
+    rounds: int,
+    only: list[str] | None = None,
+    trunk: tuple[int, ...] = (64, 256, 256),
+    batch: int = 128,
+) -> dict[str, Any]:
     """Every (method, mode) at each T, each in a fresh subprocess; ``rounds`` interleaved passes
     over all rows, keeping the fastest median per row (robust to load from other processes)."""
     res: dict[str, Any] = {}
@@ -273,7 +288,8 @@ def speed(task_counts: list[int], rounds: int, only: list[str] | None = None) ->
                 if only and method not in only:
                     continue
                 key = f"{method}/{mode}/{t}"
-                cmd = [sys.executable, __file__, "_one", method, mode, str(t), str(steps)]
+                shape = [",".join(map(str, trunk)), str(batch)]
+                cmd = [sys.executable, __file__, "_one", method, mode, str(t), str(steps), *shape]
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
                 if proc.returncode != 0:
                     res[key] = {"error": proc.stderr.strip().splitlines()[-1]}
@@ -312,6 +328,8 @@ def speed_table(res: dict[str, Any], task_counts: list[int]) -> str:
             label = (
                 "ours, same-batch update (paper)" if method == "famo" else "ours (loss weighting)"
             )
+        if not any(f"{method}/{mode}/{t}" in res for t in task_counts):
+            continue  # not measured (--only)
         cells = [cell(f"{method}/{mode}/{t}", f"equal/params/{t}") for t in task_counts]
         lines.append(f"| {method} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -327,6 +345,8 @@ def verdicts(res: dict[str, Any], task_counts: list[int]) -> str:
     loss_rows = [(m, "params") for m in LOSS_METHODS[1:]] + [("famo", "next_batch")]
     parts = []
     for m, mode in loss_rows:
+        if f"{m}/{mode}/{task_counts[0]}" not in res:
+            continue
         worst = max(ms(m, mode, t) / ms("equal", "params", t) for t in task_counts)
         tag = (
             m
@@ -335,7 +355,7 @@ def verdicts(res: dict[str, Any], task_counts: list[int]) -> str:
         )
         parts.append(f"{tag} {worst:.2f}x {'met' if worst <= 1.1 else 'MISSED'}")
     out.append("- Loss weighting within 1.1x of equal (worst T): " + ", ".join(parts))
-    for m in GRAD_METHODS:
+    for m in (m for m in GRAD_METHODS if f"{m}/torchjd/{task_counts[0]}" in res):
         rel = [ms(m, "params", t) / ms(m, "torchjd", t) for t in task_counts]
         ok = all(r <= 1.0 for r in rel)
         out.append(
@@ -343,7 +363,7 @@ def verdicts(res: dict[str, Any], task_counts: list[int]) -> str:
             + ", ".join(f"T={t}: {r:.2f}x" for t, r in zip(task_counts, rel))
             + f" -> {'met' if ok else 'MISSED'}"
         )
-    if 10 in task_counts:
+    if 10 in task_counts and all(f"{m}/features/10" in res for m in GRAD_METHODS):
         sp = [ms(m, "params", 10) / ms(m, "features", 10) for m in GRAD_METHODS]
         out.append(
             "- Representation mode speed-up at T = 10: "
@@ -370,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_one":
         method, mode, t, steps = argv[1], argv[2], int(argv[3]), int(argv[4])
-        print(json.dumps(measure(method, mode, t, steps)))
+        trunk = tuple(int(v) for v in argv[5].split(",")) if len(argv) > 5 else (64, 256, 256)
+        batch = int(argv[6]) if len(argv) > 6 else 128
+        print(json.dumps(measure(method, mode, t, steps, trunk, batch)))
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["quality", "speed", "all"])
@@ -378,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, nargs="+", default=[2, 10, 40])
     p.add_argument("--rounds", type=int, default=3, help="(b): interleaved passes, fastest kept")
     p.add_argument("--only", nargs="*", default=[], help="(b): re-measure only these methods")
+    p.add_argument(
+        "--trunk", type=int, nargs="+", default=[64, 256, 256], help="(b): input and hidden sizes"
+    )
+    p.add_argument("--batch", type=int, default=128, help="(b): samples per step")
     p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     p.add_argument("--json", default="", help="also dump raw results here")
     p.add_argument(
@@ -415,9 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("speed", "all"):
         reused = json.loads(Path(args.reuse).read_text()) if args.reuse else {}
         if args.only:  # re-measure some methods, keep the other rows of the reused run
-            raw["speed"] = {**reused.get("speed", {}), **speed(args.tasks, args.rounds, args.only)}
+            fresh = speed(args.tasks, args.rounds, args.only, tuple(args.trunk), args.batch)
+            raw["speed"] = {**reused.get("speed", {}), **fresh}
         else:
-            raw["speed"] = reused.get("speed") or speed(args.tasks, args.rounds)
+            raw["speed"] = reused.get("speed") or speed(
+                args.tasks, args.rounds, trunk=tuple(args.trunk), batch=args.batch
+            )
         dump()
         parts += [
             "### (b) Step time and peak memory (relative to equal weighting)",
