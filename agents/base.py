@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from agents.config import AgentConfig
 from agents.optim import FusedRMSprop
-from agents.replay import recording, replaying, tapes
+from agents.replay import Tape, encoders, recording, replaying
 from agents.rollout import Rollout
 
 
@@ -46,15 +46,25 @@ class Agent(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_tasks = num_tasks
+        self._encoders: list[nn.Module] | None = None  # found on first use (agents.replay)
+
+    def _encoder_modules(self) -> list[nn.Module]:
+        if self._encoders is None:
+            self._encoders = encoders(self)
+        return self._encoders
+
+    def _tapes(self) -> list[Tape]:
+        return [enc.tape for enc in self._encoder_modules()]
 
     def begin_rollout(self, num_steps: int) -> None:
         """Start recording the acting passes of a rollout for the loss pass (agents.replay);
         ``agent.replay_forward=false`` keeps the memory and recomputes instead."""
         if not self.cfg.replay_forward:
             return
-        params = list(self.parameters())
-        for tape in tapes(self):
-            tape.begin(num_steps, self.num_tasks, params)
+        for (
+            enc
+        ) in self._encoder_modules():  # a record is stale once its own encoder's weights change
+            enc.tape.begin(num_steps, self.num_tasks, list(enc.parameters()))
 
     @torch.no_grad()
     def step(self, obs: Tensor, tasks: slice | None = None, t: int | None = None) -> Tensor:
@@ -63,13 +73,13 @@ class Agent(nn.Module):
         ``tasks`` names the tasks of the K rows when they are a contiguous subset of all tasks;
         ``t`` is the rollout step, whose activations the loss pass then reuses.
         """
-        with recording(self, t, tasks, self.num_tasks):
+        with recording(self._tapes(), t, tasks, self.num_tasks):
             return self.act(obs, greedy=False, tasks=tasks)
 
     def replay(self) -> AbstractContextManager[None]:
         """Context for the loss pass over ``rollout.step_obs()``: encoders that recorded the whole
         rollout return their recorded activations (same values, backward only)."""
-        return replaying(self)
+        return replaying(self._tapes())
 
     @torch.no_grad()
     def values(self, obs: Tensor, tasks: slice | None = None) -> Tensor:

@@ -22,12 +22,11 @@ def clip_and_check(optimizers: list[torch.optim.Optimizer], max_norm: float) -> 
         grads = [p.grad for p in params]
         norm = torch.nn.utils.get_total_norm(grads)
         norms.append(norm)
-        if max_norm > 0:  # as clip_grad_norm_: g * min(1, max_norm / (norm + 1e-6))
-            divisor = ((norm + 1e-6) / max_norm).clamp(min=1.0)
-            if hasattr(opt, "divide_grads"):  # folded into the optimiser's fused step
-                opt.divide_grads(divisor)
-            else:
-                torch._foreach_div_(grads, divisor)
+        if max_norm > 0 and hasattr(opt, "divide_grads"):  # folded into its fused step
+            # as clip_grad_norm_: g * min(1, max_norm / (norm + 1e-6))
+            opt.divide_grads(((norm + 1e-6) / max_norm).clamp(min=1.0))
+        elif max_norm > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
     if not norms:
         return torch.tensor(0.0), True
     total = torch.linalg.vector_norm(torch.stack([n.float().cpu() for n in norms]))

@@ -215,30 +215,34 @@ class Tape:
         return z
 
 
+def encoders(module: nn.Module) -> list[nn.Module]:
+    """The encoders (modules with a :class:`Tape`) inside ``module``."""
+    return [m for m in module.modules() if isinstance(getattr(m, "tape", None), Tape)]
+
+
 def tapes(module: nn.Module) -> list[Tape]:
     """The tapes of every encoder inside ``module``."""
-    return [m.tape for m in module.modules() if isinstance(getattr(m, "tape", None), Tape)]
+    return [m.tape for m in encoders(module)]
 
 
 @contextmanager
 def recording(
-    module: nn.Module, t: int | None, tasks: slice | None, num_tasks: int
+    items: Sequence[Tape], t: int | None, tasks: slice | None, num_tasks: int
 ) -> Iterator[None]:
-    """Record ``module``'s encoders as step ``t`` of ``tasks`` (no-op when ``t`` is None)."""
+    """Record into ``items`` as step ``t`` of ``tasks`` (no-op when ``t`` is None)."""
     if t is None:
         yield
         return
     g = slice(0, num_tasks) if tasks is None else tasks
     with ExitStack() as stack:
-        for tape in tapes(module):
+        for tape in items:
             stack.enter_context(tape.at(t, g))
         yield
 
 
 @contextmanager
-def replaying(module: nn.Module) -> Iterator[None]:
-    """Inside: encoders whose tape holds the whole rollout replay it. After: tapes are reset."""
-    items = tapes(module)
+def replaying(items: Sequence[Tape]) -> Iterator[None]:
+    """Inside: tapes holding the whole rollout replay it. After: every tape is reset."""
     for tape in items:
         tape.replaying = tape.ready()
     try:

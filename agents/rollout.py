@@ -49,7 +49,7 @@ class Rollout:
         self.learning_rewards = None
 
     def step_obs(self) -> Tensor:
-        """Observations s_0..s_{T-1} as one task-major batch (K, T*E, *obs) (copied)."""
+        """Observations s_0..s_{T-1} as one task-major batch (K, T*E, *obs) (a view)."""
         k, t1, e = self.obs.shape[:3]
         return self.obs[:, : t1 - 1].reshape(k, (t1 - 1) * e, *self.obs.shape[3:])
 

@@ -54,6 +54,7 @@ TORCHJD = {
     "nash_mtl": "NashMTL",
     "upgrad": "UPGrad",
 }
+TRUNK, BATCH = (64, 256, 256), 128  # (b)'s MLP: input and hidden sizes; samples per step
 SECTION = "## Supervised multi-task library (mtl)"
 NOTES = """Notes:
 
@@ -198,8 +199,8 @@ def measure(
     mode: str,
     tasks: int,
     steps: int,
-    trunk: tuple[int, ...] = (64, 256, 256),
-    batch: int = 128,
+    trunk: tuple[int, ...] = TRUNK,
+    batch: int = BATCH,
 ) -> dict[str, float]:
     """Median step time (ms) and peak RSS growth (MB) of one configuration (run in a subprocess).
 
@@ -275,8 +276,8 @@ def speed(
     task_counts: list[int],
     rounds: int,
     only: list[str] | None = None,
-    trunk: tuple[int, ...] = (64, 256, 256),
-    batch: int = 128,
+    trunk: tuple[int, ...] = TRUNK,
+    batch: int = BATCH,
 ) -> dict[str, Any]:
     """Every (method, mode) at each T, each in a fresh subprocess; ``rounds`` interleaved passes
     over all rows, keeping the fastest median per row (robust to load from other processes)."""
@@ -390,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_one":
         method, mode, t, steps = argv[1], argv[2], int(argv[3]), int(argv[4])
-        trunk = tuple(int(v) for v in argv[5].split(",")) if len(argv) > 5 else (64, 256, 256)
-        batch = int(argv[6]) if len(argv) > 6 else 128
+        trunk = tuple(int(v) for v in argv[5].split(",")) if len(argv) > 5 else TRUNK
+        batch = int(argv[6]) if len(argv) > 6 else BATCH
         print(json.dumps(measure(method, mode, t, steps, trunk, batch)))
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -401,9 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="(b): interleaved passes, fastest kept")
     p.add_argument("--only", nargs="*", default=[], help="(b): re-measure only these methods")
     p.add_argument(
-        "--trunk", type=int, nargs="+", default=[64, 256, 256], help="(b): input and hidden sizes"
+        "--trunk", type=int, nargs="+", default=list(TRUNK), help="(b): input and hidden sizes"
     )
-    p.add_argument("--batch", type=int, default=128, help="(b): samples per step")
+    p.add_argument("--batch", type=int, default=BATCH, help="(b): samples per step")
     p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     p.add_argument("--json", default="", help="also dump raw results here")
     p.add_argument(

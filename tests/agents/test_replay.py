@@ -103,6 +103,18 @@ def test_stale_or_partial_tape_is_not_replayed(monkeypatch):
     assert calls["get"] == 0
 
 
+def test_a_head_change_keeps_the_encoder_record(monkeypatch):
+    """Only the encoders are replayed; heads compute in the loss pass, so their weights may move."""
+    agent, ro = _setup("a2c_multitask", "gridworld")
+    calls = _count_replays(monkeypatch)
+    _collect(agent, ro, [slice(0, K)], record=True)
+    with torch.no_grad():
+        agent.net.policy.weight.add_(0.1)
+    replayed, _ = agent.task_losses(ro)
+    assert calls["get"] > 0
+    torch.testing.assert_close(replayed, agent.task_losses(ro)[0], rtol=1e-6, atol=1e-7)
+
+
 def test_a_batch_of_another_size_mid_rollout_is_not_replayed(monkeypatch):
     agent, ro = _setup("a2c_independent", "minatar")
     calls = _count_replays(monkeypatch)
