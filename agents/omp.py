@@ -3,8 +3,8 @@
 GNU OpenMP (the runtime of the torch CPU wheels) keeps its worker threads spinning for a while
 after each parallel region. Between the back-to-back kernels of a training step that saves a
 wake-up, but while the C++ emulator threads of ale-py step the games it takes their cores: on
-2 cores, 4 Atari games, ``a2c_multitask`` ran 1,320-1,400 steps/s with the default spin count
-and 1,540-1,670 with ``GOMP_SPINCOUNT=30000`` (docs/benchmarks.md). The runtime reads the
+2 cores, 4 Atari games, ``a2c_multitask`` ran 1,489 steps/s with libgomp's default (300,000
+spins) and 1,902 with ``GOMP_SPINCOUNT=30000`` (bench/profile_update.py, docs/benchmarks.md). The runtime reads the
 variable once, when torch is first imported, so call this before that.
 """
 

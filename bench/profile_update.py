@@ -1,0 +1,167 @@
+"""Where one training update's time goes, per phase, for one agent on 4 Atari games.
+
+    python bench/profile_update.py --agent a2c_multitask
+    python bench/profile_update.py --agent distral_klent_2col agent.replay_forward=false
+    GOMP_SPINCOUNT=300000 python bench/profile_update.py      # libgomp's default spin count
+    python bench/profile_update.py --torch-rmsprop            # torch.optim.RMSprop, clip in place
+    python bench/profile_update.py --kernels                  # the task column's FC product alone
+
+Phases (ms per update, mean over the timed updates): ``collect`` (the whole rollout) split into
+``acting`` (agent.step), ``env`` (step_async + step_wait) and the rest; then the train step as
+the runner does it: ``losses`` (agent.task_losses: bootstrap value + loss pass), ``backward``
+(weighting.backward), ``clip``, ``step`` (optimizers). Extra ``key=value`` arguments override the
+config (configs/atari_a2c.yaml), e.g. ``env.task_groups=2``. Like train.py, it limits OpenMP
+spinning before torch loads unless ``GOMP_SPINCOUNT``/``OMP_WAIT_POLICY`` is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agents.omp import limit_openmp_spinning  # noqa: E402
+
+limit_openmp_spinning()
+
+import torch  # noqa: E402
+
+GAMES = ["Pong", "Breakout", "SpaceInvaders", "BeamRider"]
+
+
+def _timed(acc: dict[str, float], key: str, fn):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            acc[key] += time.perf_counter() - start
+
+    return wrapper
+
+
+def profile(agent: str, updates: int, overrides: list[str], torch_rmsprop: bool) -> dict:
+    """Mean ms per update of each phase, and steps/s, after 5 warm-up updates."""
+    import train
+    from agents.config import load_config
+    from agents.guards import clip_and_check
+
+    cfg = load_config(
+        ROOT / "configs" / "atari_a2c.yaml",
+        [
+            f"agent.name={agent}",
+            f"env.tasks=[{','.join(GAMES)}]",
+            "env.num_envs_per_task=4",
+            "progress=false",
+            "eval.episodes=0",
+            *overrides,
+        ],
+    )
+    acc: dict[str, float] = defaultdict(float)
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = train.build(cfg, Path(tmp) / "run")
+        if torch_rmsprop:  # the optimiser before agents.optim: five passes, clipping in place
+            runner.optimizers = [
+                torch.optim.RMSprop(
+                    o.param_groups[0]["params"],
+                    lr=o.param_groups[0]["lr"],
+                    alpha=cfg.agent.rmsprop_alpha,
+                    eps=cfg.agent.eps,
+                    foreach=True,
+                )
+                for o in runner.optimizers
+            ]
+        obs = runner.reset()
+
+        def update() -> None:
+            nonlocal obs
+            t0 = time.perf_counter()
+            obs = runner.collect(obs)
+            t1 = time.perf_counter()
+            losses, _ = runner.agent.task_losses(runner.rollout)
+            for opt in runner.optimizers:
+                opt.zero_grad(set_to_none=True)
+            t2 = time.perf_counter()
+            runner.weighting.backward(losses, runner.agent.shared_parameters())
+            t3 = time.perf_counter()
+            clip_and_check(runner.optimizers, cfg.agent.max_grad_norm)
+            t4 = time.perf_counter()
+            for opt in runner.optimizers:
+                opt.step()
+            t5 = time.perf_counter()
+            for key, a, b in [
+                ("collect", t0, t1),
+                ("losses", t1, t2),
+                ("backward", t2, t3),
+                ("clip", t3, t4),
+                ("step", t4, t5),
+            ]:
+                acc[key] += b - a
+
+        for _ in range(5):
+            update()
+        acc.clear()
+        env, ag = runner.env, runner.agent
+        env.step_async = _timed(acc, "env", env.step_async)
+        env.step_wait = _timed(acc, "env", env.step_wait)
+        ag.step = _timed(acc, "acting", ag.step)
+        start = time.perf_counter()
+        for _ in range(updates):
+            update()
+        elapsed = time.perf_counter() - start
+        frames = updates * cfg.agent.n_steps * runner.env.num_envs
+        runner.env.close()
+    out = {k: 1000 * v / updates for k, v in acc.items()}
+    out["collect other"] = out["collect"] - out["acting"] - out["env"]
+    out["total"] = 1000 * elapsed / updates
+    out["steps/s"] = frames / elapsed
+    return out
+
+
+def kernels() -> dict[str, float]:
+    """ms of the task column's grouped FC product at acting size (4 tasks x 4 envs) against
+    reading the same weights, and of the shared FC at 16 samples (2 torch threads)."""
+    torch.set_num_threads(2)
+    x, w, b = torch.randn(4, 4, 3136), torch.randn(4, 3136, 512), torch.zeros(4, 1, 512)
+    x16 = x.reshape(16, 3136)
+
+    def ms(fn, n: int = 200) -> float:
+        for _ in range(10):
+            fn()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return 1000 * (time.perf_counter() - start) / n
+
+    return {
+        "grouped FC baddbmm (4 x (4, 3136) @ (3136, 512))": ms(lambda: torch.baddbmm(b, x, w)),
+        "sum of the same 25.7 MB of weights": ms(w.sum),
+        "shared FC (16, 3136) @ (3136, 512)": ms(lambda: x16 @ w[0]),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--agent", default="a2c_multitask")
+    p.add_argument("--updates", type=int, default=30)
+    p.add_argument("--torch-rmsprop", action="store_true")
+    p.add_argument("--kernels", action="store_true")
+    p.add_argument("overrides", nargs="*", help="config key=value")
+    args = p.parse_args()
+    if args.kernels:
+        for name, value in kernels().items():
+            print(f"{name}: {value:.3f} ms")
+        return
+    res = profile(args.agent, args.updates, args.overrides, args.torch_rmsprop)
+    print(f"# {args.agent} {' '.join(args.overrides)}" + (" (torch RMSprop)" * args.torch_rmsprop))
+    print(" | ".join(f"{k} {v:,.1f}" for k, v in res.items()))
+
+
+if __name__ == "__main__":
+    main()
