@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from agents.linear import grouped_linear
 from agents.replay import Tape
 
 # (out_channels, kernel, stride) per conv layer
@@ -34,7 +35,8 @@ def _orthogonal_(weight: Tensor, gain: float, groups: int) -> None:
 class GroupedLinear(nn.Module):
     """``groups`` independent linear maps: (K, B, in) -> (K, B, out); groups=1 is one shared map.
 
-    Weights are stored as (groups, in, out) so the grouped case is a single ``baddbmm``.
+    Weights are stored as (groups, in, out) so the grouped case is a single ``baddbmm``; the
+    products run through :mod:`agents.linear` (oneDNN on the CPU for the large layers).
     """
 
     def __init__(self, groups: int, in_features: int, out_features: int, gain: float = 1.0):
@@ -50,11 +52,9 @@ class GroupedLinear(nn.Module):
 
     def forward(self, x: Tensor, tasks: slice | None = None) -> Tensor:
         """x (K, B, in) -> (K, B, out); ``tasks`` selects which groups the K rows are."""
-        if self.groups == 1:  # flatten(0, 1): a view (weight[0]'s backward would copy)
-            return torch.matmul(x, self.weight.flatten(0, 1)) + self.bias.flatten(0, 1)
-        if tasks is None:
-            return torch.baddbmm(self.bias, x, self.weight)
-        return torch.baddbmm(self.bias[tasks], x, self.weight[tasks])
+        if self.groups == 1 or tasks is None:
+            return grouped_linear(x, self.weight, self.bias)
+        return grouped_linear(x, self.weight[tasks], self.bias[tasks])
 
 
 class ConvEncoder(nn.Module):

@@ -22,6 +22,8 @@ from contextlib import ExitStack, contextmanager
 import torch
 from torch import Tensor, nn
 
+from agents.linear import linear_backward
+
 
 class _ReplayConv(torch.autograd.Function):
     """Returns the recorded output of ``conv2d(x, weight, bias)``; backward as conv2d's."""
@@ -54,22 +56,7 @@ class _ReplayLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        gx = gw = gb = None
-        if weight.shape[0] == 1:  # one shared map applied to every row
-            w = weight[0]
-            if ctx.needs_input_grad[0]:
-                gx = grad @ w.t()
-            if ctx.needs_input_grad[1]:
-                gw = (x.reshape(-1, w.shape[0]).t() @ grad.reshape(-1, w.shape[1])).unsqueeze(0)
-            if ctx.needs_input_grad[2]:
-                gb = grad.sum((0, 1)).view(1, 1, -1)
-        else:
-            if ctx.needs_input_grad[0]:
-                gx = torch.bmm(grad, weight.transpose(1, 2))
-            if ctx.needs_input_grad[1]:
-                gw = torch.bmm(x.transpose(1, 2), grad)
-            if ctx.needs_input_grad[2]:
-                gb = grad.sum(1, keepdim=True)
+        gx, gw, gb = linear_backward(grad, x, weight, ctx.needs_input_grad[:3])
         return gx, gw, gb, None
 
 

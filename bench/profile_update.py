@@ -4,6 +4,7 @@
     python bench/profile_update.py --agent distral_klent_2col agent.replay_forward=false
     GOMP_SPINCOUNT=300000 python bench/profile_update.py      # libgomp's default spin count
     python bench/profile_update.py --torch-rmsprop            # torch.optim.RMSprop, clip in place
+    python bench/profile_update.py --mkl-linear               # FC layers on MKL, not oneDNN
     python bench/profile_update.py --kernels                  # the task column's FC product alone
 
 Phases (ms per update, mean over the timed updates): ``collect`` (the whole rollout) split into
@@ -125,11 +126,13 @@ def profile(agent: str, updates: int, overrides: list[str], torch_rmsprop: bool)
 
 
 def kernels() -> dict[str, float]:
-    """ms of the task column's grouped FC product at acting size (4 tasks x 4 envs) against
-    reading the same weights, and of the shared FC at 16 samples (2 torch threads)."""
+    """ms of the FC products at acting size (4 tasks x 4 envs) and of the input gradient at loss
+    size (80 samples), through MKL (torch's matmul) and oneDNN (agents.linear), 2 torch threads."""
+    from agents.linear import _mm
+
     torch.set_num_threads(2)
     x, w, b = torch.randn(4, 4, 3136), torch.randn(4, 3136, 512), torch.zeros(4, 1, 512)
-    x16 = x.reshape(16, 3136)
+    x16, g80 = x.reshape(16, 3136), torch.randn(80, 512)
 
     def ms(fn, n: int = 200) -> float:
         for _ in range(10):
@@ -142,7 +145,10 @@ def kernels() -> dict[str, float]:
     return {
         "grouped FC baddbmm (4 x (4, 3136) @ (3136, 512))": ms(lambda: torch.baddbmm(b, x, w)),
         "sum of the same 25.7 MB of weights": ms(w.sum),
-        "shared FC (16, 3136) @ (3136, 512)": ms(lambda: x16 @ w[0]),
+        "shared FC (16, 3136) @ (3136, 512), MKL": ms(lambda: x16 @ w[0]),
+        "shared FC (16, 3136) @ (3136, 512), oneDNN": ms(lambda: _mm(x16, w[0])),
+        "input gradient (80, 512) @ (512, 3136), MKL": ms(lambda: g80 @ w[0].t()),
+        "input gradient (80, 512) @ (512, 3136), oneDNN": ms(lambda: _mm(g80, w[0].t())),
     }
 
 
@@ -151,6 +157,7 @@ def main() -> None:
     p.add_argument("--agent", default="a2c_multitask")
     p.add_argument("--updates", type=int, default=30)
     p.add_argument("--torch-rmsprop", action="store_true")
+    p.add_argument("--mkl-linear", action="store_true")
     p.add_argument("--kernels", action="store_true")
     p.add_argument("overrides", nargs="*", help="config key=value")
     args = p.parse_args()
@@ -158,8 +165,13 @@ def main() -> None:
         for name, value in kernels().items():
             print(f"{name}: {value:.3f} ms")
         return
+    if args.mkl_linear:
+        import agents.linear
+
+        agents.linear.ENABLED = False
     res = profile(args.agent, args.updates, args.overrides, args.torch_rmsprop)
-    print(f"# {args.agent} {' '.join(args.overrides)}" + (" (torch RMSprop)" * args.torch_rmsprop))
+    flags = " (torch RMSprop)" * args.torch_rmsprop + " (MKL linear)" * args.mkl_linear
+    print(f"# {args.agent} {' '.join(args.overrides)}{flags}")
     print(" | ".join(f"{k} {v:,.1f}" for k, v in res.items()))
 
 
