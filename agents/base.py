@@ -9,9 +9,11 @@ or (K,) per-task diagnostics). Agents hold no env or logging code.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import increment_version
 from torch.nn import functional as F
 
 from agents.config import AgentConfig
@@ -107,9 +109,18 @@ class Agent(nn.Module):
 def make_optimizer(cfg: AgentConfig, params, lr: float | None = None) -> torch.optim.Optimizer:
     """RMSprop (A2C/A3C's choice, eps 1e-5 as in the SB3 zoo) or Adam, from the agent config.
 
-    Both run fused (one pass over memory per step; see agents.optim).
+    Both run fused (one pass over memory per step; see agents.optim). torch's fused kernel
+    updates the parameters without bumping their version counters, so a step hook does: the
+    replay tape and agents.linear's packed weights rely on versions to see that weights changed.
     """
     lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "rmsprop":
-        return FusedRMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.eps)
-    return torch.optim.Adam(params, lr=lr, eps=cfg.eps, fused=True)
+        opt = FusedRMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.eps)
+    else:
+        opt = torch.optim.Adam(params, lr=lr, eps=cfg.eps, fused=True)
+    opt.register_step_post_hook(_mark_updated)
+    return opt
+
+
+def _mark_updated(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    increment_version([p for group in opt.param_groups for p in group["params"]])
