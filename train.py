@@ -183,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from agents.malloc import keep_freed_memory
     from agents.omp import limit_openmp_spinning
 
     limit_openmp_spinning()  # before torch loads (see agents/omp.py)
-    keep_freed_memory()  # reuse freed pages across updates (see agents/malloc.py)
     sys.exit(main())

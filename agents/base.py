@@ -111,7 +111,7 @@ def make_optimizer(cfg: AgentConfig, params, lr: float | None = None) -> torch.o
 
     Both run fused (one pass over memory per step; see agents.optim). torch's fused kernel
     updates the parameters without bumping their version counters, so a step hook does: the
-    replay tape and agents.linear's packed weights rely on versions to see that weights changed.
+    replay tape relies on versions to see that the weights changed since it recorded.
     """
     lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "rmsprop":

@@ -35,23 +35,26 @@ def _orthogonal_(weight: Tensor, gain: float, groups: int) -> None:
 class GroupedLinear(nn.Module):
     """``groups`` independent linear maps: (K, B, in) -> (K, B, out); groups=1 is one shared map.
 
-    Weights are (groups, out, in), nn.Linear's layout per group; the products run through
-    :mod:`agents.linear` (one batched GEMM, oneDNN on the CPU for the large layers).
-    Checkpoints before state version 2 stored (groups, in, out): agents.runstate migrates them.
+    Weights are stored as (groups, in, out) so the grouped case is a single ``baddbmm``; the
+    products run through :mod:`agents.linear` (oneDNN on the CPU for the large layers).
     """
 
     def __init__(self, groups: int, in_features: int, out_features: int, gain: float = 1.0):
         super().__init__()
         self.groups = groups
-        self.weight = nn.Parameter(torch.empty(groups, out_features, in_features))
+        self.weight = nn.Parameter(torch.empty(groups, in_features, out_features))
         self.bias = nn.Parameter(torch.zeros(groups, 1, out_features))
         with torch.no_grad():
             for k in range(groups):
-                nn.init.orthogonal_(self.weight[k], gain=gain)
+                w = torch.empty(out_features, in_features)
+                nn.init.orthogonal_(w, gain=gain)
+                self.weight[k].copy_(w.t())
 
     def forward(self, x: Tensor, tasks: slice | None = None) -> Tensor:
         """x (K, B, in) -> (K, B, out); ``tasks`` selects which groups the K rows are."""
-        return grouped_linear(x, self.weight, self.bias, None if self.groups == 1 else tasks)
+        if self.groups == 1 or tasks is None:
+            return grouped_linear(x, self.weight, self.bias)
+        return grouped_linear(x, self.weight[tasks], self.bias[tasks])
 
 
 class ConvEncoder(nn.Module):

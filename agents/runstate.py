@@ -4,7 +4,6 @@ The state holds the agent, optimiser and weighting ``state_dict``s, the torch/nu
 CUDA) RNG states, the environment snapshot (``env.get_state()`` where the suite has one, encoded by
 :mod:`agents.codec`), the current observation, episode clocks and accumulators, counters and the
 resolved config. Every value is a tensor or plain container, so ``weights_only=True`` loads it.
-States written by an older version are migrated on restore (see :func:`_migrate_v1`).
 """
 
 from __future__ import annotations
@@ -18,12 +17,11 @@ import torch
 
 from agents.codec import CodecError, decode, encode
 from agents.config import ConfigError, to_dict
-from agents.networks import GroupedLinear
 
 if TYPE_CHECKING:
     from agents.runner import Runner
 
-VERSION = 2  # 2: GroupedLinear weights (groups, out, in); 1 stored them (groups, in, out)
+VERSION = 1
 COUNTERS = ("global_step", "update", "nonfinite_total", "nonfinite_streak", "last_log", "last_ckpt")
 
 
@@ -71,8 +69,6 @@ def restore(r: Runner, state: dict[str, Any]) -> None:
         raise ConfigError(
             f"checkpoint was written by agent {name!r}, but this run's agent is {r.agent.name!r}"
         )
-    if state.get("version") == 1:
-        state = _migrate_v1(r, state)
     if state.get("version") != VERSION:
         raise ConfigError(f"checkpoint state version {state.get('version')!r} is not supported")
     if list(state["env"]["tasks"]) != list(r.env.task_names):
@@ -97,29 +93,6 @@ def restore(r: Runner, state: dict[str, Any]) -> None:
         _restore_loop(r, state)
     except (KeyError, ValueError, TypeError, IndexError, CodecError) as e:
         raise _fail("loop state", e) from None
-
-
-def _migrate_v1(r: Runner, state: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 -> 2: transpose GroupedLinear weights, and their optimiser state tensors (RMSprop's
-    square_avg, Adam's moments have the parameter's shape), from (groups, in, out) to
-    (groups, out, in). Returns a new state; ``state`` is not modified."""
-    names = {f"{n}.weight" for n, m in r.agent.named_modules() if isinstance(m, GroupedLinear)}
-
-    def flip(v: Any) -> Any:
-        return v.transpose(-1, -2).contiguous() if torch.is_tensor(v) and v.dim() == 3 else v
-
-    agent = {k: flip(v) if k in names else v for k, v in state["agent"].items()}
-    param_names = {id(p): n for n, p in r.agent.named_parameters()}
-    optimizers = []
-    for opt, saved in zip(r.optimizers, state["optimizers"], strict=False):
-        per_param = dict(saved["state"])
-        for group, saved_group in zip(opt.param_groups, saved["param_groups"], strict=False):
-            for p, idx in zip(group["params"], saved_group["params"], strict=False):
-                if param_names.get(id(p)) in names and idx in per_param:
-                    per_param[idx] = {k: flip(v) for k, v in per_param[idx].items()}
-        optimizers.append({**saved, "state": per_param})
-    optimizers += state["optimizers"][len(optimizers) :]  # a count mismatch is reported later
-    return {**state, "agent": agent, "optimizers": optimizers, "version": 2}
 
 
 def _restore_loop(r: Runner, state: dict[str, Any]) -> None:

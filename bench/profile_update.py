@@ -5,7 +5,6 @@
     GOMP_SPINCOUNT=300000 python bench/profile_update.py      # libgomp's default spin count
     python bench/profile_update.py --torch-rmsprop            # torch.optim.RMSprop, clip in place
     python bench/profile_update.py --mkl-linear               # FC layers on MKL, not oneDNN
-    python bench/profile_update.py --default-malloc           # without agents.malloc's settings
     python bench/profile_update.py --kernels                  # the task column's FC product alone
 
 Phases (ms per update, mean over the timed updates): ``collect`` (the whole rollout) split into
@@ -13,8 +12,8 @@ Phases (ms per update, mean over the timed updates): ``collect`` (the whole roll
 the runner does it: ``losses`` (agent.task_losses: bootstrap value + loss pass), ``backward``
 (weighting.backward), ``clip``, ``step`` (optimizers). Extra ``key=value`` arguments override the
 config (configs/atari_a2c.yaml), e.g. ``env.task_groups=2``. Also printed: minor page faults per
-update. Like train.py, it limits OpenMP spinning before torch loads unless
-``GOMP_SPINCOUNT``/``OMP_WAIT_POLICY`` is set, and applies agents.malloc's settings.
+update (fresh pages the allocator had to map). Like train.py, it limits OpenMP
+spinning before torch loads unless ``GOMP_SPINCOUNT``/``OMP_WAIT_POLICY`` is set.
 """
 
 from __future__ import annotations
@@ -134,17 +133,11 @@ def profile(agent: str, updates: int, overrides: list[str], torch_rmsprop: bool)
 def kernels() -> dict[str, float]:
     """ms of the FC products at acting size (4 tasks x 4 envs) and of the input gradient at loss
     size (80 samples), through MKL (torch's matmul) and oneDNN (agents.linear), 2 torch threads."""
-    from agents.linear import _linear
+    from agents.linear import _mm
 
     torch.set_num_threads(2)
     x, w, b = torch.randn(4, 4, 3136), torch.randn(4, 3136, 512), torch.zeros(4, 1, 512)
     x16, g80 = x.reshape(16, 3136), torch.randn(80, 512)
-    w_out_in = w.transpose(1, 2).contiguous()  # GroupedLinear's layout
-
-    def pack():
-        return [torch.ops.mkldnn._reorder_linear_weight(w_out_in[k], 4) for k in range(4)]
-
-    packs = pack()
 
     def ms(fn, n: int = 200) -> float:
         for _ in range(10):
@@ -156,15 +149,11 @@ def kernels() -> dict[str, float]:
 
     return {
         "grouped FC baddbmm (4 x (4, 3136) @ (3136, 512))": ms(lambda: torch.baddbmm(b, x, w)),
-        "grouped FC, oneDNN prepacked (4 calls)": ms(
-            lambda: [_linear(x[k], packs[k]) for k in range(4)]
-        ),
-        "packing those 4 weights (once per update)": ms(pack, 50),
         "sum of the same 25.7 MB of weights": ms(w.sum),
         "shared FC (16, 3136) @ (3136, 512), MKL": ms(lambda: x16 @ w[0]),
-        "shared FC (16, 3136) @ (3136, 512), oneDNN": ms(lambda: _linear(x16, w_out_in[0])),
+        "shared FC (16, 3136) @ (3136, 512), oneDNN": ms(lambda: _mm(x16, w[0])),
         "input gradient (80, 512) @ (512, 3136), MKL": ms(lambda: g80 @ w[0].t()),
-        "input gradient (80, 512) @ (512, 3136), oneDNN": ms(lambda: _linear(g80, w[0])),
+        "input gradient (80, 512) @ (512, 3136), oneDNN": ms(lambda: _mm(g80, w[0].t())),
     }
 
 
@@ -174,7 +163,6 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=30)
     p.add_argument("--torch-rmsprop", action="store_true")
     p.add_argument("--mkl-linear", action="store_true")
-    p.add_argument("--default-malloc", action="store_true")
     p.add_argument("--kernels", action="store_true")
     p.add_argument("overrides", nargs="*", help="config key=value")
     args = p.parse_args()
@@ -182,17 +170,12 @@ def main() -> None:
         for name, value in kernels().items():
             print(f"{name}: {value:.3f} ms")
         return
-    if not args.default_malloc:  # as train.py does
-        from agents.malloc import keep_freed_memory
-
-        keep_freed_memory()
     if args.mkl_linear:
         import agents.linear
 
         agents.linear.ENABLED = False
     res = profile(args.agent, args.updates, args.overrides, args.torch_rmsprop)
     flags = " (torch RMSprop)" * args.torch_rmsprop + " (MKL linear)" * args.mkl_linear
-    flags += " (default malloc)" * args.default_malloc
     print(f"# {args.agent} {' '.join(args.overrides)}{flags}")
     print(" | ".join(f"{k} {v:,.1f}" for k, v in res.items()))
 

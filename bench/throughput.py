@@ -21,12 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.malloc import keep_freed_memory  # noqa: E402
 from agents.omp import limit_openmp_spinning  # noqa: E402
 
-# Before torch loads, as train.py does; SB3 runs in this process with the same settings.
+# Before torch loads, as train.py does; SB3 runs in this process with the same setting.
 limit_openmp_spinning()
-keep_freed_memory()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -11,7 +11,7 @@ def test_grouped_linear_equals_separate_linears():
     x = torch.randn(3, 5, 4)
     out = layer(x)
     for k in range(3):
-        expected = x[k] @ layer.weight[k].t() + layer.bias[k]
+        expected = x[k] @ layer.weight[k] + layer.bias[k]
         torch.testing.assert_close(out[k], expected)
 
 
@@ -61,4 +61,4 @@ def test_shared_encoder_is_shared():
     shared = {id(p) for p in net.shared_parameters()}
     assert shared == {id(p) for p in net.encoder.parameters()}
     # task heads are per task: 3 groups
-    assert net.policy.weight.shape == (3, 4, 64)  # (groups, out, in)
+    assert net.policy.weight.shape == (3, 64, 4)

@@ -103,6 +103,24 @@ def test_stale_or_partial_tape_is_not_replayed(monkeypatch):
     assert calls["get"] == 0
 
 
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_an_optimiser_step_mid_rollout_makes_the_tape_stale(monkeypatch, optimizer):
+    """torch's fused kernels do not bump version counters; make_optimizer's step hook does."""
+    agent, ro = _setup("a2c_independent", "minatar", optimizer=optimizer)
+    calls = _count_replays(monkeypatch)
+    (opt,) = agent.make_optimizers()
+    _collect(agent, ro, [slice(0, K)], record=True)
+    losses, _ = agent.task_losses(ro)  # replayed; the tape is reset afterwards
+    assert calls["get"] > 0
+    losses.sum().backward()
+    calls["get"] = 0
+    _collect(agent, ro, [slice(0, K)], record=True)
+    opt.step()  # the weights move after the rollout was recorded
+    stale, _ = agent.task_losses(ro)
+    assert calls["get"] == 0  # the step was seen: recomputed with the new weights
+    torch.testing.assert_close(stale, agent.task_losses(ro)[0])
+
+
 def test_a_head_change_keeps_the_encoder_record(monkeypatch):
     """Only the encoders are replayed; heads compute in the loss pass, so their weights may move."""
     agent, ro = _setup("a2c_multitask", "gridworld")

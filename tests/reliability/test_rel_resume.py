@@ -132,39 +132,6 @@ def test_checkpoint_from_before_a_new_config_key_resumes(tmp_path, reference):
     assert_same_training(ref, resume_full(tmp_path / "run"))
 
 
-def test_state_version_1_checkpoint_migrates_and_resumes_exactly(tmp_path, reference):
-    """Version 1 stored GroupedLinear weights (and their RMSprop state) as (groups, in, out)."""
-    extra = ("agent.name=distral_klent_2col",)  # grouped FC layers, two optimisers
-    ref = reference("minatar", *extra)
-    run_interrupted(make_cfg("minatar", tmp_path / "run", *extra), at_update=2)
-    path = tmp_path / "run" / "checkpoints" / "last.pt"
-    state = load_checkpoint(path)
-    fc = "task_encoder.fc.weight"
-    assert state["agent"][fc].shape == (2, 128, 1024)  # (groups, out, in) since version 2
-    suffixes = ("fc.weight", "policy.weight", "value.weight", "head.weight")
-    names = [k for k in state["agent"] if k.endswith(suffixes)]
-    assert len(names) == 5  # both columns' FC layers, pi0's head, the task policy/value heads
-    for key in names:
-        state["agent"][key] = state["agent"][key].transpose(1, 2).contiguous()
-    probe = train.build(make_cfg("minatar", tmp_path / "probe", *extra), tmp_path / "probe")
-    probe.env.close()
-    named = dict(probe.agent.named_parameters())
-    weights = {id(named[k]) for k in names}
-    flipped = 0
-    for opt, saved in zip(probe.optimizers, state["optimizers"], strict=True):
-        params = [p for group in opt.param_groups for p in group["params"]]
-        indices = [i for group in saved["param_groups"] for i in group["params"]]
-        for p, i in zip(params, indices, strict=True):
-            if id(p) in weights:
-                avg = saved["state"][i]["square_avg"]
-                saved["state"][i]["square_avg"] = avg.transpose(1, 2).contiguous()
-                flipped += 1
-    assert flipped == 5
-    state["version"] = 1
-    save_checkpoint(state, path)
-    assert_same_training(ref, resume_full(tmp_path / "run"))
-
-
 def test_time_based_checkpoints(tmp_path, monkeypatch):
     import agents.runner as runner_mod
 
