@@ -123,4 +123,5 @@ def make_optimizer(cfg: AgentConfig, params, lr: float | None = None) -> torch.o
 
 
 def _mark_updated(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Step post-hook: record that every parameter of ``opt`` changed in place."""
     increment_version([p for group in opt.param_groups for p in group["params"]])

@@ -6,7 +6,8 @@ products with the machine's vector units. On this project's AMD EPYC machines th
 (16, 3136) @ (3136, 512) layer takes about 0.4 ms through MKL and 0.2 ms through oneDNN, its input
 gradient at 80 samples 1.3 vs 0.65 ms (``python bench/profile_update.py --kernels``). Layers
 with fewer than :data:`MIN_WEIGHTS` weights per group (policy/value heads, small MLPs) stay on
-MKL, which is faster there; CUDA and other dtypes use torch's usual kernels.
+MKL, which is faster there; CUDA and other dtypes use torch's usual kernels. Like the replay
+path's, these backward passes are not themselves differentiable (no double backward).
 """
 
 from __future__ import annotations
