@@ -21,40 +21,12 @@ from typing import Any
 import torch
 
 from agents.config import ConfigError
+from mtrl.io import TEMP_SUFFIX, atomic_write, fsync_dir
 
 TAG = b"MTRL-SHA256:"
 _TRAILER = len(TAG) + 32
 REQUIRED = ("version", "agent_name", "agent", "optimizers", "weighting", "config", "counters")
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def to_bytes(state: dict[str, Any]) -> bytes:
@@ -74,7 +46,7 @@ def save_rotating(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -
     """Write ``step_<step>.pt``, point ``last.pt`` at it atomically, keep the newest ``keep``."""
     target = ckpt_dir / f"step_{step}.pt"
     atomic_write(target, to_bytes(state))
-    fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix="last.pt", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix="last.pt", suffix=TEMP_SUFFIX)
     os.close(fd)
     try:
         os.unlink(tmp)
@@ -88,7 +60,7 @@ def save_rotating(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(ckpt_dir)
+    fsync_dir(ckpt_dir)
     for old in step_files(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return target
@@ -105,7 +77,7 @@ def step_files(ckpt_dir: Path) -> list[Path]:
 def remove_stale_temps(ckpt_dir: Path) -> None:
     """Delete temporary files left by a write that was killed half-way."""
     if ckpt_dir.is_dir():
-        for p in ckpt_dir.glob("*.tmp"):
+        for p in ckpt_dir.glob(f"*{TEMP_SUFFIX}"):
             p.unlink(missing_ok=True)
 
 

@@ -26,12 +26,13 @@ from torch import Tensor
 
 from agents import runstate
 from agents.base import Agent, make_optimizer
-from agents.checkpoint import atomic_write, remove_stale_temps, save_rotating, step_files
+from agents.checkpoint import remove_stale_temps, save_rotating, step_files
 from agents.config import Config, to_yaml
 from agents.evaluate import evaluate
 from agents.guards import check_divergence, clip_and_check
 from agents.rollout import Rollout, obs_to_tensor
 from agents.signals import Interrupted, StopFlag
+from mtrl.io import atomic_write
 from mtrl.weighting import build as build_weighting
 from mtrl.weighting.base import InternalOptimizerMixin
 

@@ -17,8 +17,7 @@ tqdm and TensorBoard (``torch.utils.tensorboard``) are imported lazily, only whe
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mtrl.architectures.base import MultiTaskModel
+from mtrl.io import atomic_write
 from mtrl.metrics import Metric
 from mtrl.weighting.base import GradientAggregator, InternalOptimizerMixin, LossWeighting
 
@@ -56,25 +56,11 @@ def _is_tensor_pair(data: Any) -> bool:
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``: a
-    crash leaves either the old or the new checkpoint, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """``torch.save`` ``obj`` to ``path`` through :func:`mtrl.io.atomic_write`: a crash leaves
+    either the old or the new checkpoint, never a torn one."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())
 
 
 class Trainer:
