@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _params(seed: int = 0) -> list[torch.nn.Parameter]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in [(3, 4), (5,), (2, 2, 3)]]
+    # (300, 37): long enough for the kernel's vectorised and multi-threaded paths, odd-sized tail
+    shapes = [(3, 4), (5,), (2, 2, 3), (300, 37)]
+    return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
 
 
 def _run(opt_cls, grads_per_step, clip: float = 0.0, **kw):
@@ -49,7 +51,7 @@ def test_matches_torch_rmsprop_and_its_state():
 
 
 def test_exact_when_gradient_scale_changes_by_orders_of_magnitude():
-    """The kernel's first-moment scratch holds the previous gradient; it must not leak in."""
+    """Each step's first moment is that step's gradient alone: no earlier gradient leaks in."""
     grads = [[g * scale for g in step] for step, scale in zip(_grads(), [1e6, 1e-3, 1e4, 1e-6])]
     ours, _ = _run(FusedRMSprop, grads)
     ref, _ = _run(torch.optim.RMSprop, grads)
@@ -106,6 +108,21 @@ def test_clipping_folded_into_the_step_equals_clip_grad_norm():
         ref.step()
     for a, b in zip(ours, params):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_clipped_step_leaves_the_clipped_gradient_in_grad():
+    """The kernel writes its first moment (0 * g + g/divisor) into p.grad itself."""
+    params = _params()
+    opt = FusedRMSprop(params, lr=0.01, alpha=0.9, eps=1e-5)
+    grads = _grads(1)[0]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    norm = float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])))
+    clip_and_check([opt], 0.5)
+    opt.step()
+    for p, g in zip(params, grads):
+        torch.testing.assert_close(p.grad, g * (0.5 / norm), rtol=1e-5, atol=1e-7)
+    assert all(set(state) == {"step", "square_avg"} for state in opt.state.values())
 
 
 def test_skipped_step_does_not_carry_its_clipping_into_the_next():
