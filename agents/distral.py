@@ -38,6 +38,11 @@ def resolve_alpha_beta(cfg: AgentConfig, kl_only: bool) -> tuple[float, float]:
                 f"agent.c_ent={cfg.c_ent} adds an entropy term; {cfg.name} is KL-only (use c_ent=0 "
                 "or a distral_klent_* agent)"
             )
+        if not kl_only and cfg.c_ent <= 0:
+            raise ConfigError(
+                f"agent.c_ent={cfg.c_ent} means no entropy term; {cfg.name} needs c_ent > 0 "
+                "(use a distral_kl_* agent for KL only)"
+            )
         return distral_coefficients(cfg.c_kl, cfg.c_ent)
     if kl_only:
         return 1.0, cfg.beta

@@ -72,6 +72,10 @@ def test_alpha_beta_from_costs_and_checks():
         resolve_alpha_beta(_cfg(name="distral_kl_1col", c_kl=1.0, c_ent=1.0), True)
     with pytest.raises(ConfigError, match="alpha"):
         resolve_alpha_beta(_cfg(name="distral_klent_1col", alpha=1.0), False)
+    # costs with no entropy cost are alpha = 1: refused for a KL+ent agent, as alpha=1 is
+    with pytest.raises(ConfigError, match=r"c_ent=0\.0 means no entropy term"):
+        resolve_alpha_beta(_cfg(name="distral_klent_2col", c_kl=1.0, c_ent=0.0), False)
+    assert resolve_alpha_beta(_cfg(name="distral_kl_2col", c_kl=0.5, c_ent=0.0), True) == (1.0, 2.0)
 
 
 def test_regularised_reward_by_hand():
