@@ -3,6 +3,8 @@ Attention" (CVPR, arXiv:1803.10704), Eq. 7."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -33,7 +35,12 @@ class DWA(WeightedLoss):
         """The weights (T,) used during the current epoch."""
         if int(self.epochs) < 2:
             return torch.ones_like(self.history[0])
-        r = self.history[1] / self.history[0]
+        prev, last = self.history[0], self.history[1]
+        # Eq. 7 assumes positive losses. A task at zero loss in both epochs counts as unchanged
+        # (r = 1) and one rising from zero as the steepest riser (the largest finite r), so a
+        # solved or masked-out task cannot turn every weight into NaN.
+        r = torch.where(prev > 0, last / prev, torch.where(last > 0, math.inf, 1.0))
+        r = torch.nan_to_num(r, posinf=torch.finfo(r.dtype).max)
         return self.num_tasks * torch.softmax(r / self.temp, 0)
 
     def epoch_end(self) -> None:

@@ -18,7 +18,11 @@ class GradNorm(InternalOptimizerMixin, LossWeighting):
     ``r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0))``; the target is a constant (paper, Eq. 2).
 
     ``W`` is ``last_shared_layer`` (a tensor or list of tensors, e.g. the last trunk layer's
-    weight as in the paper), else the last tensor of ``shared_params``, else ``features``.
+    weight as in the paper), else the last weight in ``shared_params`` (the last tensor with at
+    least two dimensions larger than 1, so not a bias; the last tensor if there is none), else
+    ``features``. Each step takes T per-task gradients of ``W`` (an outer product over the batch
+    each), which dominates on a wide layer; ``features=`` (norms w.r.t. the shared
+    representation) is the cheaper departure from the paper.
     ``L_i(0)`` are the losses of the first call. ``w`` is updated by an internal optimiser
     (``optimizer`` 'adam' or 'sgd', ``lr``) after the model gradients are written, then clamped
     positive and renormalised to sum T; keep it out of the model's optimiser.
@@ -50,6 +54,9 @@ class GradNorm(InternalOptimizerMixin, LossWeighting):
             return self._last_shared
         if shared_params is not None:
             params = [p for p in shared_params if p.requires_grad]
+            weights = [p for p in params if sum(n > 1 for n in p.shape) >= 2]
+            if weights:
+                return weights[-1:]
             if params:
                 return params[-1:]
         if features is not None:

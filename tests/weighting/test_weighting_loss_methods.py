@@ -76,6 +76,17 @@ def test_dwa_steps_per_epoch():
     assert not torch.equal(method.backward(const_losses(1, 1)), torch.ones(2))
 
 
+def test_dwa_zero_loss_epochs_stay_finite():
+    """Eq. 7 divides by last epoch's loss: a task at zero loss must not make the weights NaN."""
+    method = W.DWA(2, steps_per_epoch=1)
+    for _ in range(2):
+        method.backward(const_losses(0, 1))
+    # Lbar = (0, 1) twice: 0/0 counts as unchanged, so r = (1, 1) and the weights stay equal
+    assert torch.equal(method.backward(const_losses(2, 1)), torch.ones(2))
+    # Lbar(e-2) = (0, 1), Lbar(e-1) = (2, 1): task 0 rose from zero and takes all the weight
+    assert torch.allclose(method.backward(const_losses(1, 1)), torch.tensor([2.0, 0.0]))
+
+
 def _gradnorm_losses(theta: torch.Tensor, values: tuple[float, float]) -> torch.Tensor:
     # L_i = v_i + theta . e_i: value v_i at theta = 0, gradient norm 1 for both tasks
     return torch.stack([values[0] + theta[0], values[1] + theta[1]])
@@ -103,6 +114,22 @@ def test_gradnorm_last_shared_layer_and_features(toy):
     losses, feats = toy.losses()
     W.GradNorm(3).backward(losses, features=feats)
     assert all(p.grad is not None for p in toy.parameters())
+
+
+def test_gradnorm_default_layer_is_the_last_shared_weight_not_its_bias(make_toy):
+    """The paper's W is the last shared layer's weight matrix; shared_params end with its bias."""
+
+    def weights_after(layer) -> torch.Tensor:
+        toy = make_toy()
+        kw = {} if layer is None else {"last_shared_layer": layer(toy)}
+        method = W.GradNorm(3, optimizer="sgd", lr=0.1, **kw)
+        for _ in range(2):
+            method.backward(toy.losses()[0], toy.shared())
+        return method.task_weights.detach()
+
+    default = weights_after(None)
+    assert torch.equal(default, weights_after(lambda toy: toy.trunk[0].weight))
+    assert not torch.allclose(default, weights_after(lambda toy: toy.trunk[0].bias))
 
 
 def test_famo_weights_and_logit_update_by_hand():
