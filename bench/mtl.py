@@ -62,7 +62,8 @@ NOTES = """Notes:
   "parameters" takes per-task gradients w.r.t. the trunk's parameters (T backward passes through
   the trunk, the same work as torchjd's `mtl_backward` + `jac_to_grad`); "representation" w.r.t.
   the trunk output z (B, D), then one backward through the trunk (Sener and Koltun 2018).
-- GradNorm needs T extra backward passes (to the last shared layer) per step by definition, and
+- GradNorm needs T per-task gradients of the last shared layer's weight per step by definition
+  (T backward passes to it, and an outer product over the batch each), and
   FAMO's paper protocol one extra forward pass (`famo_update="next_batch"` in the Trainer drops it).
 - The machine was shared with other benchmarks while this ran; rows are interleaved over rounds
   and the fastest median kept, but expect +-15% noise on the small (T = 2) rows.
@@ -194,6 +195,27 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS. A subprocess otherwise keeps
+    its parent's peak across fork + exec, and the memory column would show the parent's size."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb(reset: bool) -> float:
+    """Peak RSS (MB) since :func:`_reset_peak_rss` (VmHWM), else the process's ru_maxrss."""
+    if reset:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(
     method: str,
     mode: str,
@@ -253,6 +275,7 @@ def measure(
     import scipy.optimize  # noqa: F401  (lazily imported by some solvers: not step memory)
 
     rss0 = _rss_mb()
+    reset = _reset_peak_rss()
     for _ in range(3):
         step()
     times = []
@@ -260,7 +283,7 @@ def measure(
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb(reset)
     return {"ms": 1000 * statistics.median(times), "mem_mb": max(peak - rss0, 0.0)}
 
 
