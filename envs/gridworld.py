@@ -216,7 +216,8 @@ class GridworldVecEnv(MultiTaskVecEnv):
         self.task_names = tasks
         self.num_envs_per_task = int(num_envs_per_task)
         hw = self.map.height + self.map.width
-        self.max_episode_steps = int(max_episode_steps or 4 * hw)
+        # None = the default; 0 is refused below like any other bad limit (not read as "unset")
+        self.max_episode_steps = 4 * hw if max_episode_steps is None else int(max_episode_steps)
         if self.max_episode_steps < 1:
             raise EnvError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         self.single_observation_space = gym.spaces.Box(0.0, 1.0, (self.map.num_cells,), np.float32)
@@ -367,7 +368,10 @@ class GridworldEnv(gym.Env):
                 f"(valid: {self.map.task_names})"
             )
         self.task = str(task)
-        self.max_episode_steps = int(max_episode_steps or 4 * (self.map.height + self.map.width))
+        hw = self.map.height + self.map.width
+        self.max_episode_steps = 4 * hw if max_episode_steps is None else int(max_episode_steps)
+        if self.max_episode_steps < 1:
+            raise EnvError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         self.observation_space = gym.spaces.Box(0.0, 1.0, (self.map.num_cells,), np.float32)
         self.action_space = gym.spaces.Discrete(4)
         self._starts = self.map.start_cells(self.task)

@@ -59,7 +59,7 @@ class AdaShare(MultiTaskModel):
         self.blocks = nn.ModuleList(blocks)
         self.heads = nn.ModuleList(heads)
         self.num_tasks = len(self.heads)
-        self.tau = tau
+        self.tau = float(tau)  # a plain float (no device sync); checkpointed as extra state
         self.hard = hard
         self.sparsity_weight = sparsity_weight
         self.sharing_weight = sharing_weight
@@ -86,6 +86,18 @@ class AdaShare(MultiTaskModel):
         blocks = [ResidualMLPBlock(w, activation) for _ in hidden]
         heads = [nn.Linear(w, o) for o in out_dims]
         return cls(blocks, heads, stem, **kwargs)  # type: ignore[arg-type]
+
+    def get_extra_state(self) -> dict[str, float]:
+        """The annealed temperature, so a checkpoint resumes with it (``state_dict``)."""
+        return {"tau": self.tau}
+
+    def set_extra_state(self, state: dict[str, float]) -> None:
+        self.tau = float(state["tau"])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        # Checkpoints from before the temperature was saved keep the current one.
+        state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def select_probs(self) -> Tensor:
         """alpha (T, L): each task's probability of executing each block."""

@@ -83,7 +83,8 @@ def lookahead_affinity(
 
     Fifty et al. 2021, Eq. 2 with an SGD lookahead: only the shared parameters step along task i's
     gradient g_i; task-specific parameters stay fixed. Positive Z[i, j] means a step on task i helps
-    task j. Parameters are restored bit-exactly from copies afterwards; ``.grad`` is not touched.
+    task j. Parameters and, for an ``nn.Module``, its buffers (e.g. BatchNorm running statistics
+    that train-mode passes update) are restored bit-exactly afterwards; ``.grad`` is not touched.
     Costs T + 1 forward passes and T backward passes; L_j(theta) must be non-zero.
 
     Args:
@@ -95,14 +96,16 @@ def lookahead_affinity(
         lr: lookahead step size (TAG uses the optimiser's learning rate).
     """
     params = _shared_params(model if shared_params is None else shared_params)
-    with torch.enable_grad():
-        losses = _as_loss_vector(task_losses_fn(model))
-        grads = _task_gradients(losses, params).detach()
-    base = losses.detach()
+    buffers = list(model.buffers()) if isinstance(model, torch.nn.Module) else []
+    saved_buffers = [b.detach().clone() for b in buffers]
     saved = [p.detach().clone() for p in params]
     sizes = [p.numel() for p in params]
     rows = []
     try:
+        with torch.enable_grad():
+            losses = _as_loss_vector(task_losses_fn(model))
+            grads = _task_gradients(losses, params).detach()
+        base = losses.detach()
         for i in range(grads.shape[0]):
             with torch.no_grad():
                 for p, g in zip(params, grads[i].split(sizes)):
@@ -115,6 +118,8 @@ def lookahead_affinity(
         with torch.no_grad():
             for p, s in zip(params, saved):
                 p.copy_(s)
+            for b, s in zip(buffers, saved_buffers):
+                b.copy_(s)
     return torch.stack(rows)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 
@@ -121,13 +122,15 @@ def best_cover(
     costs: Mapping[Group, float] | None = None,
     maximize: bool = False,
     exact_limit: int = 200_000,
+    search_limit: int = 200_000,
 ) -> list[Group]:
     """Choose candidate groups covering every task with total cost <= ``budget`` that optimise
     sum_t best_{chosen g containing t} value_g[t] (min for losses, max for ``maximize``).
 
     ``candidates`` maps each group to its per-task values. Exhaustive over combinations when there
-    are at most ``exact_limit`` of them; otherwise greedy (add the group with the best improvement
-    per unit cost until nothing helps). Ties resolve to fewer, then lexicographically first, groups.
+    are at most ``exact_limit`` of them (ties resolve to fewer, then lexicographically first,
+    groups); otherwise an exact branch and bound seeded by a greedy cover, which visits at most
+    ``search_limit`` nodes and falls back to the greedy cover (with a warning) beyond that.
     """
     groups = sorted(candidates, key=lambda g: (len(g), sorted(g)))
     tasks = sorted(set().union(*groups)) if groups else []
@@ -159,11 +162,66 @@ def best_cover(
                     best = (obj, list(combo))
     else:
         best = _greedy_cover(affordable, cost, budget, objective, tasks, value)
+        try:
+            best = _branch_and_bound(affordable, cost, budget, value, tasks, best, search_limit)
+        except _SearchTooLarge:
+            warnings.warn(
+                f"best_cover: more than search_limit={search_limit} nodes; returning the greedy "
+                "cover, which may not be optimal",
+                stacklevel=2,
+            )
     if not math.isfinite(best[0]):
         raise ValueError(
             f"no set of candidate groups within budget={budget!r} covers tasks {tasks}"
         )
     return sorted(best[1], key=sorted)
+
+
+class _SearchTooLarge(Exception):
+    pass
+
+
+def _branch_and_bound(
+    groups: list[Group],
+    cost: dict[Group, float],
+    budget: float,
+    value: dict[Group, dict[int, float]],
+    tasks: list[int],
+    incumbent: tuple[float, list[Group]],
+    node_limit: int,
+) -> tuple[float, list[Group]]:
+    """Exact minimum of the cover objective: depth-first over groups in a fixed order, pruning a
+    branch when even adding every later group could not beat the best cover found so far."""
+    # Groups that help most first, so good covers (and tight bounds) come early.
+    order = sorted(groups, key=lambda g: (sum(value[g].values()) - len(g), sorted(g)))
+    vals = [[value[g].get(t, math.inf) for t in tasks] for g in order]
+    suffix = [[math.inf] * len(tasks)]  # suffix[k][j]: best value for task j among order[-k:]
+    for row in reversed(vals):
+        suffix.append([min(a, b) for a, b in zip(row, suffix[-1], strict=True)])
+    suffix.reverse()  # now suffix[i] covers order[i:]
+    best_obj, best_set = incumbent
+    nodes = 0
+
+    def search(start: int, current: list[float], spent: float, chosen: list[Group]) -> None:
+        nonlocal best_obj, best_set, nodes
+        for i in range(start, len(order)):
+            if spent + cost[order[i]] > budget + 1e-12:
+                continue
+            nodes += 1
+            if nodes > node_limit:
+                raise _SearchTooLarge
+            new = [min(a, b) for a, b in zip(current, vals[i], strict=True)]
+            if sum(min(a, b) for a, b in zip(new, suffix[i + 1], strict=True)) >= best_obj - 1e-12:
+                continue  # this group and any later ones cannot beat the incumbent
+            chosen.append(order[i])
+            obj = sum(new)
+            if obj < best_obj - 1e-12:
+                best_obj, best_set = obj, list(chosen)
+            search(i + 1, new, spent + cost[order[i]], chosen)
+            chosen.pop()
+
+    search(0, [math.inf] * len(tasks), 0.0, [])
+    return best_obj, best_set
 
 
 def _greedy_cover(
@@ -210,8 +268,9 @@ def tag_groups(
 
     Each task j in group g scores the mean affinity onto it from g's other members (0 when alone);
     the grouping maximises the total. ``overlapping=False``: a partition into exactly ``num_groups``
-    groups. ``overlapping=True`` (TAG's network selection): ``num_groups`` possibly overlapping
-    groups covering all tasks, each task scored by its best group.
+    groups. ``overlapping=True`` (TAG's network selection): at most ``num_groups`` possibly
+    overlapping groups covering all tasks, each task scored by its best group. Both are exact for
+    T <= ``exact_limit`` (O(3^T) dynamic programmes) and greedy beyond.
     """
     t = affinity.shape[0]
     if affinity.shape != (t, t):
@@ -222,19 +281,41 @@ def tag_groups(
         )
     if not 1 <= num_groups <= t:
         raise ValueError(f"num_groups={num_groups!r} must lie in [1, {t}]")
-    candidates = (
-        {
-            frozenset(_members(m)): affinity_onto(affinity, frozenset(_members(m)))
-            for m in range(1, 1 << t)
-        }
-        if t <= exact_limit
-        else {
-            frozenset(g): affinity_onto(affinity, frozenset(g))
-            for r in (1, 2)
-            for g in itertools.combinations(range(t), r)
-        }
-    )
+    if t <= exact_limit:
+        return _tag_cover(affinity, t, num_groups)
+    candidates = {  # greedy beyond the exact limit, over pairs and singletons
+        frozenset(g): affinity_onto(affinity, frozenset(g))
+        for r in (1, 2)
+        for g in itertools.combinations(range(t), r)
+    }
     return best_cover(candidates, float(num_groups), maximize=True)
+
+
+def _tag_cover(affinity: Tensor, num_tasks: int, num_groups: int) -> list[Group]:
+    """Exact TAG network selection: at most ``num_groups`` groups, each task scored by its best.
+
+    Each task is *served* by one chosen group, so the chosen groups induce a partition of the tasks
+    into served sets S. A served set's best score is served(S) = max over groups G containing S of
+    sum_{j in S} affinity_onto(G)[j], and the optimum is the best partition into ``num_groups``
+    blocks under that score (splitting a block never lowers it, so "at most" equals "exactly"),
+    each block then served by its maximising group: O(3^T) for the scores plus the partition DP.
+    """
+    full = (1 << num_tasks) - 1
+    served: list[tuple[float, int]] = [(-math.inf, 0)] * (full + 1)
+    # Smaller, then lexicographically first, groups first: ties keep the smallest serving group.
+    for g in sorted(range(1, full + 1), key=lambda m: (m.bit_count(), _members(m))):
+        onto = affinity_onto(affinity, frozenset(_members(g)))
+        sub = g
+        while sub:
+            score = sum(onto[j] for j in _members(sub))
+            if score > served[sub][0] + 1e-12:
+                served[sub] = (score, g)
+            sub = (sub - 1) & g
+    blocks = best_partition(
+        lambda group: served[_mask(group)][0], num_tasks, num_groups, exact_limit=num_tasks
+    )
+    chosen = {served[_mask(b)][1] for b in blocks}
+    return sorted((frozenset(_members(m)) for m in chosen), key=sorted)
 
 
 def standley_cover(

@@ -53,3 +53,17 @@ def test_penalty_by_hand() -> None:
     sparsity = math.log(0.5) + math.log(0.75) + math.log(0.25) + math.log(0.5)
     sharing = (2 / 2) * 0.25 + (1 / 2) * 0.25
     assert model.penalty().item() == pytest.approx(sparsity + sharing, rel=1e-6)
+
+
+def test_annealed_temperature_survives_a_checkpoint():
+    model = _model()
+    model.tau = 0.25
+    state = model.state_dict()
+    fresh = _model()
+    fresh.load_state_dict(state)
+    assert fresh.tau == 0.25
+    # a checkpoint from before the temperature was saved still loads (keeps the current value)
+    old = {k: v for k, v in state.items() if not k.endswith("_extra_state")}
+    fresh.tau = 2.0
+    fresh.load_state_dict(old)
+    assert fresh.tau == 2.0

@@ -101,6 +101,15 @@ def test_shipped_maps():
         assert far.distances(task)[list(far.starts)].min() >= 12
 
 
+def test_zero_step_limit_is_refused_not_read_as_the_default():
+    for make in (
+        lambda: GridworldVecEnv("four_rooms", num_envs_per_task=1, max_episode_steps=0),
+        lambda: GridworldEnv("four_rooms", "0", max_episode_steps=0),
+    ):
+        with pytest.raises(EnvError, match="max_episode_steps must be >= 1, got 0"):
+            make()
+
+
 def test_task_ids_layout_and_spaces():
     env = GridworldVecEnv("four_rooms", tasks=["2", "0"], num_envs_per_task=3)
     assert env.task_names == ["2", "0"]

@@ -64,6 +64,22 @@ def test_lookahead_restores_parameters_exactly_and_leaves_grads():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_lookahead_restores_batchnorm_statistics_in_train_mode():
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"trunk": nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))})
+    heads = [nn.Linear(8, 1) for _ in range(2)]
+    x, y = torch.randn(16, 4), torch.randn(16, 2)
+
+    def fn(m):
+        h = m["trunk"](x)  # train mode: every pass updates the running statistics
+        return torch.stack([((heads[t](h).squeeze(-1) - y[:, t]) ** 2).mean() for t in range(2)])
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lookahead_affinity(model, model["trunk"].parameters(), fn, lr=0.1)
+    for k, v in model.state_dict().items():  # running_mean/var and num_batches_tracked too
+        assert torch.equal(v, before[k]), k
+
+
 def test_gradient_cosine_known_directions():
     w = nn.Parameter(torch.tensor([0.5, -1.0, 2.0]))
     a, b = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 3.0, 0.0])

@@ -1,5 +1,7 @@
 """Task grouping: TAG partitions / network selection and Standley et al. 2020 covers."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -126,3 +128,53 @@ def test_tag_ten_tasks_is_fast_and_exact_on_blocks():
     blocks = [[0, 4, 7], [1, 2], [3, 5, 6, 8, 9]]
     got = tag_groups(block_affinity(blocks, 10), 3)
     assert got == sorted((F(b) for b in blocks), key=sorted)
+
+
+def _best_cover_brute_force(z, k):
+    """Max over every set of <= k groups covering all tasks of sum_j max_g affinity_onto(g)[j],
+    vectorised over all combinations (independent of the library's search)."""
+    t = z.shape[0]
+    masks = torch.arange(1, 1 << t)
+    member = (masks[:, None] >> torch.arange(t)) & 1 == 1  # (G, T)
+    zd = z.double()
+    sums = member.double() @ zd - torch.diagonal(zd) * member  # sum over i in g, i != j of z[i, j]
+    count = member.sum(1, keepdim=True) - 1
+    onto = torch.where(count > 0, sums / count.clamp(min=1), torch.zeros_like(sums))
+    onto = torch.where(member, onto, torch.full_like(onto, -torch.inf))
+    best = -torch.inf
+    for r in range(1, k + 1):
+        combos = torch.combinations(torch.arange(len(masks)), r)
+        best = max(best, float(onto[combos].amax(1).sum(1).max()))
+    return best
+
+
+@pytest.mark.parametrize(("tasks", "k", "seed"), [(6, 4, 0), (6, 4, 1), (7, 3, 2), (5, 3, 3)])
+def test_tag_overlapping_selection_matches_brute_force(tasks, k, seed):
+    # Sizes where all subsets give more than 200,000 combinations of groups: the search must
+    # still be exact (it used to fall back to a greedy cover there, 5-25% below the optimum).
+    z = torch.randn(tasks, tasks, generator=torch.Generator().manual_seed(seed))
+    got = tag_groups(z, k, overlapping=True)
+    assert len(got) <= k and sorted(set().union(*got)) == list(range(tasks))
+    score = sum(max(_tag_onto(z, g, j) for g in got if j in g) for j in range(tasks))
+    assert score == pytest.approx(_best_cover_brute_force(z, k))
+
+
+def _tag_onto(z, group, j):
+    others = [i for i in group if i != j]
+    return sum(float(z[i, j]) for i in others) / len(others) if others else 0.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_best_cover_branch_and_bound_equals_exhaustive(seed):
+    g = torch.Generator().manual_seed(seed)
+    groups = [F(c) for r in (1, 2, 3) for c in itertools.combinations(range(5), r)]
+    cands = {grp: {t: float(torch.rand((), generator=g)) for t in grp} for grp in groups}
+    costs = {grp: 0.5 + 0.25 * len(grp) for grp in groups}
+
+    def objective(chosen):
+        return sum(min(cands[c][t] for c in chosen if t in c) for t in range(5))
+
+    exhaustive = best_cover(cands, budget=2.5, costs=costs)
+    searched = best_cover(cands, budget=2.5, costs=costs, exact_limit=0)  # branch and bound
+    assert sum(costs[c] for c in searched) <= 2.5 + 1e-9
+    assert objective(searched) == pytest.approx(objective(exhaustive))
