@@ -4,7 +4,8 @@ Two formulations: TAG (Fifty et al. 2021) partitions tasks into groups maximisin
 each task from the rest of its group; Standley et al. 2020 ("Which Tasks Should Be Learned Together
 in Multi-task Learning?") picks possibly overlapping groups covering every task under a compute
 budget, minimising the sum over tasks of the best loss any chosen group achieves on it. Both are
-solved exactly for small T (set-partition DP / exhaustive cover search) with a greedy fallback.
+solved exactly for small T (set-partition DPs; exhaustive search or branch and bound for covers)
+with a greedy fallback.
 """
 
 from __future__ import annotations
