@@ -28,7 +28,8 @@ def evaluate(
 
     Returns ``{task: {"mean_return", "mean_length", "success_rate", "episodes"}}`` using raw
     (unclipped) returns; success means a positive return (the gridworld goal reward). Statistics
-    are None for a task with no finished episode within ``max_steps``.
+    are None for a task with no finished episode within ``max_steps``. Suites with human and
+    random reference scores (Atari) add ``"human_normalised"`` of the mean return.
     """
     k, e = env.num_tasks, env.num_envs_per_task
     per_slot = max(1, math.ceil(episodes / e)) if episodes > 0 else 0
@@ -47,6 +48,7 @@ def evaluate(
                 returns[stat.task].append(stat.ret)
                 lengths[stat.task].append(stat.length)
             done_count[stat.slot] += 1
+    normalise = getattr(env, "human_normalised", None)  # MultiTaskVecEnv; test doubles may lack it
     out: dict[str, dict[str, float | int | None]] = {}
     for t, name in enumerate(env.task_names):
         r = np.asarray(returns[t], dtype=np.float64)
@@ -57,4 +59,7 @@ def evaluate(
             "success_rate": float((r > 0).mean()) if n else None,
             "episodes": n,
         }
+        hns = normalise(t, float(r.mean())) if n and normalise is not None else None
+        if hns is not None:
+            out[name]["human_normalised"] = hns
     return out

@@ -81,6 +81,11 @@ class MultiTaskVecEnv:
         """(N,) int64 task index of each slot, task-major."""
         return np.repeat(np.arange(self.num_tasks, dtype=np.int64), self.num_envs_per_task)
 
+    def human_normalised(self, task: int, score: float) -> float | None:
+        """Human-normalised value of a raw episode return in task ``task``, for suites with
+        published human and random references (Atari); None otherwise."""
+        return None
+
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset every slot; slot (task k, env e) is seeded with ``seed + 1000*k + e``."""
         raise NotImplementedError

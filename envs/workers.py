@@ -114,6 +114,14 @@ class WorkerVecEnv(MultiTaskVecEnv):
         for k in range(self.num_tasks):
             self._start(k)
 
+    def human_normalised(self, task: int, score: float) -> float | None:
+        """As the wrapped suite's env: Atari's human-normalised score, else None."""
+        if self.suite != "atari":
+            return None
+        from envs.atari_scores import human_normalised
+
+        return human_normalised(self.task_names[task], score)
+
     # ------------------------------------------------------------------ process management
     def _start(self, k: int) -> None:
         parent, child = self._ctx.Pipe()
