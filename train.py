@@ -137,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         from agents.supervised import main as supervised_main
 
         return supervised_main(args.config, args.overrides)
+    resuming_supervised = args.resume is not None and args.config is None
+    if resuming_supervised and is_supervised_file(Path(args.resume) / "config.yaml"):
+        from agents.supervised import main as supervised_main
+
+        return supervised_main(None, args.overrides, resume=args.resume)
     from agents.config import ConfigError, load_config
     from agents.resume import new_run_dir
     from agents.signals import DivergenceError, Interrupted

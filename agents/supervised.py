@@ -127,10 +127,36 @@ def is_supervised_file(path: str | Path) -> bool:
     return MARKER in data
 
 
+def _drop_stale_kwargs(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """An override of ``supervised.weighting.name`` (or ``architecture.name``) switches method; the
+    file's ``kwargs`` belong to the file's method, so they go unless kwargs are overridden too."""
+    section = data.get(MARKER)
+    if not isinstance(section, dict):
+        return data
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    for part in ("weighting", "architecture"):
+        sub = section.get(part)
+        if not isinstance(sub, dict) or not sub.get("kwargs"):
+            continue
+        names = [
+            o.split("=", 1)[1].strip() for o, k in zip(overrides, keys) if k == f"{_P}{part}.name"
+        ]
+        switched = bool(names) and names[-1] != str(sub.get("name"))
+        if switched and not any(k.startswith(f"{_P}{part}.kwargs") for k in keys):
+            section[part] = {k: v for k, v in sub.items() if k != "kwargs"}
+    return data
+
+
 def load_supervised(path: str | Path, overrides: list[str] | None = None) -> SupervisedConfig:
     """Merge schema defaults, the YAML file and ``supervised.key=value`` overrides; validate."""
-    run = merge_structured(SupervisedRun, read_yaml(path), overrides)
+    overrides = list(overrides or [])
+    run = merge_structured(SupervisedRun, _drop_stale_kwargs(read_yaml(path), overrides), overrides)
     assert isinstance(run, SupervisedRun)
+    # YAML reads on/off (and yes/no) as booleans
+    bools = {"True": "on", "False": "off"}
+    run.supervised.representation = bools.get(
+        run.supervised.representation, run.supervised.representation
+    )
     validate(run, _CHOICES, _RANGES)
     from mtrl import architectures, weighting
 
@@ -271,12 +297,49 @@ def prepare(config: str | Path, overrides: list[str] | None = None) -> tuple[Any
             raise ConfigError(
                 f"{_P}run_dir={cfg.run_dir!r} already exists and is not empty; choose a new run_dir"
             )
+        trainer = build_trainer(cfg, run_dir)
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / f"supervised-{cfg.benchmark.name}-{cfg.weighting.name}-{stamp}"
-    trainer = build_trainer(cfg, run_dir)
+        name = f"supervised-{cfg.benchmark.name}-{cfg.weighting.name}-{stamp}"
+        run_dir = _claim_run_dir(Path("runs") / name)
+        try:
+            trainer = build_trainer(cfg, run_dir)
+        except BaseException:
+            run_dir.rmdir()  # still empty: nothing half-written
+            raise
     trainer.config = cfg
     return trainer, run_dir
+
+
+def _claim_run_dir(base: Path) -> Path:
+    """Create ``base`` (or ``base-2``, ``base-3``, ...) exclusively, so runs started in the same
+    second never share an automatic run directory."""
+    for i in range(1, 10_000):
+        path = base if i == 1 else base.with_name(f"{base.name}-{i}")
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise ConfigError(f"{_P}run_dir: no free name next to {str(base)!r}; set run_dir")
+
+
+def prepare_resume(run_dir: Path, overrides: list[str] | None = None) -> Any:
+    """Rebuild a supervised run from ``run_dir/config.yaml`` and load its last checkpoint."""
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    if not ckpt.is_file():
+        raise ConfigError(f"no checkpoint at {str(ckpt)!r}; nothing to resume")
+    cfg = load_supervised(run_dir / "config.yaml", overrides)
+    trainer = build_trainer(cfg, run_dir)
+    try:
+        trainer.load(ckpt)
+    except Exception as e:  # any unreadable or mismatched file: one clear line
+        raise ConfigError(
+            f"checkpoint {str(ckpt)!r} cannot be loaded into this run's config "
+            f"({type(e).__name__}); it is corrupted or from another run"
+        ) from None
+    trainer.config = cfg
+    return trainer
 
 
 def run_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
@@ -317,14 +380,19 @@ def _execute(trainer: Any, cfg: SupervisedConfig, run_dir: Path) -> dict[str, An
     return summary
 
 
-def main(config: str | Path, overrides: list[str]) -> int:
-    """``train.py`` entry point for supervised files: exit code 0, 2 (user error) or 130."""
+def main(config: str | Path, overrides: list[str], resume: str | Path | None = None) -> int:
+    """``train.py`` entry point for supervised files, or ``--resume`` of a supervised run
+    directory (training continues from its last epoch): exit code 0, 2 (user error) or 130."""
     import sys
 
     from mtrl.registry import UnknownNameError
 
     try:
-        trainer, run_dir = prepare(config, overrides)
+        if resume is not None:
+            run_dir = Path(resume)
+            trainer = prepare_resume(run_dir, overrides)
+        else:
+            trainer, run_dir = prepare(config, overrides)
     except (ConfigError, UnknownNameError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

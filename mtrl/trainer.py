@@ -258,11 +258,15 @@ class Trainer:
         data = self.test_data if data is None else data
         if data is None:
             raise ValueError("no data to evaluate: pass data or test_data=")
+        was_training = self.model.training
         self.model.eval()
         sums: list[dict[str, float]] = [{} for _ in range(self.num_tasks)]
-        for x, ys in self.batches(data, shuffle=False):
-            losses, outs, _ = self.task_losses(x, ys)
-            self._accumulate(sums, losses, outs, ys)
+        try:
+            for x, ys in self.batches(data, shuffle=False):
+                losses, outs, _ = self.task_losses(x, ys)
+                self._accumulate(sums, losses, outs, ys)
+        finally:
+            self.model.train(was_training)  # the caller's mode, e.g. for its own loop after fit()
         return self._means(sums)
 
     def fit(self) -> dict[str, Any]:
@@ -331,7 +335,8 @@ class Trainer:
 
     # --- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Model, optimiser, weighting, counters and the shuffling generator's state."""
+        """Model, optimiser, weighting, counters, the shuffling generator's state and torch's
+        global RNG (dropout, AdaShare's Gumbel samples, a user DataLoader's shuffling)."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -339,6 +344,8 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -348,6 +355,10 @@ class Trainer:
         self.weighting.load_state_dict(state["weighting"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.generator.set_state(state["generator"].cpu())
+        if "torch_rng" in state:  # absent in checkpoints from before it was saved
+            torch.set_rng_state(state["torch_rng"].cpu())
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 
     def save(self, path: str | Path | None = None) -> Path:
         """Atomically write :meth:`state_dict` to ``path`` (default ``checkpoint_path``)."""

@@ -113,3 +113,45 @@ def test_existing_run_dir_is_refused(tmp_path, capsys):
         train.main(["--config", str(CONFIGS / "toy2d.yaml"), f"supervised.run_dir={tmp_path}"]) == 2
     )
     assert "already exists" in capsys.readouterr().err
+
+
+def test_switching_method_on_the_command_line_drops_the_files_kwargs():
+    # gradnorm_toy.yaml gives gradnorm kwargs {alpha: 0.12}; they do not apply to equal
+    cfg = load_supervised(CONFIGS / "gradnorm_toy.yaml", ["supervised.weighting.name=equal"])
+    assert cfg.weighting.name == "equal" and cfg.weighting.kwargs == {}
+    kept = load_supervised(CONFIGS / "gradnorm_toy.yaml", [])
+    assert kept.weighting.kwargs == {"alpha": 0.12}
+    new = load_supervised(
+        CONFIGS / "gradnorm_toy.yaml",
+        ["supervised.weighting.name=dwa", "supervised.weighting.kwargs.temp=3.0"],
+    )
+    assert new.weighting.kwargs == {"alpha": 0.12, "temp": 3.0}  # kwargs overridden: kept as given
+
+
+@pytest.mark.parametrize(("value", "expected"), [("on", "on"), ("off", "off"), ("auto", "auto")])
+def test_representation_accepts_yaml_on_off(value, expected):
+    cfg = load_supervised(CONFIGS / "toy2d.yaml", [f"supervised.representation={value}"])
+    assert cfg.representation == expected
+
+
+def test_automatic_run_directories_are_never_shared(tmp_path):
+    from agents.supervised import _claim_run_dir
+
+    first = _claim_run_dir(tmp_path / "runs" / "x")
+    second = _claim_run_dir(tmp_path / "runs" / "x")
+    assert first.name == "x" and second.name == "x-2" and first.is_dir() and second.is_dir()
+
+
+def test_resume_continues_a_supervised_run(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    base = ["--config", str(CONFIGS / "gradnorm_toy.yaml"), f"supervised.run_dir={run_dir}"]
+    small = [*TINY["gradnorm_toy"], "supervised.progress=false"]
+    assert train.main([*base, *small, "supervised.epochs=1"]) == 0
+    assert train.main(["--resume", str(run_dir), "supervised.epochs=2"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 2
+    capsys.readouterr()
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    assert train.main(["--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be loaded" in err[0]

@@ -138,6 +138,45 @@ def test_checkpoint_round_trip_is_exact(tmp_path, weighting):
         assert torch.equal(a, b), weighting
 
 
+def _adashare_trainer(path, epochs: int, seed: int) -> Trainer:
+    torch.manual_seed(seed)
+    model = build_mlp("adashare", 4, [16, 16], [1, 1])  # Gumbel samples: torch's global RNG
+    return Trainer(
+        model,
+        build_weighting("equal", 2),
+        torch.optim.Adam(model.parameters(), lr=1e-2),
+        [F.mse_loss, F.mse_loss],
+        train_data=regression_data(),
+        epochs=epochs,
+        batch_size=16,
+        checkpoint_path=None if path is None else path / "last.pt",
+        progress=False,
+        seed=seed,
+    )
+
+
+def test_checkpoint_round_trip_continues_the_global_rng(tmp_path):
+    straight = _adashare_trainer(None, epochs=2, seed=0)
+    straight.fit()
+    _adashare_trainer(tmp_path, epochs=1, seed=0).fit()
+    resumed = _adashare_trainer(None, epochs=2, seed=123)
+    resumed.load(tmp_path / "last.pt")
+    resumed.fit()
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b)
+
+
+def test_evaluate_restores_the_model_mode():
+    trainer = make_trainer("equal", epochs=1)
+    trainer.model.train()
+    trainer.evaluate()
+    assert trainer.model.training
+    trainer.model.eval()
+    trainer.evaluate()
+    assert not trainer.model.training
+
+
 def test_tensorboard_keys(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
