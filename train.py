@@ -107,6 +107,11 @@ def _build_weighting(name: str, num_tasks: int):
             "agent.weighting='famo' needs the losses re-evaluated on the same batch after each "
             "step, which the RL runner does not do; use it with mtrl's supervised Trainer"
         )
+    if name == "dwa":  # its weights would stay 1 for ever: refuse rather than train `equal`
+        raise ConfigError(
+            "agent.weighting='dwa' averages each task's loss over epochs, which RL training does "
+            "not have; use it with mtrl's supervised Trainer, or uncertainty/gradnorm here"
+        )
     try:
         return weighting.build(name, num_tasks)
     except UnknownNameError as e:
@@ -129,6 +134,15 @@ def resume(run_dir: Path, overrides: list[str]):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train (or resume); exit code 0, 2 (bad input), 3 (diverged) or 130/143 (interrupted)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while starting up (imports, env construction)
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     from agents.supervised import is_supervised_file
 
@@ -157,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = load_config(args.config or str(DEFAULT_CONFIG), args.overrides)
             run_dir = new_run_dir(cfg)
-            runner = build(cfg, run_dir)
+            try:
+                runner = build(cfg, run_dir)
+            except BaseException:
+                if not cfg.run_dir and not any(run_dir.iterdir()):
+                    run_dir.rmdir()  # the automatic directory claimed above: nothing half-written
+                raise
     except (ConfigError, EnvError, UnknownNameError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2

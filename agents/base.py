@@ -20,6 +20,7 @@ from agents.config import AgentConfig
 from agents.optim import FusedRMSprop
 from agents.replay import Tape, encoders, recording, replaying
 from agents.rollout import Rollout
+from agents.signals import DivergenceError
 
 
 def sample_actions(logits: Tensor, greedy: bool = False) -> Tensor:
@@ -27,6 +28,11 @@ def sample_actions(logits: Tensor, greedy: bool = False) -> Tensor:
     if greedy:
         return logits.argmax(-1)
     probs = F.softmax(logits.detach(), dim=-1)
+    if not bool(torch.isfinite(probs).all()):
+        raise DivergenceError(
+            "training diverged: the policy's action probabilities are not finite (the parameters "
+            "overflowed; lower agent.lr or agent.max_grad_norm)"
+        )
     flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1)
     return flat.view(probs.shape[:-1])
 

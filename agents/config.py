@@ -152,6 +152,8 @@ _CHOICES = {
 # key -> (predicate, description of the valid range)
 _RANGES: dict[str, tuple[Any, str]] = {
     "total_steps": (lambda v: v > 0, "a positive integer"),
+    # numpy seeds are 32-bit and slot seeds add 1000 * task + env, so keep room below 2**31
+    "seed": (lambda v: 0 <= v < 2**31 - 2**20, "in [0, 2**31 - 2**20)"),
     "torch_threads": (lambda v: v >= 0, ">= 0"),
     "log_interval": (lambda v: v > 0, "a positive integer"),
     "checkpoint_interval": (lambda v: v > 0, "a positive integer"),

@@ -33,12 +33,26 @@ def clip_and_check(optimizers: list[torch.optim.Optimizer], max_norm: float) -> 
     return total, bool(torch.isfinite(total))
 
 
+def _kept(run_dir: Path) -> str:
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    return f"last good checkpoint kept at {ckpt}" if ckpt.exists() else "no checkpoint"
+
+
+def check_parameters(params, step: int, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """Raise :class:`DivergenceError` if a parameter is non-finite (a step with finite gradients
+    can still overflow them), so no checkpoint saves such parameters as good."""
+    if all(bool(torch.isfinite(p).all()) for p in params):
+        return
+    raise DivergenceError(
+        f"training diverged: parameters became non-finite by step {step} (lower agent.lr or "
+        f"agent.max_grad_norm); {_kept(run_dir)}"
+    )
+
+
 def check_divergence(streak: int, limit: int, step: int, run_dir: Path) -> None:
     """Raise :class:`DivergenceError` once ``streak`` non-finite updates reach ``limit`` (> 0)."""
     if limit > 0 and streak >= limit:
-        ckpt = run_dir / "checkpoints" / "last.pt"
-        kept = f"last good checkpoint kept at {ckpt}" if ckpt.exists() else "no checkpoint"
         raise DivergenceError(
             f"training diverged: {streak} non-finite updates in a row at step {step} "
-            f"(max_nonfinite_updates={limit}); {kept}"
+            f"(max_nonfinite_updates={limit}); {_kept(run_dir)}"
         )

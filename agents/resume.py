@@ -14,6 +14,7 @@ from typing import Any
 
 from agents.checkpoint import load_checkpoint
 from agents.config import Config, ConfigError, load_config, merge_structured, to_dict, validate
+from mtrl.io import claim_dir
 
 #: Config keys a resumed run may change (they do not alter what is learned).
 RESUME_SAFE = (
@@ -34,9 +35,12 @@ def new_run_dir(cfg: Config) -> Path:
     directory."""
     if cfg.run_dir:
         run_dir = Path(cfg.run_dir)
-    else:
+    else:  # claimed (created empty) at once: runs started in the same second get -2, -3, ...
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / f"{cfg.agent.name}-{cfg.env.suite}-{stamp}"
+        try:
+            return claim_dir(Path("runs") / f"{cfg.agent.name}-{cfg.env.suite}-{stamp}")
+        except OSError as e:
+            raise ConfigError(f"run_dir cannot be created: {e}; set run_dir") from None
     try:
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise ConfigError(
@@ -95,10 +99,11 @@ def load_resume_state(
             )
         on_disk = run_dir / "config.yaml"
         if on_disk.exists():
+            # run_dir is where the run is now (a resume records its path in later checkpoints)
             differ = [
                 k
                 for k in _diff_keys(saved, to_dict(load_config(on_disk)))
-                if not k.startswith(RESUME_SAFE)
+                if not k.startswith(RESUME_SAFE) and k != "run_dir"
             ]
             if differ:
                 raise ConfigError(

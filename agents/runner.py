@@ -29,7 +29,7 @@ from agents.base import Agent, make_optimizer
 from agents.checkpoint import remove_stale_temps, save_rotating, step_files
 from agents.config import Config, to_yaml
 from agents.evaluate import evaluate
-from agents.guards import check_divergence, clip_and_check
+from agents.guards import check_divergence, check_parameters, clip_and_check
 from agents.rollout import Rollout, obs_to_tensor
 from agents.signals import Interrupted, StopFlag
 from mtrl.io import atomic_write
@@ -264,6 +264,7 @@ class Runner:
         if not getattr(self.env, "healthy", lambda: True)():
             print("warning: checkpoint skipped: an env worker died", file=sys.stderr, flush=True)
             return False
+        check_parameters(self.agent.parameters(), self.global_step, self.run_dir)
         self.last_ckpt = self.global_step
         ckpt_dir = self.run_dir / "checkpoints"
         save_rotating(self.state_dict(), ckpt_dir, self.global_step, self.cfg.keep_checkpoints)

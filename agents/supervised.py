@@ -105,6 +105,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     _P + "benchmark.shift": (lambda v: 0 <= v <= 8, "in [0, 8]"),
     _P + "benchmark.start": (lambda v: 0 <= v <= 4, "in [0, 4]"),
     _P + "architecture.hidden": (lambda v: len(v) >= 1 and min(v) >= 1, "a list of sizes >= 1"),
+    _P + "seed": (lambda v: 0 <= v < 2**31 - 2**20, "in [0, 2**31 - 2**20)"),
     _P + "lr": (lambda v: v > 0, "> 0"),
     _P + "weight_decay": (lambda v: v >= 0, ">= 0"),
     _P + "epochs": (lambda v: v >= 1, ">= 1"),
@@ -312,16 +313,13 @@ def prepare(config: str | Path, overrides: list[str] | None = None) -> tuple[Any
 
 
 def _claim_run_dir(base: Path) -> Path:
-    """Create ``base`` (or ``base-2``, ``base-3``, ...) exclusively, so runs started in the same
-    second never share an automatic run directory."""
-    for i in range(1, 10_000):
-        path = base if i == 1 else base.with_name(f"{base.name}-{i}")
-        try:
-            path.mkdir(parents=True, exist_ok=False)
-            return path
-        except FileExistsError:
-            continue
-    raise ConfigError(f"{_P}run_dir: no free name next to {str(base)!r}; set run_dir")
+    """Create the automatic run directory exclusively (``mtrl.io.claim_dir``)."""
+    from mtrl.io import claim_dir
+
+    try:
+        return claim_dir(base)
+    except OSError as e:
+        raise ConfigError(f"{_P}run_dir: {e}; set run_dir") from None
 
 
 def prepare_resume(run_dir: Path, overrides: list[str] | None = None) -> Any:

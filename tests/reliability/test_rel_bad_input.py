@@ -395,3 +395,29 @@ def test_resume_refuses_changed_or_garbage_overrides(tmp_path, capsys, finished_
     if any(a.startswith("--c") for a in garbage):
         return  # an abbreviated --config: refused too, but with a different message
     _expect_error(capsys, tmp_path, argv)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("seed=100000000000000000000000", "seed"),  # used to end in a numpy overflow traceback
+        ("seed=2147483647", "seed"),  # slot seeds add 1000 * task + env
+        ("agent.weighting=dwa", "agent.weighting='dwa'"),  # its weights would stay 1 for ever
+    ],
+)
+def test_refused_seeds_and_weightings(tmp_path, capsys, override, needle):
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    _expect_error(capsys, tmp_path, ["--config", str(cfg), override], needle)
+
+
+def test_overflowing_parameters_stop_with_exit_3_and_no_bad_checkpoint(tmp_path, capsys):
+    # finite gradients, but lr 1e38 overflows the parameters: no traceback, no checkpoint of them
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    run_dir = tmp_path / "run"
+    argv = ["--config", str(cfg), "agent.lr=1e38", "checkpoint_interval=160", "total_steps=3000"]
+    argv += ["eval.episodes=0", "progress=false", f"run_dir={run_dir}"]
+    assert train.main(argv) == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: training diverged"), lines
+    # the first checkpoint (step 160) would have held them: it was not written
+    assert not list(run_dir.glob("checkpoints/*.pt"))

@@ -89,6 +89,27 @@ def test_twice_interrupted_distral_with_learned_weighting(tmp_path, reference):
     assert_same_training(ref, resume_full(tmp_path / "run"))
 
 
+def test_resume_after_a_resume_through_another_spelling_of_the_path(tmp_path, reference):
+    """A resume records the path it was given in later checkpoints while config.yaml keeps the
+    original spelling; that is not a mismatch (it refused the second resume with exit 2)."""
+    ref = reference("gridworld")
+    run_interrupted(make_cfg("gridworld", tmp_path / "run"), at_update=2)
+    runner = train.resume(Path(os.path.relpath(tmp_path / "run")), [])
+    orig = runner.train_step
+
+    def train_step():
+        out = orig()
+        if runner.update == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    runner.train_step = train_step
+    with pytest.raises(Interrupted):
+        runner.run()
+    runner.env.close()
+    assert_same_training(ref, resume_full(tmp_path / "run"))
+
+
 def test_workers_resume_is_exact_and_equals_in_process(tmp_path, reference):
     ref = reference("minatar")
     cfg = make_cfg("minatar", tmp_path / "run", "env.workers=true")

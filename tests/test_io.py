@@ -1,0 +1,56 @@
+"""mtrl.io: atomic writes keep the umask's file mode; automatic directories are claimed once."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import train
+from mtrl.io import TEMP_SUFFIX, atomic_write, claim_dir
+
+
+def test_atomic_write_content_and_mode_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.bin", b"abc")
+    finally:
+        os.umask(old)
+    path = tmp_path / "a.bin"
+    assert path.read_bytes() == b"abc"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # mkstemp alone gives 0600
+    assert not list(tmp_path.glob(f"*{TEMP_SUFFIX}"))
+
+
+def test_claim_dir_never_hands_out_a_directory_twice(tmp_path):
+    got = [claim_dir(tmp_path / "runs" / "x") for _ in range(3)]
+    assert [p.name for p in got] == ["x", "x-2", "x-3"] and all(p.is_dir() for p in got)
+
+
+def test_ctrl_c_while_starting_up_is_one_line(monkeypatch, capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_main", interrupted)
+    assert train.main([]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted"]
+
+
+def test_automatic_rl_run_directory_is_removed_when_the_build_fails(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = os.path.join(os.path.dirname(train.__file__), "configs", "atari_a2c.yaml")
+    assert train.main(["--config", cfg, "env.tasks=[NotAGame]"]) == 2
+    assert "unknown Atari game" in capsys.readouterr().err
+    assert not any((tmp_path / "runs").glob("*"))  # the claimed directory was removed
+
+
+def test_two_automatic_rl_runs_in_the_same_second_get_two_directories(tmp_path, monkeypatch):
+    from agents.config import load_config
+    from agents.resume import new_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("time.strftime", lambda fmt: "20260101-000000")
+    cfg = load_config(
+        os.path.join(os.path.dirname(train.__file__), "configs", "gridworld_a2c.yaml")
+    )
+    first, second = new_run_dir(cfg), new_run_dir(cfg)
+    assert first != second and first.is_dir() and second.is_dir()
