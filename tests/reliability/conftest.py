@@ -51,15 +51,7 @@ def run_interrupted(cfg, at_update: int | None = None, at_env_step: int | None =
     sig = sig or signal.SIGINT
     runner = train.build(cfg, Path(cfg.run_dir))
     if at_update is not None:
-        orig = runner.train_step
-
-        def train_step():
-            out = orig()
-            if runner.update == at_update:
-                os.kill(os.getpid(), sig)
-            return out
-
-        runner.train_step = train_step
+        interrupt_after_update(runner, at_update, sig)
     if at_env_step is not None:
         orig_wait, calls = runner.env.step_wait, [0]
 
@@ -70,12 +62,30 @@ def run_interrupted(cfg, at_update: int | None = None, at_env_step: int | None =
             return orig_wait(tasks)
 
         runner.env.step_wait = step_wait
+    return expect_interrupt(runner)
+
+
+def expect_interrupt(runner) -> Interrupted:
+    """Run ``runner`` until a signal stops it; close its env; return the :class:`Interrupted`."""
     try:
         with pytest.raises(Interrupted) as info:
             runner.run()
     finally:
         runner.env.close()
     return info.value
+
+
+def interrupt_after_update(runner, at_update: int, sig: int) -> None:
+    """Make ``runner`` send ``sig`` to this process right after update ``at_update``."""
+    orig = runner.train_step
+
+    def train_step():
+        out = orig()
+        if runner.update == at_update:
+            os.kill(os.getpid(), sig)
+        return out
+
+    runner.train_step = train_step
 
 
 def resume_full(run_dir: Path, overrides=()):

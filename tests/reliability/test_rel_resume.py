@@ -10,6 +10,8 @@ import pytest
 import torch
 from conftest import (
     assert_same_training,
+    expect_interrupt,
+    interrupt_after_update,
     make_cfg,
     resume_full,
     run_full,
@@ -72,21 +74,16 @@ def test_twice_interrupted_distral_with_learned_weighting(tmp_path, reference):
     ref = reference("gridworld", *extra)
     cfg = make_cfg("gridworld", tmp_path / "run", *extra)
     run_interrupted(cfg, at_update=2)
-    runner = train.resume(tmp_path / "run", [])
-    orig = runner.train_step
-
-    def train_step():
-        out = orig()
-        if runner.update == 9:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    runner.train_step = train_step
-    with pytest.raises(Interrupted) as info:
-        runner.run()
-    runner.env.close()
-    assert info.value.exit_code == 143
+    info = _resume_and_interrupt(tmp_path / "run", at_update=9, sig=signal.SIGTERM)
+    assert info.exit_code == 143
     assert_same_training(ref, resume_full(tmp_path / "run"))
+
+
+def _resume_and_interrupt(run_dir: Path, at_update: int, sig: int) -> Interrupted:
+    """Resume ``run_dir`` and send ``sig`` to ourselves after update ``at_update``."""
+    runner = train.resume(run_dir, [])
+    interrupt_after_update(runner, at_update, sig)
+    return expect_interrupt(runner)
 
 
 def test_resume_after_a_resume_through_another_spelling_of_the_path(tmp_path, reference):
@@ -94,19 +91,7 @@ def test_resume_after_a_resume_through_another_spelling_of_the_path(tmp_path, re
     original spelling; that is not a mismatch (it refused the second resume with exit 2)."""
     ref = reference("gridworld")
     run_interrupted(make_cfg("gridworld", tmp_path / "run"), at_update=2)
-    runner = train.resume(Path(os.path.relpath(tmp_path / "run")), [])
-    orig = runner.train_step
-
-    def train_step():
-        out = orig()
-        if runner.update == 6:
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    runner.train_step = train_step
-    with pytest.raises(Interrupted):
-        runner.run()
-    runner.env.close()
+    _resume_and_interrupt(Path(os.path.relpath(tmp_path / "run")), 6, signal.SIGINT)
     assert_same_training(ref, resume_full(tmp_path / "run"))
 
 
