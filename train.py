@@ -202,7 +202,9 @@ def _main(argv: list[str] | None) -> int:
     for name, stats in summary["tasks"].items():
         ret = stats["mean_return"]
         shown = "n/a" if ret is None else f"{ret:.3f}"
-        print(f"  {name}: mean_return {shown} over {stats['episodes']} episodes")
+        hns = stats.get("human_normalised")
+        extra = "" if hns is None else f" (human-normalised {hns:.3f})"
+        print(f"  {name}: mean_return {shown} over {stats['episodes']} episodes{extra}")
     return 0
 
 
