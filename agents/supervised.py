@@ -394,11 +394,26 @@ def main(config: str | Path, overrides: list[str], resume: str | Path | None = N
     except (ConfigError, UnknownNameError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    import signal
+
+    received: list[int] = []
+
+    def _stop(signum: int, frame: Any) -> None:  # SIGTERM ends the run like Ctrl-C does
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         summary = _execute(trainer, trainer.config, run_dir)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print(
+            f"interrupted; continue from the last finished epoch with: "
+            f"python train.py --resume {run_dir}",
+            file=sys.stderr,
+        )
+        return 143 if received else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"run written to {run_dir} ({summary['steps_per_s']:.0f} steps/s)")
     for name, stats in summary["tasks"].items():
         print(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))

@@ -155,3 +155,27 @@ def test_resume_continues_a_supervised_run(tmp_path, capsys):
     assert train.main(["--resume", str(run_dir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot be loaded" in err[0]
+
+
+def test_sigterm_stops_with_a_resume_hint(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    import agents.supervised as sup
+
+    def killed(trainer, cfg, run_dir):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM was not handled")
+
+    monkeypatch.setattr(sup, "_execute", killed)
+    run_dir = tmp_path / "run"
+    args = ["--config", str(CONFIGS / "toy2d.yaml"), f"supervised.run_dir={run_dir}"]
+    before = signal.getsignal(signal.SIGTERM)
+    assert train.main(args) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"interrupted; continue from the last finished epoch with: python train.py --resume {run_dir}"
+    ]
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
