@@ -380,7 +380,8 @@ def _execute(trainer: Any, cfg: SupervisedConfig, run_dir: Path) -> dict[str, An
 
 def main(config: str | Path, overrides: list[str], resume: str | Path | None = None) -> int:
     """``train.py`` entry point for supervised files, or ``--resume`` of a supervised run
-    directory (training continues from its last epoch): exit code 0, 2 (user error) or 130."""
+    directory (training continues from its last epoch): exit code 0, 2 (user error), 130 (Ctrl-C)
+    or 143 (SIGTERM)."""
     import sys
 
     from mtrl.registry import UnknownNameError

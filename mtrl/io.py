@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -28,8 +29,10 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+@functools.cache
 def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it
+    # Reading it means setting it for a moment: done once (first write), not on every write.
+    mask = os.umask(0)
     os.umask(mask)
     return mask
 

@@ -6,15 +6,17 @@ import os
 import stat
 
 import train
-from mtrl.io import TEMP_SUFFIX, atomic_write, claim_dir
+from mtrl.io import TEMP_SUFFIX, _umask, atomic_write, claim_dir
 
 
 def test_atomic_write_content_and_mode_follow_the_umask(tmp_path):
     old = os.umask(0o022)
+    _umask.cache_clear()  # read once per process; make this test's umask the one read
     try:
         atomic_write(tmp_path / "a.bin", b"abc")
     finally:
         os.umask(old)
+        _umask.cache_clear()
     path = tmp_path / "a.bin"
     assert path.read_bytes() == b"abc"
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # mkstemp alone gives 0600
