@@ -69,9 +69,8 @@ class Agent(nn.Module):
         ``agent.replay_forward=false`` keeps the memory and recomputes instead."""
         if not self.cfg.replay_forward:
             return
-        for (
-            enc
-        ) in self._encoder_modules():  # a record is stale once its own encoder's weights change
+        # a record is stale once its own encoder's weights change
+        for enc in self._encoder_modules():
             enc.tape.begin(num_steps, self.num_tasks, list(enc.parameters()))
 
     @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -38,7 +39,7 @@ def _kept(run_dir: Path) -> str:
     return f"last good checkpoint kept at {ckpt}" if ckpt.exists() else "no checkpoint"
 
 
-def check_parameters(params, step: int, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def check_parameters(params: Iterable[Tensor], step: int, run_dir: Path) -> None:
     """Raise :class:`DivergenceError` if a parameter is non-finite (a step with finite gradients
     can still overflow them), so no checkpoint saves such parameters as good."""
     if all(bool(torch.isfinite(p).all()) for p in params):

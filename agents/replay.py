@@ -6,9 +6,9 @@ a time, without autograd. An encoder's :class:`Tape` records each layer's input 
 pre-activation outputs into buffers laid out as the loss pass's batch; in the loss pass each layer
 returns its recorded output through an autograd function whose backward is the layer's usual
 backward (one batched backward over T*E samples). The loss pass then costs a backward only: on
-4 Atari games x 4 envs the loss forward goes from 9.4 to 2.7 ms per update for ``a2c_multitask``
-and from 17.5 to 5.0 ms for two-column Distral, for ~0.3 ms of copies while acting
-(bench/profile_update.py).
+4 Atari games x 4 envs the loss pass goes from 8.5 to 3.0 ms per update for ``a2c_multitask``
+and from 16.4 to 5.3 ms for two-column Distral, for ~2 ms more acting (the records' copies;
+``bench/profile_update.py`` medians in docs/benchmarks.md).
 
 The tape is used only when every (step, task) of the rollout was recorded and no parameter changed
 since the rollout began (checked with tensor versions); otherwise the layers compute as usual.
