@@ -44,23 +44,33 @@ class FAMO(InternalOptimizerMixin, WeightedLoss):
         self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
         self._init_optimizer([self.logits], optimizer, lr, weight_decay=gamma)
 
-    def _log_d(self, losses: Tensor) -> Tensor:
-        return (losses - self.min_losses.to(losses) + self.c).log()
-
-    def combine(self, losses: Tensor) -> tuple[Tensor, Tensor]:
-        """losses (T,) -> (``sum_i z_i log D_i / sum_j(z_j / D_j)``, gradient weights (T,))."""
-        z = torch.softmax(self.logits.detach(), 0).to(losses)
-        d = losses.detach() - self.min_losses.to(losses) + self.c
-        if bool((d <= 0).any()):
+    def _shifted(self, losses: Tensor, check: bool = True) -> Tensor:
+        """``D = L - b + c`` (detached), with the bounds ``b`` checked."""
+        b = self.min_losses
+        if b.dtype != losses.dtype or b.device != losses.device:
+            b = b.to(losses)
+        d = losses.detach() - b + self.c
+        if check and float(d.min()) <= 0:
             raise ValueError(
                 f"FAMO needs losses above min_losses (lower bounds b_i), got losses "
                 f"{losses.detach().tolist()} and min_losses {self.min_losses.tolist()}"
             )
-        norm = (z / d).sum()
+        return d
+
+    def combine(self, losses: Tensor) -> tuple[Tensor, Tensor]:
+        """losses (T,) -> (``sum_i w_i L_i``, gradient weights ``w`` (T,) detached).
+
+        ``w_i = z_i / (D_i sum_j z_j / D_j)`` is the gradient of the paper's
+        ``sum_i z_i log D_i / sum_j(z_j / D_j)``; backpropagating ``sum_i w_i L_i`` gives the same
+        parameter gradient with fewer operations in the graph (the step is a hot path).
+        """
+        d = self._shifted(losses)
+        with torch.no_grad():
+            zd = torch.softmax(self.logits, 0).to(d) / d
+            w = zd / zd.sum()
         self.prev_losses.copy_(losses.detach())
         self.has_prev.fill_(True)
-        total = (z / norm * self._log_d(losses)).sum()
-        return total, z / d / norm
+        return (w * losses).sum(), w
 
     @torch.no_grad()
     def update(self, new_losses: Tensor | Sequence[Tensor]) -> None:
@@ -68,7 +78,8 @@ class FAMO(InternalOptimizerMixin, WeightedLoss):
         if not bool(self.has_prev):
             raise RuntimeError("FAMO.update() called before backward()")
         new = as_loss_vector(new_losses).detach().to(self.prev_losses)
-        delta = self._log_d(self.prev_losses) - self._log_d(new)
+        # delta_i = log D_i(before) - log D_i(after)
+        delta = (self._shifted(self.prev_losses, check=False) / self._shifted(new)).log()
         z = torch.softmax(self.logits, 0)
         grad = z * (delta - (z * delta).sum())  # J_softmax^T delta
         self._apply_grad(self.logits, grad)

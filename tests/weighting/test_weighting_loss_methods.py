@@ -175,3 +175,41 @@ def test_famo_rejects_losses_below_bound():
         W.FAMO(2).backward(const_losses(1.0, -0.5))
     w = W.FAMO(2, min_losses=[-1.0, -1.0]).backward(const_losses(1.0, -0.5))
     assert torch.isclose(w.sum(), torch.tensor(1.0))
+
+
+def test_famo_sgd_update_matches_torch_sgd_exactly():
+    # the internal SGD step skips Optimizer.step's overhead; it must be torch's update itself
+    method = W.FAMO(3, lr=0.1, gamma=0.05)
+    ref = torch.nn.Parameter(torch.zeros(3))
+    ref_opt = torch.optim.SGD([ref], lr=0.1, weight_decay=0.05)
+    for before, after in [((1.0, 2.0, 3.0), (0.5, 2.5, 2.0)), ((0.5, 2.5, 2.0), (0.4, 1.0, 2.2))]:
+        method.backward(torch.tensor(before, requires_grad=True))
+        method.update(torch.tensor(after))
+        z = torch.softmax(ref.detach(), 0)
+        delta = (torch.tensor(before) / torch.tensor(after)).log()
+        ref.grad = z * (delta - (z * delta).sum())
+        ref_opt.step()
+        assert torch.equal(method.logits.detach(), ref.detach())
+    assert method.logits.grad is None
+
+
+def test_famo_combine_gradient_is_the_papers():
+    # backpropagating sum_i w_i L_i must give the gradient of sum_i z_i log D_i / sum_j z_j / D_j
+    method = W.FAMO(3, min_losses=[0.5, 0.0, -1.0])
+    with torch.no_grad():
+        method.logits.copy_(torch.tensor([0.3, -0.2, 0.1]))
+    x = torch.tensor([2.0, 1.5, 0.7], requires_grad=True)
+    method.combine(x**2)[0].backward()
+    y = x.detach().clone().requires_grad_()
+    z = torch.softmax(method.logits.detach(), 0)
+    b = torch.tensor([0.5, 0.0, -1.0])
+    shifted = y**2 - b + method.c
+    ((z * shifted.log()).sum() / (z / shifted.detach()).sum()).backward()
+    assert torch.allclose(x.grad, y.grad)
+
+
+def test_famo_update_rejects_new_losses_below_bound():
+    method = W.FAMO(2)
+    method.backward(const_losses(1.0, 2.0))
+    with pytest.raises(ValueError, match="min_losses"):
+        method.update(torch.tensor([0.5, -1.0]))
