@@ -7,9 +7,14 @@ config gives a one-line, actionable error.
 
 from __future__ import annotations
 
+import collections.abc
 import difflib
+import inspect
+import numbers
+import types
+import typing
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -51,8 +56,10 @@ class Registry(Generic[T]):
             ) from None
 
     def build(self, name: str, *args: object, **kwargs: object) -> T:
-        """Instantiate the class registered as ``name``."""
-        return self.get(name)(*args, **kwargs)
+        """Instantiate the class registered as ``name`` (keyword types checked first)."""
+        cls = self.get(name)
+        check_kwargs([cls.__init__], kwargs, cls.__name__)
+        return cls(*args, **kwargs)
 
     def names(self) -> list[str]:
         """Sorted registered names."""
@@ -60,3 +67,82 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+
+def check_kwargs(fns: list[Callable[..., Any]], kwargs: dict[str, Any], owner: str) -> None:
+    """Raise ``TypeError`` naming the option when a keyword value cannot have the annotated type.
+
+    Options usually come from YAML (numbers, strings, lists), and a wrong type would otherwise
+    surface as a traceback mid-training. Each keyword is checked against the first of ``fns``
+    that declares it; annotations this does not understand (classes, tensors) are not checked.
+    """
+    for key, value in kwargs.items():
+        for fn in fns:
+            if key not in inspect.signature(fn).parameters:
+                continue
+            hint = _hints(fn).get(key)
+            if hint is not None and _matches(value, hint) is False:
+                raise TypeError(
+                    f"{owner}: {key}={value!r} is {type(value).__name__}, expected "
+                    f"{_describe(hint)}"
+                )
+            break
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: nothing to check
+        return {}
+
+
+def _matches(value: Any, hint: Any) -> bool | None:
+    """True/False when ``hint`` is understood, else None (not checked)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        results = [_matches(value, a) for a in args]
+        if any(r is True for r in results):
+            return True
+        return None if any(r is None for r in results) else False
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:  # numpy integers count; bool is not an option's number
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return (
+            isinstance(value, numbers.Real) and not isinstance(value, bool)
+        ) or _is_scalar_tensor(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (collections.abc.Sequence, list, tuple):
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            return False
+        item = args[0] if args else None
+        if item is None or item is Ellipsis:
+            return True
+        results = [_matches(v, item) for v in value]
+        return None if None in results else all(results)
+    if origin is type and args and isinstance(args[0], type):  # e.g. type[nn.Module]
+        return isinstance(value, type) and issubclass(value, args[0])
+    if isinstance(hint, type) and origin is None:  # a plain class, e.g. torch.Tensor
+        return isinstance(value, hint)
+    return None
+
+
+def _is_scalar_tensor(value: Any) -> bool:
+    return type(value).__module__.startswith("torch") and getattr(value, "ndim", None) == 0
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    if typing.get_origin(hint) in (collections.abc.Sequence, list, tuple):
+        args = typing.get_args(hint)
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    if typing.get_origin(hint) is type and typing.get_args(hint):
+        return f"a {_describe(typing.get_args(hint)[0])} class"
+    return getattr(hint, "__name__", str(hint))

@@ -85,6 +85,31 @@ def test_bad_value_exits_2_with_one_line(tmp_path, override, needle, capsys):
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("supervised.weighting.kwargs.alpha=abc", "GradNorm: alpha='abc' is str, expected float"),
+        (
+            "supervised.architecture.kwargs.activation=3",
+            "activation=3 is int, expected a Module class",
+        ),
+    ],
+)
+def test_option_of_the_wrong_type_exits_2(tmp_path, override, needle, capsys):
+    # used to start training and end in a traceback (exit 1) at the first GradNorm step
+    run_dir = tmp_path / "run"
+    args = [
+        "--config",
+        str(CONFIGS / "gradnorm_toy.yaml"),
+        f"supervised.run_dir={run_dir}",
+        override,
+    ]
+    assert train.main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert not run_dir.exists()
+
+
 def test_bad_value_subprocess_exits_2(tmp_path):
     run_dir = tmp_path / "run"
     proc = _run(

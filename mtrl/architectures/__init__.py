@@ -20,6 +20,7 @@ from mtrl.architectures.mtan import MTAN
 from mtrl.architectures.sluice import Sluice
 from mtrl.architectures.soft_sharing import SoftSharing
 from mtrl.architectures.stacked import StackedMLP, TaskConv2d, TaskLinear, group_by_task
+from mtrl.registry import check_kwargs
 
 __all__ = [
     "ARCHITECTURES",
@@ -60,4 +61,6 @@ def build_mlp(
 ) -> MultiTaskModel:
     """The MLP version of architecture ``name``: input ``in_dim``, ``hidden`` widths, one output
     of size ``out_dims[t]`` per task; ``kwargs`` are the architecture's options."""
-    return ARCHITECTURES.get(name).mlp(in_dim, list(hidden), list(out_dims), **kwargs)  # type: ignore[attr-defined]
+    cls = ARCHITECTURES.get(name)
+    check_kwargs([cls.mlp, cls.__init__], kwargs, f"{cls.__name__}.mlp")  # type: ignore[attr-defined]
+    return cls.mlp(in_dim, list(hidden), list(out_dims), **kwargs)  # type: ignore[attr-defined]

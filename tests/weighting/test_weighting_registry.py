@@ -34,3 +34,25 @@ def test_bad_arguments():
         import torch
 
         W.build("equal", 3).backward(torch.ones(2, requires_grad=True))
+
+
+def test_option_types_are_checked_before_building():
+    import numpy as np
+    import torch
+
+    from mtrl.architectures import build_mlp
+
+    # wrong types name the option; they used to fail mid-training (GradNorm: alpha ** str)
+    with pytest.raises(TypeError, match=r"GradNorm: alpha='abc' is str, expected float"):
+        W.build("gradnorm", 2, alpha="abc")
+    with pytest.raises(TypeError, match=r"min_losses=\['a', 'b'\] is list, expected a list of"):
+        W.build("famo", 2, min_losses=["a", "b"])
+    with pytest.raises(TypeError, match=r"c=True is bool, expected float"):
+        W.build("famo", 2, c=True)
+    with pytest.raises(TypeError, match=r"MMoE.mlp: num_experts=2.5 is float, expected int"):
+        build_mlp("mmoe", 4, [8], [1, 1], num_experts=2.5)
+    # numbers of any kind, tensors and lists where the annotation allows them
+    W.build("gradnorm", 2, alpha=np.float32(1.0), lr=1)
+    W.build("famo", 2, min_losses=torch.zeros(2))
+    W.build("famo", 2, min_losses=[0, 1.5])
+    assert build_mlp("mmoe", 4, [8], [1, 1], num_experts=np.int64(3)).num_tasks == 2
