@@ -65,10 +65,15 @@ def make_two_digits(
     perm = torch.randperm(images.shape[0], generator=gen)
     n_test_src = round(test_fraction * images.shape[0])
     pools = {"test": perm[:n_test_src], "train": perm[n_test_src:]}
+    # one stream per split, so the test set is the same whatever n_train (budget studies)
+    gens = {
+        "train": gen,
+        "test": torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=gen))),
+    }
     out: dict[str, Tensor] = {}
     for split, n in (("train", n_train), ("test", n_test)):
         pool = pools[split]
-        src = pool[torch.randint(len(pool), (n, 2), generator=gen)]
+        src = pool[torch.randint(len(pool), (n, 2), generator=gens[split])]
         out[f"x_{split}"] = compose(images[src[:, 0]], images[src[:, 1]], shift)
         out[f"y_{split}"] = labels[src]
         out[f"src_{split}"] = src

@@ -50,15 +50,18 @@ def make_gradnorm_toy(
     eps = torch.randn(num_tasks, out_dim, in_dim, generator=gen) * eps_std
     sig_t = torch.tensor(sig, dtype=torch.float32)
 
-    def sample(n: int) -> tuple[Tensor, Tensor]:
-        x = torch.rand(n, in_dim, generator=gen) * 2.0 - 1.0
+    # the test set has its own stream, so it is the same whatever n_train (budget studies)
+    test_gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+
+    def sample(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        x = torch.rand(n, in_dim, generator=g) * 2.0 - 1.0
         x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
         w = b.unsqueeze(0) + eps  # (T, out, in)
         y = sig_t[None, :, None] * torch.tanh(torch.einsum("toi,ni->nto", w, x))
         return x, y
 
-    x_train, y_train = sample(n_train)
-    x_test, y_test = sample(n_test)
+    x_train, y_train = sample(n_train, gen)
+    x_test, y_test = sample(n_test, test_gen)
     return {
         "x_train": x_train,
         "y_train": y_train,

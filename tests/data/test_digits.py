@@ -49,3 +49,11 @@ def test_determinism_and_overlay():
     )
     with pytest.raises(ValueError, match="shift=9"):
         make_two_digits(2, 2, shift=9)
+
+
+def test_test_set_does_not_depend_on_the_training_budget():
+    small = make_two_digits(n_train=100, n_test=60, seed=3)
+    large = make_two_digits(n_train=500, n_test=60, seed=3)
+    assert torch.equal(small["src_test"], large["src_test"])
+    assert torch.equal(small["x_test"], large["x_test"])
+    assert torch.equal(small["src_train"], large["src_train"][:100])

@@ -37,3 +37,13 @@ def test_sigmas_defaults_and_validation():
     assert len(s10) == 10 and s10[0] == pytest.approx(1.0) and s10[-1] == pytest.approx(100.0)
     with pytest.raises(ValueError, match="expected num_tasks=3"):
         make_gradnorm_toy(num_tasks=3, sigmas=[1.0, 2.0])
+
+
+def test_test_set_does_not_depend_on_the_training_budget():
+    small = make_gradnorm_toy(2, n_train=100, n_test=50, seed=3)
+    large = make_gradnorm_toy(2, n_train=400, n_test=50, seed=3)
+    assert torch.equal(small["x_test"], large["x_test"])
+    assert torch.equal(small["y_test"], large["y_test"])
+    assert torch.equal(small["x_train"], large["x_train"][:100])
+    other = make_gradnorm_toy(2, n_train=100, n_test=50, seed=4)
+    assert not torch.equal(small["x_test"], other["x_test"])
