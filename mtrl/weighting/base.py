@@ -315,7 +315,7 @@ class InternalOptimizerMixin:
                 # plain SGD's update itself, the same operations as torch's single-tensor path,
                 # without Optimizer.step's per-call overhead (a hot path for FAMO's update)
                 with torch.no_grad():
-                    d_p = grad.detach().to(param.dtype)
+                    d_p = grad if grad.dtype == param.dtype else grad.to(param.dtype)
                     if group["weight_decay"]:
                         d_p = d_p.add(param, alpha=group["weight_decay"])
                     param.add_(d_p, alpha=-group["lr"])
