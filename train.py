@@ -160,6 +160,7 @@ def _main(argv: list[str] | None) -> int:
     from agents.resume import new_run_dir
     from agents.signals import DivergenceError, Interrupted
     from envs.base import EnvError
+    from mtrl.io import discard_if_empty
     from mtrl.registry import UnknownNameError
 
     try:
@@ -174,8 +175,8 @@ def _main(argv: list[str] | None) -> int:
             try:
                 runner = build(cfg, run_dir)
             except BaseException:
-                if not cfg.run_dir and not any(run_dir.iterdir()):
-                    run_dir.rmdir()  # the automatic directory claimed above: nothing half-written
+                if not cfg.run_dir:  # the automatic directory claimed above: nothing half-written
+                    discard_if_empty(run_dir)
                 raise
     except (ConfigError, EnvError, UnknownNameError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from agents.config import ConfigError, _f, merge_structured, read_yaml, validate
 from mtrl.architectures.base import MultiTaskModel
+from mtrl.io import claim_dir, discard_if_empty
 
 MARKER = "supervised"
 BENCHMARKS = ("gradnorm_toy", "two_digits", "toy2d")
@@ -306,7 +307,7 @@ def prepare(config: str | Path, overrides: list[str] | None = None) -> tuple[Any
         try:
             trainer = build_trainer(cfg, run_dir)
         except BaseException:
-            run_dir.rmdir()  # still empty: nothing half-written
+            discard_if_empty(run_dir)  # nothing half-written
             raise
     trainer.config = cfg
     return trainer, run_dir
@@ -314,7 +315,6 @@ def prepare(config: str | Path, overrides: list[str] | None = None) -> tuple[Any
 
 def _claim_run_dir(base: Path) -> Path:
     """Create the automatic run directory exclusively (``mtrl.io.claim_dir``)."""
-    from mtrl.io import claim_dir
 
     try:
         return claim_dir(base)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import tempfile
@@ -49,6 +50,13 @@ def claim_dir(base: str | Path) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free directory name next to {str(base)!r}")
+
+
+def discard_if_empty(path: str | Path) -> None:
+    """Remove a claimed directory that is still empty (a run that failed to start); a directory
+    with content, or one already gone, is left as it is."""
+    with contextlib.suppress(OSError):
+        Path(path).rmdir()
 
 
 def fsync_dir(d: str | Path) -> None:
