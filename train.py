@@ -184,10 +184,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         summary = runner.run()
     except Interrupted as e:
-        print(
-            f"{e}; checkpoint written; continue with: python train.py --resume {run_dir}",
-            file=sys.stderr,
-        )
+        print(e.resume_hint(run_dir), file=sys.stderr)
         return e.exit_code
     except DivergenceError as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)

@@ -262,7 +262,13 @@ class Runner:
         """Write ``checkpoints/step_<N>.pt`` and ``last.pt`` atomically, keeping the last N.
         Returns False (and warns) while a dead env worker has no snapshot to save."""
         if not getattr(self.env, "healthy", lambda: True)():
-            print("warning: checkpoint skipped: an env worker died", file=sys.stderr, flush=True)
+            kept = f"last.pt stays at step {self.last_ckpt}" if self.last_ckpt else "none yet"
+            print(
+                f"warning: checkpoint at step {self.global_step} skipped: an env worker died "
+                f"({kept})",
+                file=sys.stderr,
+                flush=True,
+            )
             return False
         check_parameters(self.agent.parameters(), self.global_step, self.run_dir)
         self.last_ckpt = self.global_step
@@ -280,7 +286,8 @@ class Runner:
 
     def run(self) -> dict[str, Any]:
         """Train to ``total_steps`` (continuing a resumed run), checkpoint, evaluate, write
-        ``summary.json``; return it. A signal raises :class:`Interrupted` after a checkpoint."""
+        ``summary.json``; return it. A signal raises :class:`Interrupted` after a checkpoint (or
+        after trying one: see ``Interrupted.saved_step``)."""
         with StopFlag() as stop:  # from here on a signal only sets a flag
             self._prepare()
             self._train(stop)
@@ -353,7 +360,7 @@ class Runner:
                     self.checkpoint()
                     last_ckpt_time = time.monotonic()
                 if stop.signum is not None:
-                    raise Interrupted(stop.signum, self.global_step)
+                    raise Interrupted(stop.signum, self.global_step, self.last_ckpt)
             if self.last_ckpt != self.global_step:
                 os.fsync(losses.fileno())
                 self.checkpoint()

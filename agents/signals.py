@@ -13,11 +13,24 @@ from types import FrameType, TracebackType
 
 
 class Interrupted(Exception):
-    """Training stopped on a signal after writing a checkpoint; ``exit_code`` is 128 + signum."""
+    """Training stopped on a signal; ``exit_code`` is 128 + signum. ``saved_step`` is the step of
+    the newest checkpoint (``step`` itself unless writing it was impossible; 0: none)."""
 
-    def __init__(self, signum: int, step: int) -> None:
+    def __init__(self, signum: int, step: int, saved_step: int | None = None) -> None:
         super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}")
         self.signum, self.step = signum, step
+        self.saved_step = step if saved_step is None else saved_step
+
+    def resume_hint(self, run_dir: object) -> str:
+        """The one line to print: what was saved and how to continue."""
+        if self.saved_step == self.step:
+            return f"{self}; checkpoint written; continue with: python train.py --resume {run_dir}"
+        if self.saved_step > 0:
+            return (
+                f"{self}; no checkpoint at this step (an env worker had died); continue from "
+                f"step {self.saved_step} with: python train.py --resume {run_dir}"
+            )
+        return f"{self}; no checkpoint was written (an env worker had died); start the run again"
 
     @property
     def exit_code(self) -> int:

@@ -170,6 +170,32 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path, capsys, monkeypatch):
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["counters"]["update"] == 1
 
 
+def test_signal_while_no_checkpoint_can_be_written_says_so(tmp_path, capsys, monkeypatch):
+    # it used to print "checkpoint written" although the checkpoint had been skipped
+    from envs.gridworld import GridworldVecEnv
+
+    name, over = SUITES["gridworld"]
+    orig, calls = A2CAgent.task_losses, [0]
+
+    def task_losses(self, rollout):
+        calls[0] += 1
+        if calls[0] == 3:
+            monkeypatch.setattr(GridworldVecEnv, "healthy", lambda self: False, raising=False)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return orig(self, rollout)
+
+    monkeypatch.setattr(A2CAgent, "task_losses", task_losses)
+    run_dir = tmp_path / "run"
+    args = ["--config", str(ROOT / "configs" / name), *over, *COMMON, "checkpoint_interval=1"]
+    assert train.main([*args, f"run_dir={run_dir}"]) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "interrupted by SIGTERM at step 120; no checkpoint at this step (an env worker had died); "
+        f"continue from step 80 with: python train.py --resume {run_dir}"
+    )
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["counters"]["update"] == 2
+
+
 def test_checkpoint_waits_for_a_dead_worker_to_be_restarted(tmp_path, capsys):
     cfg = make_cfg("minatar", tmp_path / "run", "env.workers=true", "checkpoint_interval=1")
     runner = train.build(cfg, tmp_path / "run")
@@ -185,7 +211,10 @@ def test_checkpoint_waits_for_a_dead_worker_to_be_restarted(tmp_path, capsys):
     runner.run()
     runner.env.close()
     err = capsys.readouterr().err
-    assert "warning: checkpoint skipped: an env worker died" in err
+    assert (
+        "warning: checkpoint at step 40 skipped: an env worker died (last.pt stays at step 20)"
+        in err
+    )
     assert runner.env.restarts == 1
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["counters"]["update"] == runner.update
