@@ -98,18 +98,19 @@ def load_resume_state(
                 "change"
             )
         on_disk = run_dir / "config.yaml"
-        if on_disk.exists():
-            # run_dir is where the run is now (a resume records its path in later checkpoints)
-            differ = [
-                k
-                for k in _diff_keys(saved, to_dict(load_config(on_disk)))
-                if not k.startswith(RESUME_SAFE) and k != "run_dir"
-            ]
-            if differ:
-                raise ConfigError(
-                    f"config.yaml in {str(run_dir)!r} differs from its checkpoint in "
-                    f"{', '.join(differ)}; the checkpoint is from another run or agent"
-                )
+        if not on_disk.is_file():  # without it a checkpoint copied in from elsewhere would pass
+            raise ConfigError(f"{str(on_disk)!r} not found; the run directory is incomplete")
+        # run_dir is where the run is now (a resume records its path in later checkpoints)
+        differ = [
+            k
+            for k in _diff_keys(saved, to_dict(load_config(on_disk)))
+            if not k.startswith(RESUME_SAFE) and k != "run_dir"
+        ]
+        if differ:
+            raise ConfigError(
+                f"config.yaml in {str(run_dir)!r} differs from its checkpoint in "
+                f"{', '.join(differ)}; the checkpoint is from another run or agent"
+            )
         cfg.run_dir = str(run_dir)
         history = _read_losses(run_dir / "losses.jsonl", int(state["counters"]["update"]))
     except ConfigError:

@@ -292,7 +292,7 @@ class Runner:
             self._prepare()
             self._train(stop)
         summary = self._summary(self.elapsed)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         if self.writer is not None:
             self.writer.close()
         return summary
@@ -307,7 +307,7 @@ class Runner:
                 if int(path.stem.split("_")[1]) > self.global_step:
                     path.unlink()
         else:
-            (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
+            atomic_write(self.run_dir / "config.yaml", to_yaml(self.cfg).encode())
             self.obs = self.reset()
         self._open_writer()
 

@@ -58,12 +58,28 @@ def capture(r: Runner) -> dict[str, Any]:
 
 
 def _fail(what: str, err: BaseException) -> ConfigError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, KeyError):
+        first = f"missing {err}"
+    else:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return ConfigError(f"checkpoint does not fit this run: {what} ({first[:200]})")
 
 
 def restore(r: Runner, state: dict[str, Any]) -> None:
-    """Load ``state`` from :func:`capture` into ``r``; a mismatch raises ConfigError."""
+    """Load ``state`` from :func:`capture` into ``r``; a mismatch raises ConfigError.
+
+    Any other failure (a file that passes the checksum but holds the wrong kinds of values,
+    e.g. written by a modified program) is a ConfigError too: one line, exit 2, not a traceback.
+    """
+    try:
+        _restore(r, state)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise _fail("its contents", e) from None
+
+
+def _restore(r: Runner, state: dict[str, Any]) -> None:
     name = state.get("agent_name")
     if name != r.agent.name:
         raise ConfigError(

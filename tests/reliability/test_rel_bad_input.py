@@ -246,6 +246,31 @@ def test_corrupted_checkpoints(tmp_path, capsys, finished_run, data):
     ckpt.write_bytes(good)
 
 
+@pytest.mark.parametrize(
+    ("tamper", "needle"),
+    [
+        (lambda s: s.pop("env"), "missing 'env'"),
+        (lambda s: s["rng"].update(torch=torch.zeros(3, dtype=torch.uint8)), "its contents"),
+        (lambda s: s.update(ep_time=[1, 2]), "its contents"),
+        (lambda s: s["counters"].pop("update"), "malformed (KeyError: 'update')"),
+        (lambda s: s.update(episode_log="x"), "its contents"),
+    ],
+)
+def test_checkpoint_with_a_valid_checksum_but_wrong_contents(
+    tmp_path, capsys, finished_run, tamper, needle
+):
+    # such files (a modified program's, a hand edit re-hashed) ended in tracebacks with exit 1
+    from agents.checkpoint import load_checkpoint, to_bytes
+
+    run_dir = _copy_run(finished_run, tmp_path)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt)
+    tamper(state)
+    ckpt.unlink()  # a hard link to step_N.pt: replace, do not write through
+    ckpt.write_bytes(to_bytes(state))
+    _expect_error(capsys, tmp_path, ["--resume", str(run_dir)], needle)
+
+
 PWNED = Path(tempfile.gettempdir()) / "mtrl_pwned"
 
 
@@ -262,6 +287,8 @@ class _Evil:
         ("no_ckpt", "not found"),
         ("ckpt_is_dir", "not found"),
         ("no_losses", "losses.jsonl"),
+        ("no_config", "config.yaml' not found"),
+        ("other_agent_no_config", "config.yaml' not found"),
         ("short_losses", "losses.jsonl"),
         ("bad_yaml", "not valid YAML"),
         ("other_agent", "agent.name"),
@@ -293,6 +320,13 @@ def test_bad_run_directories(tmp_path, capsys, finished_run, damage, needle):
         other = tmp_path / "other"
         run_full(make_cfg("gridworld", other, "total_steps=100", "agent.name=a2c_independent"))
         shutil.copy(other / "checkpoints" / "last.pt", run_dir / "checkpoints" / "last.pt")
+    elif damage == "no_config":
+        (run_dir / "config.yaml").unlink()
+    elif damage == "other_agent_no_config":  # was accepted: rc 0, a2c results over Distral's
+        other = tmp_path / "other"
+        run_full(make_cfg("gridworld", other, "total_steps=100", "agent.name=a2c_independent"))
+        shutil.copy(other / "checkpoints" / "last.pt", run_dir / "checkpoints" / "last.pt")
+        (run_dir / "config.yaml").unlink()
     elif damage == "override":
         argv.append("agent.lr=0.5")
     elif damage == "with_config":
