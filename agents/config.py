@@ -9,6 +9,7 @@ what is valid.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ class AgentConfig:
 
 @dataclass
 class EvalConfig:
-    """Final (and periodic) evaluation settings."""
+    """Settings of the final evaluation (and of ``train.py --resume`` of a finished run)."""
 
     episodes: int = _f(10, "episodes per task")
     greedy: bool = _f(True, "act with the most likely action instead of sampling")
@@ -206,6 +207,9 @@ def validate(
 ) -> None:
     """Check choices and ranges that the type system cannot express; raise ConfigError.
     ``choices`` / ``ranges`` default to the RL schema's tables (other schemas pass their own)."""
+    for key, value in _floats(cfg):
+        if not math.isfinite(value):  # "Inf"/"nan" parse as floats and pass every "> 0" check
+            raise ConfigError(f"{key}={value!r} is out of range; it must be a finite number")
     for key, valid in (_CHOICES if choices is None else choices).items():
         value = _get(cfg, key)
         if value not in valid:
@@ -214,6 +218,19 @@ def validate(
         value = _get(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is out of range; it must be {desc}")
+
+
+def _floats(node: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every float field of a (nested) config dataclass."""
+    out: list[tuple[str, float]] = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out += _floats(value, key + ".")
+        elif isinstance(value, float):
+            out.append((key, value))
+    return out
 
 
 def _omegaconf_message(err: OmegaConfBaseException) -> str:

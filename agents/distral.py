@@ -115,6 +115,11 @@ class DistralAgent(Agent):
             return sample_actions(self.task_policy(z, tasks), greedy)
         return sample_actions(self._forward(obs, tasks)[0], greedy)
 
+    @property
+    def has_pi0(self) -> bool:
+        """Whether softmax(h0) is a distilled policy pi0 worth evaluating (not for a2c_2col)."""
+        return self.regularise
+
     @torch.no_grad()
     def act_pi0(self, obs: Tensor, greedy: bool = True) -> Tensor:
         """Actions of the distilled multi-task policy pi0 (the one that transfers)."""
@@ -135,9 +140,9 @@ class DistralAgent(Agent):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Losses from (T, K, E, A) task logits and h0, (T, K, E) values, (K, E) bootstrap."""
         log_prob, ent = log_prob_entropy(logits, rollout.actions)
-        log_pi0_a = F.log_softmax(h0, -1).gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
         rewards = rollout.rewards
         if self.regularise:
+            log_pi0_a = F.log_softmax(h0, -1).gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
             rewards = (
                 rewards
                 + (self.alpha / self.beta) * log_pi0_a.detach()
@@ -146,14 +151,15 @@ class DistralAgent(Agent):
         losses, terms = a2c_terms(
             rollout, log_prob, ent, values, last_values, self.cfg, rewards=rewards
         )
-        # Per-task diagnostics (K,): KL(pi_i || pi0), entropies of pi_i and pi0.
-        kl = kl_divergence(logits.detach(), h0.detach())
-        terms["kl"] = kl.mean(dim=(0, 2))
         terms["entropy"] = ent.detach().mean(dim=(0, 2))
-        terms["entropy_pi0"] = entropy(h0.detach()).mean(dim=(0, 2))
-        terms["regularised_reward"] = rewards.detach().mean(dim=(0, 2))
-        rollout.learning_rewards = rewards.detach()
         if self.regularise:
+            # Per-task diagnostics (K,): KL(pi_i || pi0), pi0's entropy, the regularised reward.
+            # Not for a2c_2col: its softmax(h0) is no distilled policy and its reward is raw.
+            kl = kl_divergence(logits.detach(), h0.detach())
+            terms["kl"] = kl.mean(dim=(0, 2))
+            terms["entropy_pi0"] = entropy(h0.detach()).mean(dim=(0, 2))
+            terms["regularised_reward"] = rewards.detach().mean(dim=(0, 2))
+            rollout.learning_rewards = rewards.detach()
             weights = (
                 self.cfg.gamma**rollout.ep_time
                 if self.cfg.distill_discount

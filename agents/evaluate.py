@@ -1,7 +1,9 @@
 """Evaluation of a policy in every task of a multi-task vector env.
 
-Each slot contributes the same number of episodes (its first ``ceil(episodes / E)``), so the mean is
-not biased toward short episodes the way "the first n episodes to finish" would be.
+Episodes are taken round-robin over a task's slots (episode 1 of every slot, then episode 2, ...),
+``episodes`` of them, so the mean is not biased toward short episodes the way "the first n
+episodes to finish" would be. If ``max_steps`` ends the evaluation first, only the rounds every
+slot of the task completed are used (and ``"max_steps_reached"`` is set).
 """
 
 from __future__ import annotations
@@ -33,32 +35,36 @@ def evaluate(
     """
     k, e = env.num_tasks, env.num_envs_per_task
     per_slot = max(1, math.ceil(episodes / e)) if episodes > 0 else 0
-    done_count = np.zeros(env.num_envs, dtype=np.int64)
-    returns: list[list[float]] = [[] for _ in range(k)]
-    lengths: list[list[int]] = [[] for _ in range(k)]
+    done: list[list[tuple[float, int]]] = [[] for _ in range(env.num_envs)]  # per slot
     obs = env.reset(seed=seed)
     steps = 0
-    while per_slot and (done_count < per_slot).any() and steps < max_steps:
+    while per_slot and min(len(d) for d in done) < per_slot and steps < max_steps:
         actions = policy(obs_to_tensor(obs, k, device)).reshape(-1).cpu().numpy()
         res = env.step(actions)
         obs = res.obs
         steps += 1
         for stat in res.episodes:
-            if done_count[stat.slot] < per_slot:
-                returns[stat.task].append(stat.ret)
-                lengths[stat.task].append(stat.length)
-            done_count[stat.slot] += 1
+            if len(done[stat.slot]) < per_slot:
+                done[stat.slot].append((stat.ret, stat.length))
     normalise = getattr(env, "human_normalised", None)  # MultiTaskVecEnv; test doubles may lack it
     out: dict[str, dict[str, float | int | None]] = {}
     for t, name in enumerate(env.task_names):
-        r = np.asarray(returns[t], dtype=np.float64)
+        slots = done[t * e : (t + 1) * e]
+        rounds = min(len(d) for d in slots)
+        if rounds:  # complete rounds only: which episodes count does not depend on their lengths
+            picked = [d[j] for j in range(rounds) for d in slots][:episodes]
+        else:  # some slot finished nothing: all that finished (may favour short episodes)
+            picked = [x for d in slots for x in d]
+        r = np.asarray([ret for ret, _ in picked], dtype=np.float64)
         n = len(r)
         out[name] = {
             "mean_return": float(r.mean()) if n else None,
-            "mean_length": float(np.mean(lengths[t])) if n else None,
+            "mean_length": float(np.mean([length for _, length in picked])) if n else None,
             "success_rate": float((r > 0).mean()) if n else None,
             "episodes": n,
         }
+        if rounds < per_slot:
+            out[name]["max_steps_reached"] = True
         hns = normalise(t, float(r.mean())) if n and normalise is not None else None
         if hns is not None:
             out[name]["human_normalised"] = hns

@@ -411,7 +411,7 @@ class Runner:
             "tasks": self.evaluate(lambda o: self.agent.act(o, greedy=greedy)),
         }
         act_pi0 = getattr(self.agent, "act_pi0", None)
-        if act_pi0 is not None and summary["tasks"]:
+        if act_pi0 is not None and getattr(self.agent, "has_pi0", False) and summary["tasks"]:
             # Distral's distilled policy pi0 in every task: the multi-task policy that transfers.
             summary["pi0_tasks"] = self.evaluate(lambda o: act_pi0(o, greedy=greedy))
         return summary

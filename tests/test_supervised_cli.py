@@ -67,6 +67,7 @@ def test_smoke_run_writes_the_run_directory(tmp_path, name):
     ("override", "needle"),
     [
         ("supervised.lr=-1", "supervised.lr=-1.0 is out of range"),
+        ("supervised.lr=inf", "supervised.lr=inf is out of range; it must be a finite number"),
         ("supervised.benchmark.name=mnist", "choose one of: gradnorm_toy, two_digits, toy2d"),
         ("supervised.weighting.name=nope", "supervised.weighting.name='nope' is not valid"),
         ("supervised.architecture.name=nope", "supervised.architecture.name='nope'"),

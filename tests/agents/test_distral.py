@@ -148,6 +148,19 @@ def test_a2c_2col_composes_without_scaling_or_regulariser():
     torch.testing.assert_close(logits, h0 + agent.task_policy(agent.task_encoder(obs)))
 
 
+def test_a2c_2col_reports_no_distral_diagnostics_or_pi0():
+    # its softmax(h0) is not distilled and its reward is raw: KL, pi0 entropy, "regularised"
+    # rewards and a pi0 evaluation used to be reported for it all the same
+    actions = torch.zeros(T, K, E, dtype=torch.long)
+    logits, h0 = torch.randn(T, K, E, A), torch.randn(T, K, E, A)
+    _, terms = _losses(_agent("a2c_2col"), logits, h0, actions)
+    assert not {"kl", "entropy_pi0", "regularised_reward", "distill"} & set(terms)
+    assert not _agent("a2c_2col").has_pi0
+    _, terms = _losses(_agent("distral_klent_2col"), logits, h0, actions)
+    assert {"kl", "entropy_pi0", "regularised_reward", "distill"} <= set(terms)
+    assert _agent("distral_kl_1col").has_pi0
+
+
 def test_task_column_gets_only_its_own_task_gradient():
     agent = _agent("distral_klent_2col")
     logits, _, values = agent._forward(torch.randn(K, 4, 5))
