@@ -31,7 +31,8 @@ def a2c_terms(
     """A2C per-task losses (K,) from (T, K, E) log-probs, entropies and values.
 
     ``rewards`` (T, K, E) replaces the env rewards when given (Distral's regularised rewards).
-    Returns the per-task losses and detached batch-mean terms ``policy``, ``value``, ``entropy``.
+    Returns the per-task losses and detached batch-mean terms ``policy``, ``value``, ``entropy``
+    and ``advantage``.
     """
     r = rollout.rewards if rewards is None else rewards
     adv, ret = gae(
@@ -44,6 +45,7 @@ def a2c_terms(
         cfg.gamma,
         cfg.gae_lambda,
     )
+    adv, ret = adv.detach(), ret.detach()  # targets: no gradient into the rewards or values
     policy = -(adv * log_prob)
     value = (ret - values).pow(2)
     per_sample = policy + cfg.vf_coef * value - cfg.ent_coef * entropy

@@ -26,24 +26,25 @@ def gae(
 
     - ``rewards``, ``values`` (T, N): reward of step t and V(s_t) (detached).
     - ``terminated``, ``truncated`` (T, N) bool: how step t ended its episode, if it did.
-    - ``final_values`` (T, N): V(final observation) where ``truncated`` (ignored elsewhere).
+    - ``final_values`` (T, N): V(final observation) where ``truncated`` (not read elsewhere).
     - ``last_values`` (N,): V(s_T), the observation after the rollout.
     Returns ``(advantages, returns)``, both (T, N), with ``returns = advantages + values``.
     """
     num_steps = rewards.shape[0]
-    term = terminated.to(rewards.dtype)
     # Termination wins when both flags are set (gymnasium semantics): no bootstrap then.
-    trunc = truncated.to(rewards.dtype) * (1.0 - term)
-    done = term + trunc
+    trunc = truncated & ~terminated
+    done = terminated | truncated
+    zero = rewards.new_zeros(())
     advantages = torch.zeros_like(rewards)
     next_adv = torch.zeros_like(last_values)
     next_value = last_values
     for t in reversed(range(num_steps)):
         # Value of what follows step t inside the same episode: 0 on termination, V(final obs) on
-        # truncation, otherwise V(s_{t+1}).
-        follow = (1.0 - done[t]) * next_value + trunc[t] * final_values[t]
+        # truncation, otherwise V(s_{t+1}). Selected, not multiplied by 0/1 masks, so a value
+        # that does not apply (e.g. a non-finite V(final obs) of an untruncated slot) cannot leak.
+        follow = torch.where(trunc[t], final_values[t], torch.where(done[t], zero, next_value))
         delta = rewards[t] + gamma * follow - values[t]
-        next_adv = delta + gamma * lam * (1.0 - done[t]) * next_adv
+        next_adv = delta + gamma * lam * torch.where(done[t], zero, next_adv)
         advantages[t] = next_adv
         next_value = values[t]
     return advantages, advantages + values
@@ -62,11 +63,12 @@ def nstep_returns(
     Same arguments as :func:`gae`; equals ``gae(..., lam=1)[1]`` for any ``values``.
     """
     returns = torch.zeros_like(rewards)
+    zero = rewards.new_zeros(())
     next_ret = last_values
     for t in reversed(range(rewards.shape[0])):
-        term = terminated[t].to(rewards.dtype)
-        trunc = truncated[t].to(rewards.dtype) * (1.0 - term)
-        cont = (1.0 - term) * (1.0 - trunc)
-        next_ret = rewards[t] + gamma * (cont * next_ret + trunc * final_values[t])
+        trunc = truncated[t] & ~terminated[t]
+        done = terminated[t] | truncated[t]
+        follow = torch.where(trunc, final_values[t], torch.where(done, zero, next_ret))
+        next_ret = rewards[t] + gamma * follow
         returns[t] = next_ret
     return returns

@@ -38,6 +38,7 @@ class BenchmarkConfig:
     data_seed: int = _f(0, "seed of the generated data set")
     shift: int = _f(8, "two_digits: column offset of the right digit (8 = side by side)")
     start: int = _f(0, "toy2d: index of the starting point in mtrl.data.STARTING_POINTS (0-4)")
+    scale: float = _f(1.0, "toy2d: factor on L1 (0.1 in Nash-MTL's and FAMO's experiments)")
 
 
 @dataclass
@@ -103,8 +104,12 @@ _RANGES: dict[str, tuple[Any, str]] = {
     _P + "benchmark.num_tasks": (lambda v: v >= 1, ">= 1"),
     _P + "benchmark.n_train": (lambda v: v >= 1, ">= 1"),
     _P + "benchmark.n_test": (lambda v: v >= 1, ">= 1"),
-    _P + "benchmark.shift": (lambda v: 0 <= v <= 8, "in [0, 8]"),
+    _P + "benchmark.shift": (
+        lambda v: 1 <= v <= 8,
+        "in [1, 8] (0 would make left and right the same)",
+    ),
     _P + "benchmark.start": (lambda v: 0 <= v <= 4, "in [0, 4]"),
+    _P + "benchmark.scale": (lambda v: v > 0, "> 0"),
     _P + "architecture.hidden": (lambda v: len(v) >= 1 and min(v) >= 1, "a list of sizes >= 1"),
     _P + "seed": (lambda v: 0 <= v < 2**31 - 2**20, "in [0, 2**31 - 2**20)"),
     _P + "lr": (lambda v: v > 0, "> 0"),
@@ -182,15 +187,15 @@ class PointModel(MultiTaskModel):
     """toy2d as a model: the only parameter is the point x (2,); task t's output is L_t(x)
     broadcast to (B,), so the trainer's loss is its mean. All of x is shared."""
 
-    def __init__(self, start: Tensor) -> None:
+    def __init__(self, start: Tensor, scale: float = 1.0) -> None:
         super().__init__()
-        self.num_tasks = 2
+        self.num_tasks, self.scale = 2, scale
         self.point = nn.Parameter(start.detach().clone().float())
 
     def forward_all(self, x: Tensor) -> list[Tensor]:
         from mtrl.data import toy_losses
 
-        values = toy_losses(self.point)
+        values = toy_losses(self.point, self.scale)
         return [values[t].expand(x.shape[0]) for t in range(2)]
 
     def task_parameters(self, t: int) -> list[nn.Parameter]:
@@ -211,7 +216,7 @@ def build_problem(cfg: SupervisedConfig) -> dict[str, Any]:
     if b.name == "toy2d":
         x, y = torch.zeros(1, 1), torch.zeros(1, 2)
         return {
-            "model": PointModel(STARTING_POINTS[b.start]),
+            "model": PointModel(STARTING_POINTS[b.start], b.scale),
             "train": (x, y),
             "test": (x, y),
             "losses": [_mean_output, _mean_output],
@@ -369,11 +374,12 @@ def _execute(trainer: Any, cfg: SupervisedConfig, run_dir: Path) -> dict[str, An
         "tasks": result.get("test", {}),
     }
     if cfg.benchmark.name == "toy2d":
-        from mtrl.data import pareto_stationarity
+        from mtrl.data import pareto_stationarity, toy_losses
 
         point = trainer.model.point.detach().cpu().double()
         summary["point"] = point.tolist()
-        summary["pareto_stationarity"] = pareto_stationarity(point)
+        summary["losses"] = toy_losses(point, cfg.benchmark.scale).tolist()
+        summary["pareto_stationarity"] = pareto_stationarity(point, cfg.benchmark.scale)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

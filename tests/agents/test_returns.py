@@ -85,3 +85,19 @@ def test_gae_lambda_one_equals_nstep(seed):
     _, ret = gae(r, v, term, trunc, final, last, 0.9, lam=1.0)
     expected = nstep_returns(r, term, trunc, final, last, 0.9)
     torch.testing.assert_close(ret, expected)
+
+
+def test_values_that_do_not_apply_cannot_leak():
+    # a NaN V(final obs) of an untruncated slot, or an inf bootstrap after a termination, used to
+    # turn returns into NaN through the 0 * value masks
+    r = torch.ones(3, 1)
+    term = torch.tensor([[False], [False], [True]])
+    trunc = torch.zeros(3, 1, dtype=torch.bool)
+    final = torch.full((3, 1), float("nan"))
+    last = torch.full((1,), float("inf"))
+    values = torch.zeros(3, 1)
+    expected = torch.tensor([[1 + 0.9 + 0.81], [1 + 0.9], [1.0]])
+    torch.testing.assert_close(nstep_returns(r, term, trunc, final, last, 0.9), expected)
+    adv, ret = gae(r, values, term, trunc, final, last, 0.9, 0.95)
+    assert torch.isfinite(adv).all() and torch.isfinite(ret).all()
+    torch.testing.assert_close(gae(r, values, term, trunc, final, last, 0.9, 1.0)[1], expected)

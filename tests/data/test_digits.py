@@ -57,3 +57,9 @@ def test_test_set_does_not_depend_on_the_training_budget():
     assert torch.equal(small["src_test"], large["src_test"])
     assert torch.equal(small["x_test"], large["x_test"])
     assert torch.equal(small["src_train"], large["src_train"][:100])
+
+
+def test_shift_zero_is_refused():
+    # exactly overlaid digits: compose(a, b, 0) == compose(b, a, 0), left/right unrecoverable
+    with pytest.raises(ValueError, match="shift=0"):
+        make_two_digits(n_train=10, n_test=10, shift=0)

@@ -34,14 +34,23 @@ def test_starting_points_and_batching():
         assert not is_pareto_stationary(x)
 
 
-def test_pareto_stationary_point_between_valleys():
-    # For large x2 the valleys sit at x1 = -5 (task 1) and x1 = 5 (task 2); between them the
-    # x1-gradients oppose and the x2-gradients vanish.
-    x = torch.tensor([0.0, 20.0], dtype=torch.float64)
-    assert is_pareto_stationary(x, tol=1e-6)
-    assert (
-        pareto_stationarity(torch.tensor([6.0, 20.0], dtype=torch.float64)) > 1e-2
-    )  # past a valley
+def test_pareto_front_is_in_the_lower_half_and_the_plateau_is_only_numerically_stationary():
+    # On the front: (0, -8.3551) between the two optima near (+-7, -8.43), both gradients oppose.
+    front = torch.tensor([0.0, -8.3551], dtype=torch.float64)
+    assert is_pareto_stationary(front, tol=1e-3)
+    assert pareto_stationarity(torch.tensor([9.0, -8.4], dtype=torch.float64)) > 1e-2  # past x1=7
+    # Far up the gates saturate: a tiny gradient, yet dominated by the front (losses 6.9 > -15).
+    plateau = torch.tensor([0.0, 20.0], dtype=torch.float64)
+    assert is_pareto_stationary(plateau, tol=1e-6)
+    assert (toy_losses(plateau) > toy_losses(front) + 20).all()
+
+
+def test_scale_multiplies_the_first_loss_only():
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    base, scaled = toy_losses(x), toy_losses(x, scale=0.1)
+    torch.testing.assert_close(scaled, torch.stack([0.1 * base[0], base[1]]))
+    # the front does not move: scaling one loss keeps its gradient's direction
+    assert is_pareto_stationary(torch.tensor([0.0, -8.3551], dtype=torch.float64), scale=0.1)
 
 
 def test_min_norm_two_by_hand():
