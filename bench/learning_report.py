@@ -113,6 +113,12 @@ def suite_metrics(
 ) -> dict[str, list[dict[str, Any]]]:
     """Per agent, the metrics of each of its seeds (MinAtar normalised over all runs of the suite)."""
     out: dict[str, list[dict[str, Any]]] = {}
+    grids = {tuple(run["grid"]) for run in runs}
+    if len(grids) > 1:  # seeds must share the evaluation grid to be averaged point by point
+        raise ValueError(
+            f"runs of suite {runs[0]['suite']!r} have {len(grids)} different step grids; "
+            "rerun them with the same --*-steps budget"
+        )
     if runs and runs[0]["suite"] == "minatar":
         base, best = minatar_normalisers(runs, random)
         for run in runs:
@@ -138,6 +144,8 @@ def _stt_cell(ms: list[dict[str, Any]], budget: int) -> str:
     reached = sum(math.isfinite(m["stt"]) for m in ms)
     vals = [m["stt"] if math.isfinite(m["stt"]) else budget for m in ms]
     mean, half = mean_ci([v / 1000 for v in vals])
+    if reached < len(ms):  # censored at the budget: the mean is a lower bound, no CI around it
+        return f"≥ {_fmt(mean, math.nan, 0)}k ({reached}/{len(ms)})"
     return f"{_fmt(mean, half, 0)}k ({reached}/{len(ms)})"
 
 
@@ -154,8 +162,9 @@ def stt_ratio(metrics: dict[str, list[dict[str, Any]]], agent: str, ref: str, bu
 
     a, a_all = mean(agent)
     r, r_all = mean(ref)
-    bound = "" if r_all else "< " if a_all else "~ "
-    return f"{bound}{a / r:.2f}"
+    # an unreached run counted at the budget understates its mean: the ratio is then a bound
+    bound = {(True, True): "", (False, True): "≥ ", (True, False): "≤ ", (False, False): "~ "}
+    return f"{bound[(a_all, r_all)]}{a / r:.2f}"
 
 
 def table(suite: str, runs: list[Run], metrics: dict[str, list[dict[str, Any]]]) -> str:
@@ -261,7 +270,9 @@ def section(results: dict[str, Any], tables: dict[str, str], ratios: dict[str, s
             f"{_seeds_and_time(results, 'gridworld')})\n",
             f"Threshold: every task at success rate >= {GRID_SUCCESS} and mean episode length "
             f"<= {GRID_LENGTH}x its exact optimum (`mean_optimal_length`). Steps to threshold "
-            "counts a run that never gets there at the budget (k/n = runs that reached it). "
+            "is the first grid point at which the curve meets it (not interpolated, and the "
+            "curve may dip below again later); a run that never gets there counts at the "
+            "budget, and the cell then shows a lower bound (k/n = runs that reached it). "
             "AUC = success rate averaged over training (`area_under_curve(normalize=True)`); "
             "greedy success = final greedy evaluation, 32 episodes per task.\n",
             tables["gridworld"],

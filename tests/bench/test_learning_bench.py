@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 from bench.learning import main, run_benchmark
 from bench.learning_report import NOTES_BEGIN, NOTES_END, mean_ci, write_outputs
 
@@ -45,3 +47,25 @@ def test_mean_ci_matches_t_interval():
     assert mean == 2.0
     assert math.isclose(half, 4.302652729911275 * 1.0 / math.sqrt(3))
     assert math.isnan(mean_ci([5.0])[1])
+
+
+def test_censored_steps_to_threshold_are_shown_as_bounds():
+    from bench.learning_report import _stt_cell, stt_ratio
+
+    inf = float("inf")
+    ms = {"a": [{"stt": 50.0}, {"stt": inf}], "ref": [{"stt": 100.0}, {"stt": 100.0}]}
+    # a's unreached seed counts at the budget (200): its mean is a lower bound, so is the ratio
+    assert stt_ratio(ms, "a", "ref", 200) == "≥ 1.25"
+    assert stt_ratio(ms, "ref", "a", 200) == "≤ 0.80"
+    assert stt_ratio({"a": ms["a"], "b": ms["a"]}, "a", "b", 200) == "~ 1.00"
+    assert stt_ratio(ms, "ref", "ref", 200) == "1.00"
+    assert _stt_cell(ms["a"], 200_000) == "≥ 100k (1/2)"  # no CI around a censored mean
+    assert _stt_cell([{"stt": 1000.0}, {"stt": 3000.0}], 9000).startswith("2 ± ")
+
+
+def test_runs_on_different_grids_are_refused():
+    from bench.learning_report import suite_metrics
+
+    run = {"suite": "gridworld", "agent": "x", "grid": [1, 2]}
+    with pytest.raises(ValueError, match="different step grids"):
+        suite_metrics([run, {**run, "grid": [1, 2, 3]}])
