@@ -197,12 +197,17 @@ def _main(argv: list[str] | None) -> int:
     if not runner.env_restored:
         print("note: environments were reset on resume (this suite has no env snapshots)")
     print(f"run written to {run_dir} (sps {summary['sps']:.0f})")
-    for name, stats in summary["tasks"].items():
-        ret = stats["mean_return"]
-        shown = "n/a" if ret is None else f"{ret:.3f}"
-        hns = stats.get("human_normalised")
-        extra = "" if hns is None else f" (human-normalised {hns:.3f})"
-        print(f"  {name}: mean_return {shown} over {stats['episodes']} episodes{extra}")
+    for label, key in (("task policies", "tasks"), ("distilled pi0", "pi0_tasks")):
+        if key not in summary:
+            continue
+        if "pi0_tasks" in summary:
+            print(f" {label}:")
+        for name, stats in summary[key].items():
+            ret = stats["mean_return"]
+            shown = "n/a" if ret is None else f"{ret:.3f}"
+            hns = stats.get("human_normalised")
+            extra = "" if hns is None else f" (human-normalised {hns:.3f})"
+            print(f"  {name}: mean_return {shown} over {stats['episodes']} episodes{extra}")
     return 0
 
 

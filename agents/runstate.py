@@ -58,10 +58,13 @@ def capture(r: Runner) -> dict[str, Any]:
 
 
 def _fail(what: str, err: BaseException) -> ConfigError:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     if isinstance(err, KeyError):
         first = f"missing {err}"
-    else:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    elif not lines:
+        first = type(err).__name__
+    else:  # load_state_dict's first line only says "Error(s) in loading...": name the tensor
+        first = next((line for line in lines if "size mismatch" in line or "key" in line), lines[0])
     return ConfigError(f"checkpoint does not fit this run: {what} ({first[:200]})")
 
 

@@ -327,12 +327,36 @@ def _claim_run_dir(base: Path) -> Path:
         raise ConfigError(f"{_P}run_dir: {e}; set run_dir") from None
 
 
+#: Keys of ``supervised.*`` a resume may change (how long and how it runs, not what it learns).
+SUPERVISED_RESUME_SAFE = ("epochs", "progress", "log_every", "device", "torch_threads")
+
+
+def _as_dict(cfg: SupervisedConfig) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+
+
 def prepare_resume(run_dir: Path, overrides: list[str] | None = None) -> Any:
     """Rebuild a supervised run from ``run_dir/config.yaml`` and load its last checkpoint."""
     ckpt = run_dir / "checkpoints" / "last.pt"
     if not ckpt.is_file():
         raise ConfigError(f"no checkpoint at {str(ckpt)!r}; nothing to resume")
     cfg = load_supervised(run_dir / "config.yaml", overrides)
+    if overrides:  # the checkpoint was trained under the saved config: only run settings change
+        from agents.resume import _diff_keys
+
+        saved = load_supervised(run_dir / "config.yaml")
+        bad = [
+            k
+            for k in _diff_keys(_as_dict(saved), _as_dict(cfg))
+            if not k.startswith(SUPERVISED_RESUME_SAFE)
+        ]
+        if bad:
+            raise ConfigError(
+                f"cannot change {', '.join(_P + k for k in bad)} when resuming; only "
+                f"{', '.join(_P + k for k in SUPERVISED_RESUME_SAFE)} may change"
+            )
     trainer = build_trainer(cfg, run_dir)
     try:
         trainer.load(ckpt)

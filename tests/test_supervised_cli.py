@@ -177,6 +177,12 @@ def test_resume_continues_a_supervised_run(tmp_path, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 2
     capsys.readouterr()
+    # what the checkpoint learned under cannot change (supervised.lr=5 used to be accepted)
+    before = (run_dir / "config.yaml").read_text()
+    assert train.main(["--resume", str(run_dir), "supervised.lr=5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot change supervised.lr when resuming" in err[0]
+    assert (run_dir / "config.yaml").read_text() == before
     (run_dir / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
     assert train.main(["--resume", str(run_dir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
