@@ -8,6 +8,8 @@ unnormalised action logits of shape ``(B, A)`` and work in log space (``log_soft
 
 from __future__ import annotations
 
+import math
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -71,8 +73,8 @@ def distillation_loss(
 def _check_alpha_beta(alpha: float, beta: float) -> None:
     if not 0.0 < float(alpha) <= 1.0:
         raise ValueError(f"Distral alpha={alpha!r} must lie in (0, 1]")
-    if not float(beta) > 0.0:
-        raise ValueError(f"Distral beta={beta!r} must be > 0")
+    if not 0.0 < float(beta) < math.inf:
+        raise ValueError(f"Distral beta={beta!r} must be finite and > 0")
 
 
 def distral_regularised_reward(
@@ -92,10 +94,10 @@ def distral_coefficients(c_kl: float, c_ent: float) -> tuple[float, float]:
 
     Teh et al. 2017, Eq. 1-2. Requires c_KL > 0 and c_Ent >= 0 so that alpha lies in (0, 1].
     """
-    if not float(c_kl) > 0.0:
-        raise ValueError(f"Distral c_kl={c_kl!r} must be > 0")
-    if not float(c_ent) >= 0.0:
-        raise ValueError(f"Distral c_ent={c_ent!r} must be >= 0")
+    if not 0.0 < float(c_kl) < math.inf:
+        raise ValueError(f"Distral c_kl={c_kl!r} must be finite and > 0")
+    if not 0.0 <= float(c_ent) < math.inf:
+        raise ValueError(f"Distral c_ent={c_ent!r} must be finite and >= 0")
     total = float(c_kl) + float(c_ent)
     return float(c_kl) / total, 1.0 / total
 

@@ -125,3 +125,14 @@ def test_invalid_costs_raise():
         distral_coefficients(0.0, 1.0)
     with pytest.raises(ValueError, match="c_ent=-1"):
         distral_coefficients(1.0, -1.0)
+
+
+def test_infinite_costs_and_beta_are_refused():
+    # distral_coefficients(inf, 1) returned (nan, 0.0); distral_costs(1, inf) returned (0, 0)
+    import math
+
+    for bad in [(math.inf, 1.0), (1.0, math.inf)]:
+        with pytest.raises(ValueError, match="finite"):
+            distral_coefficients(*bad)
+    with pytest.raises(ValueError, match="finite"):
+        distral_costs(1.0, math.inf)

@@ -42,6 +42,8 @@ def make_gradnorm_toy(
     Returns a dict with ``x_train (N, in_dim)``, ``y_train (N, T, out_dim)``, ``x_test``,
     ``y_test``, ``sigmas (T,)``, ``B (out_dim, in_dim)`` and ``eps (T, out_dim, in_dim)``.
     """
+    if num_tasks < 1:
+        raise ValueError(f"num_tasks={num_tasks!r} must be >= 1")
     sig = list(sigmas) if sigmas is not None else default_sigmas(num_tasks)
     if len(sig) != num_tasks:
         raise ValueError(f"sigmas has {len(sig)} entries; expected num_tasks={num_tasks}")
