@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
-    from agents.supervised import is_supervised_file
+    from agents.supervised_config import is_supervised_file
 
     if args.config and args.resume is None and is_supervised_file(args.config):
         # a top-level `supervised:` key: mtrl's supervised Trainer (agents/supervised.py)

@@ -12,7 +12,7 @@ import torch
 
 import train
 from agents.config import ConfigError
-from agents.supervised import is_supervised_file, load_supervised
+from agents.supervised_config import is_supervised_file, load_supervised
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "supervised"
