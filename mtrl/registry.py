@@ -74,7 +74,8 @@ def check_kwargs(fns: list[Callable[..., Any]], kwargs: dict[str, Any], owner: s
 
     Options usually come from YAML (numbers, strings, lists), and a wrong type would otherwise
     surface as a traceback mid-training. Each keyword is checked against the first of ``fns``
-    that declares it; annotations this does not understand (classes, tensors) are not checked.
+    that declares it; numbers, strings, bools, None, lists of those, classes and ``type[...]``
+    are understood, anything else (other generics, type variables) is not checked.
     """
     for key, value in kwargs.items():
         for fn in fns:
