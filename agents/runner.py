@@ -239,13 +239,13 @@ class Runner:
         rewards = ro.learning_rewards.cpu().numpy()
         for t in range(ro.num_steps):
             self.learning_return += rewards[t]
+            # the step at which rollout step t ended, where task/*/return logged the episode
+            step = self.global_step - (ro.num_steps - 1 - t) * self.env.num_envs
             for k, e in zip(*np.nonzero(done[t])):
                 name = self.env.task_names[k]
                 if self.writer is not None:
                     value = float(self.learning_return[k, e])
-                    self.writer.add_scalar(
-                        f"task/{name}/regularised_return", value, self.global_step
-                    )
+                    self.writer.add_scalar(f"task/{name}/regularised_return", value, step)
                 self.learning_return[k, e] = 0.0
 
     def state_dict(self) -> dict[str, Any]:

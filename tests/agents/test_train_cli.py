@@ -130,3 +130,19 @@ def test_help_lists_config_fields():
     assert proc.returncode == 0
     for key in ("env.suite", "agent.name", "total_steps", "env.atari.frameskip", "device"):
         assert key in proc.stdout
+
+
+def test_regularised_return_is_logged_where_its_episode_ended(tmp_path):
+    # it was logged at the end of the rollout, up to n_steps * num_envs steps after task/*/return
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    cfg = ["--config", str(ROOT / "configs" / "gridworld_distral.yaml"), "total_steps=6000"]
+    extra = ["env.gridworld.max_episode_steps=7", "progress=false", "eval.episodes=0"]
+    assert train.main([*cfg, *extra, "log_interval=100", f"run_dir={run_dir}"]) == 0
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    for tag in events.Tags()["scalars"]:
+        if tag.endswith("/regularised_return"):
+            ends = {e.step for e in events.Scalars(tag.replace("regularised_return", "return"))}
+            steps = {e.step for e in events.Scalars(tag)}
+            assert steps and steps <= ends, (tag, sorted(steps - ends)[:5])
