@@ -161,7 +161,11 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "checkpoint_minutes": (lambda v: v >= 0, ">= 0 (0 = off)"),
     "keep_checkpoints": (lambda v: v >= 1, ">= 1"),
     "max_nonfinite_updates": (lambda v: v >= 0, ">= 0 (0 = never stop)"),
-    "env.num_envs_per_task": (lambda v: v >= 1, ">= 1"),
+    # slot seeds are seed + 1000 * task + env (DESIGN.md): more envs per task would collide
+    "env.num_envs_per_task": (
+        lambda v: 1 <= v <= 1000,
+        "in [1, 1000] (slot seeds are seed + 1000*task + env)",
+    ),
     "env.task_groups": (lambda v: v >= 0, ">= 0 (0 = auto)"),
     "env.atari.frameskip": (lambda v: v >= 1, ">= 1"),
     "env.atari.repeat_action_probability": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
@@ -188,7 +192,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "agent.c_ent": (lambda v: v >= 0, ">= 0"),
     "agent.distill_lr": (lambda v: v >= 0, ">= 0 (0 = agent.lr)"),
     "eval.episodes": (lambda v: v >= 0, ">= 0"),
-    "eval.num_envs_per_task": (lambda v: v >= 0, ">= 0"),
+    "eval.num_envs_per_task": (lambda v: 0 <= v <= 1000, "in [0, 1000] (0 = as in training)"),
     "eval.max_steps": (lambda v: v >= 1, ">= 1"),
 }
 

@@ -440,6 +440,7 @@ def test_resume_refuses_changed_or_garbage_overrides(tmp_path, capsys, finished_
         # parsed as floats, they passed every "> 0" check and trained (eps=inf) or diverged
         ("agent.eps=Inf", "agent.eps=inf is out of range; it must be a finite number"),
         ("agent.lr=nan", "agent.lr=nan is out of range; it must be a finite number"),
+        ("env.num_envs_per_task=1001", "slot seeds are seed + 1000*task + env"),  # they'd collide
     ],
 )
 def test_refused_seeds_and_weightings(tmp_path, capsys, override, needle):
