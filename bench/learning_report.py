@@ -129,6 +129,16 @@ def suite_metrics(
     return out
 
 
+def _cell(values: list[float], digits: int = 2) -> str:
+    """Mean ± CI over the seeds with a finite value; names how many when some have none (e.g. a
+    task without a finished episode), instead of turning the whole cell into n/a."""
+    finite = [v for v in values if math.isfinite(v)]
+    text = _fmt(*mean_ci(finite), digits)
+    if finite and len(finite) < len(values):
+        text += f" ({len(finite)}/{len(values)} seeds)"
+    return text
+
+
 def _fmt(mean: float, half: float, digits: int = 2) -> str:
     if not math.isfinite(mean):
         return "n/a"
@@ -186,15 +196,15 @@ def table(suite: str, runs: list[Run], metrics: dict[str, list[dict[str, Any]]])
         cells = [
             f"`{agent}`",
             _stt_cell(ms, budget),
-            _fmt(*mean_ci([m["auc"] for m in ms])),
-            _fmt(*mean_ci([m["final"] for m in ms])),
+            _cell([m["auc"] for m in ms]),
+            _cell([m["final"] for m in ms]),
         ]
         if suite == "gridworld":
-            cells.append(_fmt(*mean_ci([m["final_ratio"] for m in ms])))
-            cells.append(_fmt(*mean_ci([m["greedy_success"] for m in ms])))
+            cells.append(_cell([m["final_ratio"] for m in ms]))
+            cells.append(_cell([m["greedy_success"] for m in ms]))
         else:
             for k in range(len(runs[0]["tasks"])):
-                cells.append(_fmt(*mean_ci([float(m["final_raw"][k]) for m in ms]), 1))
+                cells.append(_cell([float(m["final_raw"][k]) for m in ms], 1))
         lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 

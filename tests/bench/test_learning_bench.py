@@ -69,3 +69,13 @@ def test_runs_on_different_grids_are_refused():
     run = {"suite": "gridworld", "agent": "x", "grid": [1, 2]}
     with pytest.raises(ValueError, match="different step grids"):
         suite_metrics([run, {**run, "grid": [1, 2, 3]}])
+
+
+def test_a_seed_without_a_value_does_not_blank_the_cell():
+    from bench.learning_report import _cell
+
+    # one seed with no finished episode (NaN) used to turn the whole cell into "n/a"
+    assert _cell([1.0, float("nan"), 3.0], 1).startswith("2.0 ± ")
+    assert _cell([1.0, float("nan"), 3.0], 1).endswith("(2/3 seeds)")
+    assert _cell([float("nan")] * 2) == "n/a"
+    assert _cell([0.5, 0.5]) == "0.50 ± 0.00"
