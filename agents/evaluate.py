@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from agents.rollout import obs_to_tensor
+
+if TYPE_CHECKING:
+    from agents.runner import Runner
 
 
 def evaluate(
@@ -69,3 +73,40 @@ def evaluate(
         if hns is not None:
             out[name]["human_normalised"] = hns
     return out
+
+
+def evaluate_on_fresh_env(r: Runner, policy: Callable[[Tensor], Tensor]) -> dict[str, Any]:
+    """Evaluate ``policy`` on a fresh env of the run (seeded apart from training) in every task,
+    the agent in eval mode; ``{}`` without an eval env or with ``eval.episodes=0``."""
+    if r.make_eval_env is None or r.cfg.eval.episodes <= 0:
+        return {}
+    env = r.make_eval_env()
+    try:
+        r.agent.eval()
+        return evaluate(
+            env,
+            policy,
+            r.cfg.eval.episodes,
+            seed=r.cfg.seed + 10_000_000,
+            device=r.device,
+            max_steps=r.cfg.eval.max_steps,
+        )
+    finally:
+        r.agent.train()
+        env.close()
+
+
+def final_summary(r: Runner, elapsed: float) -> dict[str, Any]:
+    """``summary.json``'s content: run totals and the evaluation of the task policies, plus the
+    distilled pi0 in every task for Distral (the multi-task policy that transfers)."""
+    greedy = r.cfg.eval.greedy
+    summary: dict[str, Any] = {
+        "agent": r.agent.name,
+        "total_steps": r.global_step,
+        "sps": r.global_step / max(elapsed, 1e-9),
+        "tasks": evaluate_on_fresh_env(r, lambda o: r.agent.act(o, greedy=greedy)),
+    }
+    act_pi0 = getattr(r.agent, "act_pi0", None)
+    if act_pi0 is not None and getattr(r.agent, "has_pi0", False) and summary["tasks"]:
+        summary["pi0_tasks"] = evaluate_on_fresh_env(r, lambda o: act_pi0(o, greedy=greedy))
+    return summary

@@ -28,7 +28,7 @@ from agents import runstate
 from agents.base import Agent, make_optimizer
 from agents.checkpoint import remove_stale_temps, save_rotating, step_files
 from agents.config import Config, to_yaml
-from agents.evaluate import evaluate
+from agents.evaluate import evaluate_on_fresh_env, final_summary
 from agents.guards import check_divergence, check_parameters, clip_and_check
 from agents.rollout import Rollout, obs_to_tensor
 from agents.signals import Interrupted, StopFlag
@@ -385,33 +385,7 @@ class Runner:
 
     def evaluate(self, policy: Callable[[Tensor], Tensor]) -> dict[str, Any]:
         """Evaluate ``policy`` on a fresh env (seeded apart from training) in every task."""
-        if self.make_eval_env is None or self.cfg.eval.episodes <= 0:
-            return {}
-        env = self.make_eval_env()
-        try:
-            self.agent.eval()
-            return evaluate(
-                env,
-                policy,
-                self.cfg.eval.episodes,
-                seed=self.cfg.seed + 10_000_000,
-                device=self.device,
-                max_steps=self.cfg.eval.max_steps,
-            )
-        finally:
-            self.agent.train()
-            env.close()
+        return evaluate_on_fresh_env(self, policy)
 
     def _summary(self, elapsed: float) -> dict[str, Any]:
-        greedy = self.cfg.eval.greedy
-        summary: dict[str, Any] = {
-            "agent": self.agent.name,
-            "total_steps": self.global_step,
-            "sps": self.global_step / max(elapsed, 1e-9),
-            "tasks": self.evaluate(lambda o: self.agent.act(o, greedy=greedy)),
-        }
-        act_pi0 = getattr(self.agent, "act_pi0", None)
-        if act_pi0 is not None and getattr(self.agent, "has_pi0", False) and summary["tasks"]:
-            # Distral's distilled policy pi0 in every task: the multi-task policy that transfers.
-            summary["pi0_tasks"] = self.evaluate(lambda o: act_pi0(o, greedy=greedy))
-        return summary
+        return final_summary(self, elapsed)
