@@ -84,14 +84,14 @@ def test_entropy_and_log_prob_by_hand():
 
 def test_regularised_reward_by_hand():
     r = distral_regularised_reward(
-        torch.tensor([1.0]), torch.tensor([-1.0]), torch.tensor([-0.5]), alpha=0.5, beta=2.0
+        torch.tensor([1.0]), torch.tensor([-1.0]), torch.tensor([-0.25]), alpha=0.5, beta=2.0
     )
-    # 1 + (0.5/2)(-1) - (1/2)(-0.5) = 1.0
-    torch.testing.assert_close(r, torch.tensor([1.0]))
+    # 1 + (0.5/2)(-1) - (1/2)(-0.25) = 0.875
+    torch.testing.assert_close(r, torch.tensor([0.875]))
     shaped = distral_regularised_reward(
-        torch.zeros(2, 3), -torch.ones(2, 3), -torch.ones(2, 3), 1.0, 1.0
+        torch.zeros(2, 3), -torch.ones(2, 3), -2 * torch.ones(2, 3), 1.0, 1.0
     )
-    torch.testing.assert_close(shaped, torch.zeros(2, 3))
+    torch.testing.assert_close(shaped, torch.ones(2, 3))  # 0 + (-1) - (-2)
 
 
 @pytest.mark.parametrize(("c_kl", "c_ent"), [(1.0, 0.0), (0.5, 0.5), (2.0, 0.25), (1e-3, 10.0)])

@@ -176,6 +176,17 @@ def test_resume_continues_a_supervised_run(tmp_path, capsys):
     assert train.main(["--resume", str(run_dir), "supervised.epochs=2"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 2
+    # exactly a straight two-epoch run: model, optimiser, weighting and RNG all came back
+    straight = tmp_path / "straight"
+    args = ["--config", str(CONFIGS / "gradnorm_toy.yaml"), f"supervised.run_dir={straight}"]
+    assert train.main([*args, *small, "supervised.epochs=2"]) == 0
+    a = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    for key in ("model", "weighting"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            if isinstance(a[key][name], torch.Tensor):
+                assert torch.equal(a[key][name], b[key][name]), (key, name)
     capsys.readouterr()
     # what the checkpoint learned under cannot change (supervised.lr=5 used to be accepted)
     before = (run_dir / "config.yaml").read_text()

@@ -82,9 +82,11 @@ def test_regularised_reward_by_hand():
     agent = _agent("distral_klent_1col", alpha=0.5, beta=2.0)
     logits = torch.log(torch.tensor([0.5, 0.25, 0.25])).expand(T, K, E, A).clone()
     h0 = torch.log(torch.tensor([0.25, 0.5, 0.25])).expand(T, K, E, A).clone()
-    actions = torch.zeros(T, K, E, dtype=torch.long)  # action 0: pi = 0.5, pi0 = 0.25
+    # action 1: pi = 0.25, pi0 = 0.5 (action 0's terms cancel to exactly the raw reward 1)
+    actions = torch.ones(T, K, E, dtype=torch.long)
     _, terms = _losses(agent, logits, h0, actions)
-    expected = 1.0 + (0.5 / 2.0) * math.log(0.25) - (1 / 2.0) * math.log(0.5)
+    expected = 1.0 + (0.5 / 2.0) * math.log(0.5) - (1 / 2.0) * math.log(0.25)  # 1.5199
+    assert expected == pytest.approx(1.5199, abs=1e-4)
     assert terms["regularised_reward"].mean().item() == pytest.approx(expected)
     kl = 0.5 * math.log(0.5 / 0.25) + 0.25 * math.log(0.25 / 0.5) + 0.25 * math.log(1.0)
     assert terms["kl"].mean().item() == pytest.approx(kl)

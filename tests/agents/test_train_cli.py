@@ -141,8 +141,9 @@ def test_regularised_return_is_logged_where_its_episode_ended(tmp_path):
     extra = ["env.gridworld.max_episode_steps=7", "progress=false", "eval.episodes=0"]
     assert train.main([*cfg, *extra, "log_interval=100", f"run_dir={run_dir}"]) == 0
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
-    for tag in events.Tags()["scalars"]:
-        if tag.endswith("/regularised_return"):
-            ends = {e.step for e in events.Scalars(tag.replace("regularised_return", "return"))}
-            steps = {e.step for e in events.Scalars(tag)}
-            assert steps and steps <= ends, (tag, sorted(steps - ends)[:5])
+    tags = [t for t in events.Tags()["scalars"] if t.endswith("/regularised_return")]
+    assert len(tags) == 4  # one per task
+    for tag in tags:
+        ends = {e.step for e in events.Scalars(tag.replace("regularised_return", "return"))}
+        steps = {e.step for e in events.Scalars(tag)}
+        assert steps and steps <= ends, (tag, sorted(steps - ends)[:5])

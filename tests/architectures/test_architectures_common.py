@@ -87,6 +87,8 @@ def test_penalty_is_a_scalar_with_gradient_or_zero(name: str) -> None:
     assert torch.isfinite(pen)
     if name in ("soft_sharing", "sluice", "adashare"):
         assert pen.requires_grad
+    else:  # no regulariser: exactly zero, so adding it changes nothing
+        assert pen.item() == 0.0
 
 
 @pytest.mark.parametrize("name", A.names())

@@ -105,5 +105,7 @@ def test_affinity_tracker_mean_and_state():
     tr.reset()
     tr.step(model, None, lambda m: m.losses(), lr=0.1)
     assert tr.count == 1
+    # the step's lookahead affinity (0.36 everywhere, by hand above) is what it accumulated
+    torch.testing.assert_close(tr.mean(), torch.full((2, 2), 0.36, dtype=torch.float64))
     with pytest.raises(ValueError, match="expected"):
         tr.update(torch.zeros(3, 3))

@@ -186,3 +186,25 @@ def test_float64_models_and_list_losses(make_toy, name):
     w = method.backward(list(losses.unbind()), toy.shared())  # a list of scalars works too
     assert w.shape == (3,) and torch.isfinite(w).all()
     assert all(p.grad.dtype == torch.float64 for p in toy.parameters())
+
+
+@pytest.mark.parametrize("name", GRADIENT_METHODS)
+def test_registered_methods_apply_their_pure_functions_direction(make_toy, name):
+    # the tests above compare a module only with its own weights; this pins the direction to the
+    # pure aggregator, which is checked by hand and against torchjd (test_weighting_aggregators)
+    pure = {
+        "pcgrad": lambda g: W.pcgrad(g, torch.Generator().manual_seed(0)),  # module seed 0
+        "mgda": W.mgda,
+        "cagrad": W.cagrad,
+        "imtl_g": W.imtl_g,
+        "nash_mtl": W.nash_mtl,
+        "upgrad": W.upgrad,
+    }[name]
+    toy = make_toy()
+    losses, _ = toy.losses()
+    grads = W.task_gradients(losses, toy.shared()).double()
+    W.build(name, 3).backward(losses, toy.shared())
+    got = torch.cat([p.grad.reshape(-1) for p in toy.shared()]).double()
+    expected = pure(grads)
+    assert not torch.allclose(expected, grads.mean(0), atol=1e-4)  # the toy's gradients conflict
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4), (got - expected).abs().max()

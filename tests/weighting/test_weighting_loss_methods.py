@@ -112,8 +112,16 @@ def test_gradnorm_last_shared_layer_and_features(toy):
     method.backward(losses, toy.shared())
     assert torch.isclose(method.task_weights.sum(), torch.tensor(3.0))
     losses, feats = toy.losses()
-    W.GradNorm(3).backward(losses, features=feats)
+    norms = torch.stack(
+        [torch.autograd.grad(losses[i], feats, retain_graph=True)[0].norm() for i in range(3)]
+    )
+    method = W.GradNorm(3, optimizer="sgd", lr=0.01)
+    method.backward(losses, features=feats)
     assert all(p.grad is not None for p in toy.parameters())
+    # first step, r_i = 1: target mean(G); dL_grad/dw_i = sign(G_i - mean G) G_i at w = 1
+    w = 1 - 0.01 * torch.sign(norms - norms.mean()) * norms
+    torch.testing.assert_close(method.task_weights.detach(), 3 * w / w.sum())
+    assert not torch.allclose(method.task_weights.detach(), torch.ones(3))
 
 
 def test_gradnorm_default_layer_is_the_last_shared_weight_not_its_bias(make_toy):
