@@ -119,8 +119,13 @@ def test_checkpoints_rotate_and_hold_the_resolved_config(tmp_path):
 def test_resume_of_a_finished_run_only_re_evaluates(tmp_path, reference):
     ref = reference("gridworld")
     run_full(make_cfg("gridworld", tmp_path / "run"))
-    again = resume_full(tmp_path / "run")
+    losses = (tmp_path / "run" / "losses.jsonl").read_text()
+    again = resume_full(tmp_path / "run", ["eval.episodes=2"])
     assert_same_training(ref, again)
+    assert (tmp_path / "run" / "losses.jsonl").read_text() == losses  # no update was added
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["total_steps"] == ref.global_step
+    assert [s["episodes"] for s in summary["tasks"].values()] == [2] * 4  # evaluated anew
 
 
 def test_checkpoint_from_before_a_new_config_key_resumes(tmp_path, reference):
