@@ -55,7 +55,17 @@ def test_conv_columns_split_channels() -> None:
     x = torch.randn(3, 2, 5, 5)
     for t, out in enumerate(model(x)):
         assert torch.equal(out, nn.Sequential(*cols[t], nn.Flatten())(x))
-    assert model.penalty().item() > 0
+    # by hand: per task and layer, channels [0:2] and [2:4] are the two subspaces, flattened per
+    # sample to (B, 2*5*5); penalty = sum ||G_1^T G_2||_F^2 (identity mixing: layer outputs are
+    # the plain column outputs)
+    expected = torch.zeros(())
+    for col in cols:
+        h = x
+        for layer in col:
+            h = layer(h)
+            g1, g2 = h[:, :2].reshape(3, -1), h[:, 2:].reshape(3, -1)
+            expected = expected + (g1.T @ g2).square().sum()
+    torch.testing.assert_close(model.penalty(), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_mixing_parameters() -> None:
