@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.atari_scores import human_normalised
+from envs.atari_scores import REFERENCE_SCORES
 from envs.base import EnvError, EpisodeStat, MultiTaskVecEnv, StepResult, check_actions, slot_seeds
 
 ATARI_DEFAULTS: dict[str, Any] = {
@@ -317,9 +317,9 @@ class AtariVecEnv(MultiTaskVecEnv):
         self._was_reset = False
         self._pending: set[tuple[int, int]] = set()
 
-    def human_normalised(self, task: int, score: float) -> float | None:
-        """(score - random) / (human - random) from :mod:`envs.atari_scores` (None if unlisted)."""
-        return human_normalised(self.task_names[task], score)
+    def reference_scores(self, task: int) -> tuple[float, float] | None:
+        """The game's (random, human) scores from :mod:`envs.atari_scores` (None if unlisted)."""
+        return REFERENCE_SCORES.get(self.task_names[task])
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset every slot; returns obs (N, stack, H, W). Slot (k, e) seeded ``seed + 1000*k + e``."""

@@ -9,7 +9,7 @@ Keys are ale-py ROM ids.
 
 from __future__ import annotations
 
-import math
+from envs.base import normalise_score
 
 # rom id: (random, human)
 REFERENCE_SCORES: dict[str, tuple[float, float]] = {
@@ -75,8 +75,4 @@ REFERENCE_SCORES: dict[str, tuple[float, float]] = {
 
 def human_normalised(game: str, score: float) -> float | None:
     """Human-normalised score of a raw game ``score``; None for a ROM without references."""
-    ref = REFERENCE_SCORES.get(game)
-    if ref is None or not math.isfinite(score):
-        return None
-    random, human = ref
-    return (score - random) / (human - random)
+    return normalise_score(score, REFERENCE_SCORES.get(game))

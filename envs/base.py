@@ -12,6 +12,7 @@ truncation and not on termination.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -81,10 +82,14 @@ class MultiTaskVecEnv:
         """(N,) int64 task index of each slot, task-major."""
         return np.repeat(np.arange(self.num_tasks, dtype=np.int64), self.num_envs_per_task)
 
-    def human_normalised(self, task: int, score: float) -> float | None:
-        """Human-normalised value of a raw episode return in task ``task``, for suites with
-        published human and random references (Atari); None otherwise."""
+    def reference_scores(self, task: int) -> tuple[float, float] | None:
+        """Published (random, human) scores of task ``task`` (Atari), else None."""
         return None
+
+    def human_normalised(self, task: int, score: float) -> float | None:
+        """Human-normalised value of a raw episode return in task ``task``, for tasks with
+        :meth:`reference_scores`; None otherwise."""
+        return normalise_score(score, self.reference_scores(task))
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset every slot; slot (task k, env e) is seeded with ``seed + 1000*k + e``."""
@@ -115,6 +120,15 @@ class MultiTaskVecEnv:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def normalise_score(score: float, reference: tuple[float, float] | None) -> float | None:
+    """``(score - random) / (human - random)`` for ``reference = (random, human)``: 0 is a uniformly
+    random policy, 1 a human tester; None without a reference or for a non-finite score."""
+    if reference is None or not math.isfinite(score):
+        return None
+    random, human = reference
+    return (score - random) / (human - random)
 
 
 def slot_seeds(seed: int, num_tasks: int, num_envs_per_task: int) -> np.ndarray:

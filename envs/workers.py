@@ -99,6 +99,7 @@ class WorkerVecEnv(MultiTaskVecEnv):
         self.single_observation_space = probe.single_observation_space
         self.single_action_space = probe.single_action_space
         self.has_state = hasattr(probe, "get_state")
+        self._references = [probe.reference_scores(k) for k in range(len(self.task_names))]
         probe.close()
         self._ctx = mp.get_context("fork")
         self._procs: list[Any] = [None] * self.num_tasks
@@ -114,13 +115,9 @@ class WorkerVecEnv(MultiTaskVecEnv):
         for k in range(self.num_tasks):
             self._start(k)
 
-    def human_normalised(self, task: int, score: float) -> float | None:
-        """As the wrapped suite's env: Atari's human-normalised score, else None."""
-        if self.suite != "atari":
-            return None
-        from envs.atari_scores import human_normalised
-
-        return human_normalised(self.task_names[task], score)
+    def reference_scores(self, task: int) -> tuple[float, float] | None:
+        """As the wrapped suite's env (taken from the probe env at construction)."""
+        return self._references[task]
 
     # ------------------------------------------------------------------ process management
     def _start(self, k: int) -> None:
