@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from agents.checkpoint import load_checkpoint
-from agents.config import Config, ConfigError, load_config, merge_structured, to_dict, validate
+from agents.config import (
+    Config,
+    ConfigError,
+    diff_keys,
+    load_config,
+    merge_structured,
+    to_dict,
+    validate,
+)
 from mtrl.io import claim_dir
 
 #: Config keys a resumed run may change (they do not alter what is learned).
@@ -57,18 +65,6 @@ def new_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
-def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested config dicts."""
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _diff_keys(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(f"{prefix}{k}")
-    return keys
-
-
 def load_resume_state(
     run_dir: Path, overrides: list[str]
 ) -> tuple[Config, dict[str, Any], list[dict[str, float]]]:
@@ -90,7 +86,7 @@ def load_resume_state(
         # The saved run under this version's schema: keys added since it was written take their
         # defaults and are not changes.
         saved = to_dict(merge_structured(Config, saved))
-        changed = _diff_keys(saved, to_dict(cfg))
+        changed = diff_keys(saved, to_dict(cfg))
         bad = [k for k in changed if not k.startswith(RESUME_SAFE)]
         if bad:
             raise ConfigError(
@@ -103,7 +99,7 @@ def load_resume_state(
         # run_dir is where the run is now (a resume records its path in later checkpoints)
         differ = [
             k
-            for k in _diff_keys(saved, to_dict(load_config(on_disk)))
+            for k in diff_keys(saved, to_dict(load_config(on_disk)))
             if not k.startswith(RESUME_SAFE) and k != "run_dir"
         ]
         if differ:

@@ -8,6 +8,7 @@ or ``toy2d`` (CAGrad's two-objective toy, Liu et al. 2021).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from agents.config import ConfigError
+from agents.config import ConfigError, diff_keys
 from agents.supervised_config import _P, SupervisedConfig, load_supervised, to_yaml
 from mtrl.architectures.base import MultiTaskModel
 from mtrl.io import claim_dir, discard_if_empty
@@ -170,12 +171,6 @@ def _claim_run_dir(base: Path) -> Path:
 SUPERVISED_RESUME_SAFE = ("epochs", "progress", "log_every", "device", "torch_threads")
 
 
-def _as_dict(cfg: SupervisedConfig) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
-
-
 def prepare_resume(run_dir: Path, overrides: list[str] | None = None) -> Any:
     """Rebuild a supervised run from ``run_dir/config.yaml`` and load its last checkpoint."""
     ckpt = run_dir / "checkpoints" / "last.pt"
@@ -183,14 +178,9 @@ def prepare_resume(run_dir: Path, overrides: list[str] | None = None) -> Any:
         raise ConfigError(f"no checkpoint at {str(ckpt)!r}; nothing to resume")
     cfg = load_supervised(run_dir / "config.yaml", overrides)
     if overrides:  # the checkpoint was trained under the saved config: only run settings change
-        from agents.resume import _diff_keys
-
         saved = load_supervised(run_dir / "config.yaml")
-        bad = [
-            k
-            for k in _diff_keys(_as_dict(saved), _as_dict(cfg))
-            if not k.startswith(SUPERVISED_RESUME_SAFE)
-        ]
+        changed = diff_keys(dataclasses.asdict(saved), dataclasses.asdict(cfg))
+        bad = [k for k in changed if not k.startswith(SUPERVISED_RESUME_SAFE)]
         if bad:
             raise ConfigError(
                 f"cannot change {', '.join(_P + k for k in bad)} when resuming; only "
