@@ -2,8 +2,9 @@
 
 A YAML file whose top level is one ``supervised:`` mapping is a supervised run; ``train.py``
 hands it here. Its schema lives in :mod:`agents.supervised_config`. The run itself is
-:class:`mtrl.trainer.Trainer` on a built-in benchmark (mtrl.data): ``gradnorm_toy`` (Chen et al. 2018), ``two_digits`` (MultiMNIST stand-in, Sener and Koltun 2018)
-or ``toy2d`` (CAGrad's two-objective toy, Liu et al. 2021).
+:class:`mtrl.trainer.Trainer` on a built-in benchmark (mtrl.data): ``gradnorm_toy`` (Chen et al.
+2018), ``two_digits`` (MultiMNIST stand-in, Sener and Koltun 2018) or ``toy2d`` (CAGrad's
+two-objective toy, Liu et al. 2021).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from agents.config import ConfigError, diff_keys
 from agents.supervised_config import _P, SupervisedConfig, load_supervised, to_yaml
 from mtrl.architectures.base import MultiTaskModel
-from mtrl.io import claim_dir, discard_if_empty
+from mtrl.io import atomic_write, claim_dir, discard_if_empty
 
 
 class PointModel(MultiTaskModel):
@@ -160,7 +161,6 @@ def prepare(config: str | Path, overrides: list[str] | None = None) -> tuple[Any
 
 def _claim_run_dir(base: Path) -> Path:
     """Create the automatic run directory exclusively (``mtrl.io.claim_dir``)."""
-
     try:
         return claim_dir(base)
     except OSError as e:
@@ -208,7 +208,7 @@ def run_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None) -> 
 
 def _execute(trainer: Any, cfg: SupervisedConfig, run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    atomic_write(run_dir / "config.yaml", to_yaml(cfg).encode())
     writer = trainer._tb()
     if writer is not None:
         writer.add_text("config", "```\n" + to_yaml(cfg) + "\n```", 0)
@@ -233,7 +233,7 @@ def _execute(trainer: Any, cfg: SupervisedConfig, run_dir: Path) -> dict[str, An
         summary["point"] = point.tolist()
         summary["losses"] = toy_losses(point, cfg.benchmark.scale).tolist()
         summary["pareto_stationarity"] = pareto_stationarity(point, cfg.benchmark.scale)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 
 
