@@ -35,9 +35,8 @@ def load_digit_images() -> tuple[Tensor, Tensor]:
 def compose(left: Tensor, right: Tensor, shift: int = 8) -> Tensor:
     """Combine ``(N, 8, 8)`` left and right images into ``(N, 1, 8, 8 + shift)``: the right digit
     starts ``shift`` columns after the left one; overlapping pixels take the maximum."""
-    if (
-        not 1 <= shift <= 8
-    ):  # 0 overlays the digits exactly: left and right become indistinguishable
+    # 0 would overlay the digits exactly: left and right become indistinguishable
+    if not 1 <= shift <= 8:
         raise ValueError(f"shift={shift!r} must lie in [1, 8] (8 = side by side)")
     n, h, w = left.shape
     canvas_l = left.new_zeros(n, h, w + shift)
