@@ -88,7 +88,9 @@ class CrossStitch(MultiTaskModel):
         y = torch.stack(list(ys))  # (T, B, C, ...)
         alpha = self.alphas[layer]
         if self.per_channel:
-            mixed = torch.einsum("cts,sbc...->tbc...", alpha, y)
+            # einsum returns a channel-major view; row-major makes the next layer's product the
+            # same kernel, with the same rounding, as an unstitched column's (CPU-dependent else).
+            mixed = torch.einsum("cts,sbc...->tbc...", alpha, y).contiguous()
         else:
             mixed = torch.einsum("ts,sb...->tb...", alpha, y)
         return list(mixed.unbind(0))
