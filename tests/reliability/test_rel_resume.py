@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import (
+    ROOT,
     assert_same_training,
     expect_interrupt,
     interrupt_after_update,
@@ -159,8 +160,6 @@ def test_time_based_checkpoints(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_atari_resume_resets_the_emulators_and_finishes(tmp_path):
     """ALE has no snapshot in the vector env: model, optimiser and RNGs resume, envs reset."""
-    from conftest import ROOT
-
     from agents.config import load_config
 
     args = ["total_steps=200", "env.tasks=[Pong,Breakout]", "env.num_envs_per_task=1"]
