@@ -1,17 +1,20 @@
 """Atari throughput: env-only steps/s, our agents end to end, and SB3 A2C in the same invocation.
 
     python bench/throughput.py                      # 4 games x 4 envs, every agent, SB3 reference
-    python bench/throughput.py --agents a2c_multitask --updates 100
+    python bench/throughput.py --agents a2c_multitask distral_klent_2col --rounds 9
 
 All rates are environment steps per second summed over all envs, measured after a warm-up (the
 first reset of ALE is slow and is excluded for every row alike). SB3's A2C (CnnPolicy) runs the
 same total number of envs, the same n_steps and the same torch threads, on the first game.
-Paste the printed table into docs/benchmarks.md with the command line.
+Every row is built once, then timed in ``--rounds`` interleaved rounds of ``--updates`` updates,
+so that drift in a shared machine's speed shows up as spread, not as a bias between rows; each
+ratio is taken within a round. Paste the printed table into docs/benchmarks.md with the command.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -59,125 +62,177 @@ def env_only(games: list[str], envs_per_task: int, backend: str, steps: int) -> 
     return rate
 
 
-def ours(agent: str, games: list[str], envs_per_task: int, updates: int, extra: list[str]) -> float:
-    """End-to-end training steps/s of one of our agents (collect + losses + update)."""
-    import train
-    from agents.config import load_config
+class Ours:
+    """One of our agents, built once and warmed up; :meth:`rate` times further updates."""
 
-    overrides = [
-        f"agent.name={agent}",
-        f"env.tasks=[{','.join(games)}]",
-        f"env.num_envs_per_task={envs_per_task}",
-        "progress=false",
-        "eval.episodes=0",
-        *extra,
-    ]
-    cfg = load_config(ROOT / "configs" / "atari_a2c.yaml", overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        runner = train.build(cfg, Path(tmp) / "run")
-        obs = runner.reset()
-        for _ in range(5):
-            obs = runner.collect(obs)
-            runner.train_step()
+    def __init__(
+        self, agent: str, games: list[str], envs_per_task: int, extra: list[str], tmp: Path
+    ):
+        import train
+        from agents.config import load_config
+
+        overrides = [
+            f"agent.name={agent}",
+            f"env.tasks=[{','.join(games)}]",
+            f"env.num_envs_per_task={envs_per_task}",
+            "progress=false",
+            "eval.episodes=0",
+            *extra,
+        ]
+        cfg = load_config(ROOT / "configs" / "atari_a2c.yaml", overrides)
+        self.runner = train.build(cfg, tmp / "-".join([agent, *extra]).replace("=", "_"))
+        self.frames = cfg.agent.n_steps * self.runner.env.num_envs
+        self.obs = self.runner.reset()
+        self.rate(5)  # warm-up: ALE's first reset, allocator, oneDNN primitive caches
+
+    def rate(self, updates: int) -> float:
+        """End-to-end training steps/s (collect + losses + update) over ``updates`` updates."""
         start = time.perf_counter()
         for _ in range(updates):
-            obs = runner.collect(obs)
-            runner.train_step()
-        elapsed = time.perf_counter() - start
-        runner.env.close()
-    return updates * cfg.agent.n_steps * runner.env.num_envs / elapsed
+            self.obs = self.runner.collect(self.obs)
+            self.runner.train_step()
+        return updates * self.frames / (time.perf_counter() - start)
+
+    def close(self) -> None:
+        self.runner.env.close()
 
 
-def sb3(game: str, num_envs: int, n_steps: int, updates: int) -> float:
-    """Stable-Baselines3 A2C (CnnPolicy, zoo Atari settings) steps/s on one game."""
-    import ale_py
-    import gymnasium as gym
-    from stable_baselines3 import A2C
-    from stable_baselines3.common.env_util import make_atari_env
-    from stable_baselines3.common.vec_env import VecFrameStack
+class SB3:
+    """Stable-Baselines3 A2C (CnnPolicy, zoo Atari settings) on one game, built and warmed up."""
 
-    gym.register_envs(ale_py)
-    env = make_atari_env(
-        f"ALE/{game}-v5",
-        n_envs=num_envs,
-        seed=0,
-        # frameskip=1: SB3's AtariWrapper skips 4 frames itself (see DESIGN.md pitfalls).
-        env_kwargs={"frameskip": 1, "repeat_action_probability": 0.25, "full_action_space": True},
-    )
-    env = VecFrameStack(env, 4)
-    model = A2C(
-        "CnnPolicy",
-        env,
-        n_steps=n_steps,
-        learning_rate=7e-4,
-        ent_coef=0.01,
-        vf_coef=0.25,
-        policy_kwargs={
-            "optimizer_class": torch.optim.RMSprop,
-            "optimizer_kwargs": {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0},
-        },
-        device="cpu" if not torch.cuda.is_available() else "auto",
-        verbose=0,
-    )
-    model.learn(5 * n_steps * num_envs)  # warm-up (first reset)
-    steps = updates * n_steps * num_envs
-    start = time.perf_counter()
-    model.learn(steps, reset_num_timesteps=False)
-    rate = steps / (time.perf_counter() - start)
-    env.close()
-    return rate
+    def __init__(self, game: str, num_envs: int, n_steps: int):
+        import ale_py
+        import gymnasium as gym
+        from stable_baselines3 import A2C
+        from stable_baselines3.common.env_util import make_atari_env
+        from stable_baselines3.common.vec_env import VecFrameStack
+
+        gym.register_envs(ale_py)
+        env = make_atari_env(
+            f"ALE/{game}-v5",
+            n_envs=num_envs,
+            seed=0,
+            # frameskip=1: SB3's AtariWrapper skips 4 frames itself (see DESIGN.md pitfalls).
+            env_kwargs={
+                "frameskip": 1,
+                "repeat_action_probability": 0.25,
+                "full_action_space": True,
+            },
+        )
+        self.env = VecFrameStack(env, 4)
+        self.model = A2C(
+            "CnnPolicy",
+            self.env,
+            n_steps=n_steps,
+            learning_rate=7e-4,
+            ent_coef=0.01,
+            vf_coef=0.25,
+            policy_kwargs={
+                "optimizer_class": torch.optim.RMSprop,
+                "optimizer_kwargs": {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0},
+            },
+            device="cpu" if not torch.cuda.is_available() else "auto",
+            verbose=0,
+        )
+        self.frames = n_steps * num_envs
+        self.rate(5)  # warm-up (first reset)
+
+    def rate(self, updates: int) -> float:
+        steps = updates * self.frames
+        start = time.perf_counter()
+        self.model.learn(steps, reset_num_timesteps=False)
+        return steps / (time.perf_counter() - start)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what platform knows; results differ between models."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def ratio_cell(rates: list[float], base: list[float] | None) -> str:
+    """Median (min-max) over rounds of the per-round ratio of ``rates`` to ``base``."""
+    if not base:
+        return "-"
+    ratios = np.array(rates) / np.array(base)
+    return f"{np.median(ratios):.2f}x ({ratios.min():.2f}-{ratios.max():.2f})"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--games", nargs="+", default=GAMES)
     p.add_argument("--envs-per-task", type=int, default=4)
-    p.add_argument("--updates", type=int, default=60, help="timed updates per agent")
+    p.add_argument("--updates", type=int, default=12, help="timed updates per agent per round")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds over every row")
     p.add_argument("--agents", nargs="*", default=AGENTS)
     p.add_argument("--env-steps", type=int, default=400, help="timed steps for env-only rows")
     p.add_argument("--no-sb3", action="store_true")
     p.add_argument("--shared-encoder", action="store_true", help="also 2-col shared-encoder rows")
     args = p.parse_args()
+    if args.updates < 1 or args.rounds < 1:
+        p.error("--updates and --rounds must be >= 1")
 
     k, e = len(args.games), args.envs_per_task
-    rows: list[tuple[str, float]] = []
     print(f"# {k} games x {e} envs, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for backend in ("native", "gymnasium"):
-        rows.append(
-            (
-                f"env only ({backend}), random actions",
-                env_only(args.games, e, backend, args.env_steps),
-            )
-        )
-        print(rows[-1], flush=True)
-    sb3_rate = None
-    if not args.no_sb3:
-        sb3_rate = sb3(args.games[0], k * e, 5, args.updates)
-        rows.append((f"SB3 A2C CnnPolicy ({args.games[0]}, {k * e} envs)", sb3_rate))
-        print(rows[-1], flush=True)
-    own: dict[str, float] = {}
+    env_rows = {
+        f"env only ({backend}), random actions": env_only(args.games, e, backend, args.env_steps)
+        for backend in ("native", "gymnasium")
+    }
+    print(env_rows, flush=True)
     variants = [(a, []) for a in args.agents]
     if args.shared_encoder:
         variants += [(a, ["agent.shared_encoder=true"]) for a in args.agents if a.endswith("2col")]
-    for agent, extra in variants:
-        label = agent + (" (shared_encoder)" if extra else "")
-        own[label] = ours(agent, args.games, e, args.updates, extra)
-        rows.append((label, own[label]))
-        print(rows[-1], flush=True)
+    sb3_label = f"SB3 A2C CnnPolicy ({args.games[0]}, {k * e} envs)"
+    with tempfile.TemporaryDirectory() as tmp:
+        timed: dict[str, Ours | SB3] = {}
+        if not args.no_sb3:
+            timed[sb3_label] = SB3(args.games[0], k * e, 5)
+        for agent, extra in variants:
+            timed[agent + (" (shared_encoder)" if extra else "")] = Ours(
+                agent, args.games, e, extra, Path(tmp)
+            )
+        # Interleaved rounds, each starting one row later, so that a machine that speeds up or
+        # slows down affects every row alike and each ratio compares rows timed side by side.
+        rates: dict[str, list[float]] = {label: [] for label in timed}
+        order = list(timed)
+        for r in range(args.rounds):
+            for label in order[r % len(order) :] + order[: r % len(order)]:
+                rates[label].append(timed[label].rate(args.updates))
+            print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in rates.items()))
+        for row in timed.values():
+            row.close()
 
-    base = own.get("a2c_multitask")
+    sb3_rates = rates.get(sb3_label)
+    base = rates.get("a2c_multitask")
     print()
     print(
-        f"Machine: {platform.processor() or platform.machine()}, torch threads "
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, torch threads "
         f"{torch.get_num_threads()}; command: python bench/throughput.py {' '.join(sys.argv[1:])}"
+    )
+    print(
+        f"Steps/s: median over {args.rounds} interleaved rounds of {args.updates} updates; "
+        "ratios: median (range) of the per-round ratios."
     )
     print()
     print("| run | steps/s | vs SB3 A2C | vs a2c_multitask |")
     print("|---|---:|---:|---:|")
-    for label, rate in rows:
-        vs_sb3 = f"{rate / sb3_rate:.2f}x" if sb3_rate else "-"
-        vs_mt = f"{rate / base:.2f}x" if base and label in own else "-"
-        print(f"| {label} | {rate:,.0f} | {vs_sb3} | {vs_mt} |")
+    for label, rate in env_rows.items():
+        vs_sb3 = f"{rate / np.median(sb3_rates):.2f}x" if sb3_rates else "-"
+        print(f"| {label} | {rate:,.0f} | {vs_sb3} | - |")
+    for label, values in rates.items():
+        mt = base if label != sb3_label else None
+        print(
+            f"| {label} | {np.median(values):,.0f} | {ratio_cell(values, sb3_rates)} "
+            f"| {ratio_cell(values, mt)} |"
+        )
 
 
 if __name__ == "__main__":
