@@ -31,6 +31,7 @@ from agents.config import Config, to_yaml
 from agents.evaluate import evaluate_on_fresh_env, final_summary
 from agents.guards import check_divergence, check_parameters, clip_and_check
 from agents.rollout import Rollout, obs_to_tensor
+from agents.seeding import flushing_denormals
 from agents.signals import Interrupted, StopFlag
 from mtrl.io import atomic_write
 from mtrl.weighting import build as build_weighting
@@ -288,10 +289,11 @@ class Runner:
         """Train to ``total_steps`` (continuing a resumed run), checkpoint, evaluate, write
         ``summary.json``; return it. A signal raises :class:`Interrupted` after a checkpoint (or
         after trying one: see ``Interrupted.saved_step``)."""
-        with StopFlag() as stop:  # from here on a signal only sets a flag
-            self._prepare()
-            self._train(stop)
-        summary = self._summary(self.elapsed)
+        with flushing_denormals():
+            with StopFlag() as stop:  # from here on a signal only sets a flag
+                self._prepare()
+                self._train(stop)
+            summary = self._summary(self.elapsed)
         atomic_write(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         if self.writer is not None:
             self.writer.close()

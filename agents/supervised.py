@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.config import ConfigError, diff_keys
+from agents.seeding import flushing_denormals, resolve_device, seed_everything
 from agents.supervised_config import _P, SupervisedConfig, load_supervised, to_yaml
 from mtrl.architectures.base import MultiTaskModel
 from mtrl.io import atomic_write, claim_dir, discard_if_empty
@@ -92,7 +93,6 @@ def build_problem(cfg: SupervisedConfig) -> dict[str, Any]:
 
 def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
     """Seed, pick the device and build the :class:`mtrl.trainer.Trainer` (validates kwargs)."""
-    from agents.seeding import resolve_device, seed_everything
     from mtrl import weighting
     from mtrl.trainer import Trainer
 
@@ -213,7 +213,8 @@ def _execute(trainer: Any, cfg: SupervisedConfig, run_dir: Path) -> dict[str, An
     if writer is not None:
         writer.add_text("config", "```\n" + to_yaml(cfg) + "\n```", 0)
     try:
-        result = trainer.fit()
+        with flushing_denormals():
+            result = trainer.fit()
     finally:
         trainer.close()
     summary: dict[str, Any] = {

@@ -35,6 +35,10 @@ limit_openmp_spinning()
 
 import torch  # noqa: E402
 
+# FTZ/DAZ as Runner.run sets it while training (agents.seeding.flushing_denormals); the rows here
+# call collect/train_step directly.
+torch.set_flush_denormal(True)
+
 GAMES = ["Pong", "Breakout", "SpaceInvaders", "BeamRider"]
 
 

@@ -32,6 +32,10 @@ limit_openmp_spinning()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+# FTZ/DAZ as Runner.run sets it while training (agents.seeding.flushing_denormals); the rows here
+# call collect/train_step directly. SB3 in this process gets the same mode.
+torch.set_flush_denormal(True)
+
 GAMES = ["Pong", "Breakout", "SpaceInvaders", "BeamRider"]
 AGENTS = [
     "a2c_multitask",

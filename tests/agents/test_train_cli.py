@@ -147,3 +147,37 @@ def test_regularised_return_is_logged_where_its_episode_ended(tmp_path):
         ends = {e.step for e in events.Scalars(tag.replace("regularised_return", "return"))}
         steps = {e.step for e in events.Scalars(tag)}
         assert steps and steps <= ends, (tag, sorted(steps - ends)[:5])
+
+
+def test_runs_flush_subnormals_to_zero_and_restore_the_mode(tmp_path, monkeypatch):
+    """RL and supervised runs turn on FTZ/DAZ while they train (subnormal operands, e.g. the
+    gradients of saturated policies, cost Intel CPUs a microcode assist each) and restore the
+    caller's IEEE mode afterwards."""
+    from agents.seeding import flushes_denormals
+    from agents.supervised import run_supervised
+    from agents.supervised_config import load_supervised
+    from mtrl.trainer import Trainer
+
+    assert not flushes_denormals()
+    seen: list[bool] = []
+    cfg = load_config(
+        "configs/gridworld_distral.yaml",
+        ["progress=false", "eval.episodes=0", "total_steps=160", f"run_dir={tmp_path / 'rl'}"],
+    )
+    runner = train.build(cfg, tmp_path / "rl")
+    step = runner.train_step
+    monkeypatch.setattr(runner, "train_step", lambda: seen.append(flushes_denormals()) or step())
+    runner.run()
+    runner.env.close()
+    assert seen and all(seen) and not flushes_denormals()
+
+    seen.clear()
+    fit = Trainer.train_step
+    monkeypatch.setattr(
+        Trainer, "train_step", lambda self, *a: seen.append(flushes_denormals()) or fit(self, *a)
+    )
+    sup = load_supervised(
+        "configs/supervised/toy2d.yaml", ["supervised.epochs=2", "supervised.progress=false"]
+    )
+    run_supervised(sup, tmp_path / "sup")
+    assert seen and all(seen) and not flushes_denormals()
