@@ -133,13 +133,29 @@ def test_two_column_composition():
     agent = _agent("distral_klent_2col", alpha=0.5, beta=3.0)
     obs = torch.randn(K, 4, 5)
     logits, h0, _ = agent._forward(obs)
-    f = agent.task_policy(agent.task_encoder(obs))
-    torch.testing.assert_close(logits, 0.5 * h0 + 3.0 * f)
+    beta_f = agent.task_policy(agent.task_encoder(obs))  # the task head outputs beta * f_i
+    torch.testing.assert_close(logits, 0.5 * h0 + beta_f)
     torch.testing.assert_close(h0, agent.pi0_head(agent.pi0_encoder(obs)))
     # pi0 is task-agnostic: the same state gives the same h0 in every task row.
     same = torch.randn(1, 4, 5).expand(K, 4, 5)
     h = agent._forward(same)[1]
     torch.testing.assert_close(h[0], h[1])
+
+
+@pytest.mark.parametrize("beta", [1.0, 100.0])
+def test_beta_does_not_scale_the_logits(beta):
+    """beta weighs the regulariser only: the same weights give the same pi_i whatever beta, and
+    at A2C's head init pi_i starts near uniform (a head for f_i times beta = 100 started at an
+    entropy of ~0.2 nats of 2.9 on Atari and collapsed)."""
+    torch.manual_seed(0)
+    ref = _agent("distral_klent_2col", alpha=0.5, beta=1.0)
+    agent = _agent("distral_klent_2col", alpha=0.5, beta=beta)
+    agent.load_state_dict(ref.state_dict())
+    obs = torch.randn(K, 64, 5)
+    logits = agent._forward(obs)[0]
+    torch.testing.assert_close(logits, ref._forward(obs)[0])
+    entropy = -(F.softmax(logits, -1) * F.log_softmax(logits, -1)).sum(-1)
+    assert float(entropy.min()) > 0.98 * math.log(A)
 
 
 def test_a2c_2col_composes_without_scaling_or_regulariser():
