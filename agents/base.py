@@ -120,7 +120,10 @@ def make_optimizer(cfg: AgentConfig, params, lr: float | None = None) -> torch.o
     """
     lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "rmsprop":
-        opt = FusedRMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.eps)
+        opt = FusedRMSprop(
+            params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.eps,
+            initial_square_avg=cfg.rmsprop_init,
+        )  # fmt: skip
     else:
         opt = torch.optim.Adam(params, lr=lr, eps=cfg.eps, fused=True)
     opt.register_step_post_hook(_mark_updated)

@@ -91,6 +91,11 @@ class AgentConfig:
     lr: float = _f(7e-4, "learning rate")
     optimizer: str = _f("rmsprop", "optimizer: rmsprop | adam")
     rmsprop_alpha: float = _f(0.99, "RMSprop smoothing constant")
+    rmsprop_init: float = _f(
+        0.0,
+        "RMSprop's initial mean square: 0 as torch; 1 as TensorFlow 1, OpenAI baselines and the "
+        "SB3 zoo's Atari A2C (RMSpropTFLike), whose first steps are small, not ~10 lr each",
+    )
     eps: float = _f(1e-5, "optimizer epsilon")
     ent_coef: float = _f(0.01, "entropy bonus coefficient")
     vf_coef: float = _f(0.25, "value loss coefficient")
@@ -181,6 +186,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "agent.gae_lambda": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
     "agent.lr": (lambda v: v > 0, "> 0"),
     "agent.rmsprop_alpha": (lambda v: 0.0 < v < 1.0, "in (0, 1)"),
+    "agent.rmsprop_init": (lambda v: v >= 0, ">= 0"),
     "agent.eps": (lambda v: v > 0, "> 0"),
     "agent.ent_coef": (lambda v: v >= 0, ">= 0"),
     "agent.vf_coef": (lambda v: v >= 0, ">= 0"),

@@ -12,6 +12,13 @@ the (clipped) gradient it has just read at the same element, so no separate buff
 written (3.5 vs 4.4 ms per step for Distral, and 34 MB less memory). Where the kernel is missing
 it falls back to the plain update. Checkpoints hold torch.optim.RMSprop's state (``step``,
 ``square_avg``).
+
+``initial_square_avg`` starts v at that value instead of torch's 0. From 0, the first update is
+``lr * g / (0.1 |g|)``: every parameter moves ~10 lr whatever its gradient, and a column trained
+by policy gradients alone (Distral's pi0) blew up within 10 updates on Atari. TensorFlow 1's
+RMSProp, which OpenAI baselines' and the SB3 zoo's Atari A2C use (RMSpropTFLike), starts from 1:
+steps grow from ``lr * g`` as v decays towards the gradients' scale. (TensorFlow also adds eps
+inside the square root; here it stays outside, as in torch.)
 """
 
 from __future__ import annotations
@@ -30,10 +37,13 @@ class FusedRMSprop(torch.optim.Optimizer):
 
     def __init__(
         self, params: Iterable[Tensor] | Iterable[dict], lr: float, alpha: float = 0.99,
-        eps: float = 1e-8,
+        eps: float = 1e-8, initial_square_avg: float = 0.0,
     ):  # fmt: skip
         if not 0.0 <= alpha < 1.0:
             raise ValueError(f"RMSprop alpha must be in [0, 1), got {alpha}")
+        if not initial_square_avg >= 0.0:
+            raise ValueError(f"RMSprop initial_square_avg must be >= 0, got {initial_square_avg}")
+        self.initial_square_avg = initial_square_avg
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps})
         self._steps: dict[torch.device, Tensor] = {}
         self._divisor: Tensor | None = None  # the next step uses gradients / this
@@ -64,7 +74,9 @@ class FusedRMSprop(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.tensor(0.0)
-                    state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["square_avg"] = torch.full_like(
+                        p, self.initial_square_avg, memory_format=torch.preserve_format
+                    )
                 state["step"] += 1
                 batch = batches.setdefault((p.device, p.dtype), ([], [], [], []))
                 # the gradient doubles as the kernel's first moment (module docstring)

@@ -69,6 +69,35 @@ def test_hand_computed_first_step():
     torch.testing.assert_close(p.detach(), torch.tensor([1.0 - step, -2.0 + step]))
 
 
+def test_hand_computed_first_step_from_a_unit_mean_square():
+    """TF-like start (v0 = 1): the first step is ~lr * g, not ~lr * sign(g) / sqrt(1 - alpha)."""
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = FusedRMSprop([p], lr=0.1, alpha=0.5, eps=0.0, initial_square_avg=1.0)
+    p.grad = torch.tensor([2.0, -4.0])
+    opt.step()
+    # v = 0.5 * 1 + 0.5 * g^2 = [2.5, 8.5]; p -= 0.1 * g / sqrt(v)
+    v = torch.tensor([2.5, 8.5])
+    expected = torch.tensor([1.0, -2.0]) - 0.1 * torch.tensor([2.0, -4.0]) / v.sqrt()
+    torch.testing.assert_close(p.detach(), expected)
+    torch.testing.assert_close(opt.state[p]["square_avg"], v)
+
+
+def test_unit_start_matches_torch_rmsprop_given_the_same_state():
+    """From step 1 on it is torch's RMSprop whose mean square happened to start at 1."""
+    grads = _grads()
+    ours, _ = _run(FusedRMSprop, grads, initial_square_avg=1.0)
+    params = _params()
+    ref = torch.optim.RMSprop(params, lr=0.01, alpha=0.9, eps=1e-5)
+    for p in params:
+        ref.state[p] = {"step": torch.tensor(0.0), "square_avg": torch.ones_like(p)}
+    for step in grads:
+        for p, g in zip(params, step):
+            p.grad = g.clone()
+        ref.step()
+    for p, r in zip(ours, params):
+        torch.testing.assert_close(p, r, rtol=1e-6, atol=1e-7)
+
+
 def test_fallback_without_fused_kernel_is_the_same_update(monkeypatch):
     grads = _grads()
     fused, _ = _run(FusedRMSprop, grads, clip=0.5)
@@ -135,9 +164,11 @@ def test_skipped_step_does_not_carry_its_clipping_into_the_next():
     assert opt._divisor is None
 
 
-def test_bad_alpha_is_refused():
+def test_bad_alpha_or_initial_mean_square_is_refused():
     with pytest.raises(ValueError, match="alpha"):
         FusedRMSprop(_params(), lr=0.01, alpha=1.0)
+    with pytest.raises(ValueError, match="initial_square_avg"):
+        FusedRMSprop(_params(), lr=0.01, initial_square_avg=-1.0)
 
 
 def _run_python(env: dict[str, str], code: str) -> str:
