@@ -15,7 +15,7 @@ it falls back to the plain update. Checkpoints hold torch.optim.RMSprop's state 
 
 ``initial_square_avg`` starts v at that value instead of torch's 0. From 0, the first update is
 ``lr * g / (0.1 |g|)``: every parameter moves ~10 lr whatever its gradient, and a column trained
-by policy gradients alone (Distral's pi0) blew up within 10 updates on Atari. TensorFlow 1's
+by policy gradients alone (the 2-column networks' h0) blew up within 10 updates on Atari. TensorFlow 1's
 RMSProp, which OpenAI baselines' and the SB3 zoo's Atari A2C use (RMSpropTFLike), starts from 1:
 steps grow from ``lr * g`` as v decays towards the gradients' scale. (TensorFlow also adds eps
 inside the square root; here it stays outside, as in torch.)

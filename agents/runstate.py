@@ -21,7 +21,8 @@ from agents.config import ConfigError, to_dict
 if TYPE_CHECKING:
     from agents.runner import Runner
 
-VERSION = 1
+# 2: the 2-column Distral task head holds beta * f_i (version 1: f_i; agents/distral.py).
+VERSION = 2
 COUNTERS = ("global_step", "update", "nonfinite_total", "nonfinite_streak", "last_log", "last_ckpt")
 
 
@@ -88,8 +89,18 @@ def _restore(r: Runner, state: dict[str, Any]) -> None:
         raise ConfigError(
             f"checkpoint was written by agent {name!r}, but this run's agent is {r.agent.name!r}"
         )
-    if state.get("version") != VERSION:
-        raise ConfigError(f"checkpoint state version {state.get('version')!r} is not supported")
+    version = state.get("version")
+    if version not in (1, VERSION):
+        raise ConfigError(f"checkpoint state version {version!r} is not supported")
+    if (
+        version == 1
+        and getattr(r.agent, "two_column", False)
+        and getattr(r.agent, "regularise", False)
+    ):
+        raise ConfigError(
+            f"checkpoint of {name!r} predates the 2-column head change: its task head holds f_i, "
+            "this version's holds beta * f_i, so it would act differently; start a new run"
+        )
     if list(state["env"]["tasks"]) != list(r.env.task_names):
         raise ConfigError(
             f"checkpoint tasks {state['env']['tasks']} differ from this run's {r.env.task_names}"
