@@ -208,7 +208,7 @@ def run_benchmark(
     return {
         "minatar_random": random,
         "meta": {
-            "machine": f"{_cpu_name()}, {_cpu_count()} cores, {platform.system()}",
+            "machine": f"{cpu_name()}, {_cpu_count()} cores, {platform.system()}",
             "python": platform.python_version(),
             "torch": _torch_version(),
             "workers": workers,
@@ -229,7 +229,8 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what platform knows; results differ between models."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ limit_openmp_spinning()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from bench.learning import cpu_name  # noqa: E402
 
 # FTZ/DAZ as Runner.run sets it while training (agents.seeding.flushing_denormals); the rows here
 # call collect/train_step directly. SB3 in this process gets the same mode.
@@ -149,17 +150,6 @@ class SB3:
 
     def close(self) -> None:
         self.env.close()
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what platform knows; results differ between models."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def ratio_cell(rates: list[float], base: list[float] | None) -> str:
