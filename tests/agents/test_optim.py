@@ -21,9 +21,8 @@ def _params(seed: int = 0) -> list[torch.nn.Parameter]:
     return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
 
 
-def _run(opt_cls, grads_per_step, clip: float = 0.0, **kw):
-    params = _params()
-    opt = opt_cls(params, lr=0.01, alpha=0.9, eps=1e-5, **kw)
+def _steps(opt, params, grads_per_step, clip: float = 0.0) -> None:
+    """One ``opt.step()`` per list of gradients (clipped to ``clip`` first if > 0)."""
     for grads in grads_per_step:
         opt.zero_grad()
         for p, g in zip(params, grads):
@@ -31,6 +30,12 @@ def _run(opt_cls, grads_per_step, clip: float = 0.0, **kw):
         if clip:
             clip_and_check([opt], clip)
         opt.step()
+
+
+def _run(opt_cls, grads_per_step, clip: float = 0.0, **kw):
+    params = _params()
+    opt = opt_cls(params, lr=0.01, alpha=0.9, eps=1e-5, **kw)
+    _steps(opt, params, grads_per_step, clip)
     return params, opt
 
 
@@ -90,10 +95,7 @@ def test_unit_start_matches_torch_rmsprop_given_the_same_state():
     ref = torch.optim.RMSprop(params, lr=0.01, alpha=0.9, eps=1e-5)
     for p in params:
         ref.state[p] = {"step": torch.tensor(0.0), "square_avg": torch.ones_like(p)}
-    for step in grads:
-        for p, g in zip(params, step):
-            p.grad = g.clone()
-        ref.step()
+    _steps(ref, params, grads)
     for p, r in zip(ours, params):
         torch.testing.assert_close(p, r, rtol=1e-6, atol=1e-7)
 
@@ -114,10 +116,7 @@ def test_resumes_from_a_torch_rmsprop_checkpoint():
     params = [torch.nn.Parameter(p.detach().clone()) for p in ref]
     opt = FusedRMSprop(params, lr=0.01, alpha=0.9, eps=1e-5)
     opt.load_state_dict(ref_opt.state_dict())
-    for step in grads[2:]:
-        for p, g in zip(params, step):
-            p.grad = g.clone()
-        opt.step()
+    _steps(opt, params, grads[2:])
     full, _ = _run(torch.optim.RMSprop, grads)
     for a, b in zip(params, full):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
