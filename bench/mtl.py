@@ -16,7 +16,7 @@ peak RSS above the RSS before the first step is the memory column; ``--rounds`` 
 passes, the fastest median kept. Gradient methods run in parameter-gradient mode (Jacobian w.r.t.
 the trunk's parameters: same work as torchjd's ``mtl_backward`` + ``jac_to_grad``) and in
 representation mode (``features=``: Jacobian w.r.t. the trunk output only). The torchjd rows
-need ``pip install -e '.[dev,crosscheck]'`` (torchjd with quadprog and cvxpy).
+need ``pip install -e '.[dev]'`` (torchjd with quadprog and cvxpy).
 """
 
 from __future__ import annotations

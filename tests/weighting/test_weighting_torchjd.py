@@ -1,7 +1,7 @@
 """Cross-check our aggregators against torchjd's on random Jacobians (T, P).
 
 torchjd's CAGrad / NashMTL need cvxpy (+ ecos), UPGrad quadprog + qpsolvers: each is skipped when
-its extra is unavailable (``pip install -e '.[dev,crosscheck]'``).
+its extra is unavailable (all are in ``.[dev]``).
 Conventions: torchjd's PCGrad sums the projected gradients (= ours, reduction='sum'); its MGDA is
 a plain Frank-Wolfe with a stopping tolerance, so it is compared on the hull-norm it reaches.
 """
