@@ -136,7 +136,12 @@ def resume(run_dir: Path, overrides: list[str]):
 def main(argv: list[str] | None = None) -> int:
     """Train (or resume); exit code 0, 2 (bad input), 3 (diverged) or 130/143 (interrupted)."""
     try:
-        return _main(argv)
+        from agents.seeding import flushing_denormals
+
+        # Entered before torch starts its worker threads: they copy the mode when created, and
+        # a mode set later reaches only the calling thread (half the work on 2 threads).
+        with flushing_denormals():
+            return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C while starting up (imports, env construction)
         print("interrupted", file=sys.stderr)
         return 130

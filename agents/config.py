@@ -90,11 +90,12 @@ class AgentConfig:
     gae_lambda: float = _f(1.0, "GAE lambda (1.0 = plain n-step returns as in A2C)")
     lr: float = _f(7e-4, "learning rate")
     optimizer: str = _f("rmsprop", "optimizer: rmsprop | adam")
-    rmsprop_alpha: float = _f(0.99, "RMSprop smoothing constant")
+    rmsprop_alpha: float = _f(0.99, "RMSprop smoothing constant (ignored with adam)")
     rmsprop_init: float = _f(
         0.0,
         "RMSprop's initial mean square: 0 as torch; 1 as TensorFlow 1, OpenAI baselines and the "
-        "SB3 zoo's Atari A2C (RMSpropTFLike), whose first steps are small, not ~10 lr each",
+        "SB3 zoo's Atari A2C (RMSpropTFLike), whose first steps are small, not ~10 lr each "
+        "(ignored with adam)",
     )
     eps: float = _f(1e-5, "optimizer epsilon")
     ent_coef: float = _f(0.01, "entropy bonus coefficient")

@@ -5,17 +5,17 @@
 
 That is exactly Adam's update with beta1 = 0 (first moment = g) and both bias corrections equal
 to 1, so it runs on torch's fused Adam kernel, which reads and writes each tensor once instead
-of the five elementwise passes of ``torch.optim.RMSprop(foreach=True)``: 4.1 vs 13.3 ms per step
+of the five elementwise passes of ``torch.optim.RMSprop(foreach=True)``: 4.3 vs 14.9 ms per step
 for Distral's 8.4M parameters on 2 CPU threads (bench/profile_update.py --torch-rmsprop). The
 kernel's first-moment buffer is the gradient itself: with beta1 = 0 it writes back 0 * g + g,
 the (clipped) gradient it has just read at the same element, so no separate buffer is read and
-written (3.5 vs 4.4 ms per step for Distral, and 34 MB less memory). Where the kernel is missing
+written (3.4 vs 4.4 ms per step for Distral, and 34 MB less memory). Where the kernel is missing
 it falls back to the plain update. Checkpoints hold torch.optim.RMSprop's state (``step``,
 ``square_avg``).
 
 ``initial_square_avg`` starts v at that value instead of torch's 0. From 0, the first update is
 ``lr * g / (0.1 |g|)``: every parameter moves ~10 lr whatever its gradient, and a column trained
-by policy gradients alone (the 2-column networks' h0) blew up within 10 updates on Atari. TensorFlow 1's
+by policy gradients alone (``a2c_2col``'s h0) blew up within 10 updates on Atari. TensorFlow 1's
 RMSProp, which OpenAI baselines' and the SB3 zoo's Atari A2C use (RMSpropTFLike), starts from 1:
 steps grow from ``lr * g`` as v decays towards the gradients' scale. (TensorFlow also adds eps
 inside the square root; here it stays outside, as in torch.)

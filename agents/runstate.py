@@ -99,7 +99,8 @@ def _restore(r: Runner, state: dict[str, Any]) -> None:
     ):
         raise ConfigError(
             f"checkpoint of {name!r} predates the 2-column head change: its task head holds f_i, "
-            "this version's holds beta * f_i, so it would act differently; start a new run"
+            "this version's holds beta * f_i, so it would act differently; start a new run "
+            "(or finish this one with the code before commit 38190c4)"
         )
     if list(state["env"]["tasks"]) != list(r.env.task_names):
         raise ConfigError(

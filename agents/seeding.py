@@ -36,8 +36,10 @@ def flushing_denormals() -> Iterator[None]:
     Near-deterministic policies make gradients like pi0 - pi_i subnormal (< 1.2e-38), and Intel
     CPUs run each such operand through a microcode assist: Distral on 4 Atari games fell from
     ~460 to ~125 steps/s once its policies saturated (docs/benchmarks.md). Values this small
-    change no update measurably. Scoped, because the mode is the thread's: code that runs after
-    a run in the same process (hypothesis, numpy) expects IEEE subnormals.
+    change no update measurably. Scoped, because code that runs after a run in the same process
+    (hypothesis, numpy) expects IEEE subnormals. The mode is per thread: torch's worker threads
+    copy it when they start, so a block entered after they exist flushes only the calling
+    thread's share of the work. ``train.main`` therefore enters it before building anything.
     """
     before = flushes_denormals()
     torch.set_flush_denormal(True)

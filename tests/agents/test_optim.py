@@ -188,3 +188,29 @@ def test_openmp_spin_limit_set_before_torch_and_never_over_the_user():
     assert _run_python({"OMP_WAIT_POLICY": "PASSIVE"}, code) == "False None"
     late = "import torch; " + code  # too late: the OpenMP runtime already read its settings
     assert _run_python({}, late) == "False None"
+
+
+@pytest.mark.parametrize("init", [0.0, 1.0])
+def test_agent_rmsprop_init_reaches_every_optimiser(tmp_path, init):
+    """``agent.rmsprop_init`` starts the mean square of pi0's and the task columns' optimisers:
+    after one update v = alpha * init + (1 - alpha) * g^2 in every element."""
+    import train
+    from agents.config import load_config
+
+    cfg = load_config(
+        ROOT / "configs" / "gridworld_distral.yaml",
+        ["agent.name=distral_klent_2col", "agent.optimizer=rmsprop", "agent.rmsprop_alpha=0.99",
+         f"agent.rmsprop_init={init}", "progress=false", "eval.episodes=0", "total_steps=1"],
+    )  # fmt: skip
+    runner = train.build(cfg, tmp_path / "run")
+    try:
+        runner.run()
+    finally:
+        runner.env.close()
+    assert len(runner.optimizers) == 2  # pi0 and the task columns
+    for opt in runner.optimizers:
+        for group in opt.param_groups:
+            for p in group["params"]:
+                v = opt.state[p]["square_avg"]
+                floor = 0.99 * init
+                assert float(v.min()) >= floor and float(v.min()) < floor + 0.01 * 2.0

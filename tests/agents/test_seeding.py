@@ -1,0 +1,64 @@
+"""The subnormal mode: scoped and restored, and reaching torch's worker threads in train.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents.seeding import flushes_denormals, flushing_denormals
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("start", [False, True])
+def test_block_restores_the_callers_mode_after_errors_and_nesting(start):
+    torch.set_flush_denormal(start)
+    try:
+        with flushing_denormals():
+            assert flushes_denormals()
+            with flushing_denormals():
+                assert flushes_denormals()
+            assert flushes_denormals()  # the inner block restored the outer one's mode
+        assert flushes_denormals() is start
+        for exc in (RuntimeError, KeyboardInterrupt):
+            with pytest.raises(exc), flushing_denormals():
+                raise exc()
+            assert flushes_denormals() is start
+    finally:
+        torch.set_flush_denormal(False)
+
+
+# Runs train.main in a fresh process with 2 torch threads and records, at every update, the
+# fraction of a parallel product of two 1e-20s (a subnormal 1e-40) that came out as zero.
+_PROBE = """
+import sys, tempfile
+sys.path.insert(0, {root!r})
+import torch, train
+from agents.runner import Runner
+seen = []
+step = Runner.train_step
+def probe(self, *a, **k):
+    x = torch.full((4_000_000,), 1e-20)
+    seen.append((x * 1e-20 == 0).float().mean().item())
+    return step(self, *a, **k)
+Runner.train_step = probe
+out = tempfile.mkdtemp()
+rc = train.main(["--config", {config!r}, "total_steps=240", "torch_threads=2", "progress=false",
+                 "eval.episodes=0", "run_dir=" + out + "/run"])
+print(rc, min(seen), max(seen))
+"""
+
+
+def test_train_flushes_subnormals_in_torch_worker_threads():
+    """Building a run starts torch's OpenMP threads; the mode set after that reached only the main
+    thread, so half of every 2-thread kernel still took the subnormal slow path (0.5 here)."""
+    script = _PROBE.format(root=str(ROOT), config=str(ROOT / "configs" / "minatar_distral.yaml"))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-3:] == ["0", "1.0", "1.0"], proc.stdout[-500:]
