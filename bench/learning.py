@@ -49,7 +49,7 @@ AGENT_CONFIGS: dict[str, dict[str, str]] = {
     }
     for suite in SUITES
 }
-DEFAULT_STEPS = {"gridworld": 200_000, "minatar": 1_500_000}
+DEFAULT_STEPS = {"gridworld": 300_000, "minatar": 500_000}
 GRIDWORLD_MAP = "far_room"
 CURVE_POINTS = 60  # points of the step grid of every learning curve
 WINDOW = 20  # rolling window: the last WINDOW finished training episodes of each task
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suites", nargs="+", default=SUITES, choices=SUITES)
     p.add_argument("--agents", nargs="+", default=AGENTS, choices=AGENTS)
     p.add_argument("--seeds", type=int, default=3, help="MinAtar seeds (0..n-1)")
-    p.add_argument("--gridworld-seeds", type=int, default=5, help="gridworld seeds (cheap)")
+    p.add_argument("--gridworld-seeds", type=int, default=10, help="gridworld seeds (cheap)")
     p.add_argument("--gridworld-steps", type=int, default=DEFAULT_STEPS["gridworld"])
     p.add_argument("--minatar-steps", type=int, default=DEFAULT_STEPS["minatar"])
     p.add_argument("--map", default=GRIDWORLD_MAP, help="gridworld map (shared structure)")
