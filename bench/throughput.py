@@ -103,7 +103,9 @@ class Ours:
 
 
 class SB3:
-    """Stable-Baselines3 A2C (CnnPolicy, zoo Atari settings) on one game, built and warmed up."""
+    """Stable-Baselines3 A2C (CnnPolicy, the zoo's Atari hyperparameters) on one game, built and
+    warmed up. Its optimiser is torch's RMSprop, not the zoo's RMSpropTFLike (a per-parameter
+    Python loop, so no faster): this row is a speed reference, not a learning one."""
 
     def __init__(self, game: str, num_envs: int, n_steps: int):
         import ale_py
