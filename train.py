@@ -70,12 +70,13 @@ def build(cfg, run_dir: Path):
 
     from agents.factory import build_agent
     from agents.runner import Runner
-    from agents.seeding import resolve_device, seed_everything
+    from agents.seeding import resolve_device, seed_everything, start_flushing_workers
     from envs.factory import make_multitask_env
 
     device = resolve_device(cfg.device)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
+    start_flushing_workers()
     seed_everything(cfg.seed, cfg.deterministic)
     tasks = list(cfg.env.tasks) or None
     kwargs = _suite_kwargs(cfg)
@@ -136,12 +137,7 @@ def resume(run_dir: Path, overrides: list[str]):
 def main(argv: list[str] | None = None) -> int:
     """Train (or resume); exit code 0, 2 (bad input), 3 (diverged) or 130/143 (interrupted)."""
     try:
-        from agents.seeding import flushing_denormals
-
-        # Entered before torch starts its worker threads: they copy the mode when created, and
-        # a mode set later reaches only the calling thread (half the work on 2 threads).
-        with flushing_denormals():
-            return _main(argv)
+        return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C while starting up (imports, env construction)
         print("interrupted", file=sys.stderr)
         return 130

@@ -17,8 +17,11 @@ it falls back to the plain update. Checkpoints hold torch.optim.RMSprop's state 
 ``lr * g / (0.1 |g|)``: every parameter moves ~10 lr whatever its gradient, and a column trained
 by policy gradients alone (``a2c_2col``'s h0) blew up within 10 updates on Atari. TensorFlow 1's
 RMSProp, which OpenAI baselines' and the SB3 zoo's Atari A2C use (RMSpropTFLike), starts from 1:
-steps grow from ``lr * g`` as v decays towards the gradients' scale. (TensorFlow also adds eps
-inside the square root; here it stays outside, as in torch.)
+steps grow from ``lr * g`` as v decays towards the gradients' scale. TensorFlow also adds eps
+inside the square root, a floor of sqrt(eps) under the denominator; here eps stays outside, as
+in torch, so the Atari presets set eps = sqrt(1e-5) for the same floor. (With 1e-5 outside,
+weights with tiny gradients moved ~lr per step once v had decayed to their scale, and the
+default job collapsed after ~1,430 updates.)
 """
 
 from __future__ import annotations

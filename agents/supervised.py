@@ -19,7 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from agents.config import ConfigError, diff_keys
-from agents.seeding import flushing_denormals, resolve_device, seed_everything
+from agents.seeding import (
+    flushing_denormals,
+    resolve_device,
+    seed_everything,
+    start_flushing_workers,
+)
 from agents.supervised_config import _P, SupervisedConfig, load_supervised, to_yaml
 from mtrl.architectures.base import MultiTaskModel
 from mtrl.io import atomic_write, claim_dir, discard_if_empty
@@ -99,6 +104,7 @@ def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
     device = resolve_device(cfg.device)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
+    start_flushing_workers()
     seed_everything(cfg.seed)
     problem = build_problem(cfg)
     model: MultiTaskModel = problem["model"]

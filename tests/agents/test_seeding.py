@@ -54,11 +54,23 @@ print(rc, min(seen), max(seen))
 
 
 def test_train_flushes_subnormals_in_torch_worker_threads():
-    """Building a run starts torch's OpenMP threads; the mode set after that reached only the main
-    thread, so half of every 2-thread kernel still took the subnormal slow path (0.5 here)."""
+    """Building a run started torch's OpenMP threads before the run set the mode, which then
+    reached only the main thread: half of every 2-thread kernel took the subnormal slow path (0.5
+    here). The build now starts the workers with the mode on."""
     script = _PROBE.format(root=str(ROOT), config=str(ROOT / "configs" / "minatar_distral.yaml"))
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-3:] == ["0", "1.0", "1.0"], proc.stdout[-500:]
+
+
+def test_config_checks_see_subnormals_as_numbers(tmp_path, capsys):
+    """The main thread keeps IEEE semantics outside training: with DAZ on, a negative subnormal
+    compares >= 0, and ``agent.ent_coef=-2.2e-313`` (found by the fuzz tests) trained."""
+    import train
+
+    cfg = ["--config", str(ROOT / "configs" / "gridworld_a2c.yaml"), "progress=false"]
+    run_dir = tmp_path / "run"
+    assert train.main([*cfg, "agent.ent_coef=-2.2250738585e-313", f"run_dir={run_dir}"]) == 2
+    assert "agent.ent_coef" in capsys.readouterr().err and not run_dir.exists()
