@@ -3,6 +3,7 @@ report its per-game training returns, policy entropies and KL from the run's Ten
 
     python bench/atari_learning.py --steps 2400000 --run-dir runs/atari_default   # train + report
     python bench/atari_learning.py --from-run runs/atari_default                   # report only
+    python bench/atari_learning.py --config configs/atari_a2c.yaml --run-dir runs/atari_a2c  # A2C
 
 Writes ``docs/atari_default.png`` (``--png``) and prints a markdown table: each game's mean
 training-episode return (sampled actions, raw unclipped score) in the first and the last of
@@ -72,10 +73,10 @@ def table(games: dict[str, np.ndarray], bins: int) -> tuple[str, np.ndarray, dic
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for g, m in means.items():
-        rand, human = REFERENCE_SCORES.get(g, (float("nan"), float("nan")))
+        refs = [f"{r:g}" for r in REFERENCE_SCORES[g]] if g in REFERENCE_SCORES else ["n/a"] * 2
         hns = human_normalised(g, float(m[-1]))
         lines.append(
-            f"| {g} | {rand:g} | {human:g} | {m[0]:.1f} | {m[-1]:.1f} | "
+            f"| {g} | {refs[0]} | {refs[1]} | {m[0]:.1f} | {m[-1]:.1f} | "
             f"{'n/a' if hns is None else f'{hns:.3f}'} | {len(games[g])} |"
         )
     return "\n".join(lines), edges, means
@@ -101,7 +102,8 @@ def plot(
         ax.set_title(g)
         ax.set_xlabel("env steps, all games (M)")
     axes[0].set_ylabel("training episode return")
-    axes[0].legend(fontsize=7)
+    if any(g in REFERENCE_SCORES for g in means):
+        axes[0].legend(fontsize=7)
     ax = axes[-1]
     for tag, pts in curves.items():
         if len(pts):
@@ -118,6 +120,9 @@ def plot(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--steps", type=int, default=2_400_000, help="total env steps over all games")
+    p.add_argument(
+        "--config", type=Path, help="YAML config to train (default: configs/default.yaml)"
+    )
     p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "atari_default")
     p.add_argument("--from-run", type=Path, help="report on this finished run, no training")
     p.add_argument("--bins", type=int, default=12)
@@ -125,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="config overrides, as for train.py")
     args = p.parse_args(argv)
     run_dir = args.from_run
+    if run_dir is not None and args.config is not None:
+        p.error("--from-run reports on a finished run and trains nothing; drop --config")
     if run_dir is None:
         from agents.omp import limit_openmp_spinning
 
@@ -133,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 
         run_dir = args.run_dir
         extra = [f"total_steps={args.steps}", f"run_dir={run_dir}", "progress=false"]
+        if args.config is not None:
+            extra = ["--config", str(args.config), *extra]
         if (code := train.main([*extra, *args.overrides])) != 0:
             return code
     try:

@@ -45,3 +45,16 @@ def test_a_directory_without_returns_is_one_error_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
         assert not png.exists()
+
+
+def test_trains_the_given_config_then_reports_it(tmp_path, capsys):
+    """``--config`` trains that preset (not the default Atari job) and the report reads its log."""
+    run, png = tmp_path / "run", tmp_path / "out.png"
+    argv = ["--config", "configs/gridworld_a2c.yaml", "--steps", "4000", "--run-dir", str(run)]
+    assert main([*argv, "--bins", "2", "--png", str(png), "eval.episodes=0"]) == 0
+    assert "name: a2c_multitask" in (run / "config.yaml").read_text()
+    out = capsys.readouterr().out.splitlines()
+    rows = out[out.index("|---|---:|---:|---:|---:|---:|---:|") + 1 : -1]
+    assert sorted(r.split(" | ")[0] for r in rows) == ["| 0", "| 1", "| 2", "| 3"]  # 4 goals
+    assert all(r.split(" | ")[1:3] == ["n/a", "n/a"] for r in rows)  # no Atari references
+    assert png.stat().st_size > 0
