@@ -124,10 +124,10 @@ def resume(run_dir: Path, overrides: list[str]):
     nothing in ``run_dir`` changes before :meth:`Runner.run`)."""
     from agents.resume import load_resume_state
 
-    cfg, state, history = load_resume_state(run_dir, overrides)
+    cfg, state, log_end = load_resume_state(run_dir, overrides)
     runner = build(cfg, run_dir)
     try:
-        runner.load_state_dict(state, history)
+        runner.load_state_dict(state, log_end)
     except BaseException:
         runner.env.close()
         raise

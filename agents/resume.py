@@ -65,11 +65,10 @@ def new_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
-def load_resume_state(
-    run_dir: Path, overrides: list[str]
-) -> tuple[Config, dict[str, Any], list[dict[str, float]]]:
-    """Validate ``run_dir`` and its last checkpoint; return (config, checkpoint state, logged
-    losses up to the checkpoint). Reads only: nothing in ``run_dir`` is changed."""
+def load_resume_state(run_dir: Path, overrides: list[str]) -> tuple[Config, dict[str, Any], int]:
+    """Validate ``run_dir`` and its last checkpoint; return (config, checkpoint state, byte length
+    of ``losses.jsonl``'s records up to the checkpoint). Reads only: nothing in ``run_dir`` is
+    changed."""
     try:
         if not run_dir.is_dir():
             what = "is not a directory" if run_dir.exists() else "not found"
@@ -108,7 +107,7 @@ def load_resume_state(
                 f"{', '.join(differ)}; the checkpoint is from another run or agent"
             )
         cfg.run_dir = str(run_dir)
-        history = _read_losses(run_dir / "losses.jsonl", int(state["counters"]["update"]))
+        log_end = loss_log_end(run_dir / "losses.jsonl", int(state["counters"]["update"]))
     except ConfigError:
         raise
     except OSError as e:
@@ -117,17 +116,18 @@ def load_resume_state(
         raise ConfigError(
             f"checkpoint in {str(run_dir)!r} is malformed ({type(e).__name__}: {e})"
         ) from None
-    return cfg, state, history
+    return cfg, state, log_end
 
 
-def _read_losses(path: Path, updates: int) -> list[dict[str, float]]:
-    """The first ``updates`` records of ``losses.jsonl`` (the ones the checkpoint covers)."""
+def loss_log_end(path: Path, updates: int) -> int:
+    """Byte length of the first ``updates`` records of ``losses.jsonl`` (the ones the checkpoint
+    covers), each checked to be a JSON object; the file is streamed, not held in memory."""
     if not path.is_file():
         raise ConfigError(f"{str(path)!r} not found; the run directory is incomplete")
-    history = []
-    with path.open() as f:
+    records = end = 0
+    with path.open("rb") as f:
         for line in f:
-            if len(history) == updates:
+            if records == updates:
                 break
             try:
                 record = json.loads(line)
@@ -135,10 +135,16 @@ def _read_losses(path: Path, updates: int) -> list[dict[str, float]]:
                 break
             if not isinstance(record, dict):
                 break
-            history.append(record)
-    if len(history) != updates:
+            records, end = records + 1, end + len(line)
+    if records != updates:
         raise ConfigError(
-            f"{str(path)!r} has {len(history)} valid records but the checkpoint is at update "
+            f"{str(path)!r} has {records} valid records but the checkpoint is at update "
             f"{updates}; the run directory is damaged"
         )
-    return history
+    return end
+
+
+def read_loss_log(path: Path) -> list[dict[str, float]]:
+    """Every record of a ``losses.jsonl`` (one dict of logged scalars per update)."""
+    with path.open("rb") as f:
+        return [json.loads(line) for line in f]

@@ -30,6 +30,7 @@ from agents.checkpoint import remove_stale_temps, save_rotating, step_files
 from agents.config import Config, to_yaml
 from agents.evaluate import evaluate_on_fresh_env, final_summary
 from agents.guards import check_divergence, check_parameters, clip_and_check
+from agents.resume import read_loss_log
 from agents.rollout import Rollout, obs_to_tensor
 from agents.seeding import flushing_denormals
 from agents.signals import Interrupted, StopFlag
@@ -80,7 +81,7 @@ class Runner:
         # Every finished training episode as (global_step, task, raw return, length): the
         # learning curves that benchmarks and reports plot.
         self.episode_log: list[tuple[int, int, float, int]] = []
-        self.loss_history: list[dict[str, float]] = []
+        self.loss_log_end = 0  # bytes of losses.jsonl a resumed run keeps (the checkpoint's)
         self.writer = None
         # Reliability state (all checkpointed, see agents.runstate).
         self.obs: Tensor | None = None  # current observation (K, E, *obs) between updates
@@ -253,11 +254,18 @@ class Runner:
         """Everything needed to continue training exactly (see agents.runstate)."""
         return runstate.capture(self)
 
-    def load_state_dict(self, state: dict[str, Any], loss_history: list | None = None) -> None:
-        """Continue from a checkpoint: the next :meth:`run` resumes at its update."""
+    def load_state_dict(self, state: dict[str, Any], loss_log_end: int = 0) -> None:
+        """Continue from a checkpoint: the next :meth:`run` resumes at its update and cuts
+        ``losses.jsonl`` to its first ``loss_log_end`` bytes (the records the checkpoint
+        covers; see :func:`agents.resume.loss_log_end`)."""
         runstate.restore(self, state)
-        self.loss_history = list(loss_history or [])
+        self.loss_log_end = loss_log_end
         self.resumed = True
+
+    def loss_records(self) -> list[dict[str, float]]:
+        """The run's ``losses.jsonl``: one dict of logged scalars per update, read from disk (a
+        long run's records are not kept in memory: ~2 GB over the default job's 500k updates)."""
+        return read_loss_log(self.run_dir / "losses.jsonl")
 
     def checkpoint(self) -> bool:
         """Write ``checkpoints/step_<N>.pt`` and ``last.pt`` atomically, keeping the last N.
@@ -280,10 +288,16 @@ class Runner:
     def _open_loss_log(self):
         """``losses.jsonl`` (one line per update), cut to the checkpoint's updates on resume."""
         path = self.run_dir / "losses.jsonl"
-        if self.resumed:
-            lines = [json.dumps(s) + "\n" for s in self.loss_history]
-            atomic_write(path, "".join(lines).encode())
-        return path.open("a" if self.resumed else "w")
+        if not self.resumed:
+            return path.open("w")
+        os.truncate(path, self.loss_log_end)  # later lines are the stopped session's timeline
+        f = path.open("a")
+        if self.loss_log_end:
+            with path.open("rb") as r:  # a last kept record written without its newline
+                r.seek(self.loss_log_end - 1)
+                if r.read(1) != b"\n":
+                    f.write("\n")
+        return f
 
     def run(self) -> dict[str, Any]:
         """Train to ``total_steps`` (continuing a resumed run), checkpoint, evaluate, write
@@ -339,7 +353,6 @@ class Runner:
                     print(f"warning: {msg}", file=sys.stderr, flush=True)
                 self.elapsed = base + time.perf_counter() - start
                 self.pending.append(scalars)
-                self.loss_history.append(scalars)
                 losses.write(json.dumps(scalars) + "\n")
                 losses.flush()
                 bar.update(per_update)

@@ -75,7 +75,7 @@ def test_same_seed_gives_identical_losses(tmp_path):
         runner = train.build(cfg, tmp_path / f"run{i}")
         runner.run()
         runner.env.close()
-        histories.append(runner.loss_history)
+        histories.append(runner.loss_records())
     assert histories[0] == histories[1]
     assert len(histories[0]) == 600 // (5 * 2 * 5)
 

@@ -115,7 +115,7 @@ def assert_same_training(a, b) -> None:
     for k in wa:
         if isinstance(wa[k], torch.Tensor):
             assert torch.equal(wa[k], wb[k]), k
-    assert a.loss_history == b.loss_history
+    assert a.loss_records() == b.loss_records()
     assert a.global_step == b.global_step and a.update == b.update
 
 

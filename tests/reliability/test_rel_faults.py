@@ -56,7 +56,7 @@ def test_non_finite_updates_are_skipped_and_counted(tmp_path, monkeypatch, kind)
         assert all(torch.equal(a, b) for a, b in zip(params[u - 2], params[u - 1]))
     assert not all(torch.equal(a, b) for a, b in zip(params[0], params[1]))
     assert all(torch.isfinite(p).all() for p in runner.agent.parameters())
-    assert math.isnan(runner.loss_history[2]["losses/total"]) == (kind == "loss")
+    assert math.isnan(runner.loss_records()[2]["losses/total"]) == (kind == "loss")
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -63,7 +63,7 @@ def test_interrupt_anywhere_then_resume_is_exact(
     resumed = resume_full(tmp_path / "run")
     assert_same_training(ref, resumed)
     lines = [json.loads(x) for x in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
-    assert lines == ref.loss_history
+    assert lines == ref.loss_records()
     assert resumed.episode_log == ref.episode_log
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["total_steps"] == ref.global_step
@@ -102,6 +102,24 @@ def test_workers_resume_is_exact_and_equals_in_process(tmp_path, reference):
     run_interrupted(cfg, at_update=3)
     resumed = resume_full(tmp_path / "run")
     assert_same_training(ref, resumed)
+
+
+@pytest.mark.parametrize("damage", ["later_records", "last_newline_lost"])
+def test_resume_cuts_the_loss_log_to_the_checkpoint(tmp_path, reference, damage):
+    """A killed session logs updates after its last checkpoint (another timeline) and may die
+    mid-line: resume keeps exactly the checkpoint's records, then appends, as the reference."""
+    ref = reference("gridworld")
+    run_interrupted(make_cfg("gridworld", tmp_path / "run"), at_update=3)
+    log = tmp_path / "run" / "losses.jsonl"
+    kept = log.read_bytes()
+    assert kept.count(b"\n") == 3
+    if damage == "later_records":
+        log.write_bytes(kept + b'{"losses/total": 1.0}\n{"losses/total": 2.0}\n{"losses/to')
+    else:
+        log.write_bytes(kept[:-1])
+    resumed = resume_full(tmp_path / "run")
+    assert log.read_bytes() == (ref.run_dir / "losses.jsonl").read_bytes()
+    assert resumed.loss_records() == ref.loss_records()
 
 
 def test_checkpoints_rotate_and_hold_the_resolved_config(tmp_path):
@@ -174,7 +192,7 @@ def test_atari_resume_resets_the_emulators_and_finishes(tmp_path):
     assert not runner.env_restored and runner.update == 2
     runner.run()
     runner.env.close()
-    assert runner.global_step >= 200 and len(runner.loss_history) == runner.update
+    assert runner.global_step >= 200 and len(runner.loss_records()) == runner.update
 
 
 def test_deterministic_flag_is_bit_identical_on_cpu(tmp_path, reference):
@@ -184,7 +202,7 @@ def test_deterministic_flag_is_bit_identical_on_cpu(tmp_path, reference):
         assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
-    assert runner.loss_history == reference("gridworld").loss_history
+    assert runner.loss_records() == reference("gridworld").loss_records()
 
 
 @settings(
