@@ -3,6 +3,7 @@
     python bench/learning.py                                  # full run (see docs/benchmarks.md)
     python bench/learning.py --suites gridworld --gridworld-seeds 2 --gridworld-steps 50000
     python bench/learning.py --from-json docs/learning_results.json   # re-render only
+    python bench/learning.py --suites minatar --set agent.eps=0.00316 --out /tmp/eps  # ablation
 
 Each run trains with the agent's YAML preset (``AGENT_CONFIGS``) and turns ``runner.episode_log``
 into rolling per-task learning curves on a fixed step grid; ``bench/learning_report.py`` derives
@@ -12,6 +13,7 @@ steps to threshold, area under the curve and final return, and writes the table,
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -163,25 +165,36 @@ def run_benchmark(
     workers: int = 2,
     gridworld_map: str = GRIDWORLD_MAP,
     command: str = "",
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run every (suite, agent, seed), reusing finished runs cached as JSON under ``cache``.
 
     Runs are ordered suite, seed, agent so a cut-short run still covers every agent; with
     ``workers > 1`` they go to that many spawned processes (torch threads = 1 each).
+    ``overrides`` (``key=value``) apply to every run after its preset; their runs are cached
+    apart from the presets' own.
     """
     cache.mkdir(parents=True, exist_ok=True)
+    overrides = list(overrides)
     specs = [
-        {"suite": s, "agent": a, "seed": seed, "steps": steps[s], "map": gridworld_map}
+        {
+            "suite": s,
+            "agent": a,
+            "seed": seed,
+            "steps": steps[s],
+            "map": gridworld_map,
+            "overrides": overrides,
+        }
         for s in suites
         for seed in seeds[s]
         for a in agents
     ]
+    tag = "-" + hashlib.sha1(" ".join(overrides).encode()).hexdigest()[:10] if overrides else ""
 
     def path(spec: dict[str, Any]) -> Path:
         extra = f"-{spec['map']}" if spec["suite"] == "gridworld" else ""
-        return (
-            cache / f"{spec['suite']}{extra}-{spec['agent']}-s{spec['seed']}-{spec['steps']}.json"
-        )
+        name = f"{spec['suite']}{extra}-{spec['agent']}-s{spec['seed']}-{spec['steps']}{tag}.json"
+        return cache / name
 
     todo = [s for s in specs if not path(s).is_file()]
     started = time.perf_counter()
@@ -218,9 +231,24 @@ def run_benchmark(
             "gridworld_map": gridworld_map,
             "window": WINDOW,
             "command": command,
+            "overrides": overrides,
         },
         "runs": runs,
     }
+
+
+def check_overrides(suites: list[str], agents: list[str], overrides: list[str]) -> str | None:
+    """The first error ``overrides`` give on top of any (suite, agent) preset, else None: found
+    before a run starts, not in a worker minutes later."""
+    from agents.config import ConfigError, load_config
+
+    for suite in suites:
+        for agent in agents:
+            try:
+                load_config(ROOT / AGENT_CONFIGS[suite][agent], [f"agent.name={agent}", *overrides])
+            except ConfigError as e:
+                return f"{e} (with {AGENT_CONFIGS[suite][agent]})"
+    return None
 
 
 def _cpu_count() -> int:
@@ -262,7 +290,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs", help="where docs go")
     p.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench_learning")
     p.add_argument("--from-json", type=Path, help="re-render from a results JSON, no training")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for every run, after its preset (e.g. agent.eps=0.00316)",
+    )
     args = p.parse_args(argv)
+    if args.set and args.from_json:
+        p.error("--from-json re-renders finished runs and trains nothing; drop --set")
+    if args.set and (error := check_overrides(args.suites, args.agents, args.set)):
+        print(f"error: --set: {error}", file=sys.stderr)
+        return 2
     if args.from_json:
         results = json.loads(args.from_json.read_text())
     else:
@@ -276,8 +316,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.agents != AGENTS:
             command += f" --agents {' '.join(args.agents)}"
+        if args.set:
+            command += f" --set {' '.join(args.set)}"
         results = run_benchmark(
-            args.suites, args.agents, seeds, steps, args.cache, args.workers, args.map, command
+            args.suites,
+            args.agents,
+            seeds,
+            steps,
+            args.cache,
+            args.workers,
+            args.map,
+            command,
+            args.set,
         )
     for path in write_outputs(results, args.out):
         print(f"wrote {path}")

@@ -79,3 +79,21 @@ def test_a_seed_without_a_value_does_not_blank_the_cell():
     assert _cell([1.0, float("nan"), 3.0], 1).endswith("(2/3 seeds)")
     assert _cell([float("nan")] * 2) == "n/a"
     assert _cell([0.5, 0.5]) == "0.50 ± 0.00"
+
+
+def test_overrides_reach_every_run_and_are_cached_apart(tmp_path, capsys):
+    cache, seeds, steps = tmp_path / "cache", {"gridworld": [0]}, {"gridworld": 1000}
+    plain = run_benchmark(["gridworld"], AGENTS[:1], seeds, steps, cache, 1)
+    ablation = run_benchmark(
+        ["gridworld"], AGENTS[:1], seeds, steps, cache, 1, overrides=["eval.episodes=3"]
+    )
+    assert len(list(cache.iterdir())) == 2  # not served the preset's cached run
+    # applied after the bench's own settings (32 greedy episodes per gridworld task)
+    assert {t["episodes"] for t in plain["runs"][0]["greedy_eval"].values()} == {32}
+    assert {t["episodes"] for t in ablation["runs"][0]["greedy_eval"].values()} == {3}
+    assert ablation["meta"]["overrides"] == ["eval.episodes=3"]
+
+    assert main(["--suites", "gridworld", "--set", "agent.lr=fast", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --set: agent.lr") and "gridworld" in err[0]
+    assert not (tmp_path / "benchmarks.md").exists()
