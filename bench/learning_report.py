@@ -258,6 +258,17 @@ def plot(suite: str, runs: list[Run], metrics: dict[str, list[dict[str, Any]]], 
     return path
 
 
+def _greedy_episodes(results: dict[str, Any]) -> str:
+    """Greedy evaluation episodes per gridworld task, as the runs recorded them."""
+    counts = {
+        t["episodes"]
+        for r in results["runs"]
+        if r["suite"] == "gridworld"
+        for t in (r.get("greedy_eval") or {}).values()
+    }
+    return "/".join(str(c) for c in sorted(counts)) or "no"
+
+
 def section(results: dict[str, Any], tables: dict[str, str], ratios: dict[str, str]) -> str:
     """The "## Learning" section of docs/benchmarks.md (without the hand-written notes)."""
     meta = results["meta"]
@@ -274,6 +285,10 @@ def section(results: dict[str, Any], tables: dict[str, str], ratios: dict[str, s
         "CI over seeds (t-distribution). Curves are training episodes (sampled actions): at each "
         f"of 60 grid steps, the last {meta['window']} finished episodes of each task.\n",
     ]
+    if meta.get("overrides"):  # an ablation: say so next to its numbers
+        parts.append(
+            f"Overrides on every run, after its preset: `{' '.join(meta['overrides'])}`.\n"
+        )
     if "gridworld" in tables:
         parts += [
             f"### Gridworld (`{meta['gridworld_map']}`, {steps['gridworld']:,} steps, "
@@ -284,7 +299,8 @@ def section(results: dict[str, Any], tables: dict[str, str], ratios: dict[str, s
             "curve may dip below again later); a run that never gets there counts at the "
             "budget, and the cell then shows a lower bound (k/n = runs that reached it). "
             "AUC = success rate averaged over training (`area_under_curve(normalize=True)`); "
-            "greedy success = final greedy evaluation, 32 episodes per task.\n",
+            f"greedy success = final greedy evaluation, {_greedy_episodes(results)} episodes "
+            "per task.\n",
             tables["gridworld"],
             f"Target (Distral 2-col steps to threshold / `a2c_independent`'s, <= 0.6 wanted): "
             f"{ratios['gridworld']}.\n",

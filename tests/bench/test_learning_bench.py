@@ -92,6 +92,11 @@ def test_overrides_reach_every_run_and_are_cached_apart(tmp_path, capsys):
     assert {t["episodes"] for t in plain["runs"][0]["greedy_eval"].values()} == {32}
     assert {t["episodes"] for t in ablation["runs"][0]["greedy_eval"].values()} == {3}
     assert ablation["meta"]["overrides"] == ["eval.episodes=3"]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write_outputs(ablation, docs)
+    doc = (docs / "benchmarks.md").read_text()
+    assert "after its preset: `eval.episodes=3`" in doc and "evaluation, 3 episodes per" in doc
 
     assert main(["--suites", "gridworld", "--set", "agent.lr=fast", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
