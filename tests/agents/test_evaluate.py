@@ -57,3 +57,34 @@ def test_a_slot_without_any_episode_falls_back_to_what_finished():
     res = _run(episodes=4, max_steps=5)  # slot 1 never finishes
     assert res["episodes"] == 2 and res["success_rate"] == 1.0
     assert res["max_steps_reached"] is True
+
+
+def test_eval_greedy_false_samples_both_distral_policies(tmp_path):
+    """``eval.greedy`` reaches the final evaluation of pi_i and of pi0 (the Atari and MinAtar
+    presets sample there: a near-uniform greedy policy is one fixed action)."""
+    import train
+    from agents.config import load_config
+    from agents.evaluate import final_summary
+
+    for greedy in (False, True):
+        cfg = load_config(
+            "configs/gridworld_distral.yaml",
+            ["eval.episodes=2", f"eval.greedy={str(greedy).lower()}", "progress=false"],
+        )
+        runner = train.build(cfg, tmp_path / f"run{greedy}")
+        seen = []
+        for name in ("act", "act_pi0"):
+            orig = getattr(runner.agent, name)
+
+            def spy(obs, greedy=True, orig=orig, name=name, seen=seen, **kw):
+                seen.append((name, greedy))
+                return orig(obs, greedy=greedy, **kw)
+
+            setattr(runner.agent, name, spy)
+        try:
+            summary = final_summary(runner, 1.0)
+        finally:
+            runner.env.close()
+        assert summary["tasks"] and summary["pi0_tasks"]
+        assert {n for n, _ in seen} == {"act", "act_pi0"}
+        assert {g for _, g in seen} == {greedy}
