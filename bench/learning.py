@@ -80,13 +80,10 @@ def rolling_curves(
     return out
 
 
-def run_one(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train one (suite, agent, seed) for ``spec["steps"]`` steps; return its curves and timing."""
-    import train
-    from agents.config import load_config
-    from envs.gridworld import GridworldVecEnv
-
-    suite, agent, seed, steps = spec["suite"], spec["agent"], spec["seed"], spec["steps"]
+def run_overrides(spec: dict[str, Any]) -> list[str]:
+    """The overrides one run applies to its agent's preset: the bench's settings, then the
+    user's (``spec["overrides"]``)."""
+    agent, seed, steps = spec["agent"], spec["seed"], spec["steps"]
     overrides = [
         f"agent.name={agent}",
         f"seed={seed}",
@@ -97,11 +94,36 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         f"log_interval={max(steps // 20, 1)}",
         f"checkpoint_interval={10 * steps}",
     ]
-    if suite == "gridworld":
+    if spec["suite"] == "gridworld":
         overrides += [f"env.gridworld.map={spec['map']}", "eval.episodes=32"]
     else:
         overrides.append("eval.episodes=0")  # greedy MinAtar episodes can run to 10k steps
-    overrides += list(spec.get("overrides", []))
+    return overrides + list(spec.get("overrides", []))
+
+
+def config_key(spec: dict[str, Any]) -> str:
+    """Short hash of the run's resolved config, so a cached run is reused only while its preset
+    and overrides still resolve to the same settings (``eval.*`` left out when it evaluates
+    nothing, and ``progress``, which changes no result)."""
+    from agents.config import load_config, to_dict
+
+    cfg = to_dict(
+        load_config(ROOT / AGENT_CONFIGS[spec["suite"]][spec["agent"]], run_overrides(spec))
+    )
+    cfg.pop("progress", None)
+    if cfg["eval"]["episodes"] == 0:
+        cfg.pop("eval")
+    return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train one (suite, agent, seed) for ``spec["steps"]`` steps; return its curves and timing."""
+    import train
+    from agents.config import load_config
+    from envs.gridworld import GridworldVecEnv
+
+    suite, agent, seed, steps = spec["suite"], spec["agent"], spec["seed"], spec["steps"]
+    overrides = run_overrides(spec)
     cfg = load_config(ROOT / AGENT_CONFIGS[suite][agent], overrides)
     with tempfile.TemporaryDirectory() as tmp:
         runner = train.build(cfg, Path(tmp) / "run")
@@ -171,8 +193,9 @@ def run_benchmark(
 
     Runs are ordered suite, seed, agent so a cut-short run still covers every agent; with
     ``workers > 1`` they go to that many spawned processes (torch threads = 1 each).
-    ``overrides`` (``key=value``) apply to every run after its preset; their runs are cached
-    apart from the presets' own.
+    ``overrides`` (``key=value``) apply to every run after its preset. A cached run is keyed by
+    its resolved config (:func:`config_key`): edit a preset or pass overrides and its runs are
+    trained anew.
     """
     cache.mkdir(parents=True, exist_ok=True)
     overrides = list(overrides)
@@ -189,12 +212,13 @@ def run_benchmark(
         for seed in seeds[s]
         for a in agents
     ]
-    tag = "-" + hashlib.sha1(" ".join(overrides).encode()).hexdigest()[:10] if overrides else ""
+    for spec in specs:
+        spec["key"] = config_key(spec)
 
     def path(spec: dict[str, Any]) -> Path:
         extra = f"-{spec['map']}" if spec["suite"] == "gridworld" else ""
-        name = f"{spec['suite']}{extra}-{spec['agent']}-s{spec['seed']}-{spec['steps']}{tag}.json"
-        return cache / name
+        name = f"{spec['suite']}{extra}-{spec['agent']}-s{spec['seed']}-{spec['steps']}"
+        return cache / f"{name}-{spec['key']}.json"
 
     todo = [s for s in specs if not path(s).is_file()]
     started = time.perf_counter()

@@ -102,3 +102,19 @@ def test_overrides_reach_every_run_and_are_cached_apart(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --set: agent.lr") and "gridworld" in err[0]
     assert not (tmp_path / "benchmarks.md").exists()
+
+
+def test_a_cached_run_is_reused_only_while_its_preset_is_unchanged(tmp_path, monkeypatch):
+    import bench.learning as bl
+
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(bl.ROOT.joinpath("configs/gridworld_a2c_independent.yaml").read_text())
+    configs = {"gridworld": {**bl.AGENT_CONFIGS["gridworld"], AGENTS[0]: str(preset)}}
+    monkeypatch.setattr(bl, "AGENT_CONFIGS", configs)
+    cache, seeds, steps = tmp_path / "cache", {"gridworld": [0]}, {"gridworld": 500}
+    first = run_benchmark(["gridworld"], AGENTS[:1], seeds, steps, cache, 1)
+    again = run_benchmark(["gridworld"], AGENTS[:1], seeds, steps, cache, 1)
+    assert again["runs"] == first["runs"] and len(list(cache.iterdir())) == 1  # reused
+    preset.write_text(preset.read_text().replace("lr: 0.001", "lr: 0.002"))
+    run_benchmark(["gridworld"], AGENTS[:1], seeds, steps, cache, 1)
+    assert len(list(cache.iterdir())) == 2  # trained anew under the edited preset
