@@ -264,7 +264,7 @@ class Runner:
 
     def loss_records(self) -> list[dict[str, float]]:
         """The run's ``losses.jsonl``: one dict of logged scalars per update, read from disk (a
-        long run's records are not kept in memory: ~2 GB over the default job's 500k updates)."""
+        long run's records are not kept in memory: ~1.8 GB over the default job's 500k updates)."""
         return read_loss_log(self.run_dir / "losses.jsonl")
 
     def checkpoint(self) -> bool:
