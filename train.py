@@ -94,6 +94,8 @@ def build(cfg, run_dir: Path):
     obs_shape = tuple(env.single_observation_space.shape)
     num_actions = int(env.single_action_space.n)
     agent = build_agent(cfg.agent, cfg.env.suite, obs_shape, num_actions, env.num_tasks)
+    for note in agent.notes:
+        print(f"note: {note}", file=sys.stderr)
     weighting = _build_weighting(cfg.agent.weighting, env.num_tasks)
     return Runner(cfg, env, agent, run_dir, device, weighting, make_eval_env)
 

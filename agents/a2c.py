@@ -1,7 +1,9 @@
 """Synchronous advantage actor-critic (A2C; Mnih et al. 2016) over the multi-task batch.
 
 Two baselines of Distral (Teh et al. 2017): ``a2c_multitask`` (hard sharing: one encoder for all
-tasks, per-task policy and value heads) and ``a2c_independent`` (one network per task, evaluated as
+tasks, per-task policy and value heads by default; the paper's baseline is one task-agnostic
+network, ``agent.task_heads=false``, kept off by default because a gridworld observation does not
+say which goal is the task's, so a single head could not tell the tasks apart) and ``a2c_independent`` (one network per task, evaluated as
 one grouped computation). Each task's loss is its share of the batch-mean A2C loss,
 ``L_k = (1/(T*N)) * sum over task-k samples of [-A log pi(a|s) + c_v (R - V)^2 - c_H H(pi)]``, so the
 equal-weighted sum over tasks is exactly the usual single-task A2C loss over the whole batch.

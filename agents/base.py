@@ -49,6 +49,7 @@ class Agent(nn.Module):
     """Base class of the RL agents (Distral and the A2C baselines)."""
 
     name: str = "agent"
+    notes: tuple[str, ...] = ()  # remarks on the configuration, printed by train.py at start
 
     def __init__(self, cfg: AgentConfig, num_tasks: int):
         super().__init__()

@@ -98,7 +98,7 @@ class AgentConfig:
         "(ignored with adam)",
     )
     eps: float = _f(1e-5, "optimizer epsilon")
-    ent_coef: float = _f(0.01, "entropy bonus coefficient")
+    ent_coef: float = _f(0.01, "A2C entropy bonus coefficient (Distral: on top of its own term)")
     vf_coef: float = _f(0.25, "value loss coefficient")
     max_grad_norm: float = _f(0.5, "gradient clipping norm (0 = off)")
     replay_forward: bool = _f(

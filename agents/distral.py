@@ -18,7 +18,11 @@ with respect to pi0's logits h0, which minimises KL(pi_i || pi0).
 - ``a2c_2col`` is the 2-column network trained as plain A2C (no KL, no distillation,
   logits h0 + f_i).
 
-The paper trains with A3C; this is the synchronous (A2C) form of the same estimator.
+The paper trains with A3C; this is the synchronous (A2C) form of the same estimator. Two
+choices the paper leaves open: pi0 and the task columns have separate optimisers, each clipped to
+``agent.max_grad_norm`` (so their joint norm can reach sqrt(2) times it; ``agents.guards``), and
+A2C's entropy bonus ``agent.ent_coef`` still applies when set (the Distral presets set 0, as the
+regulariser's own entropy term replaces it; ``DistralAgent.notes`` says so when it is not).
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ from mtrl.distill import distillation_loss, distral_coefficients, entropy, kl_di
 
 def resolve_alpha_beta(cfg: AgentConfig, kl_only: bool) -> tuple[float, float]:
     """(alpha, beta) from ``agent.alpha/beta`` or ``agent.c_kl/c_ent``; KL variants force alpha=1."""
+    if cfg.c_ent > 0 and cfg.c_kl <= 0:  # c_ent alone would be ignored silently
+        raise ConfigError(
+            f"agent.c_ent={cfg.c_ent} is used only together with agent.c_kl > 0; set agent.c_kl "
+            "too, or give agent.alpha and agent.beta instead"
+        )
     if cfg.c_kl > 0:
         if kl_only and cfg.c_ent > 0:
             raise ConfigError(
@@ -80,6 +89,11 @@ class DistralAgent(Agent):
             self.alpha, self.beta = resolve_alpha_beta(cfg, kl_only)
         else:
             self.alpha, self.beta = 1.0, 1.0
+        if regularise and cfg.ent_coef > 0:
+            self.notes = (
+                f"agent.ent_coef={cfg.ent_coef} adds A2C's entropy bonus on top of {name}'s own "
+                "regulariser, which the paper does not; set agent.ent_coef=0 for its objective",
+            )
         share = two_column and cfg.shared_encoder
         # pi0 / h0 column: one network shared by every task, task-agnostic.
         self.pi0_encoder = make_encoder(suite, obs_shape, 1, cfg.hidden)

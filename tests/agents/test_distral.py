@@ -76,6 +76,27 @@ def test_alpha_beta_from_costs_and_checks():
     with pytest.raises(ConfigError, match=r"c_ent=0\.0 means no entropy term"):
         resolve_alpha_beta(_cfg(name="distral_klent_2col", c_kl=1.0, c_ent=0.0), False)
     assert resolve_alpha_beta(_cfg(name="distral_kl_2col", c_kl=0.5, c_ent=0.0), True) == (1.0, 2.0)
+    # c_ent without c_kl would fall back to alpha/beta unseen: refused
+    with pytest.raises(ConfigError, match=r"c_ent=0\.05 is used only together with agent\.c_kl"):
+        resolve_alpha_beta(_cfg(name="distral_klent_2col", c_ent=0.05), False)
+
+
+@pytest.mark.parametrize(
+    ("name", "ent_coef", "noted"),
+    [
+        ("distral_kl_1col", 0.01, True),
+        ("distral_klent_2col", 0.02, True),
+        ("distral_klent_2col", 0.0, False),
+        ("a2c_2col", 0.01, False),  # plain A2C: the bonus is its own
+        ("a2c_multitask", 0.01, False),
+    ],
+)
+def test_a2c_entropy_bonus_on_distral_is_noted(name, ent_coef, noted):
+    agent = build_agent(_cfg(name=name, ent_coef=ent_coef), "gridworld", (5,), A, K)
+    assert bool(agent.notes) == noted
+    if noted:
+        assert f"agent.ent_coef={ent_coef}" in agent.notes[0]
+        assert "agent.ent_coef=0" in agent.notes[0]
 
 
 def test_regularised_reward_by_hand():

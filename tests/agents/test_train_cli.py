@@ -80,6 +80,19 @@ def test_same_seed_gives_identical_losses(tmp_path):
     assert len(histories[0]) == 600 // (5 * 2 * 5)
 
 
+def test_build_prints_the_agents_notes(tmp_path, capsys):
+    # an A2C preset switched to Distral keeps A2C's entropy bonus: said once, at start
+    cfg = load_config(
+        str(ROOT / "configs" / "gridworld_a2c.yaml"),
+        ["agent.name=distral_kl_1col", "env.num_envs_per_task=1", "progress=false"],
+    )
+    runner = train.build(cfg, tmp_path / "run")
+    runner.env.close()
+    err = capsys.readouterr().err
+    assert err.count("note: agent.ent_coef=0.01 adds A2C's entropy bonus") == 1
+    assert not (tmp_path / "run").exists()  # building writes nothing
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
