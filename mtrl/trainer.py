@@ -132,6 +132,9 @@ class Trainer:
         self._writer: Any = None
         self._parts: list[Tensor] = []  # the last task_losses() as T scalars
         self._adopt_weighting_parameters()
+        adopt_layer = getattr(self.weighting, "adopt_layer", None)  # GradNorm's W
+        if callable(adopt_layer) and not self.use_features:
+            adopt_layer(self.model.last_shared_layer())
 
     # --- setup --------------------------------------------------------------------------------
     def _resolve_representation(self, representation: bool | str) -> bool:
@@ -202,11 +205,13 @@ class Trainer:
         if callable(update) and self.famo_update == "next_batch" and pending:
             update(losses.detach())  # this batch's losses stand in for the last one's (no forward)
         self.optimizer.zero_grad(set_to_none=True)
-        # the T scalars, not the stacked vector: per-task gradients then skip the other heads
-        weights = self.weighting.backward(self._parts, self.model.shared_parameters(), features=z)
+        # The architecture's penalty first, keeping the graph: it may read this forward's
+        # activations (sluice's subspace orthogonality), which the weighting's backward frees.
         penalty = self.model.penalty()
         if penalty.requires_grad:
-            penalty.backward()
+            penalty.backward(retain_graph=True)
+        # the T scalars, not the stacked vector: per-task gradients then skip the other heads
+        weights = self.weighting.backward(self._parts, self.model.shared_parameters(), features=z)
         if self.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
@@ -315,7 +320,7 @@ class Trainer:
             w.add_scalar(f"task/{name}/loss", loss, self.step)
             w.add_scalar(f"weights/{name}", weight, self.step)
         w.add_scalar("losses/total", float(losses.sum()), self.step)
-        w.add_scalar("charts/steps_per_s", sps, self.step)
+        w.add_scalar("charts/sps", sps, self.step)
 
     def _log_metrics(self, stats: dict[str, dict[str, float]], prefix: str) -> None:
         """Epoch-level ``task/<name>/<prefix><metric>`` (training metrics, then test_*)."""

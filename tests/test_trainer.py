@@ -187,7 +187,7 @@ def test_tensorboard_keys(tmp_path):
     for name in ("small", "big"):
         assert {f"task/{name}/loss", f"weights/{name}", f"task/{name}/mse"} <= tags
         assert {f"task/{name}/test_loss", f"task/{name}/test_mse"} <= tags
-    assert "losses/total" in tags
+    assert {"losses/total", "charts/sps"} <= tags  # DESIGN.md's key, as the RL runner's
 
 
 class Fixed(HardSharing):
@@ -263,3 +263,78 @@ def test_trainer_module_imports_no_config_or_rl():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("weighting", ["equal", "gradnorm"])
+def test_sluice_orthogonality_penalty_reaches_the_gradient(weighting):
+    # The penalty reads the forward's activations; it used to be backpropagated after the
+    # weighting had freed that graph ("backward through the graph a second time").
+    torch.manual_seed(0)
+    model = build_mlp("sluice", 4, [8, 8], [1, 1], ortho_weight=0.5)
+    x, y = regression_data(16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(
+        model,
+        build_weighting(weighting, 2),
+        opt,
+        [F.mse_loss] * 2,
+        train_data=(x, y),
+        batch_size=16,
+        progress=False,
+    )
+    trainer.optimizer.step = lambda: None  # keep the gradients of the first step to compare
+    trainer.train_step(x, [y[:, 0], y[:, 1]])
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    outs = model(x)
+    losses = [F.mse_loss(o, y[:, t]) for t, o in enumerate(outs)]
+    (sum(losses) + model.penalty()).backward()  # GradNorm's first weights are 1: the same sum
+    for g, p in zip(got, model.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad)
+    assert float(model.penalty().detach()) > 0
+
+
+def test_trainer_hands_gradnorm_the_models_last_shared_layer():
+    def first_weights(model, gradnorm) -> torch.Tensor:
+        x, y = regression_data(32)
+        trainer = Trainer(
+            model,
+            gradnorm,
+            torch.optim.SGD(model.parameters(), lr=0.0),
+            [F.mse_loss] * 2,
+            train_data=(x, y),
+            progress=False,
+        )
+        trainer.train_step(x, [y[:, 0], y[:, 1]])
+        trainer.train_step(x, [y[:, 0], y[:, 1]])
+        return gradnorm.task_weights.detach().clone()
+
+    def mmoe() -> nn.Module:
+        torch.manual_seed(0)
+        return build_mlp("mmoe", 4, [8, 8], [1, 1])
+
+    model = mmoe()
+    experts = [e[-2].weight for e in model.experts]  # every expert's last Linear
+    assert model.last_shared_layer() == experts
+    via_trainer = first_weights(model, build_weighting("gradnorm", 2, optimizer="sgd", lr=0.5))
+    model = mmoe()
+    explicit = build_weighting(
+        "gradnorm",
+        2,
+        optimizer="sgd",
+        lr=0.5,
+        last_shared_layer=[e[-2].weight for e in model.experts],
+    )
+    torch.testing.assert_close(via_trainer, first_weights(model, explicit))
+    model = mmoe()  # one expert alone (the old automatic pick) balances differently
+    one = build_weighting(
+        "gradnorm", 2, optimizer="sgd", lr=0.5, last_shared_layer=model.experts[-1][-2].weight
+    )
+    assert not torch.allclose(via_trainer, first_weights(model, one))
+    # an explicit layer is kept; a hard-sharing trunk's layer is its last weight, not its bias
+    model = mmoe()
+    explicit = build_weighting("gradnorm", 2, last_shared_layer=model.experts[0][0].weight)
+    first_weights(model, explicit)
+    assert explicit._layer(None, None) == [model.experts[0][0].weight]
+    hard = build_mlp("hard_sharing", 4, [8, 8], [1, 1])
+    assert hard.last_shared_layer() == [hard.trunk[-2].weight]

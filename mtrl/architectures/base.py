@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from mtrl.architectures.stacked import group_by_task
+from mtrl.weighting.base import last_weight
 
 __all__ = ["MultiTaskModel", "mlp"]
 
@@ -118,6 +119,13 @@ class MultiTaskModel(nn.Module):
         """Every parameter not in any ``task_parameters(t)`` (order of ``self.parameters()``)."""
         task_ids = {id(p) for t in range(self.num_tasks) for p in self.task_parameters(t)}
         return [p for p in self.parameters() if id(p) not in task_ids]
+
+    def last_shared_layer(self) -> list[nn.Parameter]:
+        """The weight(s) of the last shared layer: GradNorm's ``W`` (Chen et al. 2018), whose
+        per-task gradient norms it balances. Default: the last shared weight matrix (not a bias);
+        [] if nothing is shared. Architectures whose last shared layer is several tensors
+        (MMoE's experts) override it."""
+        return last_weight(self.shared_parameters())
 
     def named_task_parameters(self, t: int) -> Iterator[tuple[str, nn.Parameter]]:
         """``(name, parameter)`` pairs of :meth:`task_parameters`."""

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from mtrl.architectures._registry import ARCHITECTURES
 from mtrl.architectures.base import MultiTaskModel, mlp
 from mtrl.architectures.stacked import group_by_task
+from mtrl.weighting.base import last_weight
 
 
 @ARCHITECTURES.register("mmoe")
@@ -82,6 +83,11 @@ class MMoE(MultiTaskModel):
         """Experts once on the batch; each task's gate and tower on its own samples."""
         experts = torch.stack([e(x) for e in self.experts], 1)  # (B, E, D)
         return group_by_task((experts, x), task_ids, self.num_tasks, self._task)
+
+    def last_shared_layer(self) -> list[nn.Parameter]:
+        """The last weight of every expert: together they produce the representation the gates
+        mix (one expert's alone would leave GradNorm blind to the others)."""
+        return [last_weight(list(e.parameters()))[0] for e in self.experts]
 
     def task_parameters(self, t: int) -> list[nn.Parameter]:
         return [*self.gates[t].parameters(), *self.towers[t].parameters()]

@@ -55,11 +55,13 @@ def gradient_cosine(
     Args:
         model_or_params: a model (``shared_parameters()`` used if present) or an iterable of tensors.
         losses: ``(T,)`` scalar task losses still attached to the graph (the graph is retained).
-    A zero gradient has cosine 0 with every task (and with itself).
+    A zero gradient (norm <= ``eps``) has cosine 0 with every task (and with itself); any other
+    gradient, however small, is normalised by its own norm first.
     """
     g = _task_gradients(losses, _shared_params(model_or_params)).detach()
-    norms = g.norm(dim=1)
-    return (g @ g.T) / (norms[:, None] * norms[None, :]).clamp_min(eps)
+    norms = g.norm(dim=1, keepdim=True)
+    unit = torch.where(norms > eps, g / norms.clamp_min(eps), torch.zeros_like(g))
+    return unit @ unit.T
 
 
 def _as_loss_vector(losses: Tensor | Sequence[Tensor]) -> Tensor:

@@ -284,12 +284,41 @@ def tag_groups(
         raise ValueError(f"num_groups={num_groups!r} must lie in [1, {t}]")
     if t <= exact_limit:
         return _tag_cover(affinity, t, num_groups)
-    candidates = {  # greedy beyond the exact limit, over pairs and singletons
-        frozenset(g): affinity_onto(affinity, frozenset(g))
-        for r in (1, 2)
-        for g in itertools.combinations(range(t), r)
-    }
-    return best_cover(candidates, float(num_groups), maximize=True)
+    return _greedy_tag_cover(affinity, t, num_groups)
+
+
+def _greedy_tag_cover(affinity: Tensor, num_tasks: int, num_groups: int) -> list[Group]:
+    """TAG network selection beyond the exact limit: the greedy partition into ``num_groups``
+    groups (already a cover), then tasks added to further groups while that raises the cover's
+    score (each task scored by its best group), until no single addition does."""
+    groups = [
+        set(g)
+        for g in _greedy_partition(
+            lambda g: sum(affinity_onto(affinity, g).values()), num_tasks, num_groups
+        )
+    ]
+
+    def value() -> float:
+        best: dict[int, float] = {}
+        for g in groups:
+            for j, v in affinity_onto(affinity, frozenset(g)).items():
+                best[j] = max(best.get(j, -math.inf), v)
+        return sum(best.values())
+
+    current, improved = value(), True
+    while improved:  # the score rises strictly with every kept addition: this ends
+        improved = False
+        for g in groups:
+            for j in range(num_tasks):
+                if j in g:
+                    continue
+                g.add(j)
+                v = value()
+                if v > current + 1e-12:
+                    current, improved = v, True
+                else:
+                    g.discard(j)
+    return sorted((frozenset(g) for g in groups), key=sorted)
 
 
 def _tag_cover(affinity: Tensor, num_tasks: int, num_groups: int) -> list[Group]:

@@ -21,6 +21,7 @@ receive the plain-sum gradient.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,15 @@ def as_loss_vector(losses: Tensor | Sequence[Tensor]) -> Tensor:
     if losses.dim() != 1:
         raise ValueError(f"losses must have shape (T,), got {tuple(losses.shape)}")
     return losses
+
+
+def last_weight(params: Sequence[Tensor]) -> list[Tensor]:
+    """The last tensor of ``params`` that is a weight matrix (at least two dimensions larger
+    than 1: not a bias, not a scalar gain) as a one-element list; the last tensor if none is; []
+    if ``params`` is empty. Parameters that do not require grad are skipped."""
+    params = [p for p in params if p.requires_grad]
+    weights = [p for p in params if sum(n > 1 for n in p.shape) >= 2]
+    return weights[-1:] if weights else params[-1:]
 
 
 def flatten(grads: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:
@@ -260,7 +270,11 @@ class GradientAggregator(LossWeighting):
                 losses.sum().backward()
             return losses.new_ones(losses.shape).detach()
         grads = task_gradients(losses if parts is None else parts, targets, batched=self.batched)
-        w = self.weights(grads, losses.detach()).to(grads.dtype)
+        if bool(torch.isfinite(grads).all()):
+            w = self.weights(grads, losses.detach()).to(grads.dtype)
+        else:  # no solver sees NaN/inf: the direction is NaN, as a plain backward's would be,
+            # for the caller's finite check (the RL runner then skips the update)
+            w = grads.new_full((grads.shape[0],), math.nan)
         direction = w @ grads
         if features is not None:
             if features.requires_grad and features.grad_fn is not None:

@@ -8,7 +8,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from mtrl.weighting.base import WEIGHTINGS, InternalOptimizerMixin, LossWeighting, task_gradients
+from mtrl.weighting.base import (
+    WEIGHTINGS,
+    InternalOptimizerMixin,
+    LossWeighting,
+    last_weight,
+    task_gradients,
+)
 
 
 @WEIGHTINGS.register("gradnorm")
@@ -18,11 +24,12 @@ class GradNorm(InternalOptimizerMixin, LossWeighting):
     ``r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0))``; the target is a constant (paper, Eq. 2).
 
     ``W`` is ``last_shared_layer`` (a tensor or list of tensors, e.g. the last trunk layer's
-    weight as in the paper), else the last weight in ``shared_params`` (the last tensor with at
-    least two dimensions larger than 1, so not a bias; the last tensor if there is none), else
-    ``features``. Each step takes T per-task gradients of ``W`` (an outer product over the batch
-    each), which dominates on a wide layer; ``features=`` (norms w.r.t. the shared
-    representation) is the cheaper departure from the paper.
+    weight as in the paper; :class:`~mtrl.trainer.Trainer` passes the model's
+    ``last_shared_layer()`` through :meth:`adopt_layer`), else ``features`` when given (norms
+    w.r.t. the shared representation: the cheaper departure from the paper), else the last
+    weight in ``shared_params`` (:func:`~mtrl.weighting.base.last_weight`: not a bias). Each
+    step takes T per-task gradients of ``W`` (an outer product over the batch each), which
+    dominates on a wide layer.
     ``L_i(0)`` are the losses of the first call. ``w`` is updated by an internal optimiser
     (``optimizer`` 'adam' or 'sgd', ``lr``) after the model gradients are written, then clamped
     positive and renormalised to sum T; keep it out of the model's optimiser.
@@ -47,20 +54,22 @@ class GradNorm(InternalOptimizerMixin, LossWeighting):
         self._last_shared = None if last_shared_layer is None else list(last_shared_layer)
         self._init_optimizer([self.task_weights], optimizer, lr)
 
+    def adopt_layer(self, layer: Sequence[Tensor]) -> None:
+        """Use ``layer`` as ``W`` unless ``last_shared_layer`` was given (an empty ``layer``
+        changes nothing): how a trainer hands over its model's declared last shared layer."""
+        if self._last_shared is None and layer:
+            self._last_shared = list(layer)
+
     def _layer(
         self, shared_params: Sequence[Tensor] | None, features: Tensor | None
     ) -> list[Tensor]:
         if self._last_shared is not None:
             return self._last_shared
-        if shared_params is not None:
-            params = [p for p in shared_params if p.requires_grad]
-            weights = [p for p in params if sum(n > 1 for n in p.shape) >= 2]
-            if weights:
-                return weights[-1:]
-            if params:
-                return params[-1:]
         if features is not None:
             return [features]
+        layer = last_weight(shared_params or [])
+        if layer:
+            return layer
         raise ValueError(
             "GradNorm needs last_shared_layer, non-empty shared_params or features= (the layer "
             "whose gradient norms it balances)"

@@ -87,6 +87,11 @@ def test_gradient_cosine_known_directions():
     cos = gradient_cosine([w], losses)
     expected = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     torch.testing.assert_close(cos, expected)
+    # tiny gradients keep their angles (the norms' product used to be clamped at eps: 1e-14
+    # here, so every entry came out near 0.01); a zero gradient has cosine 0 with everything
+    losses = torch.stack([1e-7 * (w @ a), 1e-7 * (w @ (a + b / 3)), 0 * (w @ b)])
+    expected = torch.tensor([[1.0, 0.5**0.5, 0.0], [0.5**0.5, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(gradient_cosine([w], losses), expected)
 
 
 def test_affinity_tracker_mean_and_state():

@@ -41,6 +41,28 @@ def test_tag_overlapping_network_selection():
     assert tag_groups(z, 2) == [F({0}), F({1, 2})] or tag_groups(z, 2) == [F({0, 2}), F({1})]
 
 
+@pytest.mark.parametrize("k", [2, 5])
+def test_tag_overlapping_beyond_the_exact_limit_covers_with_k_groups(k):
+    # 11 tasks > exact_limit = 10: the greedy fallback used to offer only singletons and pairs,
+    # so fewer than 6 groups could not cover the tasks and it raised.
+    z = torch.randn(11, 11, generator=torch.Generator().manual_seed(k))
+    got = tag_groups(z, k, overlapping=True)
+    assert len(got) <= k and sorted(set().union(*got)) == list(range(11))
+    score = sum(max(_tag_onto(z, g, j) for g in got if j in g) for j in range(11))
+    partition = tag_groups(z, k)  # the greedy partition it starts from is a cover too
+    assert score >= sum(_tag_onto(z, g, j) for g in partition for j in g) - 1e-9
+
+
+def test_tag_overlapping_greedy_shares_a_hub_task():
+    # Task 0 helps every other task; {1..5} and {6..10} help within themselves and hurt across.
+    z = block_affinity([range(1, 6), range(6, 11)], 11)
+    z[0, :] = 2.0
+    z[:, 0] = -1.0
+    got = tag_groups(z, 2, overlapping=True)  # greedy: 11 tasks
+    assert got == [F({0, *range(1, 6)}), F({0, *range(6, 11)})]
+    assert tag_groups(z, 2, overlapping=True, exact_limit=11) == got  # the exact answer
+
+
 LOSSES = {
     F({0}): [1.0],
     F({1}): [1.0],

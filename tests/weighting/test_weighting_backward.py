@@ -177,6 +177,22 @@ def test_empty_shared_params_means_plain_sum(make_toy, name):
         W.build("gradnorm", 3).backward(toy.losses()[0], [])
 
 
+@pytest.mark.parametrize("name", GRADIENT_METHODS)
+def test_non_finite_gradients_reach_grad_as_nan_without_a_solver(make_toy, name):
+    # UPGrad's solver used to raise scipy's "must not contain infs or NaNs", MGDA returned NaN
+    # weights and Nash-MTL zeros: now every aggregator writes NaN for the caller to check
+    toy = make_toy()
+    method = W.build(name, 3)
+    state = {k: v.clone() for k, v in method.state_dict().items() if isinstance(v, torch.Tensor)}
+    losses, _ = toy.losses()
+    losses = losses * torch.tensor([1.0, float("nan"), 1.0])
+    w = method.backward(losses, toy.shared())
+    assert w.shape == (3,) and torch.isnan(w).all()
+    assert all(torch.isnan(p.grad).all() for p in toy.shared())
+    for k, v in state.items():  # a solver's state did not learn from the bad step
+        assert torch.equal(method.state_dict()[k], v), k
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_float64_models_and_list_losses(make_toy, name):
     toy = make_toy().double()

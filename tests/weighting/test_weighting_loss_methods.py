@@ -54,6 +54,22 @@ def test_uncertainty_total_loss_by_hand():
     total, w = method.combine(torch.tensor([1.0, 3.0]))
     assert torch.allclose(w, torch.tensor([0.25, 0.25]))
     assert torch.isclose(total, torch.tensor(0.25 * 4 + math.log(2.0)))
+    # Kendall et al. 2018, Eq. 10: a classification task weighs exp(-s) L, not 0.5 exp(-s) L
+    method = W.build("uncertainty", 2, init_log_var=math.log(2.0), classification=[1])
+    total, w = method.combine(torch.tensor([1.0, 3.0]))
+    assert torch.allclose(w, torch.tensor([0.25, 0.5]))
+    assert torch.isclose(total, torch.tensor(0.25 + 1.5 + math.log(2.0)))
+    assert "scale" not in method.state_dict()  # older checkpoints still load
+    with pytest.raises(ValueError, match="classification index 2"):
+        W.Uncertainty(2, classification=[2])
+    # the optimum weighs both forms by 1 / (2 L): exp(s) = 2 c L
+    fixed = torch.tensor([0.5, 2.0])
+    opt = torch.optim.Adam(method.parameters(), lr=0.05)
+    for _ in range(600):
+        opt.zero_grad()
+        method.backward(fixed.clone())
+        opt.step()
+    assert torch.allclose(method.backward(fixed.clone()), 1 / (2 * fixed), rtol=1e-3)
 
 
 def test_dwa_by_hand():
