@@ -39,7 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="train.py",
         description="Train a multi-task RL agent. Overrides are dotted key=value pairs.",
-        epilog="config fields (key, type, default, doc):\n" + help_text(),
+        epilog=(
+            "config fields (key, type, default, doc). The defaults are the schema's: "
+            "configs/default.yaml,\nwhich `python train.py` runs without --config, sets many "
+            "of them (Distral on 4 Atari games).\nSupervised configs (configs/supervised/) have "
+            "their own fields: see docs/mtrl.md.\n" + help_text()
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -172,6 +177,12 @@ def _main(argv: list[str] | None) -> int:
                 raise ConfigError("--resume takes the config from the checkpoint; drop --config")
             run_dir = Path(args.resume)
             runner = resume(run_dir, args.overrides)
+            if not runner.env_restored:  # said before training, where a watcher sees it
+                print(
+                    "note: environments were reset on resume (this suite has no env snapshots; "
+                    "the episodes in progress are lost)",
+                    file=sys.stderr,
+                )
         else:
             cfg = load_config(args.config or str(DEFAULT_CONFIG), args.overrides)
             run_dir = new_run_dir(cfg)
@@ -197,8 +208,6 @@ def _main(argv: list[str] | None) -> int:
         return 130
     finally:
         runner.env.close()
-    if not runner.env_restored:
-        print("note: environments were reset on resume (this suite has no env snapshots)")
     print(f"run written to {run_dir} (sps {summary['sps']:.0f})")
     for label, key in (("task policies", "tasks"), ("distilled pi0", "pi0_tasks")):
         if key not in summary:

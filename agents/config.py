@@ -8,8 +8,10 @@ what is valid.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,7 +256,46 @@ def _omegaconf_message(err: OmegaConfBaseException) -> str:
             f"unknown config key {key!r}; the valid fields{where} are listed by "
             "`python train.py --help` (RL runs) and in docs/mtrl.md (supervised runs)"
         )
+    return _friendlier(key, first)
+
+
+def _friendlier(key: str | None, first: str) -> str:
+    """OmegaConf's wording of common mistakes, rephrased to name the fix."""
+    if "is not a ListConfig" in first and key:
+        return (
+            f"{key} must be a list: write {key}=[a,b] (in YAML, {key.rsplit('.', 1)[-1]}: [a, b])"
+        )
+    m = re.match(r"Merge error: (\w+) is not a subclass of (\w+)\. value: (.*)", first)
+    if m:
+        section = _section_names(Config).get(m.group(2), m.group(2))
+        return (
+            f"{section} must be a section of keys, not {m.group(3)!r}: write "
+            f"{section}.<key>=<value> (`python train.py --help` lists them)"
+        )
+    if key and ("is not Optional" in first or first.startswith("Incompatible value 'None'")):
+        return f"{key} needs a value (an empty one reads as null); see `python train.py --help`"
+    m = re.match(r"Value '(.*)' of type '(\w+)' could not be converted to (\w+)", first)
+    if m and key:
+        value, kind = m.group(1), {"Integer": "an integer", "Float": "a number"}.get(m.group(3))
+        if kind is not None:
+            hint = ""
+            with contextlib.suppress(ValueError, OverflowError):
+                number = float(value)  # YAML and OmegaConf read 1e6 as text or a float
+                if kind == "an integer" and number.is_integer():
+                    hint = f"; write it in full: {int(number)}"
+            return f"{key}={value} is not {kind}{hint}"
     return f"{key}: {first}" if key else first
+
+
+def _section_names(cls: type, prefix: str = "") -> dict[str, str]:
+    """Dataclass name -> its dotted section in the config (e.g. 'AgentConfig' -> 'agent')."""
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if dataclasses.is_dataclass(default):
+            out[type(default).__name__] = prefix + f.name
+            out.update(_section_names(type(default), prefix + f.name + "."))
+    return out
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

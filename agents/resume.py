@@ -8,6 +8,8 @@ learned, is a :class:`ConfigError` naming the problem (docs/reliability.md).
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,16 @@ def new_run_dir(cfg: Config) -> Path:
             parent = parent.parent
         if not parent.is_dir():
             raise ConfigError(f"run_dir={str(run_dir)!r} cannot be created: {parent} is a file")
+        # Probe where the run will write (an empty run_dir, else its nearest existing ancestor)
+        # now, leaving nothing behind, rather than fail mid-start with a traceback.
+        probe = run_dir if run_dir.is_dir() else parent
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".mtrl-probe-", dir=probe))
+        except OSError as e:
+            raise ConfigError(
+                f"run_dir={str(run_dir)!r} cannot be created: nothing can be written in "
+                f"{probe} ({e.strerror or e}); choose a writable run_dir"
+            ) from None
     except OSError as e:
         raise ConfigError(f"run_dir={str(run_dir)!r} cannot be used: {e.strerror or e}") from None
     return run_dir
@@ -73,14 +85,23 @@ def load_resume_state(run_dir: Path, overrides: list[str]) -> tuple[Config, dict
         if not run_dir.is_dir():
             what = "is not a directory" if run_dir.exists() else "not found"
             raise ConfigError(f"run directory {str(run_dir)!r} {what}; pass a RUN_DIR to resume")
-        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        ckpts = run_dir / "checkpoints"
+        last = ckpts / "last.pt"
+        never = not ckpts.is_dir() or not any(ckpts.iterdir())
+        if never and (run_dir / "config.yaml").is_file():
+            raise ConfigError(
+                f"run directory {str(run_dir)!r} has no checkpoint (the run stopped before its "
+                "first one); nothing to resume: delete it and start the run again"
+            )
+        state = load_checkpoint(last)
         saved = state["config"]
         if not isinstance(saved, dict):
             raise ConfigError(f"checkpoint in {str(run_dir)!r} holds no config")
         try:
-            cfg = merge_structured(Config, saved, overrides)
+            merge_structured(Config, saved)
         except ConfigError as e:
             raise ConfigError(f"checkpoint config is incompatible with this version: {e}") from None
+        cfg = merge_structured(Config, saved, overrides)  # now an error is the override's
         validate(cfg)
         # The saved run under this version's schema: keys added since it was written take their
         # defaults and are not changes.
@@ -89,8 +110,8 @@ def load_resume_state(run_dir: Path, overrides: list[str]) -> tuple[Config, dict
         bad = [k for k in changed if not k.startswith(RESUME_SAFE)]
         if bad:
             raise ConfigError(
-                f"cannot change {', '.join(bad)} when resuming; only {', '.join(RESUME_SAFE)} may "
-                "change"
+                f"cannot change {', '.join(bad)} when resuming; only "
+                f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUME_SAFE)} may change"
             )
         on_disk = run_dir / "config.yaml"
         if not on_disk.is_file():  # without it a checkpoint copied in from elsewhere would pass

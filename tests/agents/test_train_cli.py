@@ -130,6 +130,19 @@ def test_malformed_yaml_exits_2(tmp_path):
     assert "not valid YAML" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_unwritable_run_dir_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch):
+    # used to end in a PermissionError/FileNotFoundError traceback (exit 1) from the runner
+    monkeypatch.chdir(tmp_path)
+    code = train.main(
+        ["--config", str(ROOT / "configs" / "gridworld_a2c.yaml"), "run_dir=/proc/mtrl_nope/run"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: run_dir='/proc/mtrl_nope/run' cannot be created")
+    assert "choose a writable run_dir" in err[0]
+    assert not list(tmp_path.iterdir())
+
+
 def test_existing_run_dir_is_refused(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("x")

@@ -293,6 +293,9 @@ class _Evil:
         ("bad_yaml", "not valid YAML"),
         ("other_agent", "agent.name"),
         ("override", "agent.lr"),
+        ("never_checkpointed", "has no checkpoint (the run stopped before its first one)"),
+        ("unknown_override", "unknown config key 'foo'"),  # the override's fault, not the run's
+        ("bad_override_type", "eval.episodes"),
         ("with_config", "--config"),
         ("unknown_flag", "unrecognized"),
     ],
@@ -329,11 +332,19 @@ def test_bad_run_directories(tmp_path, capsys, finished_run, damage, needle):
         (run_dir / "config.yaml").unlink()
     elif damage == "override":
         argv.append("agent.lr=0.5")
+    elif damage == "never_checkpointed":  # e.g. a second Ctrl-C cut the first checkpoint short
+        shutil.rmtree(run_dir / "checkpoints")
+    elif damage == "unknown_override":
+        argv.append("foo=1")
+    elif damage == "bad_override_type":
+        argv.append("eval.episodes=abc")
     elif damage == "with_config":
         argv += ["--config", str(ROOT / "configs" / "gridworld_a2c.yaml")]
     elif damage == "unknown_flag":
         argv.append("--bogus")
-    _expect_error(capsys, tmp_path, argv, needle)
+    line = _expect_error(capsys, tmp_path, argv, needle)
+    if damage in ("unknown_override", "bad_override_type"):
+        assert "checkpoint" not in line, line  # was "checkpoint config is incompatible ..."
 
 
 def test_a_few_cases_through_a_real_subprocess(tmp_path):
@@ -446,6 +457,31 @@ def test_resume_refuses_changed_or_garbage_overrides(tmp_path, capsys, finished_
 def test_refused_seeds_and_weightings(tmp_path, capsys, override, needle):
     cfg = ROOT / "configs" / SUITES["gridworld"][0]
     _expect_error(capsys, tmp_path, ["--config", str(cfg), override], needle)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [  # newcomers' mistakes: OmegaConf's wording ("AnyNode is not a ListConfig ...") named no fix
+        ("env.tasks=Pong", "env.tasks must be a list: write env.tasks=[a,b]"),
+        ("agent.hidden=64", "agent.hidden must be a list"),
+        ("agent=1", "agent must be a section of keys, not '1': write agent.<key>=<value>"),
+        ("env.atari=3", "env.atari must be a section of keys"),
+        ("env.tasks=", "env.tasks needs a value"),
+        ("device=", "device needs a value"),
+        ("total_steps=2e5", "total_steps=200000.0 is not an integer; write it in full: 200000"),
+        ("seed=1.5", "seed=1.5 is not an integer"),
+        ("agent.lr=abc", "agent.lr=abc is not a number"),
+    ],
+)
+def test_common_mistakes_name_the_fix(tmp_path, capsys, override, needle):
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    _expect_error(capsys, tmp_path, ["--config", str(cfg), override], needle)
+
+
+def test_exponent_in_a_yaml_integer_names_the_fix(tmp_path, capsys):
+    # YAML 1.1 reads 1e3 as text
+    path = _write(tmp_path, "total_steps: 1e3\n")
+    _expect_error(capsys, tmp_path, ["--config", str(path)], "write it in full: 1000")
 
 
 def test_overflowing_parameters_stop_with_exit_3_and_no_bad_checkpoint(tmp_path, capsys):
