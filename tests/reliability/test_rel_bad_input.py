@@ -478,6 +478,17 @@ def test_common_mistakes_name_the_fix(tmp_path, capsys, override, needle):
     _expect_error(capsys, tmp_path, ["--config", str(cfg), override], needle)
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [  # PyYAML keeps the last of two equal keys without a word
+        ("agent:\n  lr: 0.1\nseed: 1\nagent:\n  gamma: 0.9\n", "sets 'agent' twice at line 4"),
+        ("agent:\n  lr: 0.1\n  lr: 0.2\n", "sets 'lr' twice at line 3"),
+    ],
+)
+def test_a_key_set_twice_in_yaml_is_refused(tmp_path, capsys, text, needle):
+    _expect_error(capsys, tmp_path, ["--config", str(_write(tmp_path, text))], needle)
+
+
 def test_exponent_in_a_yaml_integer_names_the_fix(tmp_path, capsys):
     # YAML 1.1 reads 1e3 as text
     path = _write(tmp_path, "total_steps: 1e3\n")
