@@ -20,6 +20,8 @@ it writes ``.grad`` (accumulating, like ``loss.backward()``) and returns the app
   model's device. ``uncertainty``: put ``weighting.parameters()`` in your optimiser. ``gradnorm``
   and ``famo`` train their own parameters internally (FAMO: call ``update(new_losses)`` after
   ``optimizer.step()``). ``dwa``: call ``epoch_end()`` or pass ``steps_per_epoch``.
+  ``great`` (adversarial gradient classifier) needs ``feature_dim`` and ``features=`` and trains
+  its classifier internally.
 * Pure functions on a ``(T, P)`` gradient matrix: ``pcgrad``, ``mgda``, ``cagrad``, ``imtl_g``,
   ``nash_mtl``, ``upgrad`` (and ``*_weights`` on its Gram matrix ``G G^T``).
 """
@@ -40,6 +42,7 @@ from mtrl.weighting.equal import Equal
 from mtrl.weighting.famo import FAMO
 from mtrl.weighting.gradient_reversal import GradientReversal, GradReverse, grad_reverse
 from mtrl.weighting.gradnorm import GradNorm
+from mtrl.weighting.great import GREAT
 from mtrl.weighting.imtl_g import IMTLG, imtl_g, imtl_g_weights
 from mtrl.weighting.mgda import MGDA, mgda, min_norm_weights
 from mtrl.weighting.nash_mtl import NashMTL, nash_mtl, nash_weights
@@ -62,6 +65,7 @@ def build(name: str, num_tasks: int, **kwargs: object) -> LossWeighting:
 __all__ = [
     "DWA",
     "FAMO",
+    "GREAT",
     "IMTLG",
     "MGDA",
     "WEIGHTINGS",

@@ -448,6 +448,7 @@ def test_resume_refuses_changed_or_garbage_overrides(tmp_path, capsys, finished_
         ("seed=100000000000000000000000", "seed"),  # used to end in a numpy overflow traceback
         ("seed=2147483647", "seed"),  # slot seeds add 1000 * task + env
         ("agent.weighting=dwa", "agent.weighting='dwa'"),  # its weights would stay 1 for ever
+        ("agent.weighting=great", "agent.weighting='great' classifies per-sample gradients"),
         # parsed as floats, they passed every "> 0" check and trained (eps=inf) or diverged
         ("agent.eps=Inf", "agent.eps=inf is out of range; it must be a finite number"),
         ("agent.lr=nan", "agent.lr=nan is out of range; it must be a finite number"),

@@ -126,13 +126,19 @@ CONFIGS = {
     "famo": {"optimizer": "adam"},
     "gradient_reversal": {"adversarial": [1]},
     "upgrad": {},
+    "great": {"feature_dim": 3, "lambda_": 0.5},
 }
+
+
+def _features(method, feats) -> dict:
+    """GREAT classifies gradients w.r.t. the representation: it needs features=."""
+    return {"features": feats} if isinstance(method, W.GREAT) else {}
 
 
 def _step(method, toy):
     toy.zero_grad()
-    losses, _ = toy.losses()
-    w = method.backward(losses, toy.shared())
+    losses, feats = toy.losses()
+    w = method.backward(losses, toy.shared(), **_features(method, feats))
     if isinstance(method, W.FAMO):
         with torch.no_grad():
             method.update(toy.losses()[0] * 0.9)
@@ -198,8 +204,9 @@ def test_float64_models_and_list_losses(make_toy, name):
     toy = make_toy().double()
     toy.x, toy.y = toy.x.double(), toy.y.double()
     method = W.build(name, 3, **CONFIGS[name]).double()
-    losses, _ = toy.losses()
-    w = method.backward(list(losses.unbind()), toy.shared())  # a list of scalars works too
+    losses, feats = toy.losses()
+    # a list of scalars works too
+    w = method.backward(list(losses.unbind()), toy.shared(), **_features(method, feats))
     assert w.shape == (3,) and torch.isfinite(w).all()
     assert all(p.grad.dtype == torch.float64 for p in toy.parameters())
 

@@ -15,7 +15,10 @@ def test_sequence_and_stacked_losses_agree(make_toy, name, features):
     grads = []
     for as_list in (False, True):
         toy = make_toy(num_tasks=3, seed=1)
-        w = W.build(name, 3)
+        if name == "great" and not features:
+            pytest.skip("GREAT needs features=")
+        torch.manual_seed(0)  # GREAT's classifier starts from the same weights
+        w = W.build(name, 3, **({"feature_dim": 3} if name == "great" else {}))
         losses, feats = toy.losses()
         if as_list:  # independent scalars, as a training loop produces them
             losses = [((h(feats) - y) ** 2).mean() for h, y in zip(toy.heads, toy.y)]

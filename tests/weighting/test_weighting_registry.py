@@ -15,7 +15,7 @@ def test_names_and_build():
     assert set(W.names()) >= EXPECTED
     assert W.names() == sorted(W.names())
     for name in W.names():
-        method = W.build(name, 3)
+        method = W.build(name, 3, **({"feature_dim": 4} if name == "great" else {}))
         assert isinstance(method, W.LossWeighting)
         assert method.num_tasks == 3
 
