@@ -11,23 +11,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import sys
+import tempfile
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from agents.config import ConfigError, diff_keys
+from agents.config import ConfigError, diff_keys, merge_structured
 from agents.seeding import (
     flushing_denormals,
     resolve_device,
     seed_everything,
     start_flushing_workers,
 )
-from agents.supervised_config import _P, SupervisedConfig, load_supervised, to_yaml
+from agents.signals import Interrupted, StopFlag
+from agents.supervised_config import (
+    _P,
+    SupervisedConfig,
+    SupervisedRun,
+    load_supervised,
+    to_yaml,
+)
 from mtrl.architectures.base import MultiTaskModel
-from mtrl.io import atomic_write, claim_dir, discard_if_empty
+from mtrl.io import TEMP_SUFFIX, atomic_write, claim_dir, discard_if_empty
 
 
 class PointModel(MultiTaskModel):
@@ -137,6 +149,7 @@ def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
             log_every=cfg.log_every,
             progress=cfg.progress,
             seed=cfg.seed,
+            run_config=dataclasses.asdict(cfg),
         )
     except ValueError as e:
         raise ConfigError(f"{_P}representation: {str(e).splitlines()[0]}") from None
@@ -147,22 +160,76 @@ def prepare(config: str | Path, overrides: list[str] | None = None) -> tuple[Any
     cfg = load_supervised(config, overrides)
     if cfg.run_dir:
         run_dir = Path(cfg.run_dir)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(
-                f"{_P}run_dir={cfg.run_dir!r} already exists and is not empty; choose a new run_dir"
-            )
-        trainer = build_trainer(cfg, run_dir)
+        created = _make_run_dir(run_dir)
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"supervised-{cfg.benchmark.name}-{cfg.weighting.name}-{stamp}"
         run_dir = _claim_run_dir(Path("runs") / name)
-        try:
-            trainer = build_trainer(cfg, run_dir)
-        except BaseException:
-            discard_if_empty(run_dir)  # nothing half-written
-            raise
+        created = [run_dir]
+    try:
+        trainer = build_trainer(cfg, run_dir)
+    except BaseException:  # a bad option, or a signal while building: nothing half-written
+        for path in created:
+            discard_if_empty(path)
+        raise
     trainer.config = cfg
     return trainer, run_dir
+
+
+def _os_reason(e: OSError, path: Path) -> str:
+    """The short reason of ``e``, naming the file it is about when that is not ``path``."""
+    reason = e.strerror or type(e).__name__
+    if e.filename is not None and str(e.filename) != str(path):
+        reason += f" ({e.filename})"
+    return reason
+
+
+def _check_writable(directory: Path) -> None:
+    """Create and remove a temporary file in ``directory``; OSError (naming ``directory``) if that
+    is impossible: read-only or immutable file systems stop root too."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".write-check-", suffix=TEMP_SUFFIX)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(directory)) from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _make_run_dir(run_dir: Path) -> list[Path]:
+    """Check and create the configured run directory (and missing parents) before anything is
+    built; return the directories created, deepest first (removed again if the run fails to
+    start). An existing one must be an empty directory; a problem is a :class:`ConfigError`."""
+    where = f"{_P}run_dir={str(run_dir)!r}"
+    created: list[Path] = []
+    problem = "cannot be created"
+    try:
+        if run_dir.exists():
+            if not run_dir.is_dir():
+                raise ConfigError(f"{where} exists and is not a directory; choose a new run_dir")
+            if any(run_dir.iterdir()):
+                raise ConfigError(f"{where} already exists and is not empty; choose a new run_dir")
+            problem = "is not writable"
+        else:
+            missing, parent = [run_dir], run_dir.absolute().parent
+            while not parent.exists():
+                missing.append(parent)
+                parent = parent.parent
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"{where} cannot be created: {parent} is a file; choose another run_dir"
+                )
+            for path in reversed(missing):  # outermost first: each one created is ours
+                path.mkdir()
+                created.insert(0, path)
+        _check_writable(run_dir)
+    except BaseException as e:
+        for path in created:
+            discard_if_empty(path)
+        if isinstance(e, OSError):
+            reason = _os_reason(e, run_dir)
+            raise ConfigError(f"{where} {problem}: {reason}; choose a writable directory") from None
+        raise
+    return created
 
 
 def _claim_run_dir(base: Path) -> Path:
@@ -170,7 +237,10 @@ def _claim_run_dir(base: Path) -> Path:
     try:
         return claim_dir(base)
     except OSError as e:
-        raise ConfigError(f"{_P}run_dir: {e}; set run_dir") from None
+        raise ConfigError(
+            f"{_P}run_dir (automatic, under {str(base.parent)!r}) cannot be created: "
+            f"{_os_reason(e, base)}; set {_P}run_dir to a writable directory"
+        ) from None
 
 
 #: Keys of ``supervised.*`` a resume may change (how long and how it runs, not what it learns).
@@ -178,13 +248,14 @@ SUPERVISED_RESUME_SAFE = ("epochs", "progress", "log_every", "device", "torch_th
 
 
 def prepare_resume(run_dir: Path, overrides: list[str] | None = None) -> Any:
-    """Rebuild a supervised run from ``run_dir/config.yaml`` and load its last checkpoint."""
+    """Rebuild a supervised run from ``run_dir/config.yaml`` and load its last checkpoint, after
+    checking that the two agree and that ``run_dir`` is writable. Reads only: nothing changes."""
     ckpt = run_dir / "checkpoints" / "last.pt"
     if not ckpt.is_file():
         raise ConfigError(f"no checkpoint at {str(ckpt)!r}; nothing to resume")
     cfg = load_supervised(run_dir / "config.yaml", overrides)
+    saved = load_supervised(run_dir / "config.yaml")
     if overrides:  # the checkpoint was trained under the saved config: only run settings change
-        saved = load_supervised(run_dir / "config.yaml")
         changed = diff_keys(dataclasses.asdict(saved), dataclasses.asdict(cfg))
         bad = [k for k in changed if not k.startswith(SUPERVISED_RESUME_SAFE)]
         if bad:
@@ -192,16 +263,71 @@ def prepare_resume(run_dir: Path, overrides: list[str] | None = None) -> Any:
                 f"cannot change {', '.join(_P + k for k in bad)} when resuming; only "
                 f"{', '.join(_P + k for k in SUPERVISED_RESUME_SAFE)} may change"
             )
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        epoch = int(state["epoch"])
+    except Exception as e:  # any unreadable or foreign file: one clear line
+        raise _unloadable(ckpt, e) from None
+    _check_checkpoint_config(run_dir, saved, state.get("config"))
+    if cfg.epochs < epoch:
+        raise ConfigError(
+            f"{_P}epochs={cfg.epochs} is below the {epoch} epochs the checkpoint has finished; "
+            f"pass {_P}epochs={epoch} or more"
+        )
+    for directory in (run_dir, ckpt.parent):  # config.yaml, events, summary.json; last.pt
+        try:
+            _check_writable(directory)
+        except OSError as e:
+            raise ConfigError(
+                f"run directory {str(run_dir)!r} cannot be written to: "
+                f"{_os_reason(e, run_dir)}; a resume writes its checkpoint and summary there"
+            ) from None
     trainer = build_trainer(cfg, run_dir)
     try:
-        trainer.load(ckpt)
-    except Exception as e:  # any unreadable or mismatched file: one clear line
-        raise ConfigError(
-            f"checkpoint {str(ckpt)!r} cannot be loaded into this run's config "
-            f"({type(e).__name__}); it is corrupted or from another run"
-        ) from None
+        trainer.load_state_dict(state)
+    except Exception as e:
+        raise _unloadable(ckpt, e) from None
     trainer.config = cfg
     return trainer
+
+
+def _unloadable(ckpt: Path, e: Exception) -> ConfigError:
+    return ConfigError(
+        f"checkpoint {str(ckpt)!r} cannot be loaded into this run's config "
+        f"({type(e).__name__}); it is corrupted or from another run"
+    )
+
+
+def _check_checkpoint_config(run_dir: Path, saved: SupervisedConfig, in_ckpt: Any) -> None:
+    """Refuse a ``config.yaml`` that differs from the config its checkpoint was trained under
+    (a checkpoint copied from another run, or a hand-edited file), except in the keys a resume
+    may change and ``run_dir`` (where the run is now). Checkpoints written before configs were
+    saved in them are accepted with a note."""
+    if in_ckpt is None:
+        print(
+            f"note: {str(run_dir / 'checkpoints' / 'last.pt')!r} predates saved configs, so "
+            "config.yaml cannot be checked against it; its next checkpoint will hold one",
+            file=sys.stderr,
+        )
+        return
+    try:
+        run = merge_structured(SupervisedRun, {"supervised": in_ckpt})  # this version's schema
+        trained = dataclasses.asdict(run.supervised)
+    except (ConfigError, AttributeError) as e:
+        raise ConfigError(
+            f"the config saved in the checkpoint of {str(run_dir)!r} does not fit this version: {e}"
+        ) from None
+    differ = [
+        _P + k
+        for k in diff_keys(trained, dataclasses.asdict(saved))
+        if not k.startswith(SUPERVISED_RESUME_SAFE) and k != "run_dir"
+    ]
+    if differ:
+        raise ConfigError(
+            f"config.yaml in {str(run_dir)!r} differs from its checkpoint in {', '.join(differ)}; "
+            "the checkpoint is from another run or config.yaml was edited (to change them, start a "
+            "new run)"
+        )
 
 
 def run_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
@@ -212,25 +338,35 @@ def run_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None) -> 
     return _execute(trainer, cfg, run_dir)
 
 
-def _execute(trainer: Any, cfg: SupervisedConfig, run_dir: Path) -> dict[str, Any]:
+def _execute(
+    trainer: Any, cfg: SupervisedConfig, run_dir: Path, stop: StopFlag | None = None
+) -> dict[str, Any]:
+    """Write config.yaml, train to ``cfg.epochs`` and write summary.json. With ``stop``, a signal
+    it caught ends training after the current epoch's checkpoint: :class:`Interrupted`."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "config.yaml", to_yaml(cfg).encode())
     writer = trainer._tb()
     if writer is not None:
         writer.add_text("config", "```\n" + to_yaml(cfg) + "\n```", 0)
+    first_step = trainer.step  # a resumed run's earlier sessions do not count for its speed
     try:
         with flushing_denormals():
-            result = trainer.fit()
+            result = trainer.fit(None if stop is None else lambda: stop.signum is not None)
     finally:
         trainer.close()
+    if result.get("stopped"):
+        assert stop is not None and stop.signum is not None
+        raise Interrupted(stop.signum, trainer.step)
+    steps = result["steps"] - first_step
     summary: dict[str, Any] = {
         "benchmark": cfg.benchmark.name,
         "architecture": cfg.architecture.name,
         "weighting": cfg.weighting.name,
         "epochs": result["epochs"],
         "steps": result["steps"],
+        "session_steps": steps,
         "seconds": result["seconds"],
-        "steps_per_s": result["steps"] / max(result["seconds"], 1e-9),
+        "steps_per_s": steps / max(result["seconds"], 1e-9) if steps else None,
         "tasks": result.get("test", {}),
     }
     if cfg.benchmark.name == "toy2d":
@@ -244,44 +380,67 @@ def _execute(trainer: Any, cfg: SupervisedConfig, run_dir: Path) -> dict[str, An
     return summary
 
 
+class EpochStop(StopFlag):
+    """:class:`StopFlag` for supervised runs. Before ``training`` is set, a signal stops at once
+    (nothing is written yet); then the first one ends training after the current epoch and its
+    checkpoint (the resumable unit), and a second one at once. SIGINT is handled even when the
+    process inherited it ignored (a background job of a shell script)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.training = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self.training or self.signum is not None:
+            self.signum = self.signum or signum
+            self.restore()
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"{signal.Signals(signum).name}: finishing the current epoch and writing its "
+            "checkpoint (send it again to exit at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def main(config: str | Path, overrides: list[str], resume: str | Path | None = None) -> int:
     """``train.py`` entry point for supervised files, or ``--resume`` of a supervised run
-    directory (training continues from its last epoch): exit code 0, 2 (user error), 130 (Ctrl-C)
+    directory (training continues from its last epoch): exit code 0, 2 (user error), 130 (SIGINT)
     or 143 (SIGTERM)."""
-    import sys
-
     from mtrl.registry import UnknownNameError
 
-    try:
-        if resume is not None:
-            run_dir = Path(resume)
-            trainer = prepare_resume(run_dir, overrides)
-        else:
-            trainer, run_dir = prepare(config, overrides)
-    except (ConfigError, UnknownNameError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    import signal
-
-    received: list[int] = []
-
-    def _stop(signum: int, frame: Any) -> None:  # SIGTERM ends the run like Ctrl-C does
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _stop)
-    try:
-        summary = _execute(trainer, trainer.config, run_dir)
-    except KeyboardInterrupt:
-        print(
-            f"interrupted; continue from the last finished epoch with: "
-            f"python train.py --resume {run_dir}",
-            file=sys.stderr,
-        )
-        return 143 if received else 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    print(f"run written to {run_dir} ({summary['steps_per_s']:.0f} steps/s)")
+    with EpochStop() as stop:
+        try:
+            if resume is not None:
+                run_dir = Path(resume)
+                trainer = prepare_resume(run_dir, overrides)
+            else:
+                trainer, run_dir = prepare(config, overrides)
+        except (ConfigError, UnknownNameError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            signum = stop.signum or signal.SIGINT
+            name = signal.Signals(signum).name
+            print(
+                f"interrupted by {name} before training started; nothing was written",
+                file=sys.stderr,
+            )
+            return 128 + signum
+        stop.training = True
+        try:
+            summary = _execute(trainer, trainer.config, run_dir, stop)
+        except Interrupted as e:
+            print(e.resume_hint(run_dir), file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt:  # a second signal: the last finished epoch's checkpoint stays
+            signum = stop.signum or signal.SIGINT
+            print(_abort_hint(signum, trainer.step, run_dir), file=sys.stderr)
+            return 128 + signum
+    sps = summary["steps_per_s"]
+    speed = "steps/s n/a: nothing was left to train" if sps is None else f"{sps:.0f} steps/s"
+    print(f"run written to {run_dir} ({speed})")
     for name, stats in summary["tasks"].items():
         print(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
     if "pareto_stationarity" in summary:
@@ -289,3 +448,14 @@ def main(config: str | Path, overrides: list[str], resume: str | Path | None = N
             f"  point {summary['point']}, pareto stationarity {summary['pareto_stationarity']:.3g}"
         )
     return 0
+
+
+def _abort_hint(signum: int, step: int, run_dir: Path) -> str:
+    """The line for a run stopped at once (mid-epoch): where it can continue from, if anywhere."""
+    what = f"interrupted by {signal.Signals(signum).name} at step {step}"
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        return (
+            f"{what}; continue from the last finished epoch's checkpoint with: "
+            f"python train.py --resume {run_dir}"
+        )
+    return f"{what}, before the first epoch finished; no checkpoint was written; start again"

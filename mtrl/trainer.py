@@ -75,6 +75,9 @@ class Trainer:
     ``famo_update``: FAMO (Liu et al. 2023) updates its logits from the loss change of a step;
     ``"same_batch"`` (paper) re-evaluates the batch after the step (one more forward pass),
     ``"next_batch"`` uses the next step's losses instead (no extra forward, noisier signal).
+    ``run_config``: a plain description of the run (nested dicts, lists, strings and numbers, e.g.
+    a resolved config) saved in every checkpoint as ``"config"`` so that a resume can check what it
+    continues; training does not read it.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class Trainer:
         log_every: int = 10,
         progress: bool = True,
         seed: int = 0,
+        run_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.num_tasks = len(losses)
         if model.num_tasks != self.num_tasks or weighting.num_tasks != self.num_tasks:
@@ -126,6 +130,7 @@ class Trainer:
                 f"famo_update must be 'same_batch' or 'next_batch', got {famo_update!r}"
             )
         self.famo_update = famo_update
+        self.run_config = None if run_config is None else dict(run_config)
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch = 0  # completed epochs
         self.step = 0  # optimiser steps
@@ -274,10 +279,13 @@ class Trainer:
             self.model.train(was_training)  # the caller's mode, e.g. for its own loop after fit()
         return self._means(sums)
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Train from the current epoch up to ``epochs`` (resumes after :meth:`load`), evaluate,
-        checkpoint each epoch; returns ``{"train": .., "test": .., "steps", "epochs", "seconds"}``."""
-        start, train = time.perf_counter(), {}
+        checkpoint each epoch; returns ``{"train": .., "test": .., "steps", "epochs", "seconds"}``.
+
+        ``stop`` is asked after each epoch (and its checkpoint): True ends training there, without
+        the final test evaluation; the summary then has ``"stopped": True``."""
+        start, train, stopped = time.perf_counter(), {}, False
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -293,11 +301,16 @@ class Trainer:
                     self._log_metrics(self.evaluate(), "test_")
                 if self.checkpoint_path is not None:
                     self.save(self.checkpoint_path)
+                if stop is not None and self.epoch < self.epochs and stop():
+                    stopped = True
+                    break
         finally:
             if bar is not None:
                 bar.close()
         summary: dict[str, Any] = {"train": train, "steps": self.step, "epochs": self.epoch}
-        if self.test_data is not None:
+        if stopped:
+            summary["stopped"] = True
+        elif self.test_data is not None:
             summary["test"] = self.evaluate()
         summary["seconds"] = time.perf_counter() - start
         if self._writer is not None:
@@ -340,9 +353,10 @@ class Trainer:
 
     # --- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Model, optimiser, weighting, counters, the shuffling generator's state and torch's
-        global RNG (dropout, AdaShare's Gumbel samples, a user DataLoader's shuffling)."""
-        return {
+        """Model, optimiser, weighting, counters, the shuffling generator's state, torch's global
+        RNG (dropout, AdaShare's Gumbel samples, a user DataLoader's shuffling) and ``run_config``
+        (as ``"config"``, when given)."""
+        state: dict[str, Any] = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "weighting": self.weighting.state_dict(),
@@ -352,9 +366,13 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
+        if self.run_config is not None:
+            state["config"] = self.run_config
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (exactly: training continues bit-identically)."""
+        """Restore what :meth:`state_dict` saved (exactly: training continues bit-identically).
+        A saved ``"config"`` is not applied: checking it is the caller's business."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.weighting.load_state_dict(state["weighting"])

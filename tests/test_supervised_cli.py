@@ -200,25 +200,286 @@ def test_resume_continues_a_supervised_run(tmp_path, capsys):
     assert len(err) == 1 and "cannot be loaded" in err[0]
 
 
-def test_sigterm_stops_with_a_resume_hint(tmp_path, monkeypatch, capsys):
+def _stop_in_epoch(monkeypatch, signum: int, at_epoch: int, times: int = 1) -> None:
+    """Make the Trainer send itself ``signum`` (``times`` times) during epoch ``at_epoch``."""
+    import os
+
+    from mtrl.trainer import Trainer
+
+    real = Trainer.train_epoch
+
+    def train_epoch(self, bar=None):
+        if self.epoch == at_epoch:
+            for _ in range(times):
+                os.kill(os.getpid(), signum)
+        return real(self, bar)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_signal_finishes_the_epoch_checkpoints_and_resumes(
+    tmp_path, monkeypatch, capsys, signame, code
+):
+    import signal
+
+    signum = getattr(signal, signame)
+    _stop_in_epoch(monkeypatch, signum, at_epoch=1)
+    run_dir = tmp_path / "run"
+    args = ["--config", str(CONFIGS / "toy2d.yaml"), f"supervised.run_dir={run_dir}"]
+    before = signal.getsignal(signum)
+    assert train.main([*args, "supervised.epochs=5", "supervised.progress=false"]) == code
+    assert signal.getsignal(signum) is before  # the previous handler is back
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"{signame}: finishing the current epoch and writing its checkpoint (send it again to "
+        "exit at once)",
+        f"interrupted by {signame} at step 2; checkpoint written; continue with: "
+        f"python train.py --resume {run_dir}",
+    ]
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+    assert not (run_dir / "summary.json").exists()  # the run is not finished
+    monkeypatch.undo()
+    assert train.main(["--resume", str(run_dir)]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 5
+
+
+def test_second_signal_stops_at_once(tmp_path, monkeypatch, capsys):
+    import signal
+
+    _stop_in_epoch(monkeypatch, signal.SIGTERM, at_epoch=2, times=2)
+    run_dir = tmp_path / "run"
+    args = ["--config", str(CONFIGS / "toy2d.yaml"), f"supervised.run_dir={run_dir}"]
+    assert train.main([*args, "supervised.epochs=5", "supervised.progress=false"]) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "interrupted by SIGTERM at step 2; continue from the last finished epoch's checkpoint "
+        f"with: python train.py --resume {run_dir}"
+    )
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_signal_before_training_leaves_nothing(tmp_path, monkeypatch, capsys):
     import os
     import signal
-    import time
 
     import agents.supervised as sup
 
-    def killed(trainer, cfg, run_dir):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler interrupts this
-        raise AssertionError("SIGTERM was not handled")
+    real = sup.build_trainer
 
-    monkeypatch.setattr(sup, "_execute", killed)
-    run_dir = tmp_path / "run"
+    def build(cfg, run_dir):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(cfg, run_dir)
+
+    monkeypatch.setattr(sup, "build_trainer", build)
+    run_dir = tmp_path / "new" / "run"
     args = ["--config", str(CONFIGS / "toy2d.yaml"), f"supervised.run_dir={run_dir}"]
-    before = signal.getsignal(signal.SIGTERM)
     assert train.main(args) == 143
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        f"interrupted; continue from the last finished epoch with: python train.py --resume {run_dir}"
+    assert err == ["interrupted by SIGTERM before training started; nothing was written"]
+    assert list(tmp_path.iterdir()) == []  # the directories it had created are gone
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_background_run_stops_on_kill(tmp_path, signame, code):
+    # A shell script's background job inherits SIGINT ignored; Python then installs no handler
+    # of its own, and `kill -INT` used to be ignored (the run went on to the end).
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--config",
+        str(CONFIGS / "gradnorm_toy.yaml"),
+        f"supervised.run_dir={run_dir}",
+        "supervised.epochs=100000",
+        "supervised.progress=false",
+        *TINY["gradnorm_toy"],
     ]
-    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "checkpoints" / "last.pt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.poll()
+            time.sleep(0.1)
+        proc.send_signal(getattr(signal, signame))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == code, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted by {signame} at step ")
+    assert last.endswith(f"checkpoint written; continue with: python train.py --resume {run_dir}")
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == int(last.split(" at step ")[1].split(";")[0])
+    epochs = state["epoch"] + 1
+    assert train.main(["--resume", str(run_dir), f"supervised.epochs={epochs}"]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["epochs"] == epochs
+
+
+@pytest.fixture
+def immutable_dir(tmp_path):
+    """An empty directory even root cannot write in (chattr +i); skipped where unsupported."""
+    import shutil
+
+    d = tmp_path / "ro"
+    d.mkdir()
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(d)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here")
+    yield d
+    subprocess.run([chattr, "-i", str(d)], check=True)
+
+
+def _one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "proc"])
+def test_impossible_run_dir_exits_2(tmp_path, capsys, where):
+    # used to end in a traceback (exit 1): NotADirectoryError / FileNotFoundError
+    (tmp_path / "afile").write_text("x")
+    run_dir = {
+        "file": tmp_path / "afile",
+        "under_file": tmp_path / "afile" / "x",
+        "proc": Path("/proc/nope/x"),
+    }[where]
+    args = ["--config", str(CONFIGS / "toy2d.yaml"), f"supervised.run_dir={run_dir}"]
+    assert train.main(args) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: supervised.run_dir={str(run_dir)!r} ")
+    assert "choose a" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_unwritable_run_dir_exits_2_and_creates_nothing(immutable_dir, capsys):
+    for run_dir in (immutable_dir / "x", immutable_dir / "x" / "y", immutable_dir):
+        args = ["--config", str(CONFIGS / "toy2d.yaml"), f"supervised.run_dir={run_dir}"]
+        assert train.main(args) == 2
+        line = _one_error_line(capsys)
+        problem = "is not writable" if run_dir == immutable_dir else "cannot be created"
+        assert line.startswith(f"error: supervised.run_dir={str(run_dir)!r} {problem}: ")
+        assert line.endswith("; choose a writable directory")
+        assert list(immutable_dir.iterdir()) == []
+
+
+def test_run_that_fails_to_start_removes_the_directories_it_created(tmp_path, capsys):
+    run_dir = tmp_path / "a" / "b" / "run"
+    args = [
+        "--config",
+        str(CONFIGS / "gradnorm_toy.yaml"),
+        f"supervised.run_dir={run_dir}",
+        "supervised.weighting.kwargs.alpha=abc",  # found while building, after the mkdir
+    ]
+    assert train.main(args) == 2
+    assert "alpha='abc'" in _one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+    empty = tmp_path / "empty"  # a directory that was there before is kept
+    empty.mkdir()
+    args[2] = f"supervised.run_dir={empty}"
+    assert train.main(args) == 2
+    assert empty.is_dir() and list(empty.iterdir()) == []
+
+
+def _tiny_run(run_dir: Path, *extra: str) -> None:
+    args = ["--config", str(CONFIGS / "gradnorm_toy.yaml"), f"supervised.run_dir={run_dir}"]
+    small = [*TINY["gradnorm_toy"], "supervised.progress=false", "supervised.epochs=1"]
+    assert train.main([*args, *small, *extra]) == 0
+
+
+def test_resume_refuses_a_config_that_differs_from_the_checkpoint(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _tiny_run(a)
+    _tiny_run(b, "supervised.lr=0.01")
+    state = torch.load(a / "checkpoints" / "last.pt", weights_only=True)
+    assert state["config"]["lr"] == 0.001 and state["config"]["benchmark"]["n_train"] == 200
+    capsys.readouterr()
+    # another run's checkpoint (same benchmark, other lr) copied in: used to resume silently
+    (a / "checkpoints" / "last.pt").write_bytes((b / "checkpoints" / "last.pt").read_bytes())
+    files = {p: p.read_bytes() for p in a.rglob("*") if p.is_file()}
+    assert train.main(["--resume", str(a), "supervised.epochs=2"]) == 2
+    line = _one_error_line(capsys)
+    assert line == (
+        f"error: config.yaml in {str(a)!r} differs from its checkpoint in supervised.lr; the "
+        "checkpoint is from another run or config.yaml was edited (to change them, start a new run)"
+    )
+    assert {p: p.read_bytes() for p in a.rglob("*") if p.is_file()} == files  # nothing changed
+    # config.yaml edited by hand
+    text = (b / "config.yaml").read_text()
+    assert "lr: 0.01\n" in text
+    (b / "config.yaml").write_text(text.replace("lr: 0.01\n", "lr: 0.05\n"))
+    assert train.main(["--resume", str(b), "supervised.epochs=2"]) == 2
+    assert "differs from its checkpoint in supervised.lr;" in _one_error_line(capsys)
+    # what a resume may change (here epochs, by hand) is not a mismatch
+    (b / "config.yaml").write_text(text.replace("epochs: 1\n", "epochs: 2\n"))
+    assert train.main(["--resume", str(b)]) == 0
+    assert json.loads((b / "summary.json").read_text())["epochs"] == 2
+
+
+def test_resume_of_a_checkpoint_without_a_saved_config(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    _tiny_run(run_dir)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    state = torch.load(ckpt, weights_only=True)
+    del state["config"]  # as written before configs were saved in checkpoints
+    torch.save(state, ckpt)
+    capsys.readouterr()
+    assert train.main(["--resume", str(run_dir), "supervised.epochs=2"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("note: ") and "predates saved configs" in err[0]
+    assert torch.load(ckpt, weights_only=True)["config"]["epochs"] == 2
+
+
+def test_resume_with_nothing_left_reports_no_speed(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    _tiny_run(run_dir, "supervised.epochs=2")
+    assert "steps/s)" in capsys.readouterr().out
+    assert train.main(["--resume", str(run_dir)]) == 0  # used to print e.g. 608592 steps/s
+    out = capsys.readouterr().out
+    assert (
+        out.splitlines()[0] == f"run written to {run_dir} (steps/s n/a: nothing was left to train)"
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps_per_s"] is None and summary["session_steps"] == 0
+    assert summary["steps"] == 4 and summary["epochs"] == 2
+    assert train.main(["--resume", str(run_dir), "supervised.epochs=3"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["session_steps"] == 2 and summary["steps"] == 6
+    assert summary["steps_per_s"] == pytest.approx(2 / summary["seconds"])
+    capsys.readouterr()
+    # fewer epochs than the checkpoint has: config.yaml would misstate the run
+    assert train.main(["--resume", str(run_dir), "supervised.epochs=1"]) == 2
+    assert "supervised.epochs=1 is below the 3 epochs" in _one_error_line(capsys)
+
+
+def test_unwritable_run_dir_on_resume_exits_2(tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    _tiny_run(run_dir)
+    capsys.readouterr()
+    chattr = shutil.which("chattr")
+    if (
+        chattr is None
+        or subprocess.run([chattr, "+i", str(run_dir)], capture_output=True).returncode
+    ):
+        pytest.skip("chattr +i is not available here")
+    try:
+        assert train.main(["--resume", str(run_dir), "supervised.epochs=2"]) == 2
+    finally:
+        subprocess.run([chattr, "-i", str(run_dir)], check=True)
+    assert "cannot be written to: Operation not permitted" in _one_error_line(capsys)

@@ -338,3 +338,25 @@ def test_trainer_hands_gradnorm_the_models_last_shared_layer():
     assert explicit._layer(None, None) == [model.experts[0][0].weight]
     hard = build_mlp("hard_sharing", 4, [8, 8], [1, 1])
     assert hard.last_shared_layer() == [hard.trunk[-2].weight]
+
+
+def test_fit_stops_after_an_epoch_when_asked(tmp_path):
+    trainer = make_trainer("equal", tmp_path, epochs=5)
+    summary = trainer.fit(stop=lambda: trainer.epoch >= 2)
+    assert summary["stopped"] and summary["epochs"] == 2 and "test" not in summary
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2  # checkpointed
+    trainer.epochs = 3
+    summary = trainer.fit(stop=lambda: True)  # asked after the last epoch: the run is complete
+    assert summary["epochs"] == 3 and "stopped" not in summary and "test" in summary
+
+
+def test_run_config_is_saved_in_checkpoints(tmp_path):
+    config = {"lr": 0.01, "hidden": [16], "weighting": {"name": "equal", "kwargs": {}}}
+    trainer = make_trainer("equal", tmp_path, epochs=1, run_config=config)
+    trainer.fit()
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["config"] == config
+    plain = make_trainer("equal", epochs=1)
+    assert "config" not in plain.state_dict()
+    plain.load_state_dict(state)  # the config is only carried, never applied
+    assert plain.epoch == 1 and plain.run_config is None
