@@ -161,7 +161,7 @@ def test_representation_accepts_yaml_on_off(value, expected):
 
 
 def test_automatic_run_directories_are_never_shared(tmp_path):
-    from agents.supervised import _claim_run_dir
+    from agents.supervised_run import claim_run_dir as _claim_run_dir
 
     first = _claim_run_dir(tmp_path / "runs" / "x")
     second = _claim_run_dir(tmp_path / "runs" / "x")
