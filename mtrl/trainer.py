@@ -144,6 +144,14 @@ class Trainer:
     # --- setup --------------------------------------------------------------------------------
     def _resolve_representation(self, representation: bool | str) -> bool:
         supported = bool(getattr(self.model, "supports_features", False))
+        if getattr(self.weighting, "needs_features", False):  # GREAT: no parameter mode
+            if not supported or representation is False:
+                raise ValueError(
+                    f"{type(self.weighting).__name__} needs the shared representation: use a "
+                    f"model with one (hard_sharing, mmoe; {type(self.model).__name__} has "
+                    "none) and representation='auto' or True"
+                )
+            return True
         if representation == "auto":
             return supported and isinstance(self.weighting, GradientAggregator)
         if representation is True and not supported:

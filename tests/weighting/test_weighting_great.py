@@ -108,3 +108,26 @@ def test_great_needs_the_representation():
         method.backward(losses, features=torch.randn(4, 2, requires_grad=True))
     with pytest.raises(TypeError, match="feature_dim"):
         W.build("great", 3)
+
+
+def test_trainer_runs_great_in_representation_mode():
+    from mtrl.architectures import build_mlp
+    from mtrl.trainer import Trainer
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 4), torch.randn(32, 2, 1)
+
+    def trainer(arch: str, **kw) -> Trainer:
+        model = build_mlp(arch, 4, [8, 6], [1, 1])
+        great = W.build("great", 2, feature_dim=6)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        return Trainer(model, great, opt, [F.mse_loss] * 2, train_data=(x, y), **kw)
+
+    t = trainer("hard_sharing", progress=False, batch_size=16)  # representation="auto"
+    assert t.use_features
+    t.fit()
+    assert 0.0 <= t.weighting.last_accuracy <= 1.0
+    with pytest.raises(ValueError, match="needs the shared representation"):
+        trainer("soft_sharing")
+    with pytest.raises(ValueError, match="needs the shared representation"):
+        trainer("hard_sharing", representation=False)
