@@ -3,7 +3,10 @@
 Preprocessing follows Mnih et al. 2015 and Machado et al. 2018 ("Revisiting the ALE"): frameskip 4
 with a max-pool over the last two frames, 84x84 grayscale, a 4-frame stack, up to 30 no-op starts,
 sticky actions 0.25, learning rewards clipped to their sign while episode statistics keep raw game
-scores. Multi-game agents need one action space, so ALE's full 18-action set is the default.
+scores. Multi-game agents need one action space, so ALE's full 18-action set is the default. No
+FIRE is pressed at reset (Mnih 2015 and Machado 2018 avoid game-specific knowledge; SB3's
+AtariWrapper does press it). The no-op count is redrawn at every reset, from 0..noop_max-1 by the
+native backend (ale-py's draw) and from 1..noop_max by the gymnasium one (as DQN's protocol).
 
 Two backends give the same :class:`StepResult` semantics:
 

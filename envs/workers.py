@@ -175,7 +175,9 @@ class WorkerVecEnv(MultiTaskVecEnv):
         self._stop(k)
         self.restart_count[k] += 1
         self.restarts += 1
-        seed = self.base_seed + 1000 * k + RESTART_SEED_STRIDE * self.restart_count[k]
+        # kept below 2**31: the native ALE takes a C int, and large allowed seeds plus two
+        # restarts' strides would overflow it (the restart then failed)
+        seed = (self.base_seed + 1000 * k + RESTART_SEED_STRIDE * self.restart_count[k]) % 2**31
         self._start(k)
         try:
             obs = self._call(k, "reset", seed)

@@ -133,6 +133,24 @@ def test_worker_death_and_raise_truncate_only_that_task():
         ref.close()
 
 
+def test_restart_seeds_stay_below_2_31_for_the_largest_allowed_seed():
+    # base + 1000k + 1e6 * restarts overflowed the native ALE's C int at the second restart
+    seed = 2**31 - 2**20 - 1  # the largest seed the config accepts
+    env = WorkerVecEnv("minatar", ["breakout"], 1, {}, seed=seed)
+    try:
+        env.reset(seed=seed)
+        seeds = []
+        for _ in range(2):
+            env.kill_worker(0)
+            env.step(np.zeros(1, np.int64))
+            (event,) = env.drain_events()
+            seeds.append(int(event.split("restarted with seed ")[1].split(",")[0]))
+        assert seeds == [seed + 1_000_000, (seed + 2_000_000) % 2**31]
+        assert all(0 <= s < 2**31 for s in seeds)
+    finally:
+        env.close()
+
+
 def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
     path = tmp_path / "ckpt" / "last.pt"
     good = {"agent": {"w": torch.ones(3)}, "config": {}}
