@@ -1,19 +1,25 @@
 """Does the default job learn? Train ``configs/default.yaml`` for a budget a CPU can afford and
 report its per-game training returns, policy entropies and KL from the run's TensorBoard log.
 
-    python bench/atari_learning.py --steps 2400000 --run-dir runs/atari_default   # train + report
-    python bench/atari_learning.py --from-run runs/atari_default                   # report only
-    python bench/atari_learning.py --config configs/atari_a2c.yaml --run-dir runs/atari_a2c  # A2C
+    python bench/atari_learning.py --steps 2400000                  # train + report
+    python bench/atari_learning.py --from-run runs/atari_default    # report only
+    python bench/atari_learning.py --config configs/atari_a2c.yaml  # the A2C preset
 
-Writes ``docs/atari_default.png`` (``--png``) and prints a markdown table: each game's mean
-training-episode return (sampled actions, raw unclipped score) in the first and the last of
-``--bins`` equal step bins, next to the random and human references (envs/atari_scores.py).
-Extra ``key=value`` arguments override the config, as for train.py.
+Prints a markdown table: each game's mean training-episode return (sampled actions, raw unclipped
+score) in the first and the last of ``--bins`` equal step bins, next to the random and human
+references (envs/atari_scores.py; "n/a" for a run whose config.yaml says it is not Atari), and
+writes a figure. Names follow the job: ``configs/<stem>.yaml`` trains into ``runs/atari_<name>``
+and draws ``docs/atari_<name>.png``, where ``<name>`` is the stem without an ``atari_`` prefix
+(``configs/default.yaml`` -> runs/atari_default, docs/atari_default.png); ``--from-run DIR``
+draws ``docs/atari_<name>.png`` with ``<name>`` the directory's name without that prefix (a run
+does not record its config file). ``--run-dir`` and ``--png`` choose other paths. Extra
+``key=value`` arguments override the config, as for train.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -60,9 +66,33 @@ def binned(points: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return out
 
 
-def table(games: dict[str, np.ndarray], bins: int) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
-    """Markdown table of first- vs last-bin mean returns per game; also the bin edges and means."""
+def run_suite(run_dir: Path) -> str:
+    """The env suite in the run's ``config.yaml``; ``atari`` when the directory has none."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return "atari"
+    try:
+        return str(yaml.safe_load(path.read_text())["env"]["suite"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read env.suite from {path}: {e}") from None
+
+
+def job_name(stem: str) -> str:
+    """``atari_<name>`` from a config file's stem or a run directory's name, ``<name>`` being it
+    without an ``atari_`` prefix (``default`` and ``atari_default`` -> ``atari_default``)."""
+    return "atari_" + stem.removeprefix("atari_")
+
+
+def table(
+    games: dict[str, np.ndarray], bins: int, atari: bool = True
+) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
+    """Markdown table of first- vs last-bin mean returns per game; also the bin edges and means.
+    The Atari reference columns say n/a unless ``atari`` (MinAtar has games of the same names)."""
     from envs.atari_scores import REFERENCE_SCORES, human_normalised
+
+    refs_of = REFERENCE_SCORES if atari else {}
 
     last = max(float(p[:, 0].max()) for p in games.values() if len(p))
     edges = np.linspace(0.0, last, bins + 1)
@@ -73,8 +103,8 @@ def table(games: dict[str, np.ndarray], bins: int) -> tuple[str, np.ndarray, dic
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for g, m in means.items():
-        refs = [f"{r:g}" for r in REFERENCE_SCORES[g]] if g in REFERENCE_SCORES else ["n/a"] * 2
-        hns = human_normalised(g, float(m[-1]))
+        refs = [f"{r:g}" for r in refs_of[g]] if g in refs_of else ["n/a"] * 2
+        hns = human_normalised(g, float(m[-1])) if atari else None
         lines.append(
             f"| {g} | {refs[0]} | {refs[1]} | {m[0]:.1f} | {m[-1]:.1f} | "
             f"{'n/a' if hns is None else f'{hns:.3f}'} | {len(games[g])} |"
@@ -83,9 +113,14 @@ def table(games: dict[str, np.ndarray], bins: int) -> tuple[str, np.ndarray, dic
 
 
 def plot(
-    edges: np.ndarray, means: dict[str, np.ndarray], curves: dict[str, np.ndarray], png: Path
+    edges: np.ndarray,
+    means: dict[str, np.ndarray],
+    curves: dict[str, np.ndarray],
+    png: Path,
+    atari: bool = True,
 ) -> None:
-    """One panel per game (binned return, random score dashed) and one for entropy and KL."""
+    """One panel per game (binned return, Atari's random score dashed) and one for entropy and
+    KL."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,16 +128,18 @@ def plot(
 
     from envs.atari_scores import REFERENCE_SCORES
 
+    refs = REFERENCE_SCORES if atari else {}
+
     mid = (edges[:-1] + edges[1:]) / 2 / 1e6
     fig, axes = plt.subplots(1, len(means) + 1, figsize=(3.2 * (len(means) + 1), 3.0))
     for ax, (g, m) in zip(axes, means.items(), strict=False):
         ax.plot(mid, m, marker="o", ms=3)
-        if g in REFERENCE_SCORES:
-            ax.axhline(REFERENCE_SCORES[g][0], ls="--", c="grey", lw=1, label="random")
+        if g in refs:
+            ax.axhline(refs[g][0], ls="--", c="grey", lw=1, label="random")
         ax.set_title(g)
         ax.set_xlabel("env steps, all games (M)")
     axes[0].set_ylabel("training episode return")
-    if any(g in REFERENCE_SCORES for g in means):
+    if any(g in refs for g in means):
         axes[0].legend(fontsize=7)
     ax = axes[-1]
     for tag, pts in curves.items():
@@ -110,7 +147,8 @@ def plot(
             ax.plot(pts[:, 0] / 1e6, pts[:, 1], label=tag.split("/")[1])
     ax.set_title("policy terms (nats)")
     ax.set_xlabel("env steps, all games (M)")
-    ax.legend(fontsize=7)
+    if any(len(pts) for pts in curves.values()):
+        ax.legend(fontsize=7)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
@@ -118,41 +156,64 @@ def plot(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--steps", type=int, default=2_400_000, help="total env steps over all games")
+    """CLI: train (unless ``--from-run``) and report; exit 2 with one ``error:`` line on bad input,
+    or train.py's exit code when training fails."""
+    from bench._cli import Parser, fail, positive_int
+
+    p = Parser(
+        prog="bench/atari_learning.py",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    p.add_argument(
+        "--steps", type=positive_int, default=2_400_000, help="total env steps over all games"
+    )
     p.add_argument(
         "--config", type=Path, help="YAML config to train (default: configs/default.yaml)"
     )
-    p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "atari_default")
+    p.add_argument(
+        "--run-dir", type=Path, help="where to train (default: runs/atari_<name>, see above)"
+    )
     p.add_argument("--from-run", type=Path, help="report on this finished run, no training")
-    p.add_argument("--bins", type=int, default=12)
-    p.add_argument("--png", type=Path, default=ROOT / "docs" / "atari_default.png")
+    p.add_argument("--bins", type=positive_int, default=12, help="equal step bins (>= 1)")
+    p.add_argument("--png", type=Path, help="the figure (default: docs/atari_<name>.png)")
     p.add_argument("overrides", nargs="*", help="config overrides, as for train.py")
     args = p.parse_args(argv)
     run_dir = args.from_run
-    if run_dir is not None and args.config is not None:
-        p.error("--from-run reports on a finished run and trains nothing; drop --config")
-    if run_dir is None:
-        from agents.omp import limit_openmp_spinning
-
-        limit_openmp_spinning()  # before torch loads, as train.py
-        import train
-
-        run_dir = args.run_dir
-        extra = [f"total_steps={args.steps}", f"run_dir={run_dir}", "progress=false"]
-        if args.config is not None:
-            extra = ["--config", str(args.config), *extra]
-        if (code := train.main([*extra, *args.overrides])) != 0:
-            return code
+    if run_dir is not None and (args.config or args.run_dir or args.overrides):
+        p.error(
+            "--from-run reports on a finished run and trains nothing; drop --config, "
+            "--run-dir and config overrides"
+        )
+    if run_dir is not None:
+        job = job_name(Path(os.path.abspath(run_dir)).name)  # "." is the directory's name too
+    else:
+        job = job_name((args.config or ROOT / "configs" / "default.yaml").stem)
+    png = args.png or ROOT / "docs" / f"{job}.png"
     try:
+        if run_dir is None:
+            from agents.omp import limit_openmp_spinning
+
+            limit_openmp_spinning()  # before torch loads, as train.py
+            import train
+
+            run_dir = args.run_dir or ROOT / "runs" / job
+            extra = [f"total_steps={args.steps}", f"run_dir={run_dir}", "progress=false"]
+            if args.config is not None:
+                extra = ["--config", str(args.config), *extra]
+            if (code := train.main([*extra, *args.overrides])) != 0:
+                return code
         games, curves = read_run(run_dir)
+        atari = run_suite(run_dir) == "atari"
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    text, edges, means = table(games, args.bins)
-    plot(edges, means, curves, args.png)
+        return fail(e)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    text, edges, means = table(games, args.bins, atari)
+    plot(edges, means, curves, png, atari)
     print(text)
-    print(f"wrote {args.png}")
+    print(f"wrote {png}")
     return 0
 
 

@@ -8,6 +8,10 @@
 Each run trains with the agent's YAML preset (``AGENT_CONFIGS``) and turns ``runner.episode_log``
 into rolling per-task learning curves on a fixed step grid; ``bench/learning_report.py`` derives
 steps to threshold, area under the curve and final return, and writes the table, plots and JSON.
+
+With ``--workers N`` the runs go to N processes; Ctrl-C or SIGTERM stops them all at once and
+exits 130 / 143 with one line on stderr. Finished runs stay cached (``--cache``) and the same
+command reuses them.
 """
 
 from __future__ import annotations
@@ -15,13 +19,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
+import signal
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -125,7 +133,9 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     suite, agent, seed, steps = spec["suite"], spec["agent"], spec["seed"], spec["steps"]
     overrides = run_overrides(spec)
     cfg = load_config(ROOT / AGENT_CONFIGS[suite][agent], overrides)
-    with tempfile.TemporaryDirectory() as tmp:
+    # under the parent's scratch directory when it gives one, which it removes even after it has
+    # killed this process mid-run
+    with tempfile.TemporaryDirectory(dir=spec.get("scratch")) as tmp:
         runner = train.build(cfg, Path(tmp) / "run")
         start = time.perf_counter()
         try:
@@ -197,7 +207,6 @@ def run_benchmark(
     its resolved config (:func:`config_key`): edit a preset or pass overrides and its runs are
     trained anew.
     """
-    cache.mkdir(parents=True, exist_ok=True)
     overrides = list(overrides)
     specs = [
         {
@@ -213,7 +222,7 @@ def run_benchmark(
         for a in agents
     ]
     for spec in specs:
-        spec["key"] = config_key(spec)
+        spec["key"] = config_key(spec)  # also validates each config: ConfigError, nothing written
 
     def path(spec: dict[str, Any]) -> Path:
         extra = f"-{spec['map']}" if spec["suite"] == "gridworld" else ""
@@ -221,10 +230,14 @@ def run_benchmark(
         return cache / f"{name}-{spec['key']}.json"
 
     todo = [s for s in specs if not path(s).is_file()]
+    preflight(todo)
+    cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
     def done(spec: dict[str, Any], res: dict[str, Any]) -> None:
-        path(spec).write_text(json.dumps(res) + "\n")
+        tmp = path(spec).with_suffix(".tmp")  # atomic: a run is cached whole or not at all
+        tmp.write_text(json.dumps(res) + "\n")
+        os.replace(tmp, path(spec))
         wall = time.perf_counter() - started
         print(
             f"[{wall:7.0f}s] {res['suite']:9s} {res['agent']:18s} seed {res['seed']} "
@@ -233,10 +246,21 @@ def run_benchmark(
         )
 
     if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = [(s, pool.submit(run_one, s)) for s in todo]
-            for spec, fut in futures:
-                done(spec, fut.result())
+        with tempfile.TemporaryDirectory(prefix="bench-learning-") as scratch:
+            pool = ProcessPoolExecutor(
+                workers,
+                mp_context=get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(os.getpid(),),
+            )
+            try:
+                futures = [(s, pool.submit(run_one, {**s, "scratch": scratch})) for s in todo]
+                for spec, fut in futures:
+                    done(spec, fut.result())
+            except BaseException:  # a failed run, Ctrl-C, SIGTERM (Terminated): stop them all
+                _kill_pool(pool)
+                raise
+            pool.shutdown()
     else:
         for spec in todo:
             done(spec, run_one(spec))
@@ -259,6 +283,74 @@ def run_benchmark(
         },
         "runs": runs,
     }
+
+
+def preflight(specs: list[dict[str, Any]]) -> None:
+    """Build (so validate) the first run of each (suite, agent) in ``specs``, writing nothing: an
+    unknown map or a bad override is one error now, not a worker's traceback minutes later."""
+    import contextlib
+    import io
+
+    import train
+    from agents.config import load_config
+
+    firsts = {(s["suite"], s["agent"]): s for s in reversed(specs)}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+        for spec in firsts.values():  # notes (stderr) are printed by the runs themselves
+            cfg = load_config(
+                ROOT / AGENT_CONFIGS[spec["suite"]][spec["agent"]], run_overrides(spec)
+            )
+            train.build(cfg, Path(tmp) / "run").env.close()
+
+
+class Terminated(BaseException):
+    """SIGTERM reached the parent (raised by the handler :func:`main` installs)."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    # further SIGTERMs (`timeout` sends two, to the process and its group) would cut the clean-up
+    # short; the few that follow are ignored until main returns
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+def _worker_init(parent: int) -> None:
+    """In each pool worker: leave the terminal's process group, so that Ctrl-C reaches only the
+    parent (which stops the pool; a Runner here would print its own message and checkpoint), die
+    with the parent on Linux, even when it is killed with SIGKILL, and give tqdm a thread lock (its
+    default, a named semaphore, would be reported leaked when the parent kills this worker)."""
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+    os.setpgrp()
+    if sys.platform.startswith("linux"):
+        import contextlib
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):  # PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+
+
+def _kill_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel the pending runs and kill the workers at once: SIGKILL, as a worker's Runner turns
+    SIGTERM into "finish the update, checkpoint" and its worker would then take the next run."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # public in Python 3.14 only
+    ignored = (signal.SIGINT, signal.SIGTERM)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in ignored} if main_thread else {}
+    try:  # not cut short by a second Ctrl-C: it takes well under a second
+        for proc in procs:
+            proc.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for proc in procs:
+            proc.join()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def check_overrides(suites: list[str], agents: list[str], overrides: list[str]) -> str | None:
@@ -299,18 +391,25 @@ def _torch_version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: run (or re-render from JSON) and write the table, plots and raw JSON."""
+    """CLI: run (or re-render from JSON) and write the table, plots and raw JSON. Bad input: one
+    ``error:`` line, exit 2, nothing written; Ctrl-C / SIGTERM: workers stopped, exit 130 / 143."""
+    from agents.signals import Interrupted
+    from bench._cli import Parser, fail, input_errors, positive_int
     from bench.learning_report import write_outputs
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = Parser(
+        prog="bench/learning.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("--suites", nargs="+", default=SUITES, choices=SUITES)
     p.add_argument("--agents", nargs="+", default=AGENTS, choices=AGENTS)
-    p.add_argument("--seeds", type=int, default=3, help="MinAtar seeds (0..n-1)")
-    p.add_argument("--gridworld-seeds", type=int, default=10, help="gridworld seeds (cheap)")
-    p.add_argument("--gridworld-steps", type=int, default=DEFAULT_STEPS["gridworld"])
-    p.add_argument("--minatar-steps", type=int, default=DEFAULT_STEPS["minatar"])
+    p.add_argument("--seeds", type=positive_int, default=3, help="MinAtar seeds (0..n-1)")
+    p.add_argument(
+        "--gridworld-seeds", type=positive_int, default=10, help="gridworld seeds (cheap)"
+    )
+    p.add_argument("--gridworld-steps", type=positive_int, default=DEFAULT_STEPS["gridworld"])
+    p.add_argument("--minatar-steps", type=positive_int, default=DEFAULT_STEPS["minatar"])
     p.add_argument("--map", default=GRIDWORLD_MAP, help="gridworld map (shared structure)")
-    p.add_argument("--workers", type=int, default=2, help="parallel processes")
+    p.add_argument("--workers", type=positive_int, default=2, help="parallel processes")
     p.add_argument("--out", type=Path, default=ROOT / "docs", help="where docs go")
     p.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench_learning")
     p.add_argument("--from-json", type=Path, help="re-render from a results JSON, no training")
@@ -324,38 +423,88 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.set and args.from_json:
         p.error("--from-json re-renders finished runs and trains nothing; drop --set")
+    for flag, folder in (("--out", args.out), ("--cache", args.cache)):
+        if folder.exists() and not folder.is_dir():
+            p.error(f"{flag} {folder} is a file; give a directory")
     if args.set and (error := check_overrides(args.suites, args.agents, args.set)):
-        print(f"error: --set: {error}", file=sys.stderr)
-        return 2
-    if args.from_json:
-        results = json.loads(args.from_json.read_text())
-    else:
-        steps = {"gridworld": args.gridworld_steps, "minatar": args.minatar_steps}
-        seeds = {"gridworld": list(range(args.gridworld_seeds)), "minatar": list(range(args.seeds))}
-        command = (
-            f"python bench/learning.py --suites {' '.join(args.suites)} "
-            f"--gridworld-seeds {args.gridworld_seeds} --seeds {args.seeds} "
-            f"--gridworld-steps {args.gridworld_steps} --minatar-steps {args.minatar_steps} "
-            f"--map {args.map} --workers {args.workers}"
+        return fail(f"--set: {error}")
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        if args.from_json:
+            written = rerender(args.from_json, args.out)
+        else:
+            written = write_outputs(benchmark(args), args.out)
+    except (*input_errors(), ResultsError) as e:
+        return fail(e)
+    except (KeyboardInterrupt, Terminated, Interrupted) as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        word = "interrupted" if signum == signal.SIGINT else "terminated"
+        hint = (
+            "" if args.from_json else f"; finished runs stay cached in {args.cache} for next time"
         )
-        if args.agents != AGENTS:
-            command += f" --agents {' '.join(args.agents)}"
-        if args.set:
-            command += f" --set {' '.join(args.set)}"
-        results = run_benchmark(
-            args.suites,
-            args.agents,
-            seeds,
-            steps,
-            args.cache,
-            args.workers,
-            args.map,
-            command,
-            args.set,
-        )
-    for path in write_outputs(results, args.out):
+        print(f"{word} ({signal.Signals(signum).name}){hint}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+    for path in written:
         print(f"wrote {path}")
     return 0
+
+
+class ResultsError(ValueError):
+    """A ``--from-json`` file that is not results of this benchmark."""
+
+
+def rerender(path: Path, out: Path) -> list[Path]:
+    """:func:`write_outputs` for the results JSON at ``path``; :class:`ResultsError` naming the
+    problem, with nothing written, when it is not one."""
+    from bench.learning_report import write_outputs
+
+    try:
+        results = json.loads(path.read_text())
+    except OSError as e:
+        raise ResultsError(f"--from-json {path}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"--from-json {path} is not JSON ({e})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
+        raise ResultsError(f"--from-json {path} is not results of bench/learning.py (no runs)")
+    if not results["runs"]:
+        raise ResultsError(f"--from-json {path} holds no runs")
+    try:
+        return write_outputs(results, out)  # derives everything before it writes
+    except (KeyError, TypeError, ValueError) as e:
+        raise ResultsError(
+            f"--from-json {path} is not results of bench/learning.py ({type(e).__name__}: {e})"
+        ) from None
+
+
+def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark the command line asks for (:func:`run_benchmark`)."""
+    steps = {"gridworld": args.gridworld_steps, "minatar": args.minatar_steps}
+    seeds = {"gridworld": list(range(args.gridworld_seeds)), "minatar": list(range(args.seeds))}
+    command = (
+        f"python bench/learning.py --suites {' '.join(args.suites)} "
+        f"--gridworld-seeds {args.gridworld_seeds} --seeds {args.seeds} "
+        f"--gridworld-steps {args.gridworld_steps} --minatar-steps {args.minatar_steps} "
+        f"--map {args.map} --workers {args.workers}"
+    )
+    if args.agents != AGENTS:
+        command += f" --agents {' '.join(args.agents)}"
+    if args.set:
+        command += f" --set {' '.join(args.set)}"
+    return run_benchmark(
+        args.suites,
+        args.agents,
+        seeds,
+        steps,
+        args.cache,
+        args.workers,
+        args.map,
+        command,
+        args.set,
+    )
 
 
 if __name__ == "__main__":

@@ -360,13 +360,12 @@ def _replace_section(doc: Path, body: str) -> None:
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
-    """Write learning_results.json, one PNG per suite and the Learning section of benchmarks.md."""
+    """Write learning_results.json, one PNG per suite and the Learning section of benchmarks.md.
+    Metrics, tables and the section are derived first: malformed ``results`` (KeyError,
+    TypeError, ValueError) raise before any file is written."""
     warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
     warnings.filterwarnings("ignore", "Degrees of freedom", RuntimeWarning)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "learning_results.json"]
-    written[0].write_text(json.dumps(results) + "\n")
-    tables, ratios = {}, {}
+    tables, ratios, figures = {}, {}, []
     for suite in ("gridworld", "minatar"):
         runs = [r for r in results["runs"] if r["suite"] == suite]
         if not runs:
@@ -378,7 +377,24 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
             f"`{a}` {stt_ratio(metrics, a, 'a2c_independent', budget)}"
             for a in ("distral_klent_2col", "distral_kl_2col")
         )
+        figures.append((suite, runs, metrics))
+    body = section(results, tables, ratios)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "learning_results.json"]
+    written[0].write_text(json.dumps(results) + "\n")
+    for suite, runs, metrics in figures:
         written.append(plot(suite, runs, metrics, out / f"learning_{suite}.png"))
-    _replace_section(out / "benchmarks.md", section(results, tables, ratios))
+    _replace_section(out / "benchmarks.md", body)
     written.append(out / "benchmarks.md")
     return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(
+        "error: bench/learning_report.py is a module used by bench/learning.py, not a script; "
+        "run `python bench/learning.py --help`",
+        file=sys.stderr,
+    )
+    sys.exit(2)

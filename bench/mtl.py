@@ -21,7 +21,6 @@ need ``pip install -e '.[dev]'`` (torchjd with quadprog and cvxpy).
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import resource
@@ -418,22 +417,47 @@ def main(argv: list[str] | None = None) -> int:
         batch = int(argv[6]) if len(argv) > 6 else BATCH
         print(json.dumps(measure(method, mode, t, steps, trunk, batch)))
         return 0
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from bench._cli import Parser, positive_int
+
+    p = Parser(prog="bench/mtl.py", description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["quality", "speed", "all"])
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--tasks", type=int, nargs="+", default=[2, 10, 40])
-    p.add_argument("--rounds", type=int, default=3, help="(b): interleaved passes, fastest kept")
-    p.add_argument("--only", nargs="*", default=[], help="(b): re-measure only these methods")
+    p.add_argument("--seeds", type=positive_int, default=3)
+    p.add_argument("--tasks", type=positive_int, nargs="+", default=[2, 10, 40])
     p.add_argument(
-        "--trunk", type=int, nargs="+", default=list(TRUNK), help="(b): input and hidden sizes"
+        "--rounds", type=positive_int, default=3, help="(b): interleaved passes, fastest kept"
     )
-    p.add_argument("--batch", type=int, default=BATCH, help="(b): samples per step")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=[],
+        choices=sorted({m for m, _ in speed_configs()}),
+        help="(b): re-measure only these methods",
+    )
+    p.add_argument(
+        "--trunk",
+        type=positive_int,
+        nargs="+",
+        default=list(TRUNK),
+        help="(b): input and hidden sizes",
+    )
+    p.add_argument("--batch", type=positive_int, default=BATCH, help="(b): samples per step")
     p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     p.add_argument("--json", default="", help="also dump raw results here")
     p.add_argument(
         "--reuse", default="", help="take (a) from this --json dump instead of rerunning"
     )
     args = p.parse_args(argv)
+    if len(args.trunk) < 2:
+        p.error("--trunk takes the input size and at least one hidden size")
+    if args.reuse:
+        try:
+            reused = json.loads(Path(args.reuse).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            p.error(f"--reuse {args.reuse}: {getattr(e, 'strerror', None) or e}")
+        if not isinstance(reused, dict):
+            p.error(f"--reuse {args.reuse} is not a --json dump of bench/mtl.py")
+        if args.what != "speed" and "quality" not in reused:  # (b) measures what it lacks
+            p.error(f"--reuse {args.reuse} holds no quality results; run (a) or drop --reuse")
     torch.set_num_threads(1)
     parts = [SECTION, ""]
     shown = [

@@ -107,7 +107,7 @@ class SB3:
     warmed up. Its optimiser is torch's RMSprop, not the zoo's RMSpropTFLike (a per-parameter
     Python loop, so no faster): this row is a speed reference, not a learning one."""
 
-    def __init__(self, game: str, num_envs: int, n_steps: int):
+    def __init__(self, env_id: str, num_envs: int, n_steps: int):
         import ale_py
         import gymnasium as gym
         from stable_baselines3 import A2C
@@ -116,7 +116,7 @@ class SB3:
 
         gym.register_envs(ale_py)
         env = make_atari_env(
-            f"ALE/{game}-v5",
+            env_id,
             n_envs=num_envs,
             seed=0,
             # frameskip=1: SB3's AtariWrapper skips 4 frames itself (see DESIGN.md pitfalls).
@@ -162,20 +162,58 @@ def ratio_cell(rates: list[float], base: list[float] | None) -> str:
     return f"{np.median(ratios):.2f}x ({ratios.min():.2f}-{ratios.max():.2f})"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    """CLI: time every row and print the table; exit 2 with one ``error:`` line on bad input."""
+    from bench._cli import Parser, fail, input_errors, positive_int
+
+    p = Parser(
+        prog="bench/throughput.py",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument("--games", nargs="+", default=GAMES)
-    p.add_argument("--envs-per-task", type=int, default=4)
-    p.add_argument("--updates", type=int, default=4, help="timed updates per agent per round")
-    p.add_argument("--rounds", type=int, default=15, help="interleaved rounds over every row")
-    p.add_argument("--agents", nargs="*", default=AGENTS)
-    p.add_argument("--env-steps", type=int, default=400, help="timed steps for env-only rows")
+    p.add_argument("--envs-per-task", type=positive_int, default=4)
+    p.add_argument(
+        "--updates", type=positive_int, default=4, help="timed updates per row per round"
+    )
+    p.add_argument(
+        "--rounds", type=positive_int, default=15, help="interleaved rounds over every row"
+    )
+    p.add_argument("--agents", nargs="*", default=AGENTS, choices=AGENTS)
+    p.add_argument("--env-steps", type=positive_int, default=400, help="timed steps, env-only rows")
     p.add_argument("--no-sb3", action="store_true")
     p.add_argument("--shared-encoder", action="store_true", help="also 2-col shared-encoder rows")
-    args = p.parse_args()
-    if args.updates < 1 or args.rounds < 1:
-        p.error("--updates and --rounds must be >= 1")
+    args = p.parse_args(argv)
+    try:
+        return run(args, sys.argv[1:] if argv is None else argv)
+    except input_errors() as e:
+        return fail(e)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
+
+def sb3_env_id(game: str) -> str:
+    """Gymnasium id (``ALE/<Game>-v5``) of ``game`` for the SB3 row; EnvError if it has none."""
+    from envs.atari import _gym_id, canonical_game
+    from envs.base import EnvError
+
+    env_id = _gym_id(canonical_game(game))
+    if env_id is None:
+        raise EnvError(
+            f"{game!r} has no ALE/<Game>-v5 id for the SB3 row; put another game "
+            "first in --games or pass --no-sb3"
+        )
+    return env_id
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Every game checked before any row is timed, then the rows and the table."""
+    from envs.atari import canonical_game
+
+    for game in args.games:
+        canonical_game(game)  # EnvError naming the unknown game, before minutes of timing
+    sb3_id = None if args.no_sb3 else sb3_env_id(args.games[0])
     k, e = len(args.games), args.envs_per_task
     print(f"# {k} games x {e} envs, torch {torch.__version__}, {torch.get_num_threads()} threads")
     env_rows = {
@@ -187,31 +225,34 @@ def main() -> None:
     if args.shared_encoder:
         variants += [(a, ["agent.shared_encoder=true"]) for a in args.agents if a.endswith("2col")]
     sb3_label = f"SB3 A2C CnnPolicy ({args.games[0]}, {k * e} envs)"
+    timed: dict[str, Ours | SB3] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        timed: dict[str, Ours | SB3] = {}
-        if not args.no_sb3:
-            timed[sb3_label] = SB3(args.games[0], k * e, 5)
-        for agent, extra in variants:
-            timed[agent + (" (shared_encoder)" if extra else "")] = Ours(
-                agent, args.games, e, extra, Path(tmp)
-            )
-        # Interleaved rounds, each starting one row later, so that a machine that speeds up or
-        # slows down affects every row alike and each ratio compares rows timed side by side.
-        rates: dict[str, list[float]] = {label: [] for label in timed}
-        order = list(timed)
-        for r in range(args.rounds):
-            for label in order[r % len(order) :] + order[: r % len(order)]:
-                rates[label].append(timed[label].rate(args.updates))
-            print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in rates.items()))
-        for row in timed.values():
-            row.close()
+        try:
+            if sb3_id is not None:
+                timed[sb3_label] = SB3(sb3_id, k * e, 5)
+            for agent, extra in variants:
+                timed[agent + (" (shared_encoder)" if extra else "")] = Ours(
+                    agent, args.games, e, extra, Path(tmp)
+                )
+            # Interleaved rounds, each starting one row later, so that a machine that speeds up
+            # or slows down affects every row alike and each ratio compares rows timed side by
+            # side. No rows (--agents with no names, --no-sb3): only the env-only rows.
+            rates: dict[str, list[float]] = {label: [] for label in timed}
+            order = list(timed)
+            for r in range(args.rounds if order else 0):
+                for label in order[r % len(order) :] + order[: r % len(order)]:
+                    rates[label].append(timed[label].rate(args.updates))
+                print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in rates.items()))
+        finally:
+            for row in timed.values():
+                row.close()
 
     sb3_rates = rates.get(sb3_label)
     base = rates.get("a2c_multitask")
     print()
     print(
         f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, torch threads "
-        f"{torch.get_num_threads()}; command: python bench/throughput.py {' '.join(sys.argv[1:])}"
+        f"{torch.get_num_threads()}; command: python bench/throughput.py {' '.join(argv)}"
     )
     print(
         f"Steps/s: median over {args.rounds} interleaved rounds of {args.updates} updates; "
@@ -229,7 +270,8 @@ def main() -> None:
             f"| {label} | {np.median(values):,.0f} | {ratio_cell(values, sb3_rates)} "
             f"| {ratio_cell(values, mt)} |"
         )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,8 +1,10 @@
 """bench/atari_learning.py's report: binned returns and the table, by hand on a tiny event log."""
 
 import math
+from pathlib import Path
 
 import numpy as np
+import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 from bench.atari_learning import binned, main, read_run, table
@@ -58,3 +60,84 @@ def test_trains_the_given_config_then_reports_it(tmp_path, capsys):
     assert sorted(r.split(" | ")[0] for r in rows) == ["| 0", "| 1", "| 2", "| 3"]  # 4 goals
     assert all(r.split(" | ")[1:3] == ["n/a", "n/a"] for r in rows)  # no Atari references
     assert png.stat().st_size > 0
+
+
+def write_run(run_dir, suite=None, games=("pong",)):
+    """A finished run's event log (two returns per game) and, given ``suite``, its config.yaml."""
+    writer = SummaryWriter(str(run_dir))
+    for game in games:
+        writer.add_scalar(f"task/{game}/return", -20.0, 100)
+        writer.add_scalar(f"task/{game}/return", -14.0, 1000)
+    writer.close()
+    if suite is not None:
+        (run_dir / "config.yaml").write_text(f"seed: 0\nenv:\n  suite: {suite}\n")
+
+
+def test_bad_numbers_are_one_error_line_and_no_figure(tmp_path, capsys):
+    write_run(tmp_path)
+    png = tmp_path / "x.png"
+    for flag in ("--bins", "--steps"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--from-run", str(tmp_path), flag, "0", "--png", str(png)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: argument {flag}: must be an integer")
+    # --from-run trains nothing: overrides would be silently ignored, so they are refused
+    with pytest.raises(SystemExit):
+        main(["--from-run", str(tmp_path), "--png", str(png), "seed=1"])
+    assert "drop --config" in capsys.readouterr().err
+    assert not png.exists()
+
+
+def test_the_default_figure_and_run_dir_follow_the_config(tmp_path, monkeypatch):
+    """configs/atari_a2c.yaml trains into runs/atari_a2c and draws docs/atari_a2c.png, not the
+    default job's docs/atari_default.png; --from-run takes the name of the run directory."""
+    import bench.atari_learning as al
+    import train
+
+    monkeypatch.setattr(al, "ROOT", tmp_path)
+    trained = []
+
+    def fake_train(argv):
+        run_dir = Path(next(a for a in argv if a.startswith("run_dir=")).split("=", 1)[1])
+        run_dir.mkdir(parents=True)
+        write_run(run_dir, "atari")
+        trained.append((run_dir, argv[:2]))
+        return 0
+
+    monkeypatch.setattr(train, "main", fake_train)
+    docs, runs = tmp_path / "docs", tmp_path / "runs"
+    assert main(["--config", "configs/atari_a2c.yaml", "--bins", "1"]) == 0
+    assert trained[-1] == (runs / "atari_a2c", ["--config", "configs/atari_a2c.yaml"])
+    assert sorted(p.name for p in docs.iterdir()) == ["atari_a2c.png"]
+    assert main(["--bins", "1"]) == 0  # configs/default.yaml
+    assert trained[-1][0] == runs / "atari_default"
+    assert sorted(p.name for p in docs.iterdir()) == ["atari_a2c.png", "atari_default.png"]
+
+    for png in docs.iterdir():
+        png.unlink()
+    assert main(["--from-run", str(runs / "atari_a2c"), "--bins", "1"]) == 0
+    assert [p.name for p in docs.iterdir()] == ["atari_a2c.png"]
+    (runs / "mine").mkdir()
+    write_run(runs / "mine")
+    assert main(["--from-run", str(runs / "mine"), "--bins", "1"]) == 0
+    assert (docs / "atari_mine.png").is_file()
+    assert len(trained) == 2
+
+
+def test_no_atari_references_for_a_minatar_run(tmp_path, capsys):
+    """MinAtar games share names with Atari ROMs (asterix, seaquest...): its run's config.yaml
+    says minatar, so the reference and human-normalised columns say n/a."""
+    games = ("asterix", "seaquest")
+    for suite in ("minatar", "atari"):
+        run = tmp_path / suite
+        run.mkdir()
+        write_run(run, suite, games)
+        assert main(["--from-run", str(run), "--bins", "1", "--png", str(tmp_path / "x.png")]) == 0
+        out = capsys.readouterr().out.splitlines()
+        rows = [r.split(" | ") for r in out if r.startswith(("| asterix", "| seaquest"))]
+        assert len(rows) == 2
+        if suite == "minatar":
+            assert all(r[1:3] == ["n/a", "n/a"] and r[5] == "n/a" for r in rows)
+        else:  # Asterix: random 210, human 8503.3
+            assert rows[0][1:3] == ["210", "8503.3"] and rows[0][5] != "n/a"

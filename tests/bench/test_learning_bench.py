@@ -2,9 +2,16 @@
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+import bench.learning as bl
 from bench.learning import main, run_benchmark
 from bench.learning_report import NOTES_BEGIN, NOTES_END, mean_ci, write_outputs
 
@@ -118,3 +125,79 @@ def test_a_cached_run_is_reused_only_while_its_preset_is_unchanged(tmp_path, mon
     preset.write_text(preset.read_text().replace("lr: 0.001", "lr: 0.002"))
     run_benchmark(["gridworld"], AGENTS[:1], seeds, steps, cache, 1)
     assert len(list(cache.iterdir())) == 2  # trained anew under the edited preset
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Command line of each live (not zombie) child of ``pid``: psutil when installed, else /proc."""
+    try:
+        import psutil
+    except ImportError:
+        kids = {}
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and _alive(int(entry.name)):
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    if ppid == pid:
+                        kids[int(entry.name)] = (entry / "cmdline").read_text().replace("\0", " ")
+            except OSError:  # ended meanwhile
+                continue
+        return kids
+    try:
+        children = psutil.Process(pid).children()
+        return {c.pid: " ".join(c.cmdline()) for c in children if _alive(c.pid)}
+    except psutil.NoSuchProcess:
+        return {}
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize(
+    "signum, to_group, line",
+    [
+        (signal.SIGTERM, False, "terminated (SIGTERM)"),
+        (signal.SIGINT, True, "interrupted (SIGINT)"),
+    ],
+)
+def test_a_signal_stops_the_worker_processes(tmp_path, signum, to_group, line):
+    """SIGTERM to the parent (or Ctrl-C, SIGINT to the terminal's process group) while two workers
+    train: the parent exits 128 + signum with one line and no process it started survives."""
+    out, cache = tmp_path / "docs", tmp_path / "cache"
+    cmd = [sys.executable, str(bl.ROOT / "bench" / "learning.py"), "--suites", "gridworld"]
+    cmd += ["--agents", *AGENTS, "--gridworld-seeds", "2", "--gridworld-steps", "200000"]
+    cmd += ["--workers", "2", "--out", str(out), "--cache", str(cache)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    kids: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while sum("spawn_main" in cmd for cmd in kids.values()) < 2:  # both workers started
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+            kids = _children(proc.pid)
+        time.sleep(2.0)  # into their first runs
+        kids = _children(proc.pid)  # the workers and multiprocessing's resource tracker
+        (os.killpg if to_group else os.kill)(proc.pid, signum)  # a terminal's Ctrl-C: the group
+        _, err = proc.communicate(timeout=30)
+        deadline = time.monotonic() + 10  # the resource tracker exits once its pipe closes
+        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        survivors = [k for k in kids if _alive(k)]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for k in kids:
+            if _alive(k):
+                os.kill(k, signal.SIGKILL)
+    assert proc.returncode == 128 + signum
+    assert err.splitlines() == [f"{line}; finished runs stay cached in {cache} for next time"]
+    assert survivors == []
+    assert not out.exists()
+    assert all(p.suffix == ".json" for p in cache.iterdir())  # finished runs only, whole

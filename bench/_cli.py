@@ -1,0 +1,49 @@
+"""Command-line plumbing shared by the bench scripts, with train.py's rule for bad input: one
+``error: <message>`` line on stderr naming the problem and the fix, exit code 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+
+def one_line(message: object) -> str:
+    """``message`` with every non-printable character (newlines too) escaped: one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+
+
+def fail(message: object) -> int:
+    """Print ``error: <message>`` on stderr and return the bad-input exit code, 2."""
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    return 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one ``error:`` line (exit 2), as train.py."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message}; see `python {self.prog} --help`")
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type``: an integer >= 1 (counts, steps, sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input (unknown key, game, agent, map; out-of-range value):
+    their messages name the problem and are printed as the one ``error:`` line."""
+    from agents.config import ConfigError
+    from envs.base import EnvError
+    from mtrl.registry import UnknownNameError
+
+    return ConfigError, EnvError, UnknownNameError
