@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -109,10 +110,24 @@ def run_overrides(spec: dict[str, Any]) -> list[str]:
     return overrides + list(spec.get("overrides", []))
 
 
-def config_key(spec: dict[str, Any]) -> str:
-    """Short hash of the run's resolved config, so a cached run is reused only while its preset
-    and overrides still resolve to the same settings (``eval.*`` left out when it evaluates
-    nothing, and ``progress``, which changes no result)."""
+def code_hash() -> str:
+    """Hash of the code a run's result depends on: agents/, envs/ (maps included), mtrl/,
+    train.py and this file's curve code. Any edit there retrains rather than reuse a stale run."""
+    h = hashlib.sha1()
+    files = [ROOT / "train.py"]
+    for folder in ("agents", "envs", "mtrl"):
+        files += sorted(p for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".txt"))
+    for path in files:
+        h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    h.update(inspect.getsource(rolling_curves).encode() + inspect.getsource(run_one).encode())
+    return h.hexdigest()
+
+
+def config_key(spec: dict[str, Any], code: str | None = None) -> str:
+    """Short hash of the run's resolved config, the curve settings (``WINDOW``, ``CURVE_POINTS``),
+    a custom map file's contents and the code (:func:`code_hash`), so a cached run is reused only
+    while all of them are unchanged (``eval.*`` left out when it evaluates nothing, and
+    ``progress``, which changes no result)."""
     from agents.config import load_config, to_dict
 
     cfg = to_dict(
@@ -121,7 +136,12 @@ def config_key(spec: dict[str, Any]) -> str:
     cfg.pop("progress", None)
     if cfg["eval"]["episodes"] == 0:
         cfg.pop("eval")
-    return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
+    key: dict[str, Any] = {"config": cfg, "window": WINDOW, "points": CURVE_POINTS}
+    map_file = Path(cfg["env"]["gridworld"]["map"])
+    if spec["suite"] == "gridworld" and map_file.is_file():  # a user's map: its contents count
+        key["map"] = hashlib.sha1(map_file.read_bytes()).hexdigest()
+    key["code"] = code if code is not None else code_hash()
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
@@ -166,14 +186,20 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def random_returns(episodes: int, seed: int = 12345) -> dict[str, float]:
-    """Mean raw return of the uniform random policy per MinAtar game (the normalisation base)."""
+def random_returns(
+    episodes: int, seed: int = 12345, overrides: list[str] | tuple[str, ...] = ()
+) -> dict[str, float]:
+    """Mean raw return of the uniform random policy per MinAtar game (the normalisation base), in
+    the env the runs train in (``env.minatar.*`` as the presets and ``overrides`` set it)."""
     import torch
 
+    from agents.config import load_config, to_dict
     from agents.evaluate import evaluate
     from envs.minatar import GAMES, NUM_ACTIONS, MinAtarVecEnv
 
-    env = MinAtarVecEnv(list(GAMES), 4)
+    preset = ROOT / AGENT_CONFIGS["minatar"]["a2c_multitask"]
+    settings = to_dict(load_config(preset, list(overrides)))["env"]["minatar"]
+    env = MinAtarVecEnv(list(GAMES), 4, **settings)
     gen = torch.Generator().manual_seed(seed)
     try:
         res = evaluate(
@@ -221,8 +247,10 @@ def run_benchmark(
         for seed in seeds[s]
         for a in agents
     ]
+    code = code_hash()
     for spec in specs:
-        spec["key"] = config_key(spec)  # also validates each config: ConfigError, nothing written
+        # also validates each config: ConfigError, nothing written
+        spec["key"] = config_key(spec, code)
 
     def path(spec: dict[str, Any]) -> Path:
         extra = f"-{spec['map']}" if spec["suite"] == "gridworld" else ""
@@ -265,7 +293,7 @@ def run_benchmark(
         for spec in todo:
             done(spec, run_one(spec))
     runs = [json.loads(path(s).read_text()) for s in specs]
-    random = random_returns(RANDOM_EPISODES) if "minatar" in suites else {}
+    random = random_returns(RANDOM_EPISODES, overrides=overrides) if "minatar" in suites else {}
     return {
         "minatar_random": random,
         "meta": {
@@ -278,6 +306,7 @@ def run_benchmark(
             "seeds": {s: seeds[s] for s in suites},
             "gridworld_map": gridworld_map,
             "window": WINDOW,
+            "commit": _commit(),
             "command": command,
             "overrides": overrides,
         },
@@ -382,6 +411,30 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _commit() -> str | None:
+    """The checkout's git commit (with ``+dirty`` for uncommitted changes), if git is there."""
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def _torch_version() -> str:

@@ -136,6 +136,8 @@ def _cell(values: list[float], digits: int = 2) -> str:
     text = _fmt(*mean_ci(finite), digits)
     if finite and len(finite) < len(values):
         text += f" ({len(finite)}/{len(values)} seeds)"
+    elif len(finite) == 1:  # no interval: say why, rather than look like a failed one
+        text += " (1 seed)"
     return text
 
 
@@ -159,27 +161,49 @@ def _stt_cell(ms: list[dict[str, Any]], budget: int) -> str:
     return f"{_fmt(mean, half, 0)}k ({reached}/{len(ms)})"
 
 
+def ratio_interval(
+    a: list[float], r: list[float], resamples: int = 4000, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of mean(a) / mean(r), the seeds of each resampled
+    independently (the runs are not paired); NaNs when either has fewer than two seeds."""
+    if len(a) < 2 or len(r) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    va, vr = np.asarray(a, dtype=np.float64), np.asarray(r, dtype=np.float64)
+    ma = va[rng.integers(0, va.size, (resamples, va.size))].mean(1)
+    mr = vr[rng.integers(0, vr.size, (resamples, vr.size))].mean(1)
+    lo, hi = np.percentile(ma / mr, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def stt_ratio(metrics: dict[str, list[dict[str, Any]]], agent: str, ref: str, budget: int) -> str:
-    """Mean steps-to-threshold of ``agent`` over that of ``ref`` (unreached = budget)."""
+    """Mean steps-to-threshold of ``agent`` over that of ``ref`` (a ratio of means; unreached =
+    budget), with its 95% bootstrap interval over seeds."""
     if agent not in metrics or ref not in metrics:
         return "n/a"
 
-    def mean(a: str) -> tuple[float, bool]:
+    def steps(a: str) -> tuple[list[float], bool]:
         v = [m["stt"] for m in metrics[a]]
-        return float(np.mean([s if math.isfinite(s) else budget for s in v])), all(
-            math.isfinite(s) for s in v
-        )
+        return [s if math.isfinite(s) else budget for s in v], all(math.isfinite(s) for s in v)
 
-    a, a_all = mean(agent)
-    r, r_all = mean(ref)
+    a, a_all = steps(agent)
+    r, r_all = steps(ref)
     # an unreached run counted at the budget understates its mean: the ratio is then a bound
     bound = {(True, True): "", (False, True): "≥ ", (True, False): "≤ ", (False, False): "~ "}
-    return f"{bound[(a_all, r_all)]}{a / r:.2f}"
+    text = f"{bound[(a_all, r_all)]}{np.mean(a) / np.mean(r):.2f}"
+    lo, hi = ratio_interval(a, r)
+    return text + (f" (95% bootstrap {lo:.2f}-{hi:.2f})" if math.isfinite(lo) else "")
+
+
+def budget_of(runs: list[Run]) -> int:
+    """Where unreached runs are counted: the step grid's last point (the curves end there, while
+    ``run["steps"]`` may round the budget up to whole updates)."""
+    return int(runs[0]["grid"][-1])
 
 
 def table(suite: str, runs: list[Run], metrics: dict[str, list[dict[str, Any]]]) -> str:
     """Markdown table: per agent steps to threshold, AUC and final value (mean ± 95% CI)."""
-    budget = runs[0]["steps"]
+    budget = budget_of(runs)
     if suite == "gridworld":
         head = "| agent | steps to threshold | AUC (mean success) | final success | final length / optimal | greedy success |\n|---|---|---|---|---|---|\n"
     else:
@@ -209,55 +233,6 @@ def table(suite: str, runs: list[Run], metrics: dict[str, list[dict[str, Any]]])
     return head + "\n".join(lines) + "\n"
 
 
-def plot(suite: str, runs: list[Run], metrics: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """Learning curves, mean ± 95% CI band over seeds, against environment steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = runs[0]["tasks"]
-    if suite == "gridworld":
-        panels = [("curve", "success rate (mean over tasks)"), ("curve2", "length / optimal")]
-    else:
-        panels = [("curve", "normalised return (mean over games)")]
-        panels += [(k, f"{n} return") for k, n in enumerate(names)]
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-    for ax, (key, label) in zip(axes.flat, panels):
-        for agent, ms in metrics.items():
-            x = ms[0]["x"]
-            ys = np.array([m["games"][key] if isinstance(key, int) else m[key] for m in ms])
-            mean = np.nanmean(ys, 0)
-            n = len(ys)
-            half = (
-                stats.t.ppf(0.975, n - 1) * np.nanstd(ys, 0, ddof=1) / math.sqrt(n) if n > 1 else 0
-            )
-            style = "-" if agent.startswith("distral") else "--"
-            (line,) = ax.plot(x, mean, style, label=agent, lw=1.5)
-            ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.15)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel(label)
-        if key == "curve2":
-            ax.set_yscale("log")
-            ax.set_ylim(0.9, None)
-            ax.axhline(GRID_LENGTH, color="gray", lw=0.8, ls=":")
-        elif suite == "gridworld":
-            ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    seeds = len(next(iter(metrics.values())))
-    fig.suptitle(f"{suite}: mean ± 95% CI over {seeds} seeds")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 def _greedy_episodes(results: dict[str, Any]) -> str:
     """Greedy evaluation episodes per gridworld task, as the runs recorded them."""
     counts = {
@@ -278,8 +253,9 @@ def section(results: dict[str, Any], tables: dict[str, str], ratios: dict[str, s
         "Produced by `bench/learning.py` (re-render without training: "
         "`python bench/learning.py --from-json docs/learning_results.json`). Command:\n",
         f"```bash\n{meta['command']}\n```\n",
-        f"Machine: {meta['machine']}; torch {meta['torch']}, Python {meta['python']}; "
-        f"{meta['workers']} runs in parallel, torch threads = 1 per run; wall time "
+        f"Machine: {meta['machine']}; torch {meta['torch']}, Python {meta['python']}"
+        + (f", commit {meta['commit']}" if meta.get("commit") else "")
+        + f"; {meta['workers']} runs in parallel, torch threads = 1 per run; wall time "
         f"{meta['wall_seconds'] / 60:.1f} min for the whole invocation (per suite below: the sum "
         "of the single runs' times). Every cell is mean ± 95% "
         "CI over seeds (t-distribution). Curves are training episodes (sampled actions): at each "
@@ -291,18 +267,21 @@ def section(results: dict[str, Any], tables: dict[str, str], ratios: dict[str, s
         )
     if "gridworld" in tables:
         parts += [
-            f"### Gridworld (`{meta['gridworld_map']}`, {steps['gridworld']:,} steps, "
-            f"{_seeds_and_time(results, 'gridworld')})\n",
+            f"### Gridworld (`{meta['gridworld_map']}`, {steps['gridworld']:,} steps in total, "
+            f"{_per_task(results, 'gridworld')}, {_seeds_and_time(results, 'gridworld')})\n",
             f"Threshold: every task at success rate >= {GRID_SUCCESS} and mean episode length "
             f"<= {GRID_LENGTH}x its exact optimum (`mean_optimal_length`). Steps to threshold "
             "is the first grid point at which the curve meets it (not interpolated, and the "
             "curve may dip below again later); a run that never gets there counts at the "
             "budget, and the cell then shows a lower bound (k/n = runs that reached it). "
-            "AUC = success rate averaged over training (`area_under_curve(normalize=True)`); "
+            f"{_grid_text(results, 'gridworld')} "
+            "AUC = success rate averaged over the grid, from its first point to the budget "
+            "(`area_under_curve(normalize=True)`); "
             f"greedy success = final greedy evaluation, {_greedy_episodes(results)} episodes "
             "per task.\n",
             tables["gridworld"],
-            f"Target (Distral 2-col steps to threshold / `a2c_independent`'s, <= 0.6 wanted): "
+            "Target (Distral 2-col steps to threshold / `a2c_independent`'s, <= 0.6 wanted; a "
+            "ratio of the seed means, with a 95% bootstrap interval over seeds): "
             f"{ratios['gridworld']}.\n",
             "![gridworld learning curves](learning_gridworld.png)\n",
         ]
@@ -314,10 +293,14 @@ def section(results: dict[str, Any], tables: dict[str, str], ratios: dict[str, s
             "uniform random policy's mean return (" + _random_text(results) + "), best = the "
             "highest seed-mean final return of any agent on that game. Threshold: the mean over "
             f"games reaches {MINATAR_FRACTION}. Only games where the best agent beats random by "
-            f">= {MINATAR_MIN_GAIN} points enter the mean ({_used_text(results)}). Per-game "
+            f">= {MINATAR_MIN_GAIN} points enter the mean ({_used_text(results)}). Best, the "
+            "games used and so the threshold depend on which agents the table holds: a table "
+            "over other agents (an `--agents` ablation) is normalised differently and its "
+            f"numbers do not compare with these. {_grid_text(results, 'minatar')} Per-game "
             "columns: raw final returns.\n",
             tables["minatar"],
-            f"Distral 2-col steps to threshold / `a2c_independent`'s: {ratios['minatar']}.\n",
+            "Distral 2-col steps to threshold / `a2c_independent`'s (ratio of the seed means, "
+            f"95% bootstrap interval over seeds): {ratios['minatar']}.\n",
             "![MinAtar learning curves](learning_minatar.png)\n",
         ]
     return "\n".join(parts)
@@ -336,6 +319,19 @@ def _used_text(results: dict[str, Any]) -> str:
     out = "used: " + (", ".join(n for n, u in zip(names, used) if u) or "none")
     left = [n for n, u in zip(names, used) if not u]
     return out + ("; left out: " + ", ".join(left) if left else "")
+
+
+def _per_task(results: dict[str, Any], suite: str) -> str:
+    run = next(r for r in results["runs"] if r["suite"] == suite)
+    return f"{results['meta']['steps'][suite] // len(run['tasks']):,} per task"
+
+
+def _grid_text(results: dict[str, Any], suite: str) -> str:
+    grid = next(r for r in results["runs"] if r["suite"] == suite)["grid"]
+    return (
+        f"The curves' grid has a point every {grid[1] - grid[0]:,} steps: steps to threshold is "
+        "resolved to that, and seeds that cross at the same point give a zero-width interval."
+    )
 
 
 def _seeds_and_time(results: dict[str, Any], suite: str) -> str:
@@ -363,6 +359,8 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
     """Write learning_results.json, one PNG per suite and the Learning section of benchmarks.md.
     Metrics, tables and the section are derived first: malformed ``results`` (KeyError,
     TypeError, ValueError) raise before any file is written."""
+    from bench.learning_plot import plot  # matplotlib: only when writing
+
     warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
     warnings.filterwarnings("ignore", "Degrees of freedom", RuntimeWarning)
     tables, ratios, figures = {}, {}, []
@@ -372,7 +370,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
             continue
         metrics = suite_metrics(runs, results.get("minatar_random"))
         tables[suite] = table(suite, runs, metrics)
-        budget = runs[0]["steps"]
+        budget = budget_of(runs)
         ratios[suite] = ", ".join(
             f"`{a}` {stt_ratio(metrics, a, 'a2c_independent', budget)}"
             for a in ("distral_klent_2col", "distral_kl_2col")
@@ -383,7 +381,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
     written = [out / "learning_results.json"]
     written[0].write_text(json.dumps(results) + "\n")
     for suite, runs, metrics in figures:
-        written.append(plot(suite, runs, metrics, out / f"learning_{suite}.png"))
+        written.append(plot(suite, runs, metrics, out / f"learning_{suite}.png", GRID_LENGTH))
     _replace_section(out / "benchmarks.md", body)
     written.append(out / "benchmarks.md")
     return written

@@ -62,10 +62,12 @@ def test_censored_steps_to_threshold_are_shown_as_bounds():
     inf = float("inf")
     ms = {"a": [{"stt": 50.0}, {"stt": inf}], "ref": [{"stt": 100.0}, {"stt": 100.0}]}
     # a's unreached seed counts at the budget (200): its mean is a lower bound, so is the ratio
-    assert stt_ratio(ms, "a", "ref", 200) == "≥ 1.25"
-    assert stt_ratio(ms, "ref", "a", 200) == "≤ 0.80"
-    assert stt_ratio({"a": ms["a"], "b": ms["a"]}, "a", "b", 200) == "~ 1.00"
-    assert stt_ratio(ms, "ref", "ref", 200) == "1.00"
+    # with the 95% bootstrap interval over seeds: a's resampled means are 50, 125 or 200
+    assert stt_ratio(ms, "a", "ref", 200) == "≥ 1.25 (95% bootstrap 0.50-2.00)"
+    assert stt_ratio(ms, "ref", "a", 200).startswith("≤ 0.80 (95% bootstrap 0.50-2.00")
+    assert stt_ratio({"a": ms["a"], "b": ms["a"]}, "a", "b", 200).startswith("~ 1.00 (")
+    assert stt_ratio(ms, "ref", "ref", 200) == "1.00 (95% bootstrap 1.00-1.00)"
+    assert stt_ratio({"a": ms["a"][:1], "ref": ms["ref"]}, "a", "ref", 200) == "0.50"  # 1 seed
     assert _stt_cell(ms["a"], 200_000) == "≥ 100k (1/2)"  # no CI around a censored mean
     assert _stt_cell([{"stt": 1000.0}, {"stt": 3000.0}], 9000).startswith("2 ± ")
 
@@ -125,6 +127,46 @@ def test_a_cached_run_is_reused_only_while_its_preset_is_unchanged(tmp_path, mon
     preset.write_text(preset.read_text().replace("lr: 0.001", "lr: 0.002"))
     run_benchmark(["gridworld"], AGENTS[:1], seeds, steps, cache, 1)
     assert len(list(cache.iterdir())) == 2  # trained anew under the edited preset
+
+
+def test_the_cache_key_covers_code_curve_settings_and_map_files(tmp_path, monkeypatch):
+    # keyed by the config alone, cached runs survived edits to agents/ and to the curve settings
+    import bench.learning as bl
+
+    spec = {"suite": "gridworld", "agent": AGENTS[0], "seed": 0, "steps": 500, "map": "far_room"}
+    key = bl.config_key(spec, "code-a")
+    assert bl.config_key(spec, "code-a") == key
+    assert bl.config_key(spec, "code-b") != key  # another checkout of agents/, envs/, mtrl/
+    monkeypatch.setattr(bl, "WINDOW", bl.WINDOW + 1)
+    assert bl.config_key(spec, "code-a") != key
+    monkeypatch.undo()
+    map_file = tmp_path / "m.txt"
+    map_file.write_text((bl.ROOT / "envs/maps/far_room.txt").read_text())
+    custom = {**spec, "map": str(map_file)}
+    before = bl.config_key(custom, "code-a")
+    map_file.write_text(map_file.read_text().replace(".", "#", 1))  # same path, new contents
+    assert bl.config_key(custom, "code-a") != before
+    assert bl.code_hash() == bl.code_hash() and len(bl.code_hash()) == 40
+
+
+def test_the_random_baseline_plays_the_runs_env(monkeypatch):
+    import bench.learning as bl
+
+    calls = []
+
+    class Env:  # records the settings it was built with, plays nothing
+        def __init__(self, games, n, **kw):
+            calls.append(kw)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("envs.minatar.MinAtarVecEnv", Env)
+    monkeypatch.setattr(
+        "agents.evaluate.evaluate", lambda *a, **k: {"breakout": {"mean_return": 1.0}}
+    )
+    bl.random_returns(1, overrides=["env.minatar.sticky_action_prob=0.0"])
+    assert calls[0]["sticky_action_prob"] == 0.0  # it used to build the env with defaults
 
 
 def _children(pid: int) -> dict[int, str]:
