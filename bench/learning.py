@@ -27,10 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -38,6 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench._pool import Terminated, raise_terminated, run_in_processes  # noqa: E402
 
 AGENTS = [
     "a2c_multitask",
@@ -274,21 +273,7 @@ def run_benchmark(
         )
 
     if workers > 1 and len(todo) > 1:
-        with tempfile.TemporaryDirectory(prefix="bench-learning-") as scratch:
-            pool = ProcessPoolExecutor(
-                workers,
-                mp_context=get_context("spawn"),
-                initializer=_worker_init,
-                initargs=(os.getpid(),),
-            )
-            try:
-                futures = [(s, pool.submit(run_one, {**s, "scratch": scratch})) for s in todo]
-                for spec, fut in futures:
-                    done(spec, fut.result())
-            except BaseException:  # a failed run, Ctrl-C, SIGTERM (Terminated): stop them all
-                _kill_pool(pool)
-                raise
-            pool.shutdown()
+        run_in_processes(run_one, todo, workers, done)
     else:
         for spec in todo:
             done(spec, run_one(spec))
@@ -330,56 +315,6 @@ def preflight(specs: list[dict[str, Any]]) -> None:
                 ROOT / AGENT_CONFIGS[spec["suite"]][spec["agent"]], run_overrides(spec)
             )
             train.build(cfg, Path(tmp) / "run").env.close()
-
-
-class Terminated(BaseException):
-    """SIGTERM reached the parent (raised by the handler :func:`main` installs)."""
-
-    signum = signal.SIGTERM
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    # further SIGTERMs (`timeout` sends two, to the process and its group) would cut the clean-up
-    # short; the few that follow are ignored until main returns
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated
-
-
-def _worker_init(parent: int) -> None:
-    """In each pool worker: leave the terminal's process group, so that Ctrl-C reaches only the
-    parent (which stops the pool; a Runner here would print its own message and checkpoint), die
-    with the parent on Linux, even when it is killed with SIGKILL, and give tqdm a thread lock (its
-    default, a named semaphore, would be reported leaked when the parent kills this worker)."""
-    from tqdm import tqdm
-
-    tqdm.set_lock(threading.RLock())
-    os.setpgrp()
-    if sys.platform.startswith("linux"):
-        import contextlib
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):  # PR_SET_PDEATHSIG = 1
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))
-    if os.getppid() != parent:  # the parent died before prctl
-        os._exit(1)
-
-
-def _kill_pool(pool: ProcessPoolExecutor) -> None:
-    """Cancel the pending runs and kill the workers at once: SIGKILL, as a worker's Runner turns
-    SIGTERM into "finish the update, checkpoint" and its worker would then take the next run."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())  # public in Python 3.14 only
-    ignored = (signal.SIGINT, signal.SIGTERM)
-    main_thread = threading.current_thread() is threading.main_thread()
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in ignored} if main_thread else {}
-    try:  # not cut short by a second Ctrl-C: it takes well under a second
-        for proc in procs:
-            proc.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
-        for proc in procs:
-            proc.join()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
 
 
 def check_overrides(suites: list[str], agents: list[str], overrides: list[str]) -> str | None:
@@ -475,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.set and (error := check_overrides(args.suites, args.agents, args.set)):
         return fail(f"--set: {error}")
     main_thread = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    old = signal.signal(signal.SIGTERM, raise_terminated) if main_thread else None
     try:
         if args.from_json:
             written = rerender(args.from_json, args.out)
