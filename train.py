@@ -197,6 +197,7 @@ def _main(argv: list[str] | None) -> int:
             except BaseException:
                 if not cfg.run_dir:  # the automatic directory claimed above: nothing half-written
                     discard_if_empty(run_dir)
+                    discard_if_empty(run_dir.parent)  # runs/ itself, if this run created it
                 raise
     except (ConfigError, EnvError, UnknownNameError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)

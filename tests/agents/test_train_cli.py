@@ -143,6 +143,18 @@ def test_unwritable_run_dir_is_refused_before_anything_starts(tmp_path, capsys, 
     assert not list(tmp_path.iterdir())
 
 
+def test_a_run_that_fails_to_start_leaves_no_runs_directory(tmp_path, capsys, monkeypatch):
+    # the automatic runs/<name> was removed, but runs/ itself stayed behind
+    monkeypatch.chdir(tmp_path)
+    cfg = str(ROOT / "configs" / "gridworld_a2c.yaml")
+    assert train.main(["--config", cfg, "env.gridworld.map=no_such_map"]) == 2
+    assert "no_such_map" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "runs" / "keep").mkdir(parents=True)  # a runs/ with content stays
+    assert train.main(["--config", cfg, "env.gridworld.map=no_such_map"]) == 2
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["keep"]
+
+
 def test_existing_run_dir_is_refused(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("x")
