@@ -42,6 +42,9 @@ class AdaShare(MultiTaskModel):
     ``heads[t]``. ``penalty()`` = ``sparsity_weight`` x sum_{t,l} log alpha_{t,l} (pushes towards
     skipping) + ``sharing_weight`` x sum_{s<t} sum_l (L - l)/L |alpha_{s,l} - alpha_{t,l}|
     (l = 0..L-1: agreement weighted towards the lower blocks), the paper's two policy regularisers.
+    The paper's sum runs over l = 1..L, which would give the top block weight 0; the authors' code
+    weighs block l by (l+1)/L (rising with depth) or uniformly. This keeps the paper's direction
+    (share the lower blocks) and gives the top block 1/L, so every block's agreement counts.
     """
 
     def __init__(
