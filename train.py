@@ -120,16 +120,17 @@ def _build_weighting(name: str, num_tasks: int):
             "agent.weighting='dwa' averages each task's loss over epochs, which RL training does "
             "not have; use it with mtrl's supervised Trainer, or uncertainty/gradnorm here"
         )
-    if name == "great":
-        raise ConfigError(
-            "agent.weighting='great' classifies per-sample gradients w.r.t. one shared "
-            "representation, which the RL agents do not expose; use it with mtrl's supervised "
-            "Trainer (representation=True)"
-        )
     try:
-        return weighting.build(name, num_tasks)
+        cls = weighting.WEIGHTINGS.get(name)
     except UnknownNameError as e:
         raise ConfigError(f"agent.weighting: {e}") from None
+    if getattr(cls, "needs_features", False):  # e.g. GREAT
+        raise ConfigError(
+            f"agent.weighting={name!r} classifies per-sample gradients w.r.t. one shared "
+            "representation, which the RL agents do not expose; use it with mtrl's supervised "
+            "Trainer"
+        )
+    return weighting.build(name, num_tasks)
 
 
 def resume(run_dir: Path, overrides: list[str]):

@@ -8,8 +8,6 @@ learned, is a :class:`ConfigError` naming the problem (docs/reliability.md).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from agents.config import (
     to_dict,
     validate,
 )
-from mtrl.io import claim_dir
+from mtrl.io import check_writable, claim_dir
 
 #: Config keys a resumed run may change (they do not alter what is learned).
 RESUME_SAFE = (
@@ -66,7 +64,7 @@ def new_run_dir(cfg: Config) -> Path:
         # now, leaving nothing behind, rather than fail mid-start with a traceback.
         probe = run_dir if run_dir.is_dir() else parent
         try:
-            os.rmdir(tempfile.mkdtemp(prefix=".mtrl-probe-", dir=probe))
+            check_writable(probe)
         except OSError as e:
             raise ConfigError(
                 f"run_dir={str(run_dir)!r} cannot be created: nothing can be written in "

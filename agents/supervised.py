@@ -38,14 +38,13 @@ from agents.supervised_config import (
 from agents.supervised_run import (
     SUPERVISED_RESUME_SAFE,
     check_checkpoint_config,
-    check_writable,
     claim_run_dir,
     make_run_dir,
     os_reason,
     unloadable,
 )
 from mtrl.architectures.base import MultiTaskModel
-from mtrl.io import atomic_write, discard_if_empty
+from mtrl.io import atomic_write, check_writable, discard_if_empty
 
 
 class PointModel(MultiTaskModel):

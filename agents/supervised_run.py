@@ -4,15 +4,13 @@ one's ``config.yaml`` and checkpoint belong together (used by :mod:`agents.super
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from agents.config import ConfigError, diff_keys, merge_structured
 from agents.supervised_config import _P, SupervisedConfig, SupervisedRun
-from mtrl.io import TEMP_SUFFIX, claim_dir, discard_if_empty
+from mtrl.io import check_writable, claim_dir, discard_if_empty
 
 
 def os_reason(e: OSError, path: Path) -> str:
@@ -21,17 +19,6 @@ def os_reason(e: OSError, path: Path) -> str:
     if e.filename is not None and str(e.filename) != str(path):
         reason += f" ({e.filename})"
     return reason
-
-
-def check_writable(directory: Path) -> None:
-    """Create and remove a temporary file in ``directory``; OSError (naming ``directory``) if that
-    is impossible: read-only or immutable file systems stop root too."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".write-check-", suffix=TEMP_SUFFIX)
-    except OSError as e:
-        raise OSError(e.errno, e.strerror, str(directory)) from None
-    os.close(fd)
-    os.unlink(tmp)
 
 
 def make_run_dir(run_dir: Path) -> list[Path]:

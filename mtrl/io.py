@@ -52,6 +52,17 @@ def claim_dir(base: str | Path) -> Path:
     raise FileExistsError(f"no free directory name next to {str(base)!r}")
 
 
+def check_writable(directory: str | Path) -> None:
+    """Create and remove a temporary file in ``directory``; OSError (naming ``directory``) if that
+    is impossible: read-only or immutable file systems stop root too."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".write-check-", suffix=TEMP_SUFFIX)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(directory)) from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def discard_if_empty(path: str | Path) -> None:
     """Remove a claimed directory that is still empty (a run that failed to start); a directory
     with content, or one already gone, is left as it is."""

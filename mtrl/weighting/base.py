@@ -334,9 +334,15 @@ class InternalOptimizerMixin:
                         d_p = d_p.add(param, alpha=group["weight_decay"])
                     param.add_(d_p, alpha=-group["lr"])
                 return
-        param.grad = grad.detach().to(param.dtype)
-        opt.step()
-        param.grad = None
+        self._apply_grads([param], [grad])
+
+    def _apply_grads(self, params: Sequence[torch.nn.Parameter], grads: Sequence[Tensor]) -> None:
+        """One step of the internal optimiser on ``grads``; the ``.grad`` left behind is None."""
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.detach().to(p.dtype)
+        self._opt.step()
+        for p in params:
+            p.grad = None
 
     def get_extra_state(self) -> dict[str, Any]:
         # deep copies: Adam updates its moments in place, a checkpoint must not alias them

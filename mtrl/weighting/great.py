@@ -89,11 +89,7 @@ class GREAT(InternalOptimizerMixin, LossWeighting):
         logits = self.classifier(inputs.detach().to(next(self.classifier.parameters()).dtype))
         aux = F.cross_entropy(logits, labels)
         params = list(self.classifier.parameters())
-        for p, g in zip(params, torch.autograd.grad(aux, params), strict=True):
-            p.grad = g
-        self._opt.step()
-        for p in params:
-            p.grad = None
+        self._apply_grads(params, torch.autograd.grad(aux, params))
         self.last_accuracy = float((logits.detach().argmax(1) == labels).float().mean())
         return torch.ones_like(losses).detach()
 
