@@ -30,6 +30,7 @@ from agents.checkpoint import remove_stale_temps, save_rotating, step_files
 from agents.config import Config, to_yaml
 from agents.evaluate import evaluate_on_fresh_env, final_summary
 from agents.guards import check_divergence, check_parameters, clip_and_check
+from agents.progress import task_postfix
 from agents.resume import read_loss_log
 from agents.rollout import Rollout, obs_to_tensor
 from agents.seeding import flushing_denormals
@@ -112,12 +113,6 @@ class Runner:
             if self.writer is not None:
                 self.writer.add_scalar(f"task/{name}/return", ep.ret, self.global_step)
                 self.writer.add_scalar(f"task/{name}/length", ep.length, self.global_step)
-
-    def _postfix(self) -> str:
-        parts = []
-        for name, rets in zip(self.env.task_names, self.recent):
-            parts.append(f"{name[:10]}={np.mean(rets):.2f}" if rets else f"{name[:10]}=-")
-        return " ".join(parts)
 
     # ----------------------------------------------------------------------------- training
     def task_groups(self) -> list[slice]:
@@ -356,7 +351,7 @@ class Runner:
                 losses.write(json.dumps(scalars) + "\n")
                 losses.flush()
                 bar.update(per_update)
-                bar.set_postfix_str(self._postfix(), refresh=False)
+                bar.set_postfix_str(task_postfix(self.env.task_names, self.recent), refresh=False)
                 if (
                     self.global_step - self.last_log >= cfg.log_interval
                     or self.update == num_updates
