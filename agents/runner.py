@@ -294,12 +294,13 @@ class Runner:
                     f.write("\n")
         return f
 
-    def run(self) -> dict[str, Any]:
+    def run(self, handle_signals: bool = True) -> dict[str, Any]:
         """Train to ``total_steps`` (continuing a resumed run), checkpoint, evaluate, write
         ``summary.json``; return it. A signal raises :class:`Interrupted` after a checkpoint (or
-        after trying one: see ``Interrupted.saved_step``)."""
+        after trying one: see ``Interrupted.saved_step``); ``handle_signals=False`` leaves
+        SIGINT/SIGTERM to the caller's handlers, which then stop the run mid-update."""
         with flushing_denormals():
-            with StopFlag() as stop:  # from here on a signal only sets a flag
+            with StopFlag(install=handle_signals) as stop:  # from here on a signal only sets a flag
                 self._prepare()
                 self._train(stop)
             summary = self._summary(self.elapsed)

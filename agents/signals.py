@@ -42,16 +42,20 @@ class DivergenceError(RuntimeError):
 
 
 class StopFlag:
-    """Context manager turning SIGINT/SIGTERM into a polled flag (main thread only)."""
+    """Context manager turning SIGINT/SIGTERM into a polled flag (main thread only).
+
+    ``install=False`` leaves the caller's handlers in place (the flag then never rises): for a
+    caller that stops the run itself, e.g. a benchmark whose run directory is thrown away."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, install: bool = True) -> None:
         self.signum: int | None = None
+        self.install = install
         self._old: dict[int, object] = {}
 
     def __enter__(self) -> StopFlag:
-        if threading.current_thread() is threading.main_thread():
+        if self.install and threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self._old[s] = signal.signal(s, self._handle)
         return self

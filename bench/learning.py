@@ -158,7 +158,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         runner = train.build(cfg, Path(tmp) / "run")
         start = time.perf_counter()
         try:
-            summary = runner.run()
+            # the bench's own handlers stop it (nothing to checkpoint in a scratch directory)
+            summary = runner.run(handle_signals=False)
         finally:
             runner.env.close()
         elapsed = time.perf_counter() - start
@@ -374,7 +375,6 @@ def _torch_version() -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI: run (or re-render from JSON) and write the table, plots and raw JSON. Bad input: one
     ``error:`` line, exit 2, nothing written; Ctrl-C / SIGTERM: workers stopped, exit 130 / 143."""
-    from agents.signals import Interrupted
     from bench._cli import Parser, fail, input_errors, positive_int
     from bench.learning_report import write_outputs
 
@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             written = write_outputs(benchmark(args), args.out)
     except (*input_errors(), ResultsError) as e:
         return fail(e)
-    except (KeyboardInterrupt, Terminated, Interrupted) as e:
+    except (KeyboardInterrupt, Terminated) as e:
         signum = getattr(e, "signum", signal.SIGINT)
         word = "interrupted" if signum == signal.SIGINT else "terminated"
         hint = (

@@ -243,3 +243,40 @@ def test_a_signal_stops_the_worker_processes(tmp_path, signum, to_group, line):
     assert survivors == []
     assert not out.exists()
     assert all(p.suffix == ".json" for p in cache.iterdir())  # finished runs only, whole
+
+
+def _training(pid: int) -> bool:
+    """Whether process ``pid`` has a run's ``losses.jsonl`` open (its update loop has begun)."""
+    try:
+        return any(
+            os.readlink(f).endswith("losses.jsonl") for f in Path(f"/proc/{pid}/fd").iterdir()
+        )
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_sigterm_with_one_worker_stops_the_run_in_process(tmp_path):
+    """``--workers 1`` trains in the bench's own process: SIGTERM stops it mid-run with the bench's
+    one line (the Runner's "finishing the update, writing a checkpoint" would be for a run
+    directory that is thrown away) and exit 143."""
+    out, cache = tmp_path / "docs", tmp_path / "cache"
+    cmd = [sys.executable, str(bl.ROOT / "bench" / "learning.py"), "--suites", "gridworld"]
+    cmd += ["--agents", "a2c_independent", "--gridworld-seeds", "1", "--gridworld-steps", "2000000"]
+    cmd += ["--workers", "1", "--out", str(out), "--cache", str(cache)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _training(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143
+    assert err.splitlines() == [
+        f"terminated (SIGTERM); finished runs stay cached in {cache} for next time"
+    ]
+    assert not out.exists()
