@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._machine import cpu_count, cpu_name, git_commit  # noqa: E402
 from bench._pool import Terminated, raise_terminated, run_in_processes  # noqa: E402
 
 AGENTS = [
@@ -283,7 +284,7 @@ def run_benchmark(
     return {
         "minatar_random": random,
         "meta": {
-            "machine": f"{cpu_name()}, {_cpu_count()} cores, {platform.system()}",
+            "machine": f"{cpu_name()}, {cpu_count()} cores, {platform.system()}",
             "python": platform.python_version(),
             "torch": _torch_version(),
             "workers": workers,
@@ -292,7 +293,7 @@ def run_benchmark(
             "seeds": {s: seeds[s] for s in suites},
             "gridworld_map": gridworld_map,
             "window": WINDOW,
-            "commit": _commit(),
+            "commit": git_commit(),
             "command": command,
             "overrides": overrides,
         },
@@ -330,40 +331,6 @@ def check_overrides(suites: list[str], agents: list[str], overrides: list[str]) 
             except ConfigError as e:
                 return f"{e} (with {AGENT_CONFIGS[suite][agent]})"
     return None
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what platform knows; results differ between models."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _commit() -> str | None:
-    """The checkout's git commit (with ``+dirty`` for uncommitted changes), if git is there."""
-    import subprocess
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+dirty" if dirty else "")
 
 
 def _torch_version() -> str:

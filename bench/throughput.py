@@ -14,7 +14,6 @@ ratio is taken within a round. Paste the printed table into docs/benchmarks.md w
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ limit_openmp_spinning()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.learning import cpu_name  # noqa: E402
+from bench._machine import cpu_count, cpu_name  # noqa: E402
 
 # FTZ/DAZ as Runner.run sets it while training (agents.seeding.flushing_denormals); the rows here
 # call collect/train_step directly. SB3 in this process gets the same mode.
@@ -251,7 +250,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     base = rates.get("a2c_multitask")
     print()
     print(
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, torch threads "
+        f"Machine: {cpu_name()}, {cpu_count()} CPUs, torch threads "
         f"{torch.get_num_threads()}; command: python bench/throughput.py {' '.join(argv)}"
     )
     print(
