@@ -137,3 +137,109 @@ def test_backends_are_bit_identical_without_randomness():
     (f1, r1, fin1, e1), (f2, r2, fin2, e2) = out.values()
     assert np.array_equal(f1, f2) and np.array_equal(r1, r2) and np.array_equal(fin1, fin2)
     assert e1 == e2 and [e.length for e in e1] == [60, 60]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_episode_counters_restart_per_game_and_on_reset(backend):
+    limit = 100
+    with AtariVecEnv(
+        ["space_invaders"], 1, backend=backend, clip_rewards=False, max_episode_steps=limit
+    ) as env:
+        env.reset(seed=0)
+        rng = np.random.default_rng(1)
+        scored = any(env.step(rng.integers(0, 18, 1)).reward[0] > 0 for _ in range(limit - 1))
+        assert scored  # mid-game, before the step limit
+        env.reset(seed=0)  # a reset mid-game starts the step and return counters again
+        rng = np.random.default_rng(1)
+        ret, stats, rewards = 0.0, [], set()
+        for t in range(1, 2 * limit + 1):
+            res = env.step(rng.integers(0, 18, 1))
+            ret += float(res.reward[0])
+            rewards.add(float(res.reward[0]))
+            assert bool(res.truncated[0]) == (t % limit == 0), t
+            for ep in res.episodes:
+                stats.append((t, ep.length, ep.ret, ret))
+                ret = 0.0
+    assert max(rewards) > 1  # clip_rewards=False: the learning reward is the raw game score
+    assert [s[:2] for s in stats] == [(limit, limit), (2 * limit, limit)]
+    assert all(ep_ret == want for _, _, ep_ret, want in stats)
+    assert stats[0][2] > 0  # the first game scores, so a return carried over would show
+
+
+def test_game_over_final_obs_matches_across_backends():
+    # Deterministic emulators: both backends end the same Breakout game on the same step, with
+    # final_obs the game's last frame and obs the next game's first frame.
+    out = {}
+    for backend in BACKENDS:
+        kwargs = {"noop_max": 0, "repeat_action_probability": 0.0}
+        with AtariVecEnv(["breakout"], 1, backend=backend, **kwargs) as env:
+            first = env.reset(seed=0)
+            rng = np.random.default_rng(0)
+            t, res = 1, env.step(rng.integers(0, 18, 1))
+            while not res.episodes and t < 1000:
+                t, res = t + 1, env.step(rng.integers(0, 18, 1))
+            assert res.terminated[0] and not res.truncated[0]
+            assert np.array_equal(res.obs, first)  # no no-ops: every game starts alike
+            assert not np.array_equal(res.final_obs, res.obs)
+            out[backend] = (t, res.final_obs, res.episodes)
+    (t1, fin1, e1), (t2, fin2, e2) = out.values()
+    assert t1 == t2 and np.array_equal(fin1, fin2) and e1 == e2 and e1[0].length == t1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sticky_actions_and_noop_starts_reach_the_emulator(backend):
+    rng = np.random.default_rng(0)
+    moves = rng.integers(0, 18, (20, 3))
+    moves[:, 2] = 0  # slot 2 plays NOOP
+    # repeat_action_probability=1 repeats the reset action (NOOP) forever: the slots playing
+    # random actions (which move the paddle without sticky actions) play exactly like NOOP.
+    with AtariVecEnv(
+        ["pong"], 3, backend=backend, noop_max=0, repeat_action_probability=1.0
+    ) as env:
+        env.reset(seed=0)
+        obs = [env.step(a).obs for a in moves][-1]
+    assert np.array_equal(obs[0], obs[2]) and np.array_equal(obs[1], obs[2])
+    # No-op starts: the seeded slots start after different numbers of no-ops, so NOOP play
+    # diverges between slots (above, without no-ops, the slots stayed identical).
+    with AtariVecEnv(["pong"], 3, backend=backend, repeat_action_probability=0.0) as env:
+        env.reset(seed=0)
+        obs = [env.step(np.zeros(3, np.int64)).obs for _ in range(20)][-1]
+    assert len({o.tobytes() for o in obs}) > 1
+
+
+def test_task_groups_step_like_the_full_batch():
+    # The native backend steps contiguous task groups on their own; slots and episode stats
+    # keep their global indices.
+    kwargs = {"noop_max": 0, "repeat_action_probability": 0.0, "max_episode_steps": 3}
+    games = ["breakout", "pong"]
+    with (
+        AtariVecEnv(games, 2, backend="native", **kwargs) as full,
+        AtariVecEnv(games, 2, backend="native", **kwargs) as grouped,
+    ):
+        assert grouped.supports_task_groups
+        np.testing.assert_array_equal(full.reset(seed=0), grouped.reset(seed=0))
+        rng = np.random.default_rng(0)
+        episodes = []
+        for _ in range(4):
+            a = rng.integers(0, 18, 4)
+            want = full.step(a)
+            grouped.step_async(a[:2], tasks=slice(0, 1))
+            grouped.step_async(a[2:], tasks=slice(1, 2))
+            second = grouped.step_wait(tasks=slice(1, 2))
+            first = grouped.step_wait(tasks=slice(0, 1))
+            for name in ("obs", "reward", "terminated", "truncated", "final_obs"):
+                got = np.concatenate([getattr(first, name), getattr(second, name)])
+                np.testing.assert_array_equal(got, getattr(want, name), err_msg=name)
+            assert first.episodes + second.episodes == want.episodes
+            episodes += want.episodes
+        assert [(e.task, e.slot, e.length) for e in episodes] == [
+            (k, s, 3) for k, s in ((0, 0), (0, 1), (1, 2), (1, 3))
+        ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_screen_size_and_frame_stack_options(backend):
+    with AtariVecEnv(["pong"], 1, backend=backend, screen_size=42, frame_stack=2) as env:
+        assert env.single_observation_space.shape == (2, 42, 42)
+        assert env.reset(seed=0).shape == (1, 2, 42, 42)
+        assert env.step(np.zeros(1, np.int64)).obs.shape == (1, 2, 42, 42)

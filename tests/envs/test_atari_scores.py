@@ -61,3 +61,35 @@ def test_worker_env_forwards_the_suite_references():
         assert env.human_normalised(0, 1.0) is None
     finally:
         env.close()
+
+
+@pytest.mark.parametrize(
+    ("game", "random", "human"),
+    [
+        # (random, human) no-op-start references, Badia et al. 2020 (Agent57) Table H.1-H.2, as
+        # in DeepMind's dqn_zoo atari_data.py: the default tasks, the games named like MinAtar's,
+        # every game with a negative reference, and the near-tie Video Pinball.
+        ("pong", -20.7, 14.6),
+        ("breakout", 1.7, 30.5),
+        ("space_invaders", 148.0, 1668.7),
+        ("seaquest", 68.4, 42054.7),
+        ("asterix", 210.0, 8503.3),
+        ("freeway", 0.0, 29.6),
+        ("alien", 227.8, 7127.7),
+        ("montezuma_revenge", 0.0, 4753.3),
+        ("ms_pacman", 307.3, 6951.6),
+        ("double_dunk", -18.6, -16.4),
+        ("fishing_derby", -91.7, -38.7),
+        ("ice_hockey", -11.2, 0.9),
+        ("pitfall", -229.4, 6463.7),
+        ("skiing", -17098.1, -4336.9),
+        ("surround", -10.0, 6.5),
+        ("tennis", -23.8, -8.3),
+        ("video_pinball", 16256.9, 17667.9),
+        ("zaxxon", 32.5, 9173.3),
+    ],
+)
+def test_reference_scores_match_the_published_table(game, random, human):
+    assert REFERENCE_SCORES[game] == (random, human)
+    assert human_normalised(game, random) == 0.0
+    assert human_normalised(game, human) == pytest.approx(1.0)

@@ -23,6 +23,7 @@ def test_gridworld_and_minatar_dispatch():
     env = make_multitask_env("gridworld", ["1", "0"], 2, map="two_rooms", max_episode_steps=9)
     assert isinstance(env, GridworldVecEnv)
     assert (env.task_names, env.num_envs, env.max_episode_steps) == (["1", "0"], 4, 9)
+    assert env.map.name == "two_rooms" and env.single_observation_space.shape == (5 * 9,)
     env = make_multitask_env("gridworld", None, 1)
     assert env.task_names == ["0", "1", "2", "3"]  # every goal of the default four_rooms map
     env = make_multitask_env("MinAtar", ["Breakout", "freeway"], 3, sticky_action_prob=0.0)
@@ -42,6 +43,7 @@ def test_suite_defaults():
     assert suite_defaults("atari")["repeat_action_probability"] == 0.25
     assert suite_defaults("atari")["full_action_space"] is True
     assert suite_defaults("minatar")["sticky_action_prob"] == 0.1
+    assert suite_defaults("minatar")["difficulty_ramping"] is True  # the MinAtar library default
     assert suite_defaults("gridworld") == {"map": "four_rooms", "max_episode_steps": None}
 
 
@@ -49,6 +51,8 @@ def test_suite_defaults():
 def test_atari_dispatch():
     with make_multitask_env("atari", ["Pong"], 1, backend="native") as env:
         assert env.single_action_space.n == 18 and env.num_envs == 1
+    with make_multitask_env("atari", None, 1, backend="native", max_episode_steps=5) as env:
+        assert env.task_names == ["pong", "breakout", "space_invaders", "seaquest"]
 
 
 def test_import_envs_is_lazy():

@@ -259,3 +259,114 @@ def test_start_distribution_matches_mean_optimal_length():
             if got[ep.slot] == 0:
                 got[ep.slot] = ep.length
     assert np.array_equal(got, lengths)
+
+
+def test_goal_reached_on_the_last_allowed_step_terminates_not_truncates(tiny_path):
+    env = GridworldVecEnv(tiny_path, tasks=["0"], num_envs_per_task=16, max_episode_steps=1)
+    start = env.reset(seed=0).argmax(axis=1)
+    one_away = env.map.distances("0")[start] == 1
+    assert one_away.any() and not one_away.all()  # both kinds of slot in this draw
+    res = env.step(env.optimal_actions())
+    assert np.array_equal(res.terminated, one_away)
+    assert np.array_equal(res.truncated, ~one_away)
+    assert np.array_equal(res.reward, one_away.astype(np.float32))
+
+
+def test_slot_seeds_with_more_envs_than_tasks():
+    # K=2 tasks x E=3 envs: slot (k, e) at seed 0 draws the starts of a one-slot env seeded
+    # 1000*k + e (far_room's tasks share the S start cells); a K/E mix-up swaps the seeds.
+    def starts(env, seed, slot):
+        seq = [env.reset(seed=seed)[slot].argmax()]
+        seq += [env.step(np.zeros(env.num_envs, np.int64)).obs[slot].argmax() for _ in range(6)]
+        return seq
+
+    env = GridworldVecEnv("far_room", tasks=["0", "1"], num_envs_per_task=3, max_episode_steps=1)
+    one = GridworldVecEnv("far_room", tasks=["0"], num_envs_per_task=1, max_episode_steps=1)
+    for k in range(2):
+        for e in range(3):
+            assert starts(env, 0, 3 * k + e) == starts(one, 1000 * k + e, 0), (k, e)
+
+
+def test_each_episode_redraws_the_start_and_restarts_the_return(tiny_path):
+    env = GridworldVecEnv(tiny_path, tasks=["1", "0"], num_envs_per_task=3)
+    obs = env.reset(seed=4)
+    start = obs.argmax(axis=1)
+    starts_seen = [set() for _ in range(env.num_envs)]
+    n_eps = 0
+    for _ in range(40):
+        for i, c in enumerate(start):
+            starts_seen[i].add(int(c))
+        bfs = [
+            env.shortest_path_length(env.task_names[k], int(c))
+            for k, c in zip(env.task_ids, start, strict=True)
+        ]
+        res = env.step(env.optimal_actions())
+        for ep in res.episodes:
+            # every episode (not only the first) is worth exactly 1 and takes its BFS length
+            assert (ep.ret, ep.length) == (1.0, bfs[ep.slot])
+            goal = env.map.goals[env.task_names[ep.task]]
+            assert res.final_obs[ep.slot].argmax() == goal
+            n_eps += 1
+        done = res.terminated | res.truncated
+        start = np.where(done, res.obs.argmax(axis=1), start)
+    assert n_eps >= 2 * env.num_envs
+    # a slot's start changes between episodes (7 possible starts per goal)
+    assert all(len(s) > 1 for s in starts_seen)
+
+
+def test_task_order_sets_each_slot_goal_and_start_cells(tiny_path):
+    # Tasks given out of sorted order: slot k's goal and starts are those of task_names[k].
+    env = GridworldVecEnv(tiny_path, tasks=["1", "0"], num_envs_per_task=3)
+    goals = np.array([env.map.goals[env.task_names[k]] for k in env.task_ids])
+    for seed in range(10):
+        start = env.reset(seed=seed).argmax(axis=1)
+        assert (start != goals).all()
+        for k, t in enumerate(env.task_names):
+            assert set(start[env.task_ids == k]) <= set(env.map.start_cells(t).tolist())
+    finished = np.zeros(env.num_envs, bool)
+    for _ in range(4):  # the BFS diameter of TINY
+        res = env.step(env.optimal_actions())
+        first = res.terminated & ~finished
+        assert np.array_equal(res.final_obs[first].argmax(axis=1), goals[first])
+        finished |= res.terminated
+    assert finished.all()
+
+
+def test_actions_must_be_in_range_ints_and_groups_are_refused():
+    env = GridworldVecEnv("corridor", num_envs_per_task=1)
+    env.reset(seed=0)
+    with pytest.raises(EnvError, match=r"in \[0, 4\)"):
+        env.step(np.array([-1, 0]))
+    with pytest.raises(EnvError, match=r"actions must be \(2,\) ints, got float64"):
+        env.step(np.array([0.0, 1.0]))
+    with pytest.raises(EnvError, match=r"actions must be \(2,\) ints"):
+        env.step(np.zeros(3, np.int64))
+    with pytest.raises(EnvError, match="steps all tasks together"):
+        env.step_async(np.zeros(1, np.int64), tasks=slice(0, 1))
+
+
+def test_single_task_env_truncation_terminal_step_and_seeding(tiny_path):
+    assert GridworldEnv(tiny_path).max_episode_steps == GridworldVecEnv(tiny_path).max_episode_steps
+    env = GridworldEnv(tiny_path, task="0", max_episode_steps=2)
+    env.reset(seed=0)
+    # moving right never enters goal 0's column
+    assert env.step(RIGHT)[2:4] == (False, False)
+    assert env.step(RIGHT)[2:4] == (False, True)
+    # reaching the goal on the last allowed step is a termination, not a truncation
+    env = GridworldEnv(tiny_path, task="0", max_episode_steps=1)
+    dist = env.map.distances("0")
+    table = env.map.optimal_actions("0")
+    outcomes = set()
+    for seed in range(20):
+        obs, _ = env.reset(seed=seed)
+        cell = int(obs.argmax())
+        _, reward, terminated, truncated, _ = env.step(int(table[cell]))
+        assert (reward, terminated, truncated) == (
+            (1.0, True, False) if dist[cell] == 1 else (0.0, False, True)
+        )
+        outcomes.add(terminated)
+    assert outcomes == {True, False}
+    # seeded starts: reproducible per seed, and not always the same cell
+    starts = [int(env.reset(seed=s)[0].argmax()) for s in range(20)]
+    assert starts == [int(env.reset(seed=s)[0].argmax()) for s in range(20)]
+    assert len(set(starts)) > 1

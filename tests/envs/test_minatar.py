@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from envs import make_multitask_env, suite_defaults
 from envs.base import EnvError
 from envs.minatar import GAMES, MinAtarEnv, MinAtarVecEnv, canonical_game
 
@@ -117,3 +118,110 @@ def test_single_game_env_check_env():
     check_env(env, skip_render_check=True)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (10, 10, 10) and obs.dtype == np.uint8 and not obs[6:].any()
+
+
+def _raw_game(game, seed, sticky):
+    """The minatar library's own env, seeded as the wrapper seeds slot ``seed``."""
+    from minatar import Environment
+
+    raw = Environment(game, sticky_action_prob=sticky)
+    raw.seed(seed)
+    raw.reset()
+    return raw
+
+
+def _layout(raw):
+    """The documented observation: (10, 10, C) state channel-first, zero-padded to 10 channels."""
+    state = raw.state()
+    out = np.zeros((10, 10, 10), np.uint8)
+    for c in range(state.shape[2]):
+        out[c] = state[:, :, c]
+    return out
+
+
+def test_slots_match_the_minatar_library_per_slot_seed_and_action():
+    # slot (k, e) plays game k seeded seed + 1000*k + e, with its own action and sticky actions
+    games, e, seed, sticky = ["breakout", "freeway"], 2, 11, 0.5
+    env = MinAtarVecEnv(games, num_envs_per_task=e, sticky_action_prob=sticky)
+    raws = [
+        _raw_game(g, seed + 1000 * k + j, sticky) for k, g in enumerate(games) for j in range(e)
+    ]
+    obs = env.reset(seed=seed)
+    for i, raw in enumerate(raws):
+        assert np.array_equal(obs[i], _layout(raw)), i
+    rng = np.random.default_rng(0)
+    n_ends = 0
+    for _ in range(30):
+        actions = rng.integers(0, 6, env.num_envs)
+        res = env.step(actions)
+        for i, raw in enumerate(raws):
+            r, term = raw.act(int(actions[i]))
+            assert (res.reward[i], res.terminated[i]) == (r, term), i
+            assert np.array_equal(res.final_obs[i], _layout(raw)), i
+            n_ends += term
+            if term:  # same-step autoreset: the game's RNG goes on into the next episode
+                raw.last_action = 0
+                raw.reset()
+            assert np.array_equal(res.obs[i], _layout(raw)), i
+    assert n_ends > 0
+
+
+def test_final_obs_is_the_last_frame_and_the_sticky_memory_resets():
+    kwargs = {"num_envs_per_task": 2, "sticky_action_prob": 0.0}
+    env = MinAtarVecEnv(["breakout", "space_invaders"], max_episode_steps=5, **kwargs)
+    twin = MinAtarVecEnv(["breakout", "space_invaders"], max_episode_steps=100, **kwargs)
+    env.reset(seed=2)
+    twin.reset(seed=2)
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        actions = rng.integers(1, 6, 4)
+        res, want = env.step(actions), twin.step(actions)
+    assert res.truncated.all()
+    assert np.array_equal(res.final_obs, want.obs)  # the frame the 5th action led to
+    assert not np.array_equal(res.final_obs, res.obs)
+    # a new episode starts without a remembered action (the first sticky repeat is NOOP)
+    assert [g.last_action for g in env._envs] == [0, 0, 0, 0]
+    env.step(np.array([1, 2, 3, 4]))
+    env.reset(seed=2)  # so does a seeded reset: the same seed replays the same games
+    assert [g.last_action for g in env._envs] == [0, 0, 0, 0]
+
+
+def test_termination_on_the_last_allowed_step_is_not_a_truncation():
+    def run(limit):
+        env = MinAtarVecEnv(["breakout"], sticky_action_prob=0.0, max_episode_steps=limit)
+        env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        for t in range(1, 1001):
+            res = env.step(rng.integers(0, 6, 1))
+            if res.terminated[0] or res.truncated[0]:
+                return t, bool(res.terminated[0]), bool(res.truncated[0]), res.episodes
+        raise AssertionError("no episode end in 1000 steps")
+
+    t_end, terminated, _, _ = run(10_000)
+    assert terminated
+    t, terminated, truncated, episodes = run(t_end)
+    assert (t, terminated, truncated) == (t_end, True, False)
+    assert [e.length for e in episodes] == [t_end]
+
+
+def test_suite_defaults_reach_the_games():
+    defaults = suite_defaults("minatar")
+    env = make_multitask_env("minatar", ["asterix", "seaquest"], 1)
+    assert env.max_episode_steps == defaults["max_episode_steps"]
+    assert [g.sticky_action_prob for g in env._envs] == [defaults["sticky_action_prob"]] * 2
+    assert [g.env.ramping for g in env._envs] == [defaults["difficulty_ramping"]] * 2
+    env = make_multitask_env("minatar", ["asterix"], 1, difficulty_ramping=False)
+    assert env._envs[0].env.ramping is False
+
+
+def test_single_game_env_truncates_and_seeds():
+    env = MinAtarEnv("freeway", sticky_action_prob=0.0, max_episode_steps=3)
+    env.reset(seed=0)
+    assert [env.step(0)[2:4] for _ in range(3)] == [(False, False), (False, False), (False, True)]
+
+    def run(seed):
+        env.reset(seed=seed)
+        return np.stack([env.step(0)[0] for _ in range(3)])
+
+    assert np.array_equal(run(1), run(1))
+    assert not all(np.array_equal(run(0), run(s)) for s in range(1, 4))

@@ -133,6 +133,41 @@ def test_worker_death_and_raise_truncate_only_that_task():
         ref.close()
 
 
+def test_worker_episodes_fault_final_obs_and_restart_seed_per_task():
+    from envs import make_multitask_env
+
+    kwargs = {"map": "corridor", "max_episode_steps": 2}
+    env = WorkerVecEnv("gridworld", ["0", "1"], 2, kwargs, seed=0)
+    ref = make_multitask_env("gridworld", ["0", "1"], 2, **kwargs)
+    try:
+        obs0 = env.reset(seed=0)
+        np.testing.assert_array_equal(obs0, ref.reset(seed=0))
+        a = np.array([3, 3, 2, 2])  # away from each task's goal: nobody terminates
+        for _ in range(2):
+            res, want = env.step(a), ref.step(a)
+            np.testing.assert_array_equal(res.obs, want.obs)
+            np.testing.assert_array_equal(res.final_obs, want.final_obs)
+            # EpisodeStat task and slot are global indices, as in-process
+            assert res.episodes == want.episodes
+        assert [(e.task, e.slot) for e in res.episodes] == [(0, 0), (0, 1), (1, 2), (1, 3)]
+        assert not np.array_equal(res.final_obs, res.obs)  # truncated: next episode started
+        last = env.step(np.array([2, 2, 3, 3])).obs  # towards the goals (t=1: no truncation)
+        assert not np.array_equal(last[2:], res.obs[2:]) and not np.array_equal(last, obs0)
+        env.inject_fault(1)
+        res = env.step(a)
+        # the faulted task's final_obs is the observation its last action was taken in
+        np.testing.assert_array_equal(res.final_obs[2:], last[2:])
+        env.kill_worker(1)
+        res = env.step(a)
+        (event,) = env.drain_events()[-1:]
+        seed = 0 + 1000 * 1 + 2 * 1_000_000  # task 1, its 2nd restart
+        assert f"restarted with seed {seed}," in event
+        one = make_multitask_env("gridworld", ["1"], 2, **kwargs)
+        np.testing.assert_array_equal(res.obs[2:], one.reset(seed=seed))
+    finally:
+        env.close()
+
+
 def test_restart_seeds_stay_below_2_31_for_the_largest_allowed_seed():
     # base + 1000k + 1e6 * restarts overflowed the native ALE's C int at the second restart
     seed = 2**31 - 2**20 - 1  # the largest seed the config accepts
