@@ -241,3 +241,52 @@ def test_config_presets_load():
     for path in ["configs/default.yaml", "configs/gridworld_distral.yaml"]:
         cfg = load_config(root / path)
         assert cfg.agent.name.startswith("distral")
+
+
+def test_kl_diagnostic_is_kl_of_task_policy_from_pi0():
+    """terms["kl"] is KL(pi_i || pi0), the direction pi0 minimises, not KL(pi0 || pi_i)."""
+    agent = _agent("distral_kl_1col", beta=2.0)
+    pi, pi0 = torch.tensor([0.5, 0.25, 0.25]), torch.tensor([0.8, 0.1, 0.1])
+    logits = torch.log(pi).expand(T, K, E, A).clone()
+    h0 = torch.log(pi0).expand(T, K, E, A).clone()
+    _, terms = _losses(agent, logits, h0, torch.zeros(T, K, E, dtype=torch.long))
+    expected = 0.5 * math.log(0.5 / 0.8) + 0.5 * math.log(0.25 / 0.1)  # 0.2231
+    reverse = 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.1 / 0.25)  # 0.1927
+    assert terms["kl"].tolist() == pytest.approx([expected] * K)
+    assert abs(expected - reverse) > 0.02
+
+
+def test_advantages_and_logged_rewards_are_the_regularised_ones():
+    """A2C learns from r + (alpha/beta) log pi0 - (1/beta) log pi_i, and the runner logs it."""
+    agent = _agent("distral_klent_1col", alpha=0.5, beta=2.0)
+    logits = torch.log(torch.tensor([0.5, 0.25, 0.25])).expand(T, K, E, A).clone()
+    h0 = torch.log(torch.tensor([0.25, 0.5, 0.25])).expand(T, K, E, A).clone()
+    actions = torch.ones(T, K, E, dtype=torch.long)
+    ro = _rollout(actions)
+    zeros = torch.zeros(T, K, E)
+    _, terms = agent.losses_from_outputs(ro, logits, h0, zeros, torch.zeros(K, E))
+    r = 1.0 + 0.25 * math.log(0.5) - 0.5 * math.log(0.25)
+    # values 0, no bootstrap, gamma 0.5: A_1 = r, A_0 = r + 0.5 r
+    assert terms["advantage"].item() == pytest.approx((1.5 * r + r) / 2)
+    torch.testing.assert_close(ro.learning_rewards, torch.full((T, K, E), r))
+    # a2c_2col learns from the raw reward 1 and sets no learning rewards
+    ro = _rollout(actions)
+    _, terms = _agent("a2c_2col").losses_from_outputs(ro, logits, h0, zeros, torch.zeros(K, E))
+    assert terms["advantage"].item() == pytest.approx((1.5 + 1.0) / 2)
+    assert ro.learning_rewards is None
+
+
+@pytest.mark.parametrize("name", ["distral_kl_1col", "distral_klent_2col"])
+def test_acting_values_and_pi0_use_their_own_columns(name):
+    """act = the task policy pi_i, act_pi0 = pi0 (softmax h0), values = the task value head."""
+    torch.manual_seed(0)
+    agent = _agent(name)
+    with torch.no_grad():  # pi0 prefers action 0, every task policy action 2
+        agent.pi0_head.bias[..., 0] = 5.0
+        agent.task_policy.bias[..., 2] = 10.0
+    obs = torch.randn(K, 8, 5)
+    logits, h0, values = agent._forward(obs)
+    assert agent.act(obs).eq(2).all() and logits.argmax(-1).eq(2).all()
+    assert agent.act_pi0(obs).eq(0).all() and h0.argmax(-1).eq(0).all()
+    torch.testing.assert_close(agent.values(obs), values)
+    torch.testing.assert_close(agent.values(obs[1:], slice(1, 2)), values[1:])

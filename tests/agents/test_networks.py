@@ -62,3 +62,29 @@ def test_shared_encoder_is_shared():
     assert shared == {id(p) for p in net.encoder.parameters()}
     # task heads are per task: 3 groups
     assert net.policy.weight.shape == (3, 64, 4)
+
+
+def test_encoders_by_hand_scale_uint8_and_apply_every_relu():
+    from torch.nn import functional as F
+
+    from agents.networks import MLPEncoder
+
+    torch.manual_seed(0)
+    enc = ConvEncoder((2, 6, 6), ((3, 3, 1),), 4, groups=1, scale=255.0)
+    with torch.no_grad():
+        enc.fc.bias.fill_(-0.05)  # some features negative before the final ReLU
+    x = torch.randint(0, 256, (2, 3, 2, 6, 6), dtype=torch.uint8)
+    conv = enc.convs[0]
+    h = F.relu(F.conv2d(x.flatten(0, 1).float() / 255.0, conv.weight, conv.bias))
+    expected = F.relu(h.flatten(1) @ enc.fc.weight[0] + enc.fc.bias[0]).view(2, 3, 4)
+    out = enc(x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert (out == 0).any()
+    mlp = MLPEncoder(5, [6, 4])
+    with torch.no_grad():
+        for layer in mlp.layers:
+            layer.bias.fill_(-0.3)
+    x = torch.randn(2, 7, 5)
+    h = F.relu(x @ mlp.layers[0].weight[0] + mlp.layers[0].bias[0])
+    expected = F.relu(h @ mlp.layers[1].weight[0] + mlp.layers[1].bias[0])
+    torch.testing.assert_close(mlp(x), expected)

@@ -214,3 +214,79 @@ def test_agent_rmsprop_init_reaches_every_optimiser(tmp_path, init):
                 v = opt.state[p]["square_avg"]
                 floor = 0.99 * init
                 assert float(v.min()) >= floor and float(v.min()) < floor + 0.01 * 2.0
+
+
+def _grad_params(*grads: list[float]) -> list[torch.nn.Parameter]:
+    params = [torch.nn.Parameter(torch.zeros(len(g))) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = torch.tensor(g)
+    return params
+
+
+def test_clip_and_check_clips_each_optimiser_separately_and_reports_the_joint_norm():
+    """pi0 and the task columns are clipped each to max_norm; the norm is sqrt(3^2 + 4^2)."""
+    a, b = _grad_params([3.0, 0.0]), _grad_params([0.0, 4.0])
+    opts = [FusedRMSprop(a, lr=0.1), torch.optim.SGD(b, lr=0.1)]
+    total, finite = clip_and_check(opts, 1.0)
+    assert finite and float(total) == pytest.approx(5.0)
+    opts[0].step()  # the fused optimiser clips inside its step (p.grad afterwards)
+    torch.testing.assert_close(a[0].grad, torch.tensor([1.0, 0.0]), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(b[0].grad, torch.tensor([0.0, 1.0]), rtol=1e-5, atol=1e-7)
+
+
+def test_max_grad_norm_zero_means_no_clipping():
+    p = _grad_params([3.0, -4.0])
+    opt = FusedRMSprop(p, lr=0.1, alpha=0.5, eps=0.0)
+    total, finite = clip_and_check([opt], 0.0)
+    assert finite and float(total) == pytest.approx(5.0)
+    opt.step()
+    # unclipped first step: v = 0.5 g^2, p -= 0.1 * g / sqrt(v) = 0.1 * sqrt(2) * sign(g)
+    step = 0.1 * 2**0.5
+    torch.testing.assert_close(p[0].detach(), torch.tensor([-step, step]))
+    q = _grad_params([3.0, -4.0])
+    clip_and_check([torch.optim.SGD(q, lr=0.1)], 0.0)
+    torch.testing.assert_close(q[0].grad, torch.tensor([3.0, -4.0]))
+
+
+def test_non_finite_gradients_and_parameters_are_reported(tmp_path):
+    from agents.guards import check_divergence, check_parameters
+    from agents.signals import DivergenceError
+
+    p = _grad_params([float("nan"), 1.0])
+    assert clip_and_check([torch.optim.SGD(p, lr=0.1)], 1.0)[1] is False
+    good, bad = torch.ones(2), torch.tensor([1.0, float("inf")])
+    check_parameters([good, good], 1, tmp_path)
+    with pytest.raises(DivergenceError, match="non-finite"):
+        check_parameters([good, bad], 1, tmp_path)
+    check_divergence(2, 3, 1, tmp_path)
+    check_divergence(5, 0, 1, tmp_path)  # 0 = never stop
+    with pytest.raises(DivergenceError, match="3 non-finite updates"):
+        check_divergence(3, 3, 1, tmp_path)
+
+
+def test_a_clipped_step_does_not_clip_the_next_one():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = FusedRMSprop([p], lr=0.1, alpha=0.5, eps=0.0)
+    p.grad = torch.tensor([4.0])
+    opt.divide_grads(torch.tensor(4.0))
+    opt.step()  # g = 1: v = 0.5, p = -0.1 / sqrt(0.5)
+    p.grad = torch.tensor([4.0])
+    opt.step()  # g = 4 (no divisor): v = 0.25 + 8
+    expected = -0.1 / 0.5**0.5 - 0.1 * 4.0 / 8.25**0.5
+    assert p.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_make_optimizer_takes_its_settings_from_the_config(optimizer):
+    from agents.base import make_optimizer
+    from agents.config import AgentConfig
+
+    cfg = AgentConfig(optimizer=optimizer, lr=3e-3, eps=1e-3, rmsprop_alpha=0.9)
+    opt = make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(2))])
+    group = opt.param_groups[0]
+    assert (group["lr"], group["eps"]) == (3e-3, 1e-3)
+    if optimizer == "rmsprop":
+        assert group["alpha"] == 0.9
+    assert make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(2))], lr=1e-4).param_groups[0][
+        "lr"
+    ] == pytest.approx(1e-4)

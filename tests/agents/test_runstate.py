@@ -40,3 +40,53 @@ def test_version_1_checkpoints_resume_except_two_column_distral(tmp_path):
                     runstate.restore(runner, state)
         finally:
             runner.env.close()
+
+
+def test_loop_state_round_trips_and_foreign_state_is_refused(tmp_path):
+    """Counters, accumulators and episode bookkeeping come back exactly; a checkpoint of another
+    state version or task list is refused."""
+    from collections import deque
+
+    import numpy as np
+    import pytest
+
+    import train
+    from agents import runstate
+    from agents.config import ConfigError, load_config
+
+    def build(name):
+        cfg = load_config(
+            "configs/gridworld_distral.yaml",
+            ["progress=false", "eval.episodes=0", "env.num_envs_per_task=1"],
+        )
+        return train.build(cfg, tmp_path / name)
+
+    src, dst = build("src"), build("dst")
+    try:
+        src.obs = src.reset()
+        dst.obs = dst.reset()
+        src.global_step, src.update, src.nonfinite_total, src.nonfinite_streak = 40, 5, 3, 2
+        src.learning_return = (
+            np.arange(src.learning_return.size, dtype=np.float64).reshape(src.learning_return.shape)
+            + 0.5
+        )
+        src.ep_time.fill_(7.0)
+        src.recent = [deque([1.0, 2.0], maxlen=10) for _ in src.recent]
+        src.episode_log = [(8, 0, 1.5, 4)]
+        src.pending = [{"step": 8, "task": 0}]
+        state = runstate.capture(src)
+        runstate.restore(dst, state)
+        counters = ("global_step", "update", "nonfinite_total", "nonfinite_streak")
+        assert [getattr(dst, k) for k in counters] == [40, 5, 3, 2]
+        np.testing.assert_array_equal(dst.learning_return, src.learning_return)
+        torch.testing.assert_close(dst.ep_time, src.ep_time)
+        assert [list(d) for d in dst.recent] == [[1.0, 2.0]] * len(src.recent)
+        assert dst.episode_log == [(8, 0, 1.5, 4)] and dst.pending == [{"step": 8, "task": 0}]
+        with pytest.raises(ConfigError, match="version 99"):
+            runstate.restore(dst, {**state, "version": 99})
+        env = {**state["env"], "tasks": list(reversed(state["env"]["tasks"]))}
+        with pytest.raises(ConfigError, match="differ from this run"):
+            runstate.restore(dst, {**state, "env": env})
+    finally:
+        src.env.close()
+        dst.env.close()

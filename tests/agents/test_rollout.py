@@ -1,0 +1,73 @@
+"""Rollout storage: which observation is s_t, and how env results land in (T, K, E)."""
+
+import numpy as np
+import torch
+
+from agents.rollout import Rollout
+
+T, K, E = 3, 2, 2
+
+
+def test_step_obs_last_obs_and_unflatten_layouts():
+    ro = Rollout(T, K, E, torch.device("cpu"), (1,))
+    k, t, e = torch.meshgrid(torch.arange(K), torch.arange(T + 1), torch.arange(E), indexing="ij")
+    ro.obs.copy_((100 * k + 10 * t + e).float().unsqueeze(-1))  # obs[k, t, e] = "k t e"
+    steps = ro.step_obs()
+    assert steps.shape == (K, T * E, 1)
+    assert steps[1, 2 * E + 1, 0].item() == 121  # task 1, step 2, env 1
+    assert ro.last_obs()[:, :, 0].tolist() == [[30.0, 31.0], [130.0, 131.0]]  # s_T
+    back = ro.unflatten(steps)  # (T, K, E, 1)
+    expected = (100 * k + 10 * t + e)[:, :T].permute(1, 0, 2).float()
+    torch.testing.assert_close(back[..., 0], expected)
+
+
+def test_insert_env_keeps_terminated_and_truncated_apart():
+    ro = Rollout(T, K, E, torch.device("cpu"))
+    ro.final_values.fill_(7.0)
+    ro.insert_env(
+        1,
+        slice(1, 2),
+        np.array([1.5, 2.5]),
+        np.array([True, False]),
+        np.array([False, True]),
+    )
+    assert ro.rewards[1].tolist() == [[0.0, 0.0], [1.5, 2.5]]
+    assert ro.terminated[1].tolist() == [[False, False], [True, False]]
+    assert ro.truncated[1].tolist() == [[False, False], [False, True]]
+    assert ro.final_values[1].tolist() == [[7.0, 7.0], [0.0, 0.0]]  # the slots written
+    assert not ro.terminated[0].any() and not ro.truncated[2].any()
+
+
+def test_clear_forgets_the_learning_rewards():
+    ro = Rollout(T, K, E, torch.device("cpu"))
+    ro.learning_rewards = torch.ones(T, K, E)
+    ro.clear()
+    assert ro.learning_rewards is None
+
+
+def test_runner_episode_clock_restarts_after_every_episode_end(tmp_path):
+    """ep_time (the t of Distral's gamma^t distillation weight) counts steps inside the episode:
+    0 at an episode's first step, +1 per step, back to 0 after a termination or truncation."""
+    import train
+    from agents.config import load_config
+
+    cfg = load_config(
+        "configs/gridworld_distral.yaml",
+        ["progress=false", "eval.episodes=0", "env.gridworld.max_episode_steps=3"],
+    )
+    runner = train.build(cfg, tmp_path / "run")
+    try:
+        obs = runner.reset()
+        ro = runner.rollout
+        ends = 0
+        for _ in range(2):
+            obs = runner.collect(obs)
+            done = ro.terminated | ro.truncated
+            ends += int(done.sum())
+            for t in range(1, ro.num_steps):
+                expected = torch.where(done[t - 1], 0.0, ro.ep_time[t - 1] + 1)
+                torch.testing.assert_close(ro.ep_time[t], expected)
+            assert float(ro.ep_time.max()) <= 2  # an episode here lasts at most 3 steps
+        assert ends > 0
+    finally:
+        runner.env.close()
