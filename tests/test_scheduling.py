@@ -82,3 +82,17 @@ def test_performance_scheduler_validation():
         PerformanceScheduler([1.0], tau=0.0)
     with pytest.raises(ValueError, match="expected 2"):
         PerformanceScheduler([1.0, 2.0]).update([1.0])
+
+
+def test_performance_scheduler_negative_targets_use_the_absolute_scale():
+    # m_i = (b_i - a_i) / |b_i|: a negative target (e.g. a game scored below zero) keeps the sign
+    s = PerformanceScheduler(targets=[-10.0, 20.0], tau=1.0)
+    s.update([-15.0, 10.0])  # both lag: 5 below -10 and 10 below 20
+    torch.testing.assert_close(s.gaps(), torch.tensor([0.5, 0.5]))
+
+
+def test_performance_scheduler_momentum_keeps_that_share_of_the_old_score():
+    s = PerformanceScheduler(targets=[1.0, 1.0], higher_is_better=False, momentum=0.75)
+    s.update([1.0, 3.0])
+    s.update([1.0, 1.0])  # 0.75 * 3 + 0.25 * 1
+    torch.testing.assert_close(s.scores, torch.tensor([1.0, 2.5]))

@@ -360,3 +360,69 @@ def test_run_config_is_saved_in_checkpoints(tmp_path):
     assert "config" not in plain.state_dict()
     plain.load_state_dict(state)  # the config is only carried, never applied
     assert plain.epoch == 1 and plain.run_config is None
+
+
+def _step_gradients(grad_clip: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Gradients left by two train_steps on one batch (no parameter update) and the plain ones."""
+    trainer = make_trainer("equal", epochs=1, grad_clip=grad_clip)
+    trainer.optimizer.step = lambda: None  # keep the parameters and the step's gradients
+    x, y = regression_data(16)
+    ys = [y[:, 0], y[:, 1]]
+    for _ in range(2):
+        trainer.train_step(x, ys)
+    got = [p.grad.clone() for p in trainer.model.parameters()]
+    trainer.model.zero_grad(set_to_none=True)
+    sum(F.mse_loss(o, t) for o, t in zip(trainer.model(x), ys, strict=True)).backward()
+    return got, [p.grad for p in trainer.model.parameters()]
+
+
+def test_train_step_starts_from_zero_gradients():
+    got, raw = _step_gradients(0.0)  # the second step's gradients replace the first's
+    for g, r in zip(got, raw, strict=True):
+        torch.testing.assert_close(g, r)
+
+
+def test_train_step_clips_the_total_gradient_norm():
+    got, raw = _step_gradients(0.5)
+    norm = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in raw]))
+    assert norm > 0.5  # clipping is active: the gradient is rescaled to total norm 0.5
+    for g, r in zip(got, raw, strict=True):
+        torch.testing.assert_close(g, r * 0.5 / norm, rtol=1e-4, atol=1e-6)
+
+
+def test_famo_same_batch_update_uses_the_losses_after_the_step():
+    trainer = make_trainer("famo", epochs=1)
+    x, y = regression_data(16)
+    ys = [y[:, 0], y[:, 1]]
+    before, _, _ = trainer.train_step(x, ys)
+    with torch.no_grad():
+        after = trainer.task_losses(x, ys)[0]
+    # FAMO's update at z = (0.5, 0.5): xi = -lr z (delta - z.delta), delta = log(L_before / L_after)
+    delta = (before / after).log()
+    expected = -0.025 * 0.5 * (delta - delta.mean())
+    assert delta.abs().min() > 1e-3
+    torch.testing.assert_close(trainer.weighting.logits.detach(), expected)
+
+
+def test_dwa_epochs_end_with_the_trainers():
+    trainer = make_trainer("dwa", epochs=3)
+    trainer.fit()
+    assert int(trainer.weighting.epochs) == 3
+    # from the third epoch on the weights are no longer all 1
+    assert not torch.equal(trainer.weighting.current_weights(), torch.ones(2, dtype=torch.float64))
+
+
+def test_training_batches_are_shuffled_each_epoch():
+    trainer = make_trainer("equal", epochs=1)
+    x, y = regression_data(32)
+    trainer.batch_size = 32
+
+    def order():
+        ((xb, _),) = list(trainer.batches((x, y), shuffle=True))
+        return [int((x == row).all(1).nonzero()) for row in xb]
+
+    first, second = order(), order()
+    assert sorted(first) == list(range(32)) and sorted(second) == list(range(32))
+    assert first != list(range(32)) and first != second
+    ((xb, _),) = list(trainer.batches((x, y), shuffle=False))  # evaluation keeps the order
+    assert torch.equal(xb, x)

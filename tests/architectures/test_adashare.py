@@ -67,3 +67,35 @@ def test_annealed_temperature_survives_a_checkpoint():
     fresh.tau = 2.0
     fresh.load_state_dict(old)
     assert fresh.tau == 2.0
+
+
+def test_sharing_penalty_weighs_lower_blocks_more() -> None:
+    # L = 3 blocks, select probabilities differ only at block 0 (0.5 vs 0.75): weight (L - 0)/L = 1
+    model = AdaShare.mlp(2, [4, 4, 4], [1, 1], sparsity_weight=0.0, sharing_weight=1.0)
+    with torch.no_grad():
+        model.policy_logits[1][0].copy_(torch.tensor([math.log(3.0), 0.0]))
+    probs = torch.tensor([[0.5, 0.5, 0.5], [0.75, 0.5, 0.5]])  # (select, skip) logits (log 3, 0)
+    torch.testing.assert_close(model.select_probs().detach(), probs)
+    assert model.penalty().item() == pytest.approx(0.25, rel=1e-6)
+    with torch.no_grad():  # the same difference at the top block weighs 1/3
+        model.policy_logits[1].zero_()
+        model.policy_logits[1][2].copy_(torch.tensor([math.log(3.0), 0.0]))
+    assert model.penalty().item() == pytest.approx(0.25 / 3, rel=1e-6)
+
+
+def test_eval_runs_selected_blocks_and_ties_select() -> None:
+    # fresh logits are (0, 0): the tie selects every block in eval
+    model = _model().eval()
+    x = torch.randn(4, 5)
+    h = model.stem(x)
+    for block in model.blocks:
+        h = block(h)
+    torch.testing.assert_close(model(x)[0], model.heads[0](h))
+
+
+def test_soft_samples_follow_the_temperature() -> None:
+    # hard=False: u = softmax((logits + gumbel) / tau)[select]; a large tau flattens it to ~0.5
+    model = AdaShare.mlp(5, [8, 8, 8], [2], tau=100.0, hard=False).train()
+    torch.manual_seed(0)
+    u = torch.stack([model.policy(0) for _ in range(20)])
+    assert ((u - 0.5).abs() < 0.05).all()

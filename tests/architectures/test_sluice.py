@@ -71,3 +71,19 @@ def test_conv_columns_split_channels() -> None:
 def test_mixing_parameters() -> None:
     model = Sluice.mlp(3, [4, 4], [1, 2])
     assert len(model.mixing_parameters()) == 2 + 2
+
+
+def test_asymmetric_mixing_and_uniform_beta_by_hand() -> None:
+    # T = 1, G = 2 one-feature subspaces, B = 2; alpha = [[1, 0.5], [0, 1]] adds half of
+    # subspace 1 to subspace 0 at each of the two identity layers; beta uniform = (0.5, 0.5)
+    model = Sluice(
+        [[nn.Identity(), nn.Identity()]], [nn.Identity()], num_subspaces=2, beta_init="uniform"
+    )
+    with torch.no_grad():
+        for a in model.alphas:
+            a.copy_(torch.tensor([[1.0, 0.5], [0.0, 1.0]]))
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    layer1 = torch.tensor([[2.0, 2.0], [5.0, 4.0]])
+    layer2 = torch.tensor([[3.0, 2.0], [7.0, 4.0]])
+    (y,) = model(x)
+    torch.testing.assert_close(y, 0.5 * layer1 + 0.5 * layer2)

@@ -200,3 +200,14 @@ def test_best_cover_branch_and_bound_equals_exhaustive(seed):
     searched = best_cover(cands, budget=2.5, costs=costs, exact_limit=0)  # branch and bound
     assert sum(costs[c] for c in searched) <= 2.5 + 1e-9
     assert objective(searched) == pytest.approx(objective(exhaustive))
+
+
+def test_best_cover_greedy_fallback_weighs_gain_by_cost():
+    # search_limit=0: the branch and bound gives up at once and the greedy cover is returned.
+    # Per unit of cost the two half-price singletons cover more than the pair: the greedy takes
+    # them (objective 0.2), not the pair that covers both at once (0.6).
+    cands = {F({0, 1}): {0: 0.3, 1: 0.3}, F({0}): {0: 0.1}, F({1}): {1: 0.1}}
+    costs = {F({0, 1}): 1.0, F({0}): 0.5, F({1}): 0.5}
+    with pytest.warns(UserWarning, match="greedy cover"):
+        got = best_cover(cands, budget=1.0, costs=costs, exact_limit=0, search_limit=0)
+    assert got == [F({0}), F({1})]

@@ -45,3 +45,10 @@ def test_plot_transfer_matrix(tmp_path):
     m = transfer_matrix({(0, 1): 3.0, (1, 0): 0.5}, scratch=[1.0, 2.0])
     out = plot_transfer_matrix(m, ["a", "b"], tmp_path / "sub" / "m.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_transfer_matrix_negative_scratch_metric():
+    # gain = (m_ij - m_j) / |m_j|: with a negative scratch AUC (-50), -25 after transfer is better
+    m = transfer_matrix({(0, 1): -25.0, (1, 0): -150.0}, scratch=[-100.0, -50.0])
+    assert m[0, 1].item() == pytest.approx(0.5)
+    assert m[1, 0].item() == pytest.approx(-0.5)

@@ -224,3 +224,36 @@ def test_aggregators_are_scale_equivariant(fn, power, scale):
     # the solvers must not depend on the gradients' magnitude (Nash-MTL's update has norm sqrt(T))
     g = torch.randn(5, 30, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     assert torch.allclose(fn(scale * g), scale**power * fn(g), rtol=1e-4, atol=1e-12)
+
+
+def test_pcgrad_projects_the_running_gradient_in_a_random_order():
+    # g0 = (1, 0), g1 = (-1, 1), g2 = (0, -1). Task 0: g1 first gives (0.5, 0.5), which then
+    # conflicts with g2 (dot -0.5) -> (0.5, 0); g2 first (dot 0, no change) then g1 -> (0.5, 0.5).
+    # Task 1: (0, 0) in both orders. Task 2: g0 (no conflict) then g1 -> (-0.5, -0.5); g1 first
+    # gives (-0.5, -0.5), which conflicts with g0 -> (0, -0.5).
+    g = t([1.0, 0.0], [-1.0, 1.0], [0.0, -1.0])
+    sums = {tuple(W.pcgrad(g, torch.Generator().manual_seed(s)).tolist()) for s in range(24)}
+    assert sums == {(0.0, 0.0), (0.5, 0.0), (0.0, -0.5), (0.5, -0.5)}
+
+
+def test_mgda_loss_normalization_by_hand():
+    # g / L = (1, 0) and (-1, 2): gamma = (5 + 1) / (1 + 5 + 2) = 3/4; the weights are applied to
+    # the original gradients
+    g = t([2.0, 0.0], [-1.0, 2.0])
+    w = W.MGDA(2, normalization="loss").weights(g, v(2.0, 1.0))
+    assert torch.allclose(w, v(0.75, 0.25))
+
+
+def test_mgda_identical_gradients_get_equal_weights():
+    g = t([1.0, 2.0], [1.0, 2.0])
+    assert torch.allclose(W.min_norm_weights(g @ g.T), v(0.5, 0.5))
+
+
+@pytest.mark.parametrize(("num_tasks", "dim"), [(3, 10), (5, 20)])
+def test_nash_solves_the_equation_to_high_precision(num_tasks, dim):
+    # K alpha = 1 / alpha to 1e-6 (the relative ridge of 1e-8 bounds what is reachable)
+    gen = torch.Generator().manual_seed(dim)
+    g = torch.randn(num_tasks, dim, generator=gen, dtype=torch.float64)
+    k = g @ g.T
+    alpha = W.nash_weights(k)
+    assert (alpha * (k @ alpha) - 1).abs().max() < 1e-6

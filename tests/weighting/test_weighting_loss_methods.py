@@ -237,3 +237,35 @@ def test_famo_update_rejects_new_losses_below_bound():
     method.backward(const_losses(1.0, 2.0))
     with pytest.raises(ValueError, match="min_losses"):
         method.update(torch.tensor([0.5, -1.0]))
+
+
+def test_random_backward_writes_the_weighted_sum_gradient():
+    # L_i = c_i x_i: dL/dx_i = w_i c_i, with the weights the method returns
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    c = torch.tensor([2.0, 3.0, 4.0])
+    w = W.RandomWeighting(3, seed=5).backward(c * x)
+    assert not torch.allclose(w, torch.ones(3))
+    assert torch.allclose(x.grad, w * c)
+
+
+def test_gradnorm_steps_by_hand():
+    # L_i = v_i + s_i theta_i at theta = 0: |dL_i/dtheta| = s_i = (1, 2); SGD lr 0.1, alpha 1.5.
+    # dL_grad/dw_i = sign(w_i s_i - target_i) s_i (L1 objective), then renormalise to sum 2.
+    s = torch.tensor([1.0, 2.0])
+    theta = torch.zeros(2, requires_grad=True)
+    method = W.GradNorm(2, alpha=1.5, lr=0.1, optimizer="sgd")
+    with torch.no_grad():
+        method.task_weights.copy_(torch.tensor([1.5, 0.5]))
+    # step 1, L(0) = (1, 1) so r = (1, 1): G = w s = (1.5, 1.0), target = mean(G) = 1.25
+    w = method.backward(torch.tensor([1.0, 1.0]) + s * theta, [theta])
+    assert torch.allclose(w, torch.tensor([1.5, 0.5]))
+    assert torch.allclose(theta.grad, torch.tensor([1.5, 1.0]))  # d(sum w_i L_i)/dtheta
+    w1 = torch.tensor([1.4, 0.7]) * 2 / 2.1  # w - 0.1 (1, -2)
+    assert torch.allclose(method.task_weights.detach(), w1)
+    # step 2, L = (0.2, 0.8): L/L(0) = (0.2, 0.8), r = (0.4, 1.6); G = w1 s = (4/3, 4/3),
+    # targets 4/3 r^1.5 = (0.34, 2.70): task 0 above its target, task 1 below
+    theta.grad = None
+    method.backward(torch.tensor([0.2, 0.8]) + s * theta, [theta])
+    assert torch.allclose(theta.grad, w1 * s)
+    w2 = (w1 + torch.tensor([-0.1, 0.2])) * 2 / 2.1
+    assert torch.allclose(method.task_weights.detach(), w2)
