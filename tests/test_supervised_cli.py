@@ -483,3 +483,79 @@ def test_unwritable_run_dir_on_resume_exits_2(tmp_path, capsys):
     finally:
         subprocess.run([chattr, "-i", str(run_dir)], check=True)
     assert "cannot be written to: Operation not permitted" in _one_error_line(capsys)
+
+
+# ------------------------------------------------------------- every field reaches the Trainer
+def _build(config: str, *overrides: str):
+    from agents.supervised import build_trainer
+
+    cfg = load_supervised(CONFIGS / config, ["supervised.progress=false", *overrides])
+    return build_trainer(cfg, None)
+
+
+def test_optimisation_fields_reach_the_trainer():
+    threads = torch.get_num_threads()
+    try:
+        t = _build(
+            "two_digits.yaml",
+            "supervised.benchmark.n_train=32",
+            "supervised.benchmark.n_test=8",
+            "supervised.optimizer=sgd",
+            "supervised.lr=0.05",
+            "supervised.weight_decay=0.01",
+            "supervised.grad_clip=2.5",
+            "supervised.log_every=7",
+            "supervised.batch_size=9",
+            "supervised.epochs=3",
+            "supervised.representation=off",
+            "supervised.weighting.name=famo",
+            "supervised.famo_update=next_batch",
+            "supervised.torch_threads=2",
+        )
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert type(t.optimizer) is torch.optim.SGD
+    assert t.optimizer.param_groups[0]["lr"] == 0.05
+    assert t.optimizer.param_groups[0]["weight_decay"] == 0.01
+    assert (t.grad_clip, t.log_every, t.batch_size, t.epochs) == (2.5, 7, 9, 3)
+    assert t.use_features is False and t.famo_update == "next_batch"
+    on = _build(
+        "two_digits.yaml", "supervised.benchmark.n_train=32", "supervised.representation=on"
+    )
+    assert type(on.optimizer) is torch.optim.Adam and on.use_features is True
+    assert on.optimizer.param_groups[0]["weight_decay"] == 0.0
+
+
+def test_benchmark_fields_reach_the_data_and_the_model():
+    from mtrl.data import STARTING_POINTS, make_gradnorm_toy, make_two_digits
+
+    t = _build(
+        "two_digits.yaml",
+        "supervised.benchmark.n_train=32",
+        "supervised.benchmark.n_test=8",
+        "supervised.benchmark.shift=3",
+        "supervised.benchmark.data_seed=5",
+    )
+    d = make_two_digits(32, 8, seed=5, shift=3)
+    assert torch.equal(t.train_data[0], d["x_train"].flatten(1))
+    assert torch.equal(t.test_data[1], d["y_test"])
+    g = _build(
+        "gradnorm_toy.yaml", "supervised.benchmark.n_train=16", "supervised.benchmark.data_seed=4"
+    )
+    assert torch.equal(
+        g.train_data[1], make_gradnorm_toy(2, n_train=16, n_test=500, seed=4)["y_train"]
+    )
+    toy = _build("toy2d.yaml", "supervised.benchmark.start=3", "supervised.benchmark.scale=0.5")
+    assert toy.model.scale == 0.5 and torch.equal(toy.model.point.data, STARTING_POINTS[3].float())
+    assert toy.batch_size == 1  # one dummy sample, whatever batch_size says
+
+
+def test_seed_sets_the_initial_model():
+    def params(seed):
+        t = _build(
+            "gradnorm_toy.yaml", "supervised.benchmark.n_train=16", f"supervised.seed={seed}"
+        )
+        return torch.cat([p.detach().flatten() for p in t.model.parameters()])
+
+    assert torch.equal(params(3), params(3)) and not torch.equal(params(3), params(4))

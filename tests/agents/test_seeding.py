@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,68 @@ def test_config_checks_see_subnormals_as_numbers(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert train.main([*cfg, "agent.ent_coef=-2.2250738585e-313", f"run_dir={run_dir}"]) == 2
     assert "agent.ent_coef" in capsys.readouterr().err and not run_dir.exists()
+
+
+# --------------------------------------------------------------- seeding and device choice
+def test_seed_everything_seeds_python_numpy_and_torch():
+    import random
+
+    import numpy as np
+
+    from agents.seeding import seed_everything
+
+    draws = []
+    for seed in (7, 7, 8):
+        seed_everything(seed)
+        draws.append((random.random(), float(np.random.rand()), float(torch.rand(()))))
+    assert draws[0] == draws[1] and all(a != b for a, b in zip(draws[0], draws[2]))
+    expected_torch = float(torch.rand((), generator=torch.Generator().manual_seed(7)))
+    assert draws[0] == (random.Random(7).random(), np.random.RandomState(7).rand(), expected_torch)
+
+
+def test_deterministic_flag_switches_torch_to_deterministic_kernels(monkeypatch):
+    from agents.seeding import seed_everything
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    try:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+        seed_everything(0)
+        assert not torch.are_deterministic_algorithms_enabled()
+        seed_everything(0, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.benchmark is False
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_resolve_device(monkeypatch, cuda):
+    from agents.config import ConfigError
+    from agents.seeding import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert resolve_device("auto") == torch.device("cuda" if cuda else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if cuda:
+        assert resolve_device("cuda") == torch.device("cuda")
+    else:
+        with pytest.raises(ConfigError, match=r"^device='cuda' but no CUDA device is available"):
+            resolve_device("cuda")
+
+
+def test_cuda_without_a_gpu_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    cfg = ["--config", str(ROOT / "configs" / "gridworld_a2c.yaml"), "device=cuda"]
+    for extra in ([f"run_dir={tmp_path / 'run'}"], []):  # given, and automatic
+        assert train.main([*cfg, *extra]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            "error: device='cuda' but no CUDA device is available; use device=auto or cpu"
+        ]
+        assert list(tmp_path.iterdir()) == []

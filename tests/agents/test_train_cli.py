@@ -219,3 +219,64 @@ def test_runs_flush_subnormals_to_zero_and_restore_the_mode(tmp_path, monkeypatc
     )
     run_supervised(sup, tmp_path / "sup")
     assert seen and all(seen) and not flushes_denormals()
+
+
+@pytest.mark.parametrize(
+    ("name", "two_column", "kl_only", "regularise"),
+    [
+        ("a2c_2col", True, False, False),
+        ("distral_kl_1col", False, True, True),
+        ("distral_kl_2col", True, True, True),
+        ("distral_klent_1col", False, False, True),
+        ("distral_klent_2col", True, False, True),
+    ],
+)
+def test_factory_builds_each_distral_variant(name, two_column, kl_only, regularise):
+    from agents.config import AgentConfig
+    from agents.distral import DistralAgent
+    from agents.factory import build_agent
+
+    agent = build_agent(AgentConfig(name=name, alpha=0.5, hidden=[8]), "gridworld", (5,), 3, 2)
+    assert type(agent) is DistralAgent and agent.name == name
+    assert (agent.two_column, agent.regularise) == (two_column, regularise)
+    if regularise:  # the KL-only variants force alpha = 1
+        assert agent.alpha == (1.0 if kl_only else 0.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "task_heads", "encoders", "heads"),
+    [
+        ("a2c_multitask", True, 1, 2),
+        ("a2c_multitask", False, 1, 1),
+        ("a2c_independent", False, 2, 2),  # independent: per-task everything, whatever task_heads
+    ],
+)
+def test_factory_builds_the_a2c_sharing_asked_for(name, task_heads, encoders, heads):
+    from agents.a2c import A2CAgent
+    from agents.config import AgentConfig
+    from agents.factory import build_agent, names
+
+    cfg = AgentConfig(name=name, task_heads=task_heads, hidden=[8])
+    agent = build_agent(cfg, "gridworld", (5,), 3, 2)
+    assert type(agent) is A2CAgent and agent.name == name
+    first = next(p for n, p in agent.net.named_parameters() if n.startswith("encoder"))
+    assert first.shape[0] == encoders
+    assert agent.net.policy.groups == heads and agent.net.value.groups == heads
+    assert names() == sorted(names()) and "a2c_multitask" in names()
+
+
+def test_torch_threads_is_applied(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(3 - n)
+            cfg = load_config(
+                str(ROOT / "configs" / "gridworld_a2c.yaml"),
+                [f"torch_threads={n}", "env.num_envs_per_task=1", "progress=false"],
+            )
+            train.build(cfg, tmp_path / "run").env.close()
+            assert torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(before)

@@ -507,3 +507,127 @@ def test_overflowing_parameters_stop_with_exit_3_and_no_bad_checkpoint(tmp_path,
     assert len(lines) == 1 and lines[0].startswith("error: training diverged"), lines
     # the first checkpoint (step 160) would have held them: it was not written
     assert not list(run_dir.glob("checkpoints/*.pt"))
+
+
+# The fuzz properties above draw their out-of-range values from config_mod._RANGES itself, so a
+# wrong predicate there is also the test's oracle: the edges are pinned by hand here.
+_EDGES = [  # (key, refused, accepted) at each edge of every range
+    ("total_steps", "0", "1"),
+    ("seed", "-1", "0"),
+    ("seed", str(2**31 - 2**20), str(2**31 - 2**20 - 1)),
+    ("torch_threads", "-1", "0"),
+    ("log_interval", "0", "1"),
+    ("checkpoint_interval", "0", "1"),
+    ("checkpoint_minutes", "-0.5", "0"),
+    ("keep_checkpoints", "0", "1"),
+    ("max_nonfinite_updates", "-1", "0"),
+    ("env.num_envs_per_task", "0", "1"),
+    ("env.num_envs_per_task", "1001", "1000"),
+    ("env.task_groups", "-1", "0"),
+    ("env.atari.frameskip", "0", "1"),
+    ("env.atari.repeat_action_probability", "1.01", "1.0"),
+    ("env.atari.repeat_action_probability", "-0.01", "0.0"),
+    ("env.atari.noop_max", "-1", "0"),
+    ("env.atari.frame_stack", "0", "1"),
+    ("env.atari.screen_size", "15", "16"),
+    ("env.atari.max_episode_steps", "0", "1"),
+    ("env.minatar.sticky_action_prob", "1.01", "1.0"),
+    ("env.minatar.max_episode_steps", "0", "1"),
+    ("env.gridworld.max_episode_steps", "-1", "0"),
+    ("agent.n_steps", "0", "1"),
+    ("agent.gamma", "0.0", "1.0"),
+    ("agent.gae_lambda", "1.01", "0.0"),
+    ("agent.lr", "0.0", "1e-9"),
+    ("agent.rmsprop_alpha", "1.0", "0.999"),
+    ("agent.rmsprop_alpha", "0.0", "0.001"),
+    ("agent.rmsprop_init", "-0.1", "0.0"),
+    ("agent.eps", "0.0", "1e-12"),
+    ("agent.ent_coef", "-0.1", "0.0"),
+    ("agent.vf_coef", "-0.1", "0.0"),
+    ("agent.max_grad_norm", "-0.1", "0.0"),
+    ("agent.hidden", "[8,0]", "[1]"),
+    ("agent.alpha", "0.0", "1.0"),
+    ("agent.beta", "0.0", "1e-3"),
+    ("agent.c_kl", "-0.1", "0.0"),
+    ("agent.c_ent", "-0.1", "0.0"),
+    ("agent.distill_lr", "-0.1", "0.0"),
+    ("eval.episodes", "-1", "0"),
+    ("eval.num_envs_per_task", "1001", "1000"),
+    ("eval.num_envs_per_task", "-1", "0"),
+    ("eval.max_steps", "0", "1"),
+]
+
+
+def test_every_range_has_its_edges_pinned():
+    assert {k for k, _, _ in _EDGES} == set(config_mod._RANGES)
+
+
+@pytest.mark.parametrize(("key", "refused", "accepted"), _EDGES)
+def test_range_edges(tmp_path, capsys, key, refused, accepted):
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    line = _expect_error(capsys, tmp_path, ["--config", str(cfg), f"{key}={refused}"], key)
+    assert " is out of range; it must be " in line
+    config_mod.load_config(cfg, [f"{key}={accepted}"])  # the edge itself is valid
+
+
+def test_choices_are_exact(tmp_path, capsys):
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    for override in ("device=gpu", "env.atari.backend=ale", "agent.optimizer=sgd"):
+        key = override.split("=")[0]
+        _expect_error(capsys, tmp_path, ["--config", str(cfg), override], f"{key}=")
+
+
+def test_control_characters_in_argparse_errors_stay_on_one_line(tmp_path, capsys):
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    line = _expect_error(capsys, tmp_path, ["--config", str(cfg), "--bo\ngus\r"])
+    assert "--bo\\ngus\\r" in line
+
+
+def test_an_empty_config_file_means_the_schema_defaults(tmp_path):
+    from agents.supervised_config import is_supervised_file
+
+    path = _write(tmp_path, "# nothing set\n")
+    assert config_mod.read_yaml(path) == {}
+    assert not is_supervised_file(path)
+    assert config_mod.load_config(path) == config_mod.Config()
+
+
+def test_documented_defaults():
+    # docs/reliability.md's table of config keys, and the ALE settings of Machado et al. 2018
+    doc = (ROOT / "docs" / "reliability.md").read_text()
+    rows = [line.split("|")[1:3] for line in doc.splitlines() if line.startswith("| `")]
+    cfg = config_mod.Config()
+    assert len(rows) == 6
+    for key, default in rows:
+        value = config_mod._get(cfg, key.strip().strip("`"))
+        assert str(value).lower() == default.strip() or value == float(default), (key, value)
+    atari = cfg.env.atari
+    assert (atari.frameskip, atari.repeat_action_probability, atari.noop_max) == (4, 0.25, 30)
+    assert (atari.frame_stack, atari.screen_size, atari.max_episode_steps) == (4, 84, 27000)
+    assert atari.full_action_space and atari.clip_rewards and not atari.terminal_on_life_loss
+    assert cfg.env.minatar.sticky_action_prob == 0.1
+    assert (cfg.eval.episodes, cfg.eval.greedy, cfg.eval.num_envs_per_task) == (10, True, 0)
+
+
+def test_list_defaults_are_not_shared():
+    a = config_mod.AgentConfig()
+    a.hidden.append(8)
+    config_mod.EnvConfig().tasks.append("x")
+    assert config_mod.AgentConfig().hidden == [] and config_mod.EnvConfig().tasks == []
+
+
+def test_help_lists_each_field_once_with_type_default_and_doc():
+    text = config_mod.help_text()
+    lines = text.splitlines()
+    assert [line.split()[0] for line in lines] == sorted(FIELDS, key=list(FIELDS).index)
+    by_key = {line.split()[0]: line.split(None, 3) for line in lines}
+    assert by_key["total_steps"] == [
+        "total_steps",
+        "int",
+        "200000",
+        "environment steps summed over all envs",
+    ]
+    assert by_key["agent.hidden"][1:3] == ["list[int]", "[]"]
+    assert by_key["env.atari.backend"][2] == "'auto'"
+    assert by_key["agent.lr"][1:4] == ["float", "0.0007", "learning rate"]
+    assert text in train._parser().format_help()
