@@ -20,16 +20,13 @@ from typing import NoReturn
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 
 
-def _one_line(message: object) -> str:
-    """``message`` with every non-printable character (newlines too) escaped: one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad command line as one ``error:`` line (exit 2)."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"error: {_one_line(message)}; see `python train.py --help`", file=sys.stderr)
+        from agents.config import one_line
+
+        print(f"error: {one_line(message)}; see `python train.py --help`", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -171,7 +168,7 @@ def _main(argv: list[str] | None) -> int:
         from agents.supervised import main as supervised_main
 
         return supervised_main(None, args.overrides, resume=args.resume)
-    from agents.config import ConfigError, load_config
+    from agents.config import ConfigError, load_config, one_line
     from agents.resume import new_run_dir
     from agents.signals import DivergenceError, Interrupted
     from envs.base import EnvError
@@ -201,7 +198,7 @@ def _main(argv: list[str] | None) -> int:
                     discard_if_empty(run_dir.parent)  # runs/ itself, if this run created it
                 raise
     except (ConfigError, EnvError, UnknownNameError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     try:
         summary = runner.run()
@@ -209,7 +206,7 @@ def _main(argv: list[str] | None) -> int:
         print(e.resume_hint(run_dir), file=sys.stderr)
         return e.exit_code
     except DivergenceError as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -320,6 +320,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def one_line(message: object) -> str:
+    """``message`` with every non-printable character (newlines too) escaped: one line, for the
+    ``error:`` lines of the command-line entry points."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in the YAML file at ``path`` ({} if empty); any problem is a ConfigError."""
     p = Path(path)
@@ -355,6 +361,11 @@ def merge_structured(
     for item in overrides or []:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} must look like key=value (e.g. seed=3)")
+        if not item.isprintable():  # YAML would fold a newline into a space, silently
+            raise ConfigError(
+                f"override {item!r} contains a control character (newline, tab, ...); "
+                "give the value without it"
+            )
     try:
         if overrides:
             layers.append(OmegaConf.from_dotlist(list(overrides)))
@@ -362,7 +373,7 @@ def merge_structured(
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(_omegaconf_message(e)) from None
-    except yaml.YAMLError as e:  # e.g. control characters in an override's value
+    except yaml.YAMLError as e:  # e.g. an unclosed bracket in an override (key=[1,)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"an override is not valid YAML: {first}") from None
     except (ValueError, TypeError) as e:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from agents.config import ConfigError, diff_keys
+from agents.config import ConfigError, diff_keys, one_line
 from agents.seeding import (
     flushing_denormals,
     resolve_device,
@@ -313,7 +313,7 @@ def main(config: str | Path, overrides: list[str], resume: str | Path | None = N
             else:
                 trainer, run_dir = prepare(config, overrides)
         except (ConfigError, UnknownNameError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {one_line(e)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             signum = stop.signum or signal.SIGINT

@@ -8,10 +8,7 @@ import argparse
 import sys
 from typing import NoReturn
 
-
-def one_line(message: object) -> str:
-    """``message`` with every non-printable character (newlines too) escaped: one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+from agents.config import one_line
 
 
 def fail(message: object) -> int:

@@ -583,6 +583,24 @@ def test_control_characters_in_argparse_errors_stay_on_one_line(tmp_path, capsys
     assert "--bo\\ngus\\r" in line
 
 
+@pytest.mark.parametrize("value", ["gridworld\nx", "a\tb", "x\r"])
+def test_control_characters_in_an_override_value_are_refused(tmp_path, capsys, value):
+    # YAML would fold "a\nb" into "a b": a run_dir with a newline ran in "a b" before
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    line = _expect_error(capsys, tmp_path, ["--config", str(cfg), f"run_dir={value}"])
+    assert "contains a control character" in line and repr(value)[1:-1] in line
+
+
+def test_supervised_errors_stay_on_one_line(tmp_path, capsys):
+    parent = tmp_path / "a\nb"
+    parent.write_text("")  # a file where the run directory's parent should be
+    doc = yaml.safe_load((ROOT / "configs" / "supervised" / "toy2d.yaml").read_text())
+    doc["supervised"]["run_dir"] = str(parent / "run")  # YAML keeps an escaped newline
+    code = train.main(["--config", str(_write(tmp_path, yaml.safe_dump(doc)))])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "a\\nb" in lines[0], lines
+
+
 def test_an_empty_config_file_means_the_schema_defaults(tmp_path):
     from agents.supervised_config import is_supervised_file
 
