@@ -4,6 +4,7 @@ mean ± 95% CI band over seeds against environment steps."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,19 @@ import numpy as np
 from scipy import stats
 
 Run = dict[str, Any]
+
+
+def mean_band(ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds (rows) and the half-width of its 95% t interval, per point, from the seeds
+    that have a value there (a length curve is NaN before a task's first episode); the half-width
+    is 0 where fewer than two seeds have one (and the mean NaN where none has)."""
+    n = np.isfinite(ys).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN points: NaN, as wanted
+        mean = np.nanmean(ys, 0)
+        sd = np.nanstd(ys, 0, ddof=1)
+        half = stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(n)
+    return mean, np.where(n > 1, half, 0.0)
 
 
 def plot(
@@ -40,11 +54,7 @@ def plot(
         for agent, ms in metrics.items():
             x = ms[0]["x"]
             ys = np.array([m["games"][key] if isinstance(key, int) else m[key] for m in ms])
-            mean = np.nanmean(ys, 0)
-            n = len(ys)
-            half = (
-                stats.t.ppf(0.975, n - 1) * np.nanstd(ys, 0, ddof=1) / math.sqrt(n) if n > 1 else 0
-            )
+            mean, half = mean_band(ys)
             style = "-" if agent.startswith("distral") else "--"
             (line,) = ax.plot(x, mean, style, label=agent, lw=1.5)
             ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.15)

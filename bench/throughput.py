@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench._machine import cpu_count, cpu_name  # noqa: E402
+from bench._ratios import ratio_cell  # noqa: E402
 
 # FTZ/DAZ as Runner.run sets it while training (agents.seeding.flushing_denormals); the rows here
 # call collect/train_step directly. SB3 in this process gets the same mode.
@@ -151,14 +152,6 @@ class SB3:
 
     def close(self) -> None:
         self.env.close()
-
-
-def ratio_cell(rates: list[float], base: list[float] | None) -> str:
-    """Median (min-max) over rounds of the per-round ratio of ``rates`` to ``base``."""
-    if not base:
-        return "-"
-    ratios = np.array(rates) / np.array(base)
-    return f"{np.median(ratios):.2f}x ({ratios.min():.2f}-{ratios.max():.2f})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,3 +56,33 @@ def test_two_automatic_rl_runs_in_the_same_second_get_two_directories(tmp_path, 
     )
     first, second = new_run_dir(cfg), new_run_dir(cfg)
     assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_atomic_write_mode_follows_another_umask_and_a_failed_write_leaves_no_trace(tmp_path):
+    import pytest
+
+    old = os.umask(0o027)
+    _umask.cache_clear()
+    try:
+        atomic_write(tmp_path / "a.bin", b"abc")
+    finally:
+        os.umask(old)
+        _umask.cache_clear()
+    assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == 0o640
+    with pytest.raises(TypeError):
+        atomic_write(tmp_path / "a.bin", "not bytes")  # fails mid-write
+    assert (tmp_path / "a.bin").read_bytes() == b"abc"  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]  # its temp file removed
+
+
+def test_check_writable_names_the_directory(tmp_path):
+    import pytest
+
+    from mtrl.io import check_writable
+
+    check_writable(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # its probe file is gone
+    missing = tmp_path / "missing"
+    with pytest.raises(OSError) as info:
+        check_writable(missing)
+    assert info.value.filename == str(missing)

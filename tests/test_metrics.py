@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mtrl.metrics import accuracy, mae, mse
+from mtrl.metrics import METRICS, accuracy, mae, mse
 
 
 def test_values_by_hand():
@@ -22,3 +22,15 @@ def test_broadcasting_shapes_are_refused():
         mse(y.unsqueeze(1), y)
     with pytest.raises(ValueError, match="accuracy"):
         accuracy(torch.randn(3, 4), torch.tensor([[1], [2], [3]]))
+
+
+def test_metric_names_and_precision():
+    out, y = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 0.0, 1.0])
+    assert METRICS["mse"](out, y).item() == pytest.approx(13 / 3)
+    assert METRICS["mae"](out, y).item() == pytest.approx(5 / 3)
+    assert METRICS["accuracy"](torch.tensor([[0.2, 0.8]]), torch.tensor([1])).item() == 1.0
+    # float64 outputs are compared in float64 (float32 would round 1 + 1e-10 to 1)
+    d = mse(
+        torch.tensor([1.0 + 1e-10], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    )
+    assert d.dtype == torch.float64 and d.item() == pytest.approx(1e-20, rel=1e-3)

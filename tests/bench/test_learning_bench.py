@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import bench.learning as bl
@@ -26,6 +28,7 @@ def test_learning_bench_end_to_end(tmp_path):
     assert [r["agent"] for r in results["runs"]] == AGENTS
     run = results["runs"][0]
     assert run["steps"] >= steps and len(run["grid"]) == len(run["curves"]["success"][0])
+    assert run["grid"] == list(range(50, steps + 1, 50))  # 60 points, the last at the budget
     assert len(run["optimal_length"]) == len(run["tasks"]) == 4
 
     docs = tmp_path / "docs"
@@ -280,3 +283,219 @@ def test_sigterm_with_one_worker_stops_the_run_in_process(tmp_path):
         f"terminated (SIGTERM); finished runs stay cached in {cache} for next time"
     ]
     assert not out.exists()
+
+
+def test_rolling_curves_by_hand():
+    # (step, task, return, length): task 0 ends episodes at 10, 20, 30; task 1 at 25
+    log = [(10, 0, 1.0, 5), (20, 0, 0.0, 7), (25, 1, -1.0, 3), (30, 0, 2.0, 9)]
+    curves = bl.rolling_curves(log, 2, np.array([5, 20, 30]), window=2)
+    # at x: the last 2 episodes finished at or before x (the one ending at x included)
+    assert curves["return"] == [[None, 0.5, 1.0], [None, None, -1.0]]
+    assert curves["success"] == [[None, 0.5, 0.5], [None, None, 0.0]]  # return > 0 is success
+    assert curves["length"] == [[None, 6.0, 8.0], [None, None, 3.0]]
+
+
+def test_run_overrides_and_what_the_cache_key_ignores(monkeypatch):
+    spec = {"suite": "minatar", "agent": "a2c_multitask", "seed": 4, "steps": 1000}
+    assert bl.run_overrides({**spec, "overrides": ["agent.lr=0.01"]}) == [
+        "agent.name=a2c_multitask",
+        "seed=4",
+        "total_steps=1000",
+        "progress=false",
+        "torch_threads=1",
+        "device=cpu",
+        "log_interval=50",
+        "checkpoint_interval=10000",
+        "eval.episodes=0",  # MinAtar runs evaluate nothing (greedy episodes can be 10k steps)
+        "agent.lr=0.01",  # the user's, last
+    ]
+    key = bl.config_key(spec, "code")
+    # progress changes no result, and eval.* does not matter when nothing is evaluated
+    assert bl.config_key({**spec, "overrides": ["progress=true"]}, "code") == key
+    assert bl.config_key({**spec, "overrides": ["eval.max_steps=123"]}, "code") == key
+    assert bl.config_key({**spec, "seed": 5}, "code") != key
+    monkeypatch.setattr(bl, "CURVE_POINTS", bl.CURVE_POINTS + 1)
+    assert bl.config_key(spec, "code") != key
+
+
+def _grid_run(success, length, greedy=None):
+    return {
+        "suite": "gridworld",
+        "agent": "a",
+        "grid": [100, 200, 300, 400],
+        "curves": {"success": success, "length": length},
+        "optimal_length": [10, 10],
+        "greedy_eval": greedy or {},
+    }
+
+
+def test_gridworld_metrics_by_hand():
+    from bench.learning_report import gridworld_metrics
+
+    run = _grid_run(
+        success=[[0.0, 1.0, 0.9, 0.9], [None, 1.0, 1.0, 1.0]],
+        length=[[50, 13.2, 12, 10], [None, 10, 10, 12.5]],
+        greedy={
+            "t0": {"success_rate": 1.0},
+            "t1": {"success_rate": 0.5},
+            "t2": {"success_rate": None},
+        },
+    )
+    m = gridworld_metrics(run)
+    # at 200 task 0 succeeds but is 1.32x the optimum (> 1.25x) while task 1 meets both: every task
+    # must meet both (at 300: success 0.9 and 1.2x; success 1.0 and 1.0x)
+    assert m["stt"] == 300.0
+    np.testing.assert_allclose(m["curve"], [0.0, 1.0, 0.95, 0.95])  # no episode yet = 0 success
+    np.testing.assert_allclose(m["curve2"], [5.0, 1.16, 1.1, 1.125])
+    assert m["auc"] == pytest.approx((50 + 97.5 + 95) / 300)  # trapezoids over the span
+    assert m["final"] == pytest.approx(0.95) and m["final_ratio"] == pytest.approx(1.125)
+    assert m["greedy_success"] == 0.5  # a task without a greedy success rate counts as 0
+
+
+def _minatar_run(agent, seed, returns):
+    return {
+        "suite": "minatar",
+        "agent": agent,
+        "seed": seed,
+        "grid": [10, 20, 30],
+        "tasks": ["g1", "g2", "g3"],
+        "curves": {"return": returns},
+    }
+
+
+def _minatar_runs():
+    return [
+        _minatar_run("A", 0, [[None, 2, 4], [1, 1, 1], [None, None, None]]),
+        _minatar_run("A", 1, [[0, 2, 10], [1, 1, 1], [0, 0, 0]]),
+        _minatar_run("B", 0, [[0.5, 6.5, 8], [1, 1.3, 1.5], [0, 0, 0]]),
+    ]
+
+
+def test_minatar_normalisation_against_random_and_the_best_agent():
+    from bench.learning_report import learned_games, minatar_metrics, minatar_normalisers
+
+    runs = _minatar_runs()
+    base, best = minatar_normalisers(runs)
+    # base: median over runs of each game's first finished window (g1: 2, 0, 0.5)
+    # best: highest seed-mean final (g1: A (4 + 10) / 2 = 7, B 8), not the best single seed (10)
+    np.testing.assert_allclose(base, [0.5, 1.0, 0.0])
+    np.testing.assert_allclose(best, [8.0, 1.5, 0.0])
+    assert learned_games(base, best).tolist() == [True, True, False]  # gain >= 0.5 points
+    base_r, best_r = minatar_normalisers(runs, {"g1": 0.0, "g2": 1.0, "g3": 0.0})
+    np.testing.assert_allclose(base_r, [0.0, 1.0, 0.0])  # the random policy's returns win
+    np.testing.assert_allclose(best_r, best)
+    # a game no run finished an episode in: best = base + 1
+    empty = [_minatar_run("A", 0, [[None] * 3] * 3)]
+    with warnings.catch_warnings():  # nanmean of nothing but NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _, best_e = minatar_normalisers(empty, {"g1": 0, "g2": 1, "g3": 2})
+    np.testing.assert_allclose(best_e, [1, 2, 3])
+
+    a0 = minatar_metrics(runs[0], base, best)
+    # g1: (R - 0.5) / 7.5, None (no episode) counted as base; g2: (R - 1) / 0.5; g3 left out
+    np.testing.assert_allclose(a0["curve"], [0.0, 0.1, 3.5 / 15])
+    assert a0["stt"] == float("inf") and a0["final"] == pytest.approx(3.5 / 15)
+    assert a0["final_raw"][:2].tolist() == [4.0, 1.0] and math.isnan(a0["final_raw"][2])
+    b = minatar_metrics(runs[2], base, best)
+    np.testing.assert_allclose(b["curve"], [0.0, 0.7, 1.0])
+    assert b["stt"] == 20.0  # first point at >= 0.5 of the best agent's improvement
+    assert b["auc"] == pytest.approx((0.35 + 0.85) / 2)
+
+
+def test_ratio_interval_is_the_2_5_and_97_5_percentiles_of_the_bootstrap_ratio():
+    from bench.learning_report import ratio_interval
+
+    # the bootstrap mean of 10 seeds 0..9 is close to normal: 4.5 +- 1.96 * sqrt(8.25 / 10)
+    half = 1.959964 * math.sqrt(8.25 / 10)
+    lo, hi = ratio_interval([float(v) for v in range(10)], [1.0, 1.0])
+    assert lo == pytest.approx(4.5 - half, abs=0.08) and hi == pytest.approx(4.5 + half, abs=0.08)
+    # the denominator's seeds are resampled too: 1 / mean of 1..10
+    lo, hi = ratio_interval([1.0, 1.0], [float(v) for v in range(1, 11)])
+    assert lo == pytest.approx(1 / (5.5 + half), abs=0.01)
+    assert hi == pytest.approx(1 / (5.5 - half), abs=0.01)
+
+
+def test_stt_ratio_is_a_ratio_of_means_and_the_budget_is_the_grids_last_point():
+    from bench.learning_report import budget_of, stt_ratio
+
+    ms = {"a": [{"stt": 100.0}, {"stt": 100.0}], "ref": [{"stt": 50.0}, {"stt": 150.0}]}
+    assert stt_ratio(ms, "a", "ref", 1000).startswith("1.00 (")  # not a mean of ratios (1.33)
+    assert budget_of([{"grid": [500, 1000], "steps": 1024}]) == 1000
+
+
+def test_tables_by_hand():
+    from bench.learning_report import _seeds_and_time, table
+
+    m = {"stt": 2000.0, "auc": 0.6, "final": 0.5, "final_ratio": 1.5, "greedy_success": 1.0}
+    runs = [{"grid": [1000, 3000], "tasks": ["t0"]}]
+    text = table("gridworld", runs, {"x": [m, m]})
+    assert text.splitlines()[0] == (
+        "| agent | steps to threshold | AUC (mean success) | final success | "
+        "final length / optimal | greedy success |"
+    )
+    assert text.splitlines()[2] == (
+        "| `x` | 2 ± 0k (2/2) | 0.60 ± 0.00 | 0.50 ± 0.00 | 1.50 ± 0.00 | 1.00 ± 0.00 |"
+    )
+    m = {"stt": float("inf"), "auc": 0.25, "final": 0.5, "final_raw": np.array([3.5, -1.0])}
+    runs = [{"grid": [1000, 3000], "tasks": ["g1", "g2"]}]
+    text = table("minatar", runs, {"y": [m, m]})
+    assert text.splitlines()[0].endswith("| final (norm.) | g1 final | g2 final |")
+    assert text.splitlines()[2] == (
+        "| `y` | ≥ 3k (0/2) | 0.25 ± 0.00 | 0.50 ± 0.00 | 3.5 ± 0.0 | -1.0 ± 0.0 |"
+    )
+    runs = [
+        {"suite": "minatar", "seed": s, "agent": a, "seconds": 30.0} for s in (0, 1) for a in "AB"
+    ]
+    assert _seeds_and_time({"runs": runs}, "minatar") == "2 seeds, 2.0 run-minutes"
+
+
+def test_plot_draws_the_mean_and_95_percent_t_band_over_seeds(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from bench.learning_plot import plot
+
+    bands = []
+    monkeypatch.setattr(Axes, "fill_between", lambda ax, x, lo, hi, **kw: bands.append((lo, hi)))
+    x = np.array([10.0, 20.0])
+    # three seeds; curve [0, 1, 5] at both points (mean 2, sd sqrt(7)); game g2 differs from g1
+    ms = [
+        {"x": x, "curve": np.array([v, v]), "games": np.array([[v, v], [2 * v, 0.0]])}
+        for v in (0.0, 1.0, 5.0)
+    ]
+    runs = [{"tasks": ["g1", "g2"]}]
+    plot("minatar", runs, {"a": ms}, tmp_path / "p.png")
+    assert (tmp_path / "p.png").is_file()
+    half = 4.302652729911275 * math.sqrt(7) / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    expected = [(2.0, half), (2.0, half), (4.0, 2 * half)]  # normalised curve, g1, g2 at x = 10
+    assert len(bands) == 3
+    for (lo, hi), (mean, h) in zip(bands, expected):
+        assert lo[0] == pytest.approx(mean - h) and hi[0] == pytest.approx(mean + h)
+    assert bands[2][0][1] == 0.0 and bands[2][1][1] == 0.0  # g2 at x = 20: every seed 0
+
+
+def test_band_counts_only_the_seeds_with_a_value_at_each_point():
+    from bench.learning_plot import mean_band
+
+    nan = math.nan
+    # point 0: seeds 1, 3 (one NaN): mean 2, sd sqrt(2), n = 2; point 1: one value; point 2: none
+    ys = np.array([[1.0, 4.0, nan], [nan, nan, nan], [3.0, nan, nan]])
+    mean, half = mean_band(ys)
+    assert mean[0] == 2.0 and mean[1] == 4.0 and math.isnan(mean[2])
+    assert half[0] == pytest.approx(12.706204736174698 * math.sqrt(2) / math.sqrt(2))  # t(.975, 1)
+    assert half[1] == 0.0 and half[2] == 0.0
+
+
+def test_minatar_section_text_by_hand():
+    from bench.learning_report import section
+
+    meta = {"steps": {"minatar": 500_000}, "command": "c", "machine": "m", "torch": "t"}
+    meta |= {"python": "p", "workers": 2, "wall_seconds": 60.0, "window": 20}
+    runs = [{**r, "seconds": 60.0} for r in _minatar_runs()]
+    results = {"meta": meta, "runs": runs, "minatar_random": {"g1": 0.0, "g2": 1.0, "g3": 0.0}}
+    text = section(results, {"minatar": "TABLE\n"}, {"minatar": "RATIOS"})
+    assert "(5 games, 500,000 steps in total, 100,000 per game, 2 seeds, 3.0 run-minutes)" in text
+    assert "(g1 0.00, g2 1.00, g3 0.00)" in text and "(used: g1, g2; left out: g3)" in text
+    assert "a point every 10 steps" in text

@@ -18,6 +18,9 @@ def test_shapes_and_ranges(data):
     assert data["x_test"].shape == (50, 1, 8, 16) and data["y_test"].shape == (50, 2)
     assert data["x_train"].min() >= 0 and data["x_train"].max() <= 1
     assert data["y_train"].min() >= 0 and data["y_train"].max() <= 9
+    images, _ = load_digit_images()  # sklearn's 0..16 intensities scaled to exactly [0, 1]
+    assert images.min() == 0.0 and images.max() == 1.0
+    assert torch.equal(images * 16, (images * 16).round())
 
 
 def test_halves_are_the_labelled_source_images(data):
@@ -63,3 +66,10 @@ def test_shift_zero_is_refused():
     # exactly overlaid digits: compose(a, b, 0) == compose(b, a, 0), left/right unrecoverable
     with pytest.raises(ValueError, match="shift=0"):
         make_two_digits(n_train=10, n_test=10, shift=0)
+
+
+def test_test_images_come_from_a_quarter_of_the_source_images():
+    d = make_two_digits(n_train=3000, n_test=3000, seed=0)
+    n_test_src = round(0.25 * 1797)  # 449 source images held out for testing
+    assert d["src_test"].unique().numel() <= n_test_src
+    assert d["src_train"].unique().numel() > n_test_src  # drawn from the other 1348

@@ -47,3 +47,13 @@ def test_test_set_does_not_depend_on_the_training_budget():
     assert torch.equal(small["x_train"], large["x_train"][:100])
     other = make_gradnorm_toy(2, n_train=100, n_test=50, seed=4)
     assert not torch.equal(small["x_test"], other["x_test"])
+
+
+def test_scales_of_b_eps_and_x_follow_the_paper():
+    d = make_gradnorm_toy(num_tasks=2, n_train=64, n_test=4, seed=0)
+    # B ~ N(0, 10) and eps_i ~ N(0, 3.5) read as standard deviations (25,000 draws each per task)
+    assert d["B"].std().item() == pytest.approx(10.0, rel=0.03)
+    assert d["eps"][0].std().item() == pytest.approx(3.5, rel=0.03)
+    assert not torch.equal(d["eps"][0], d["eps"][1])  # eps_i is task-specific
+    # x uniform in [-1, 1]^250 before normalisation: about half of the coordinates are negative
+    assert 0.45 < (d["x_train"] < 0).float().mean().item() < 0.55

@@ -58,3 +58,22 @@ def test_min_norm_two_by_hand():
     torch.testing.assert_close(min_norm_two(g1, g2), torch.tensor([0.5, 0.5]))
     torch.testing.assert_close(min_norm_two(g1, -g1), torch.zeros(2))
     torch.testing.assert_close(min_norm_two(g1, 2 * g1), g1)
+
+
+def test_off_minimum_values_and_the_log_floor():
+    # lower half away from x2 = -8: the 0.1 (-x2 - 8)^2 term counts (0.1 * 16 = 1.6)
+    x = torch.tensor([7.0, -4.0], dtype=torch.float64)
+    gate = math.tanh(2.0)
+    expected = torch.tensor([(1.6 / 10 - 20) * gate, ((196 + 1.6) / 10 - 20) * gate])
+    torch.testing.assert_close(toy_losses(x), expected.double())
+    # upper half where f1's argument is 0: log is floored at 5e-6
+    x2 = 1.0
+    x = torch.tensor([-7.0 - 2.0 * math.tanh(-x2), x2], dtype=torch.float64)
+    assert math.isclose(toy_losses(x)[0].item(), (math.log(5e-6) + 6) * math.tanh(0.5))
+
+
+def test_stationarity_test_uses_the_scaled_losses():
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    # scaling L1 by 0.1 shrinks the min-norm combination here from 1.40 to 0.15
+    assert is_pareto_stationary(x, tol=0.5, scale=0.1)
+    assert not is_pareto_stationary(x, tol=0.5)
