@@ -79,7 +79,8 @@ def minatar_normalisers(
     else:
         base = np.nanmedian(np.array(firsts), 0)
     best = np.nanmax([np.nanmean(np.array(v), 0) for v in finals.values()], 0)
-    return base, np.where(np.isfinite(best), best, base + 1.0)
+    # a game no run finished an episode in shows no gain: left out of the mean (learned_games)
+    return base, np.where(np.isfinite(best), best, base)
 
 
 def learned_games(base: np.ndarray, best: np.ndarray) -> np.ndarray:

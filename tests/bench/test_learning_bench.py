@@ -384,12 +384,13 @@ def test_minatar_normalisation_against_random_and_the_best_agent():
     base_r, best_r = minatar_normalisers(runs, {"g1": 0.0, "g2": 1.0, "g3": 0.0})
     np.testing.assert_allclose(base_r, [0.0, 1.0, 0.0])  # the random policy's returns win
     np.testing.assert_allclose(best_r, best)
-    # a game no run finished an episode in: best = base + 1
+    # a game no run finished an episode in: no gain (best = base), so it is left out of the mean
     empty = [_minatar_run("A", 0, [[None] * 3] * 3)]
     with warnings.catch_warnings():  # nanmean of nothing but NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        _, best_e = minatar_normalisers(empty, {"g1": 0, "g2": 1, "g3": 2})
-    np.testing.assert_allclose(best_e, [1, 2, 3])
+        base_e, best_e = minatar_normalisers(empty, {"g1": 0, "g2": 1, "g3": 2})
+    np.testing.assert_allclose(best_e, [0, 1, 2])
+    assert not learned_games(base_e, best_e).any()
 
     a0 = minatar_metrics(runs[0], base, best)
     # g1: (R - 0.5) / 7.5, None (no episode) counted as base; g2: (R - 1) / 0.5; g3 left out
