@@ -411,16 +411,6 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from :func:`to_dict` output (e.g. out of a checkpoint)."""
-    try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"saved config is incompatible: {_omegaconf_message(e)}") from None
-    assert isinstance(cfg, Config)
-    return cfg
-
-
 def help_text() -> str:
     """One line per config field with its type, default and doc (for ``train.py --help``)."""
     lines: list[str] = []

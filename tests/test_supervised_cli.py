@@ -559,3 +559,162 @@ def test_seed_sets_the_initial_model():
         return torch.cat([p.detach().flatten() for p in t.model.parameters()])
 
     assert torch.equal(params(3), params(3)) and not torch.equal(params(3), params(4))
+
+
+def _bare(tmp_path: Path, text: str = "supervised: {}\n") -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("override", "ok"),
+    [
+        ("benchmark.shift=0", False),
+        ("benchmark.shift=1", True),
+        ("benchmark.shift=8", True),
+        ("benchmark.shift=9", False),
+        ("benchmark.start=0", True),
+        ("benchmark.start=4", True),
+        ("benchmark.start=5", False),  # STARTING_POINTS has five entries
+        ("benchmark.start=-1", False),
+        ("architecture.hidden=[]", False),
+        ("architecture.hidden=[1]", True),
+        ("architecture.hidden=[4,0]", False),
+        ("seed=0", True),
+        (f"seed={2**31 - 2**20 - 1}", True),
+        (f"seed={2**31 - 2**20}", False),
+        ("seed=-1", False),
+        ("weight_decay=0", True),
+        ("weight_decay=-0.1", False),
+    ],
+)
+def test_supervised_range_edges(tmp_path, override, ok):
+    # a hand-written table: the edges of the accepted ranges, one value either side
+    path = _bare(tmp_path)
+    if ok:
+        load_supervised(path, [f"supervised.{override}"])
+    else:
+        with pytest.raises(ConfigError, match=r"is out of range"):
+            load_supervised(path, [f"supervised.{override}"])
+
+
+def test_supervised_defaults_are_the_documented_ones(tmp_path):
+    cfg = load_supervised(_bare(tmp_path))
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.optimizer) == (10, 64, 1e-3, "adam")
+    assert (cfg.benchmark.name, cfg.weighting.name, cfg.architecture.name) == (
+        "two_digits",
+        "equal",
+        "hard_sharing",
+    )
+
+
+def test_switching_architecture_drops_the_files_architecture_kwargs(tmp_path):
+    text = "supervised:\n  architecture:\n    name: mmoe\n    kwargs: {num_experts: 3}\n"
+    path = _bare(tmp_path, text)
+    assert load_supervised(path).architecture.kwargs == {"num_experts": 3}
+    cfg = load_supervised(path, ["supervised.architecture.name=hard_sharing"])
+    assert cfg.architecture.name == "hard_sharing" and cfg.architecture.kwargs == {}
+
+
+def test_malformed_yaml_is_not_taken_for_a_supervised_file(tmp_path):
+    path = _bare(tmp_path, "supervised: [unclosed\n")
+    assert not is_supervised_file(path)
+    assert not is_supervised_file(_bare(tmp_path, "- a list\n"))
+    assert is_supervised_file(_bare(tmp_path))
+
+
+def _files(run_dir: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_resume_refuses_one_epoch_fewer_than_the_checkpoint(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    _tiny_run(run_dir, "supervised.epochs=2")
+    capsys.readouterr()
+    files = _files(run_dir)
+    assert train.main(["--resume", str(run_dir), "supervised.epochs=1"]) == 2
+    assert _one_error_line(capsys) == (
+        "error: supervised.epochs=1 is below the 2 epochs the checkpoint has finished; "
+        "pass supervised.epochs=2 or more"
+    )
+    assert _files(run_dir) == files
+
+
+def test_resume_with_an_unwritable_checkpoints_directory_exits_2(tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    _tiny_run(run_dir)
+    capsys.readouterr()
+    ckpts = run_dir / "checkpoints"
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(ckpts)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here")
+    try:
+        files = _files(run_dir)
+        assert train.main(["--resume", str(run_dir), "supervised.epochs=2"]) == 2
+        assert _files(run_dir) == files  # refused before training: nothing half-written
+    finally:
+        subprocess.run([chattr, "-i", str(ckpts)], check=True)
+    assert "cannot be written to: Operation not permitted" in _one_error_line(capsys)
+
+
+def test_toy2d_summary_losses_use_the_benchmark_scale(tmp_path):
+    from mtrl.data import toy_losses
+
+    run_dir = tmp_path / "run"
+    args = ["--config", str(CONFIGS / "toy2d.yaml"), f"supervised.run_dir={run_dir}"]
+    extra = ["supervised.epochs=2", "supervised.benchmark.scale=0.1", "supervised.progress=false"]
+    assert train.main([*args, *extra]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    point = torch.tensor(summary["point"], dtype=torch.float64)
+    assert summary["losses"] == pytest.approx(toy_losses(point, 0.1).tolist())
+    assert summary["losses"] != pytest.approx(toy_losses(point, 1.0).tolist())
+
+
+def test_resume_may_change_how_a_run_runs(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    _tiny_run(run_dir)
+    capsys.readouterr()
+    safe = ["supervised.progress=true", "supervised.log_every=3", "supervised.device=cpu"]
+    assert train.main(["--resume", str(run_dir), "supervised.epochs=2", *safe]) == 0
+    saved = load_supervised(run_dir / "config.yaml")
+    assert (saved.epochs, saved.progress, saved.log_every, saved.device) == (2, True, 3, "cpu")
+
+
+def test_run_dir_that_is_a_file_is_named_as_such(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    args = ["--config", str(CONFIGS / "toy2d.yaml"), f"supervised.run_dir={tmp_path / 'afile'}"]
+    assert train.main(args) == 2
+    assert _one_error_line(capsys) == (
+        f"error: supervised.run_dir={str(tmp_path / 'afile')!r} exists and is not a directory; "
+        "choose a new run_dir"
+    )
+
+
+def test_run_dir_that_cannot_be_written_removes_the_directories_it_created(tmp_path, monkeypatch):
+    import agents.supervised_run as sr
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(sr, "check_writable", refuse)
+    run_dir = tmp_path / "a" / "b" / "run"
+    with pytest.raises(ConfigError, match=r"cannot be created: Permission denied; choose a writ"):
+        sr.make_run_dir(run_dir)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_with_a_config_is_refused_for_supervised_runs_too(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    _tiny_run(run_dir)
+    capsys.readouterr()
+    files = _files(run_dir)
+    new = tmp_path / "new"
+    for config in (CONFIGS / "toy2d.yaml", ROOT / "configs" / "gridworld_a2c.yaml"):
+        args = ["--resume", str(run_dir), "--config", str(config), "supervised.epochs=2"]
+        assert train.main([*args, f"supervised.run_dir={new}", "supervised.progress=false"]) == 2
+        line = _one_error_line(capsys)
+        assert line == "error: --resume takes the config from the checkpoint; drop --config"
+    assert _files(run_dir) == files and not new.exists()

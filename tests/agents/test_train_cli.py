@@ -280,3 +280,48 @@ def test_torch_threads_is_applied(tmp_path):
             assert torch.get_num_threads() == n
     finally:
         torch.set_num_threads(before)
+
+
+def test_factory_refuses_an_unknown_agent_listing_the_valid_ones():
+    # the config's choices catch it on the command line; the factory says the same to API callers
+    from agents.config import AgentConfig, ConfigError
+    from agents.factory import build_agent, names
+
+    with pytest.raises(ConfigError) as e:
+        build_agent(AgentConfig(name="dqn", hidden=[8]), "gridworld", (5,), 3, 2)
+    assert str(e.value) == f"agent.name='dqn' is not an agent; choose one of: {', '.join(names())}"
+
+
+def test_build_wires_tasks_eval_envs_and_weighting_into_the_runner(tmp_path):
+    cfg = load_config(
+        str(ROOT / "configs" / "gridworld_a2c.yaml"),
+        [
+            "env.tasks=[2,0]",
+            "env.num_envs_per_task=1",
+            "eval.num_envs_per_task=3",
+            "agent.weighting=uncertainty",
+            "progress=false",
+        ],
+    )
+    runner = train.build(cfg, tmp_path / "run")
+    try:
+        assert runner.env.task_names == ["2", "0"] and runner.env.num_envs == 2
+        assert type(runner.weighting).__name__ == "Uncertainty"
+        assert runner.weighting.num_tasks == 2
+        eval_env = runner.make_eval_env()
+        try:
+            assert eval_env.task_names == ["2", "0"] and eval_env.num_envs == 6
+        finally:
+            eval_env.close()
+    finally:
+        runner.env.close()
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_while_starting_up_exits_130(monkeypatch, capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt  # e.g. during the imports or the env construction
+
+    monkeypatch.setattr(train, "_main", interrupted)
+    assert train.main([]) == 130
+    assert capsys.readouterr().err == "interrupted\n"

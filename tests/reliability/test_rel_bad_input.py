@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import COMMON, ROOT, SUITES, make_cfg, run_full, snapshot
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from relkit import COMMON, ROOT, SUITES, make_cfg, run_full, snapshot
 
 import train
 from agents import config as config_mod
@@ -254,6 +254,8 @@ def test_corrupted_checkpoints(tmp_path, capsys, finished_run, data):
         (lambda s: s.update(ep_time=[1, 2]), "its contents"),
         (lambda s: s["counters"].pop("update"), "malformed (KeyError: 'update')"),
         (lambda s: s.update(episode_log="x"), "its contents"),
+        (lambda s: s.update(config=None), "holds no config"),
+        (lambda s: s.update(config=["agent"]), "holds no config"),
     ],
 )
 def test_checkpoint_with_a_valid_checksum_but_wrong_contents(
@@ -448,6 +450,8 @@ def test_resume_refuses_changed_or_garbage_overrides(tmp_path, capsys, finished_
         ("seed=100000000000000000000000", "seed"),  # used to end in a numpy overflow traceback
         ("seed=2147483647", "seed"),  # slot seeds add 1000 * task + env
         ("agent.weighting=dwa", "agent.weighting='dwa'"),  # its weights would stay 1 for ever
+        ("agent.weighting=famo", "agent.weighting='famo' needs the losses re-evaluated"),
+        ("agent.weighting=pcgard", "agent.weighting: unknown weighting 'pcgard' (did you mean"),
         ("agent.weighting=great", "agent.weighting='great' classifies per-sample gradients"),
         # parsed as floats, they passed every "> 0" check and trained (eps=inf) or diverged
         ("agent.eps=Inf", "agent.eps=inf is out of range; it must be a finite number"),
@@ -649,3 +653,89 @@ def test_help_lists_each_field_once_with_type_default_and_doc():
     assert by_key["env.atari.backend"][2] == "'auto'"
     assert by_key["agent.lr"][1:4] == ["float", "0.0007", "learning rate"]
     assert text in train._parser().format_help()
+
+
+def test_resume_accepts_each_run_setting_and_records_where_the_run_is(tmp_path, finished_run):
+    from agents.resume import load_resume_state
+
+    run_dir = tmp_path / "moved"
+    _copy_run(finished_run, tmp_path).rename(run_dir)  # a run directory moved elsewhere
+    safe = {
+        "progress": True,
+        "log_interval": 7,
+        "checkpoint_interval": 123,
+        "checkpoint_minutes": 5.5,
+        "keep_checkpoints": 2,
+        "max_nonfinite_updates": 4,
+        "torch_threads": 2,
+        "device": "cpu",
+    }
+    before = snapshot(tmp_path)
+    overrides = [f"{k}={str(v).lower()}" for k, v in safe.items()] + ["eval.episodes=3"]
+    cfg, _, _ = load_resume_state(run_dir, overrides)
+    assert {k: getattr(cfg, k) for k in safe} == safe
+    assert cfg.eval.episodes == 3
+    assert cfg.run_dir == str(run_dir)  # not the saved path the run was started in
+    assert snapshot(tmp_path) == before
+
+
+def test_an_existing_empty_run_dir_may_be_used(tmp_path):
+    from agents.resume import new_run_dir
+
+    run_dir = tmp_path / "empty"
+    run_dir.mkdir()
+    cfg = make_cfg("gridworld", run_dir)
+    assert new_run_dir(cfg) == run_dir
+    (run_dir / "keep.txt").write_text("x")
+    with pytest.raises(config_mod.ConfigError, match=r"already exists and is not an empty dir"):
+        new_run_dir(cfg)
+
+
+def test_loss_log_records_must_be_json_objects(tmp_path):
+    from agents.resume import loss_log_end
+
+    path = tmp_path / "losses.jsonl"
+    path.write_text('{"loss": 1.0}\n[2.0]\n{"loss": 3.0}\n')
+    assert loss_log_end(path, 1) == len('{"loss": 1.0}\n')
+    with pytest.raises(config_mod.ConfigError, match=r"has 1 valid records but the checkpoint is"):
+        loss_log_end(path, 2)  # valid JSON, but not a record
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        # a nested key is named in full (diff_keys keeps the whole dotted path)
+        ("env.gridworld.max_episode_steps=7", "cannot change env.gridworld.max_episode_steps "),
+        # a run setting a resume may change is still range-checked
+        ("log_interval=0", "log_interval=0 is out of range"),
+        ("keep_checkpoints=0", "keep_checkpoints=0 is out of range"),
+    ],
+)
+def test_resume_overrides_are_named_in_full_and_range_checked(
+    tmp_path, capsys, finished_run, override, needle
+):
+    run_dir = _copy_run(finished_run, tmp_path)
+    _expect_error(capsys, tmp_path, ["--resume", str(run_dir), override], needle)
+
+
+def test_a_config_file_that_is_not_utf8_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"seed: \xff\xfe\n")
+    line = _expect_error(capsys, tmp_path, ["--config", str(bad)], "cannot be read")
+    assert line.startswith(f"error: config file {str(bad)!r} cannot be read: ")
+
+
+def test_resume_says_when_the_environments_were_reset(tmp_path, capsys, finished_run):
+    from agents.checkpoint import load_checkpoint, to_bytes
+
+    note = "note: environments were reset on resume"
+    run_dir = _copy_run(finished_run, tmp_path)
+    assert train.main(["--resume", str(run_dir)]) == 0
+    assert note not in capsys.readouterr().err  # gridworld restores its env snapshot
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt)
+    state["env"]["state"] = None  # as for a suite without env snapshots (ALE)
+    ckpt.unlink()
+    ckpt.write_bytes(to_bytes(state))
+    assert train.main(["--resume", str(run_dir)]) == 0
+    assert capsys.readouterr().err.count(note) == 1

@@ -7,7 +7,7 @@ import signal
 import numpy as np
 import pytest
 import torch
-from conftest import COMMON, ROOT, SUITES, make_cfg, snapshot
+from relkit import COMMON, ROOT, SUITES, make_cfg, snapshot
 
 import train
 from agents.a2c import A2CAgent

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from relkit import (
     ROOT,
     assert_same_training,
     expect_interrupt,
@@ -18,8 +20,6 @@ from conftest import (
     run_full,
     run_interrupted,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import train
 from agents.checkpoint import load_checkpoint, save_checkpoint, step_files

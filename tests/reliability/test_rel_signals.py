@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import COMMON, ROOT
+from relkit import COMMON, ROOT
 
 from agents.checkpoint import load_checkpoint
 

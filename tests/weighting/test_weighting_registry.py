@@ -56,3 +56,45 @@ def test_option_types_are_checked_before_building():
     W.build("famo", 2, min_losses=torch.zeros(2))
     W.build("famo", 2, min_losses=[0, 1.5])
     assert build_mlp("mmoe", 4, [8], [1, 1], num_experts=np.int64(3)).num_tasks == 2
+
+
+def test_a_fresh_registry_sorts_refuses_duplicates_and_suggests():
+    from mtrl.registry import Registry
+
+    reg = Registry("widget")
+
+    class Zeta:
+        pass
+
+    class Alpha:
+        pass
+
+    reg.register("zeta")(Zeta)
+    reg.register("alpha")(Alpha)
+    reg.register("zeta")(Zeta)  # the same class again (a re-import) is fine
+    assert reg.names() == ["alpha", "zeta"]  # sorted, not registration order
+    assert "zeta" in reg and "zet" not in reg and None not in reg
+    with pytest.raises(ValueError, match=r"^widget 'zeta' is already registered$"):
+        reg.register("zeta")(Alpha)
+    assert reg.get("zeta") is Zeta
+    with pytest.raises(UnknownNameError) as e:
+        reg.get("zeda")
+    # plain text (KeyError would quote it), the close names, then every valid one
+    assert str(e.value) == "unknown widget 'zeda' (did you mean zeta?); valid: alpha, zeta"
+    with pytest.raises(UnknownNameError) as e:
+        reg.get("qqqq")
+    assert str(e.value) == "unknown widget 'qqqq'; valid: alpha, zeta"
+
+
+def test_check_kwargs_unions_bools_and_list_items():
+    from mtrl.registry import check_kwargs
+
+    def fn(n: int = 1, m: int | None = None, xs: list[int] | None = None) -> None:
+        pass
+
+    check_kwargs([fn], {"n": 2, "m": 3, "xs": [1, 2]}, "F")  # one matching union member is enough
+    check_kwargs([fn], {"m": None, "xs": None}, "F")
+    with pytest.raises(TypeError, match=r"^F: n=True is bool, expected int$"):
+        check_kwargs([fn], {"n": True}, "F")
+    with pytest.raises(TypeError, match=r"^F: xs=\['a'\] is list, expected a list of int or None$"):
+        check_kwargs([fn], {"xs": ["a"]}, "F")
