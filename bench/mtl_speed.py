@@ -164,8 +164,10 @@ def speed(
                 cmd = [sys.executable, __file__, method, mode, str(t), str(steps), *shape]
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
                 if proc.returncode != 0:
-                    res[key] = {"error": proc.stderr.strip().splitlines()[-1]}
-                    print(r, key, res[key], flush=True)
+                    error = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+                    print(r, key, {"error": error}, flush=True)
+                    if "ms" not in res.get(key, {}):  # a failed round keeps earlier measurements
+                        res[key] = {"error": error}
                     continue
                 new = json.loads(proc.stdout.strip().splitlines()[-1])
                 old = res.get(key, {})

@@ -141,3 +141,58 @@ def test_no_atari_references_for_a_minatar_run(tmp_path, capsys):
             assert all(r[1:3] == ["n/a", "n/a"] and r[5] == "n/a" for r in rows)
         else:  # Asterix: random 210, human 8503.3
             assert rows[0][1:3] == ["210", "8503.3"] and rows[0][5] != "n/a"
+
+
+def test_report_reads_every_policy_curve_and_heads_the_table_with_bin_widths(tmp_path):
+    writer = SummaryWriter(str(tmp_path))
+    writer.add_scalar("task/pong/return", -20.0, 100)
+    writer.add_scalar("task/pong/return", -10.0, 1000)
+    for tag, value in [("losses/kl", 0.01), ("losses/entropy_pi0", 1.5), ("losses/entropy", 2.5)]:
+        writer.add_scalar(tag, value, 400)
+    writer.add_scalar("losses/value", 9.0, 400)  # not a policy curve
+    writer.close()
+    games, curves = read_run(tmp_path)
+    assert list(curves) == ["losses/entropy", "losses/entropy_pi0", "losses/kl"]
+    np.testing.assert_allclose(curves["losses/entropy_pi0"], [[400.0, 1.5]])
+    np.testing.assert_allclose(curves["losses/kl"], [[400.0, 0.01]], rtol=1e-6)
+    text = table(games, bins=4)[0]
+    assert text.splitlines()[0] == (
+        "| game | random | human | first 250 steps | last 250 steps | last, human-normalised "
+        "| episodes |"
+    )
+
+
+def test_a_run_without_config_yaml_is_atari(tmp_path):
+    from bench.atari_learning import run_suite
+
+    assert run_suite(tmp_path) == "atari"
+    (tmp_path / "config.yaml").write_text("env:\n  suite: minatar\n")
+    assert run_suite(tmp_path) == "minatar"
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(ValueError, match=r"cannot read env\.suite"):
+        run_suite(tmp_path)
+
+
+def test_figure_draws_binned_returns_the_random_score_and_every_curve(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from bench.atari_learning import plot
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    edges = np.array([0.0, 1e6, 2e6])
+    means = {"pong": np.array([-20.0, -14.0]), "mygame": np.array([1.0, 2.0])}
+    curves = {
+        "losses/entropy": np.array([[5e5, 2.5], [2e6, 2.0]]),
+        "losses/entropy_pi0": np.array([[5e5, 1.5]]),
+        "losses/kl": np.array([[5e5, 0.1]]),
+    }
+    plot(edges, means, curves, tmp_path / "f.png")
+    (fig,) = figures
+    pong, mine, terms = fig.axes
+    np.testing.assert_allclose(pong.lines[0].get_xydata(), [[0.5, -20.0], [1.5, -14.0]])
+    assert [line.get_ydata()[0] for line in pong.lines[1:]] == [-20.7]  # Pong's random score
+    assert len(mine.lines) == 1  # no reference for an unknown game
+    assert [line.get_label() for line in terms.lines] == ["entropy", "entropy_pi0", "kl"]
+    np.testing.assert_allclose(terms.lines[0].get_xydata(), [[0.5, 2.5], [2.0, 2.0]])
+    plt.close(fig)
