@@ -22,13 +22,18 @@ def _cut(names: Sequence[str], n: int) -> list[str]:
     return [c if cut.count(c) == 1 else name for c, name in zip(cut, names)]
 
 
+def postfix_width() -> int:
+    """Characters the postfix may take: the terminal's width less the bar's."""
+    return shutil.get_terminal_size((120, 24)).columns - BAR_WIDTH
+
+
 def task_postfix(
     names: Sequence[str], recent: Sequence[Sequence[float]], width: int | None = None
 ) -> str:
     """``name=mean`` per task (``name=-`` before its first episode) in at most ``width``
-    characters if cutting names can get there (default: the terminal's width less the bar's)."""
+    characters if cutting names can get there (default: :func:`postfix_width`)."""
     if width is None:
-        width = shutil.get_terminal_size((120, 24)).columns - BAR_WIDTH
+        width = postfix_width()
     values = [f"{np.mean(r):.2f}" if len(r) else "-" for r in recent]
 
     def render(shown: Sequence[str]) -> str:

@@ -30,7 +30,7 @@ from agents.checkpoint import remove_stale_temps, save_rotating, step_files
 from agents.config import Config, to_yaml
 from agents.evaluate import evaluate_on_fresh_env, final_summary
 from agents.guards import check_divergence, check_parameters, clip_and_check
-from agents.progress import task_postfix
+from agents.progress import postfix_width, task_postfix
 from agents.resume import read_loss_log
 from agents.rollout import Rollout, obs_to_tensor
 from agents.seeding import flushing_denormals
@@ -339,6 +339,7 @@ class Runner:
             dynamic_ncols=True,
             mininterval=1.0,
         )
+        width = postfix_width()  # once: not a terminal query per update
         losses = self._open_loss_log()
         start, base, last_ckpt_time = time.perf_counter(), self.elapsed, time.monotonic()
         try:
@@ -352,7 +353,8 @@ class Runner:
                 losses.write(json.dumps(scalars) + "\n")
                 losses.flush()
                 bar.update(per_update)
-                bar.set_postfix_str(task_postfix(self.env.task_names, self.recent), refresh=False)
+                postfix = task_postfix(self.env.task_names, self.recent, width)
+                bar.set_postfix_str(postfix, refresh=False)
                 if (
                     self.global_step - self.last_log >= cfg.log_interval
                     or self.update == num_updates

@@ -40,3 +40,10 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
+
+
+def torch_version() -> str:
+    """torch's version (imported here, not at the caller's import: the bench sets OpenMP first)."""
+    import torch
+
+    return torch.__version__

@@ -1,5 +1,5 @@
 """Process pool of bench/learning.py: runs in spawned workers that stop with the parent, at
-once, on Ctrl-C or SIGTERM (a worker's Runner would otherwise finish its update and carry on)."""
+once, on Ctrl-C or SIGTERM, leaving no process behind."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 def worker_init(parent: int) -> None:
     """In each pool worker: leave the terminal's process group, so that Ctrl-C reaches only the
-    parent (which stops the pool; a Runner here would print its own message and checkpoint), die
+    parent (which stops the pool; the worker would print its own traceback), die
     with the parent on Linux, even when it is killed with SIGKILL, and give tqdm a thread lock (its
     default, a named semaphore, would be reported leaked when the parent kills this worker)."""
     from tqdm import tqdm
@@ -74,8 +74,8 @@ def worker_init(parent: int) -> None:
 
 
 def kill_pool(pool: ProcessPoolExecutor) -> None:
-    """Cancel the pending runs and kill the workers at once: SIGKILL, as a worker's Runner turns
-    SIGTERM into "finish the update, checkpoint" and its worker would then take the next run."""
+    """Cancel the pending runs and kill the workers at once: SIGKILL, which no run's clean-up
+    can delay (the scratch directory goes with the parent's ``TemporaryDirectory``)."""
     procs = list((getattr(pool, "_processes", None) or {}).values())  # public in Python 3.14 only
     ignored = (signal.SIGINT, signal.SIGTERM)
     main_thread = threading.current_thread() is threading.main_thread()

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._machine import cpu_count, cpu_name, git_commit  # noqa: E402
+from bench._machine import cpu_count, cpu_name, git_commit, torch_version  # noqa: E402
 from bench._pool import Terminated, raise_terminated, run_in_processes  # noqa: E402
 
 AGENTS = [
@@ -286,7 +286,7 @@ def run_benchmark(
         "meta": {
             "machine": f"{cpu_name()}, {cpu_count()} cores, {platform.system()}",
             "python": platform.python_version(),
-            "torch": _torch_version(),
+            "torch": torch_version(),
             "workers": workers,
             "wall_seconds": time.perf_counter() - started,
             "steps": {s: steps[s] for s in suites},
@@ -331,12 +331,6 @@ def check_overrides(suites: list[str], agents: list[str], overrides: list[str]) 
             except ConfigError as e:
                 return f"{e} (with {AGENT_CONFIGS[suite][agent]})"
     return None
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__
 
 
 def main(argv: list[str] | None = None) -> int:

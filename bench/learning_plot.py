@@ -4,12 +4,12 @@ mean ± 95% CI band over seeds against environment steps."""
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
+
+from bench.learning_report import mean_ci
 
 Run = dict[str, Any]
 
@@ -18,13 +18,9 @@ def mean_band(ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean over seeds (rows) and the half-width of its 95% t interval, per point, from the seeds
     that have a value there (a length curve is NaN before a task's first episode); the half-width
     is 0 where fewer than two seeds have one (and the mean NaN where none has)."""
-    n = np.isfinite(ys).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN points: NaN, as wanted
-        mean = np.nanmean(ys, 0)
-        sd = np.nanstd(ys, 0, ddof=1)
-        half = stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(n)
-    return mean, np.where(n > 1, half, 0.0)
+    cells = [mean_ci(col[~np.isnan(col)]) for col in ys.T]
+    mean = np.array([m for m, _ in cells], dtype=np.float64)
+    return mean, np.nan_to_num(np.array([h for _, h in cells], dtype=np.float64), nan=0.0)
 
 
 def plot(

@@ -30,7 +30,7 @@ def _arr(rows: list[list[float | None]]) -> np.ndarray:
     return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
 
 
-def mean_ci(values: list[float]) -> tuple[float, float]:
+def mean_ci(values: list[float] | np.ndarray) -> tuple[float, float]:
     """Mean and half-width of the 95% t-interval across seeds (NaN half-width for one seed)."""
     v = np.asarray(values, dtype=np.float64)
     if v.size < 2:
