@@ -47,6 +47,7 @@ from bench.mtl_speed import (  # noqa: E402
     verdicts,
 )
 from mtrl.architectures import build_mlp  # noqa: E402
+from mtrl.io import atomic_write  # noqa: E402
 from mtrl.metrics import accuracy, cross_entropy, mse  # noqa: E402
 from mtrl.trainer import Trainer  # noqa: E402
 
@@ -186,7 +187,8 @@ def quality_table(res: dict[str, Any], seeds: int) -> str:
 
 
 def write_docs(body: str) -> None:
-    """Replace (or append) our section of docs/benchmarks.md, leaving the others untouched."""
+    """Replace (or append) our section of docs/benchmarks.md, leaving the others untouched (an
+    atomic write: an interrupted run leaves the old file whole; the folder is made if missing)."""
     path = ROOT / "docs" / "benchmarks.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     start = text.find(SECTION)
@@ -195,7 +197,7 @@ def write_docs(body: str) -> None:
     else:
         nxt = text.find("\n## ", start + len(SECTION))
         text = text[:start] + body.rstrip("\n") + "\n" + ("" if nxt < 0 else text[nxt:])
-    path.write_text(text)
+    atomic_write(path, text.encode())
 
 
 def main(argv: list[str] | None = None) -> int:

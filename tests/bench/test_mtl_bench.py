@@ -89,9 +89,8 @@ def test_quality_table_renders_mean_and_sample_std():
 def test_write_docs_replaces_only_its_own_section(tmp_path, monkeypatch):
     monkeypatch.setattr(mtl, "ROOT", tmp_path)
     doc = tmp_path / "docs" / "benchmarks.md"
-    doc.parent.mkdir()
     body = mtl.SECTION + "\n\nnew\n### (a) x\n\n"
-    mtl.write_docs(body)  # no file yet: a new document with our section
+    mtl.write_docs(body)  # no docs/ folder yet: a new document with our section
     assert doc.read_text() == "# Benchmarks\n\n" + mtl.SECTION + "\n\nnew\n### (a) x\n"
     doc.write_text("# Benchmarks\n\n## Other\nkeep\n\n\n")  # no section yet: appended
     mtl.write_docs(body)
