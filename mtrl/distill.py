@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -24,13 +25,19 @@ def kl_divergence(p_logits: Tensor, q_logits: Tensor) -> Tensor:
     """
     log_p = F.log_softmax(p_logits, dim=-1)
     log_q = F.log_softmax(q_logits, dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+    return (log_p.exp() * _where_possible(log_p, log_p - log_q)).sum(dim=-1)
+
+
+def _where_possible(log_p: Tensor, x: Tensor) -> Tensor:
+    """``x`` where ``p > 0``, else 0: the convention ``0 log 0 = 0`` for masked actions (logits
+    -inf), whose ``0 * (-inf)`` would otherwise turn the sum and its gradient into NaN."""
+    return torch.where(log_p > -math.inf, x, torch.zeros_like(x))
 
 
 def entropy(logits: Tensor) -> Tensor:
     """Entropy H(pi) = -sum_a pi(a) log pi(a) of the softmax policy, ``(B, A)`` -> ``(B,)``."""
     log_p = F.log_softmax(logits, dim=-1)
-    return -(log_p.exp() * log_p).sum(dim=-1)
+    return -(log_p.exp() * _where_possible(log_p, log_p)).sum(dim=-1)
 
 
 def log_prob(logits: Tensor, actions: Tensor) -> Tensor:
@@ -60,7 +67,10 @@ def distillation_loss(
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction={reduction!r}; valid: {', '.join(_REDUCTIONS)}")
     teacher_p = F.softmax(teacher_logits.detach(), dim=-1)
-    per_state = -(teacher_p * F.log_softmax(student_logits, dim=-1)).sum(dim=-1)
+    student_log_p = F.log_softmax(student_logits, dim=-1)
+    # 0 log 0 = 0 where the teacher masks an action (_where_possible); the same values otherwise
+    student_log_p = torch.where(teacher_p > 0, student_log_p, torch.zeros_like(student_log_p))
+    per_state = -(teacher_p * student_log_p).sum(dim=-1)
     if weights is not None:
         per_state = per_state * weights
     if reduction == "mean":

@@ -33,7 +33,11 @@ class TaskScheduler(nn.Module):
 
     def sample(self, n: int = 1) -> Tensor:
         """Draw ``n`` task ids ``(n,)`` (LongTensor, with replacement) from :meth:`probabilities`."""
+        if isinstance(n, bool) or int(n) != n or n < 0:
+            raise ValueError(f"n={n!r} must be an integer >= 0")
         probs = self.probabilities()
+        if int(n) == 0:  # torch.multinomial refuses to draw nothing
+            return torch.zeros(0, dtype=torch.long, device=probs.device)
         ids = torch.multinomial(
             probs.detach().double().cpu(), int(n), replacement=True, generator=self.generator
         )
@@ -71,8 +75,10 @@ class ProportionalScheduler(TaskScheduler):
     def __init__(self, sizes: Sequence[float] | Tensor, seed: int = 0) -> None:
         sizes_t = torch.as_tensor(sizes, dtype=torch.float64).flatten()
         super().__init__(sizes_t.numel(), seed)
-        if (sizes_t < 0).any() or not sizes_t.sum() > 0:
-            raise ValueError(f"sizes={sizes_t.tolist()!r} must be >= 0 with a positive sum")
+        if not sizes_t.isfinite().all() or (sizes_t < 0).any() or not sizes_t.sum() > 0:
+            raise ValueError(
+                f"sizes={sizes_t.tolist()!r} must be finite and >= 0 with a positive sum"
+            )
         self.register_buffer("probs", (sizes_t / sizes_t.sum()).float())
 
     def probabilities(self) -> Tensor:
@@ -104,6 +110,8 @@ class PerformanceScheduler(TaskScheduler):
     ) -> None:
         targets_t = torch.as_tensor(targets, dtype=torch.float32).flatten()
         super().__init__(targets_t.numel(), seed)
+        if not bool(targets_t.isfinite().all()):
+            raise ValueError(f"targets={targets_t.tolist()!r} must be finite")
         if not tau > 0:
             raise ValueError(f"tau={tau!r} must be > 0")
         if not 0.0 <= momentum < 1.0:
@@ -132,6 +140,8 @@ class PerformanceScheduler(TaskScheduler):
         new = torch.as_tensor(metrics, dtype=self.scores.dtype, device=self.scores.device).flatten()
         if new.numel() != self.num_tasks:
             raise ValueError(f"metrics has {new.numel()} entries; expected {self.num_tasks}")
+        if not bool(new.isfinite().all()):  # it would stay in the scores and break sample()
+            raise ValueError(f"metrics={new.tolist()!r} must be finite")
         if bool(self.seen) and self.momentum > 0:
             new = self.momentum * self.scores + (1.0 - self.momentum) * new
         self.scores.copy_(new)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,16 @@ class Trainer:
         if len(self.metrics) != self.num_tasks:
             raise ValueError(f"expected {self.num_tasks} metric dicts, got {len(self.metrics)}")
         self.task_names = list(task_names or [f"task{t}" for t in range(self.num_tasks)])
+        if len(self.task_names) != self.num_tasks or len(set(self.task_names)) != self.num_tasks:
+            # zip() in the summary and the logs would silently drop or merge tasks
+            raise ValueError(
+                f"task_names must be {self.num_tasks} distinct names, got {self.task_names}"
+            )
+        for key, value, low in (("batch_size", batch_size, 1), ("log_every", log_every, 1)):
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+                raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
+        if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 0:
+            raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
         self.train_data, self.test_data = train_data, test_data
         self.epochs, self.batch_size = epochs, batch_size
         self.log_dir = None if log_dir is None else Path(log_dir)
@@ -182,11 +193,20 @@ class Trainer:
             x, targets = data  # type: ignore[misc]
             ys = split_targets(targets, self.num_tasks)
             n = x.shape[0]
+            sizes = [y.shape[0] if isinstance(y, Tensor) and y.dim() else None for y in ys]
+            if any(size != n for size in sizes):
+                # indexing a longer target with x's permutation would silently drop its tail
+                raise ValueError(f"x has {n} samples but the per-task targets have {sizes}")
             order = torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n)
             for i in range(0, n, self.batch_size):
                 idx = order[i : i + self.batch_size]
                 yield x[idx].to(self.device), [y[idx].to(self.device) for y in ys]
         else:
+            if isinstance(data, tuple | list) and len(data) == 2 and hasattr(data[0], "shape"):
+                raise TypeError(
+                    f"data must be (x, targets) torch tensors or an iterable of such batches; "
+                    f"x is a {type(data[0]).__name__} (convert it with torch.as_tensor)"
+                )
             for x, targets in data:
                 ys = split_targets(targets, self.num_tasks)
                 yield x.to(self.device), [y.to(self.device) for y in ys]

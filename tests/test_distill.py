@@ -136,3 +136,21 @@ def test_infinite_costs_and_beta_are_refused():
             distral_coefficients(*bad)
     with pytest.raises(ValueError, match="finite"):
         distral_costs(1.0, math.inf)
+
+
+def test_masked_actions_count_as_zero_probability_not_nan():
+    # logits -inf (a masked action): 0 * (-inf) made the sums and their gradients NaN
+    inf = math.inf
+    p = torch.tensor([[0.0, 1.0, -inf]], dtype=torch.float64, requires_grad=True)
+    q = torch.tensor([[1.0, 0.0, -inf]], dtype=torch.float64, requires_grad=True)
+    p2, q2 = p.detach()[:, :2].requires_grad_(), q.detach()[:, :2].requires_grad_()
+    for fn in (kl_divergence, distillation_loss):
+        got, want = fn(p, q).sum(), fn(p2, q2).sum()  # the same as without the masked action
+        assert got.item() == pytest.approx(want.item(), rel=1e-12)
+        got.backward()
+        want.backward()
+        assert p.grad[0, 2] == 0 and torch.allclose(p.grad[:, :2], p2.grad)
+        p.grad = q.grad = p2.grad = q2.grad = None
+    assert entropy(p).item() == pytest.approx(entropy(p2).item(), rel=1e-12)
+    # p > 0 where q = 0 is still an infinite divergence
+    assert kl_divergence(torch.zeros(1, 2), torch.tensor([[0.0, -inf]])).item() == inf

@@ -96,3 +96,24 @@ def test_performance_scheduler_momentum_keeps_that_share_of_the_old_score():
     s.update([1.0, 3.0])
     s.update([1.0, 1.0])  # 0.75 * 3 + 0.25 * 1
     torch.testing.assert_close(s.scores, torch.tensor([1.0, 2.5]))
+
+
+def test_sample_zero_is_empty_and_negative_is_refused():
+    ids = UniformScheduler(3).sample(0)  # was: torch's "cannot sample n_sample <= 0 samples"
+    assert ids.dtype == torch.long and ids.shape == (0,)
+    with pytest.raises(ValueError, match="n=-1 must be an integer >= 0"):
+        UniformScheduler(3).sample(-1)
+
+
+def test_non_finite_sizes_targets_and_metrics_are_refused():
+    # sizes [inf, 1] gave probabilities [nan, 0]; a NaN metric stayed in the scores and every
+    # later sample() failed with "invalid multinomial distribution"
+    with pytest.raises(ValueError, match="must be finite"):
+        ProportionalScheduler([math.inf, 1.0])
+    with pytest.raises(ValueError, match="must be finite"):
+        PerformanceScheduler([1.0, math.nan])
+    sched = PerformanceScheduler([1.0, 1.0])
+    with pytest.raises(ValueError, match=r"metrics=\[nan, 0.5\] must be finite"):
+        sched.update([math.nan, 0.5])
+    assert not bool(sched.seen)  # the bad report left nothing behind
+    assert sched.probabilities().tolist() == [0.5, 0.5]

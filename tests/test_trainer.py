@@ -426,3 +426,45 @@ def test_training_batches_are_shuffled_each_epoch():
     assert first != list(range(32)) and first != second
     ((xb, _),) = list(trainer.batches((x, y), shuffle=False))  # evaluation keeps the order
     assert torch.equal(xb, x)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("task_names", ["only"], "task_names must be 2 distinct names"),  # zip dropped task 1
+        ("task_names", ["a", "a"], "task_names must be 2 distinct names"),  # merged in the summary
+        ("batch_size", 0, "batch_size must be an integer >= 1"),  # was: range() arg 3 ...
+        ("batch_size", -1, "batch_size must be an integer >= 1"),  # was: 0 steps, empty metrics
+        ("log_every", 0, "log_every must be an integer >= 1"),  # was: ZeroDivisionError
+        ("epochs", -1, "epochs must be an integer >= 0"),
+    ],
+)
+def test_bad_trainer_options_raise_one_clear_error(option, value, needle):
+    model = build_mlp("hard_sharing", 4, [8], [1, 1])
+    kwargs = {"train_data": regression_data(8), "progress": False, option: value}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=needle):
+        Trainer(model, build_weighting("equal", 2), opt, [F.mse_loss] * 2, **kwargs)
+
+
+def test_inputs_and_targets_of_different_lengths_are_refused():
+    x, y = regression_data(32)
+    trainer = make_trainer("equal")
+    # targets longer than x trained silently on the first 24 targets paired with other inputs
+    trainer.train_data = (x[:24], y)
+    with pytest.raises(
+        ValueError, match=r"x has 24 samples but the per-task targets have \[32, 32\]"
+    ):
+        trainer.fit()
+    trainer.train_data = (x, [y[:, 0], y[:20, 1]])  # was: IndexError from inside the loop
+    with pytest.raises(ValueError, match=r"per-task targets have \[32, 20\]"):
+        trainer.fit()
+    assert trainer.step == 0
+
+
+def test_numpy_data_is_named_as_the_problem():
+    x, y = regression_data(8)
+    trainer = make_trainer("equal")
+    trainer.train_data = (x.numpy(), y.numpy())  # was: "too many values to unpack"
+    with pytest.raises(TypeError, match="x is a ndarray"):
+        trainer.fit()

@@ -27,10 +27,10 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from mtrl.architectures.stacked import group_by_task
+from mtrl.architectures.stacked import check_task_ids, group_by_task
 from mtrl.weighting.base import last_weight
 
-__all__ = ["MultiTaskModel", "mlp"]
+__all__ = ["MultiTaskModel", "mlp", "require_hidden"]
 
 
 class MultiTaskModel(nn.Module):
@@ -106,6 +106,7 @@ class MultiTaskModel(nn.Module):
 
     def _select(self, outs: list[Tensor], task_ids: Tensor) -> Tensor:
         """Pick sample b's row from ``outs[task_ids[b]]``: outs T x (B, *out) -> (B, *out)."""
+        task_ids = check_task_ids(task_ids, outs[0].shape[0], len(outs))
         shapes = {tuple(o.shape) for o in outs}
         if len(shapes) != 1:
             raise ValueError(
@@ -113,7 +114,7 @@ class MultiTaskModel(nn.Module):
             )
         stacked = torch.stack(outs)  # (T, B, *out)
         batch = torch.arange(stacked.shape[1], device=stacked.device)
-        return stacked[task_ids.long(), batch]
+        return stacked[task_ids, batch]
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Every parameter not in any ``task_parameters(t)`` (order of ``self.parameters()``)."""
@@ -145,6 +146,13 @@ def mlp(
         if i < len(dims) - 2 or activate_last:
             layers.append(activation())
     return nn.Sequential(*layers)
+
+
+def require_hidden(name: str, hidden: Sequence[int]) -> None:
+    """Raise a ``ValueError`` naming ``name`` if ``hidden`` is empty: architectures that mix or
+    attend between hidden layers need at least one."""
+    if len(hidden) == 0:
+        raise ValueError(f"{name} needs at least one hidden layer, got hidden={list(hidden)}")
 
 
 def column_depth(columns: Sequence[Sequence[nn.Module]], heads: Sequence[nn.Module]) -> int:

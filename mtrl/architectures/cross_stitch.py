@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mtrl.architectures._registry import ARCHITECTURES
-from mtrl.architectures.base import MultiTaskModel, column_depth, mlp
+from mtrl.architectures.base import MultiTaskModel, column_depth, mlp, require_hidden
 
 
 def stitch_init(num_tasks: int, alpha_self: float, alpha_other: float) -> Tensor:
@@ -77,6 +77,7 @@ class CrossStitch(MultiTaskModel):
         **kwargs: object,
     ) -> CrossStitch:
         """T MLP columns ``in_dim -> hidden...`` with linear heads; kwargs go to the constructor."""
+        require_hidden(cls.__name__, hidden)
         cols = build_columns(in_dim, hidden, len(out_dims), activation)
         heads = [nn.Linear(hidden[-1], o) for o in out_dims]
         if kwargs.get("per_channel"):

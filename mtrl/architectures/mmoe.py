@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mtrl.architectures._registry import ARCHITECTURES
-from mtrl.architectures.base import MultiTaskModel, mlp
+from mtrl.architectures.base import MultiTaskModel, mlp, require_hidden
 from mtrl.architectures.stacked import group_by_task
 from mtrl.weighting.base import last_weight
 
@@ -53,6 +53,7 @@ class MMoE(MultiTaskModel):
     ) -> MMoE:
         """Experts MLP ``in_dim -> hidden...``, linear gates ``in_dim -> E``, towers
         ``hidden[-1] -> tower_hidden... -> out_t``."""
+        require_hidden(cls.__name__, hidden)
         experts = [mlp([in_dim, *hidden], activation) for _ in range(num_experts)]
         gates = [nn.Linear(in_dim, num_experts) for _ in out_dims]
         towers = [
@@ -69,7 +70,8 @@ class MMoE(MultiTaskModel):
         return torch.stack([e(x) for e in self.experts], 1).flatten(1)
 
     def heads_from_features(self, z: Tensor, x: Tensor) -> list[Tensor]:
-        experts = z.reshape(z.shape[0], self.num_experts, -1)  # (B, E, D)
+        d = z.shape[1] // self.num_experts  # spelled out: -1 is ambiguous for an empty batch
+        experts = z.reshape(z.shape[0], self.num_experts, d)  # (B, E, D)
         return [self._task(experts, x, t) for t in range(self.num_tasks)]
 
     def _task(self, experts: Tensor, x: Tensor, t: int) -> Tensor:

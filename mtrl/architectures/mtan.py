@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mtrl.architectures._registry import ARCHITECTURES
-from mtrl.architectures.base import MultiTaskModel, mlp
+from mtrl.architectures.base import MultiTaskModel, mlp, require_hidden
 from mtrl.architectures.stacked import group_by_task
 
 
@@ -54,6 +54,7 @@ class MTAN(MultiTaskModel):
     ) -> MTAN:
         """Shared stages ``Linear -> act`` over ``in_dim -> hidden...``; per-task linear attention
         ``D_l (+ D_{l-1}) -> D_l``; linear heads ``hidden[-1] -> out_t``."""
+        require_hidden(cls.__name__, hidden)
         dims = [in_dim, *hidden]
         stages = [mlp([a, b], activation) for a, b in itertools.pairwise(dims)]
         att_in = [hidden[0]] + [hidden[i] + hidden[i - 1] for i in range(1, len(hidden))]

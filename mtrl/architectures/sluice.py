@@ -7,6 +7,7 @@ task's head reads a learned beta-weighted sum of its column's (mixed) layer outp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -87,7 +88,8 @@ class Sluice(MultiTaskModel):
             raise ValueError(f"layer {layer} width {d} is not divisible by num_subspaces {g}")
         sub = y.reshape(t, b, g, d // g, *rest).transpose(1, 2).reshape(t * g, b, d // g, *rest)
         if self.ortho_weight > 0:
-            self._subspaces.append(sub.reshape(t, g, b, -1))
+            # the size spelled out: -1 is ambiguous for an empty batch
+            self._subspaces.append(sub.reshape(t, g, b, d // g * math.prod(rest)))
         mixed = torch.einsum("ij,jb...->ib...", self.alphas[layer], sub)
         return list(
             mixed.reshape(t, g, b, d // g, *rest).transpose(1, 2).reshape(y.shape).unbind(0)

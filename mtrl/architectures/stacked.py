@@ -43,14 +43,13 @@ def group_by_task(
     """
     xs = x if isinstance(x, tuple) else (x,)
     batch = xs[0].shape[0]
-    task_ids = _check_ids(task_ids, batch)
+    task_ids = check_task_ids(task_ids, batch, num_tasks)
     order = torch.argsort(task_ids, stable=True)
-    counts = torch.bincount(task_ids, minlength=num_tasks)
-    if counts.numel() > num_tasks or (batch > 0 and int(task_ids.min()) < 0):
-        raise ValueError(f"task_ids must lie in [0, {num_tasks})")
-    sizes = counts.tolist()
+    sizes = torch.bincount(task_ids, minlength=num_tasks).tolist()
     chunks = [torch.split(a[order], sizes) for a in xs]
     outs = [fn(*(c[t] for c in chunks), t) for t in range(num_tasks) if sizes[t] > 0]
+    if not outs:  # an empty batch: run task 0 on it for the output's trailing shape and dtype
+        return fn(*xs, 0)
     out = torch.cat(outs, dim=0)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
@@ -58,9 +57,29 @@ def group_by_task(
 
 
 def _check_ids(task_ids: Tensor, batch: int) -> Tensor:
+    if (
+        not isinstance(task_ids, Tensor)
+        or task_ids.dtype.is_floating_point
+        or task_ids.is_complex()
+    ):
+        got = task_ids.dtype if isinstance(task_ids, Tensor) else type(task_ids).__name__
+        raise ValueError(f"task_ids must be an integer tensor (B,), got {got}")
     if task_ids.dim() != 1 or task_ids.shape[0] != batch:
         raise ValueError(f"task_ids must have shape (B,) = ({batch},), got {tuple(task_ids.shape)}")
     return task_ids.long()
+
+
+def check_task_ids(task_ids: Tensor, batch: int, num_tasks: int) -> Tensor:
+    """``task_ids`` as int64 (B,) after checking its dtype, shape and range ``[0, num_tasks)``
+    (one host sync); a negative id would otherwise index the last tasks silently."""
+    task_ids = _check_ids(task_ids, batch)
+    if batch > 0:
+        low, high = torch.aminmax(task_ids)
+        low, high = int(low), int(high)
+        if low < 0 or high >= num_tasks:
+            bad = low if low < 0 else high
+            raise ValueError(f"task_ids must lie in [0, {num_tasks}), got {bad}")
+    return task_ids
 
 
 class TaskLinear(nn.Module):

@@ -30,9 +30,13 @@ def _shared_params(model_or_params: nn.Module | Iterable[Tensor]) -> list[Tensor
 
 
 def _task_gradients(losses: Tensor | Sequence[Tensor], params: list[Tensor]) -> Tensor:
-    """Flattened per-task gradients ``(T, P)`` wrt ``params``; unused parameters give zeros."""
+    """Flattened per-task gradients ``(T, P)`` wrt ``params``; unused parameters (and losses
+    that do not require grad) give zeros."""
     rows = []
     for loss in losses:
+        if not loss.requires_grad:  # e.g. a constant 0 for a task absent from the batch
+            rows.append(torch.cat([torch.zeros_like(p).reshape(-1) for p in params]))
+            continue
         grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
         rows.append(
             torch.cat(
@@ -108,6 +112,12 @@ def lookahead_affinity(
             losses = _as_loss_vector(task_losses_fn(model))
             grads = _task_gradients(losses, params).detach()
         base = losses.detach()
+        if not bool((base != 0).all()):
+            zero = (base == 0).nonzero().flatten().tolist()
+            raise ValueError(
+                f"lookahead_affinity divides by the losses before the step; tasks {zero} have "
+                "loss 0 (Z = 1 - L'/L is undefined there)"
+            )
         for i in range(grads.shape[0]):
             with torch.no_grad():
                 for p, g in zip(params, grads[i].split(sizes)):

@@ -53,6 +53,7 @@ def best_partition(
     """
     if not 1 <= num_groups <= num_tasks:
         raise ValueError(f"num_groups={num_groups!r} must lie in [1, {num_tasks}]")
+    subset_score = _checked(subset_score)
     if num_tasks > exact_limit:
         return _greedy_partition(subset_score, num_tasks, num_groups)
     full = (1 << num_tasks) - 1
@@ -76,9 +77,26 @@ def best_partition(
             sub = (sub - 1) & mask
         return best
 
-    _, masks = solve(full, num_groups)
+    value, masks = solve(full, num_groups)
     solve.cache_clear()
+    if value == -math.inf:  # every partition scores -inf: there is no best one to return
+        raise ValueError(
+            f"no partition of {num_tasks} tasks into {num_groups} groups has a score above -inf"
+        )
     return sorted((frozenset(_members(m)) for m in masks), key=sorted)
+
+
+def _checked(subset_score: Callable[[Group], float]) -> Callable[[Group], float]:
+    """``subset_score`` raising a ``ValueError`` on NaN: every comparison with NaN is false, so
+    the searches would otherwise return an empty or arbitrary grouping."""
+
+    def score(group: Group) -> float:
+        value = float(subset_score(group))
+        if math.isnan(value):
+            raise ValueError(f"subset_score is NaN for group {sorted(group)}")
+        return value
+
+    return score
 
 
 def _greedy_partition(
@@ -138,6 +156,10 @@ def best_cover(
     cost = {g: 1.0 if costs is None else float(costs[g]) for g in groups}
     sign = -1.0 if maximize else 1.0  # internally minimise sign * value
     value = {g: {t: sign * float(v) for t, v in candidates[g].items()} for g in groups}
+    for g in groups:
+        nan = [t for t, v in value[g].items() if math.isnan(v)]
+        if nan:
+            raise ValueError(f"candidate group {sorted(g)} has NaN values for tasks {nan}")
 
     def objective(chosen: Sequence[Group]) -> float:
         total = 0.0
@@ -274,8 +296,15 @@ def tag_groups(
     T <= ``exact_limit`` (O(3^T) dynamic programmes) and greedy beyond.
     """
     t = affinity.shape[0]
-    if affinity.shape != (t, t):
+    if affinity.dim() != 2 or affinity.shape != (t, t):
         raise ValueError(f"affinity must be square (T, T); got {tuple(affinity.shape)}")
+    finite = affinity.detach().isfinite()
+    if not bool(finite.all()):
+        i, j = (int(v) for v in (~finite).nonzero()[0])
+        raise ValueError(
+            f"affinity must be finite; affinity[{i}, {j}] = {float(affinity[i, j])} (a task whose "
+            "loss was 0 has no TAG affinity onto it)"
+        )
     if not overlapping:
         return best_partition(
             lambda g: sum(affinity_onto(affinity, g).values()), t, num_groups, exact_limit

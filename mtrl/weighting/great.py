@@ -81,7 +81,8 @@ class GREAT(InternalOptimizerMixin, LossWeighting):
         inputs = (b * grads).reshape(t * b, -1)
         labels = torch.arange(t, device=features.device).repeat_interleave(b)
         # The network's term: C's parameters held fixed, so only the network gets its gradient.
-        fixed = {k: v.detach() for k, v in self.classifier.named_parameters()}
+        # In the gradients' dtype: a float64 model works with the default float32 classifier.
+        fixed = {k: v.detach().to(inputs.dtype) for k, v in self.classifier.named_parameters()}
         adversarial = F.cross_entropy(functional_call(self.classifier, fixed, (inputs,)), labels)
         lam = self.lambda_.to(losses.dtype)
         (losses.sum() - lam * adversarial).backward()

@@ -118,3 +118,38 @@ def test_build_from_modules() -> None:
     model = A.build("hard_sharing", nn.Linear(4, 6), [nn.Linear(6, 1), nn.Linear(6, 2)])
     assert isinstance(model, A.HardSharing)
     assert [tuple(o.shape) for o in model(torch.randn(3, 4))] == [(3, 1), (3, 2)]
+
+
+@pytest.mark.parametrize("name", A.names())
+@pytest.mark.parametrize(
+    ("ids", "needle"),
+    [
+        (torch.tensor([0, 1, -1, 0]), r"must lie in \[0, 3\), got -1"),  # cross-stitch, sluice:
+        # silently the last task's output; the others: torch's bincount error
+        (torch.tensor([0, 1, 3, 0]), r"must lie in \[0, 3\), got 3"),
+        (torch.tensor([0.0, 1.0, 2.0, 0.0]), "must be an integer tensor"),  # 1.7 became 1
+        (torch.tensor([0, 1]), r"must have shape \(B,\) = \(4,\)"),
+    ],
+)
+def test_bad_task_ids_raise_one_clear_error(name, ids, needle):
+    model = make(name)
+    with pytest.raises(ValueError, match=needle):
+        model(torch.randn(4, IN), ids)
+    if model.supports_features:
+        with pytest.raises(ValueError, match=needle):
+            model(torch.randn(4, IN), ids, return_features=True)
+
+
+@pytest.mark.parametrize("name", A.names())
+def test_empty_batch(name):
+    # MMoE's full form and every grouped task_ids form used to fail on B = 0
+    model = make(name)
+    x = torch.randn(0, IN)
+    assert [tuple(o.shape) for o in model(x)] == [(0, o) for o in OUTS]
+    assert tuple(model(x, torch.zeros(0, dtype=torch.long)).shape) == (0, 3)
+
+
+@pytest.mark.parametrize("name", ["cross_stitch", "mmoe", "mtan"])
+def test_no_hidden_layer_is_named_as_the_problem(name):
+    with pytest.raises(ValueError, match="needs at least one hidden layer"):  # was: IndexError
+        A.build_mlp(name, IN, [], OUTS)

@@ -114,3 +114,18 @@ def test_affinity_tracker_mean_and_state():
     torch.testing.assert_close(tr.mean(), torch.full((2, 2), 0.36, dtype=torch.float64))
     with pytest.raises(ValueError, match="expected"):
         tr.update(torch.zeros(3, 3))
+
+
+def test_lookahead_refuses_a_zero_loss_before_the_step():
+    # Z = 1 - L'/L was NaN for that task and poisoned an AffinityTracker's running mean
+    model = TwoTaskQuadratic(torch.stack([A, torch.zeros(3, dtype=torch.float64)]))
+    with pytest.raises(ValueError, match=r"tasks \[1\] have loss 0"):
+        lookahead_affinity(model, None, lambda m: m.losses(), lr=0.1)
+
+
+def test_gradient_cosine_of_a_constant_loss_is_zero():
+    # a loss that does not require grad (e.g. a task absent from the batch) was a RuntimeError
+    w = nn.Parameter(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    losses = [(w * torch.tensor([2.0, 0.0], dtype=torch.float64)).sum(), torch.tensor(0.0)]
+    cos = gradient_cosine([w], losses)
+    assert cos.tolist() == [[1.0, 0.0], [0.0, 0.0]]

@@ -211,3 +211,35 @@ def test_best_cover_greedy_fallback_weighs_gain_by_cost():
     with pytest.warns(UserWarning, match="greedy cover"):
         got = best_cover(cands, budget=1.0, costs=costs, exact_limit=0, search_limit=0)
     assert got == [F({0}), F({1})]
+
+
+@pytest.mark.parametrize("overlapping", [False, True])
+@pytest.mark.parametrize("exact_limit", [10, 2])
+def test_tag_groups_refuses_a_non_finite_affinity(overlapping, exact_limit):
+    # NaN failed every comparison in the search: the "best" partition came back empty
+    z = block_affinity([[0, 1], [2]], 3)
+    z[0, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"affinity\[0, 1\] = nan"):
+        tag_groups(z, 2, overlapping=overlapping, exact_limit=exact_limit)
+
+
+def test_best_partition_refuses_nan_scores_and_impossible_partitions():
+    from mtrl.relations import best_partition
+
+    with pytest.raises(ValueError, match=r"subset_score is NaN for group \[0\]"):
+        best_partition(lambda g: float("nan"), 3, 2)
+    with pytest.raises(ValueError, match="subset_score is NaN"):
+        best_partition(lambda g: float("nan"), 3, 2, exact_limit=2)  # greedy path
+    with pytest.raises(ValueError, match="no partition of 3 tasks into 1 groups"):
+        best_partition(lambda g: 0.0 if len(g) == 1 else float("-inf"), 3, 1)  # was: []
+    assert best_partition(lambda g: 0.0 if len(g) == 1 else float("-inf"), 3, 3) == [
+        F({0}),
+        F({1}),
+        F({2}),
+    ]
+
+
+def test_best_cover_names_nan_losses():
+    # was: "no set of candidate groups within budget=2.0 covers tasks [0, 1]"
+    with pytest.raises(ValueError, match=r"candidate group \[0\] has NaN values for tasks \[0\]"):
+        standley_cover({F({0}): [float("nan")], F({1}): [1.0]}, 2)

@@ -131,3 +131,21 @@ def test_trainer_runs_great_in_representation_mode():
         trainer("soft_sharing")
     with pytest.raises(ValueError, match="needs the shared representation"):
         trainer("hard_sharing", representation=False)
+
+
+def test_float64_model_with_the_default_float32_classifier(make_toy):
+    # the Trainer moves a weighting to the model's device, not its dtype: the adversarial term
+    # multiplied float64 gradients by the float32 classifier ("mat1 and mat2 must have the same
+    # dtype"); it now runs and equals the all-float64 method up to float32 rounding
+    grads = []
+    for dtype in (torch.float32, torch.float64):
+        toy = make_toy().double()
+        toy.x, toy.y = toy.x.double(), toy.y.double()
+        torch.manual_seed(0)
+        method = W.build("great", 3, feature_dim=3, hidden=[5]).to(dtype)
+        losses, feats = toy.losses()
+        method.backward(losses, features=feats)
+        grads.append(toy.grads())
+        assert all(g.dtype == torch.float64 for g in grads[-1])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
