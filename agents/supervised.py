@@ -14,6 +14,7 @@ import json
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -151,6 +152,7 @@ def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
             representation=representation,
             famo_update=cfg.famo_update,
             grad_clip=cfg.grad_clip,
+            max_nonfinite_steps=cfg.max_nonfinite_steps,
             log_every=cfg.log_every,
             progress=cfg.progress,
             seed=cfg.seed,
@@ -245,7 +247,8 @@ def _execute(
         writer.add_text("config", "```\n" + to_yaml(cfg) + "\n```", 0)
     first_step = trainer.step  # a resumed run's earlier sessions do not count for its speed
     try:
-        with flushing_denormals():
+        with flushing_denormals(), warnings.catch_warnings():
+            warnings.showwarning = _warning_line  # the Trainer's skipped steps: one line each
             result = trainer.fit(None if stop is None else lambda: stop.signum is not None)
     finally:
         trainer.close()
@@ -301,8 +304,9 @@ class EpochStop(StopFlag):
 
 def main(config: str | Path, overrides: list[str], resume: str | Path | None = None) -> int:
     """``train.py`` entry point for supervised files, or ``--resume`` of a supervised run
-    directory (training continues from its last epoch): exit code 0, 2 (user error), 130 (SIGINT)
-    or 143 (SIGTERM)."""
+    directory (training continues from its last epoch): exit code 0, 2 (user error), 3
+    (diverged), 130 (SIGINT) or 143 (SIGTERM)."""
+    from mtrl.guard import DivergenceError
     from mtrl.registry import UnknownNameError
 
     with EpochStop() as stop:
@@ -329,6 +333,9 @@ def main(config: str | Path, overrides: list[str], resume: str | Path | None = N
         except Interrupted as e:
             print(e.resume_hint(run_dir), file=sys.stderr)
             return e.exit_code
+        except DivergenceError as e:
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            return 3
         except KeyboardInterrupt:  # a second signal: the last finished epoch's checkpoint stays
             signum = stop.signum or signal.SIGINT
             print(_abort_hint(signum, trainer.step, run_dir), file=sys.stderr)
@@ -343,6 +350,11 @@ def main(config: str | Path, overrides: list[str], resume: str | Path | None = N
             f"  point {summary['point']}, pareto stationarity {summary['pareto_stationarity']:.3g}"
         )
     return 0
+
+
+def _warning_line(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    """Print a warning as one ``warning: ...`` line on stderr (not Python's two-line format)."""
+    print(f"warning: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def _abort_hint(signum: int, step: int, run_dir: Path) -> str:

@@ -61,6 +61,9 @@ class SupervisedConfig:
     epochs: int = _f(10, "passes over the training data (toy2d: optimisation steps)")
     batch_size: int = _f(64, "minibatch size")
     grad_clip: float = _f(0.0, "clip the total gradient norm (0 = off)")
+    max_nonfinite_steps: int = _f(
+        10, "non-finite steps (skipped) in a row that stop the run with exit 3 (0 = never stop)"
+    )
     representation: str = _f("auto", "per-task gradients w.r.t. the shared features: auto|on|off")
     famo_update: str = _f(
         "same_batch", "famo: same_batch (paper, one more forward) | next_batch (no extra forward)"
@@ -107,6 +110,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     _P + "epochs": (lambda v: v >= 1, ">= 1"),
     _P + "batch_size": (lambda v: v >= 1, ">= 1"),
     _P + "grad_clip": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    _P + "max_nonfinite_steps": (lambda v: v >= 0, ">= 0 (0 = never stop)"),
     _P + "torch_threads": (lambda v: v >= 0, ">= 0"),
     _P + "log_every": (lambda v: v >= 1, ">= 1"),
 }

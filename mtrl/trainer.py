@@ -2,7 +2,9 @@
 
 One step is the loop of DESIGN.md: ``losses (T,) = [loss_t(model(x)[t], y_t)]`` ->
 ``weighting.backward(losses, model.shared_parameters(), features=z)`` -> penalty -> clip ->
-``optimizer.step()`` (-> FAMO's ``update`` on the same batch). Data are either ``(x, targets)``
+``optimizer.step()`` (-> FAMO's ``update`` on the same batch); a step with a non-finite loss or
+gradient is skipped, and ``max_nonfinite_steps`` of them in a row raise :class:`DivergenceError`
+(as the RL runner's ``max_nonfinite_updates``). Data are either ``(x, targets)``
 tensors, batched and shuffled here, or any re-iterable of ``(x, targets)`` batches (e.g. a
 ``DataLoader``). ``targets`` is a ``(N, T, ...)`` tensor (task t is ``targets[:, t]``) or a
 sequence of T tensors ``(N, ...)``.
@@ -17,6 +19,7 @@ tqdm and TensorBoard (``torch.utils.tensorboard``) are imported lazily, only whe
 
 from __future__ import annotations
 
+import copy
 import io
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,32 +31,16 @@ import torch
 from torch import Tensor, nn
 
 from mtrl.architectures.base import MultiTaskModel
+from mtrl.batches import Data, iterate_batches, num_batches, split_targets
+from mtrl.guard import DivergenceError, NonFiniteGuard, check_parameters
 from mtrl.io import atomic_write
 from mtrl.metrics import Metric
 from mtrl.weighting.base import GradientAggregator, InternalOptimizerMixin, LossWeighting
 
 Loss = Callable[[Tensor, Tensor], Tensor]
-Batch = tuple[Tensor, Tensor | Sequence[Tensor]]
-Data = tuple[Tensor, Tensor | Sequence[Tensor]] | Iterable[Batch]
 
 
-def split_targets(targets: Tensor | Sequence[Tensor], num_tasks: int) -> list[Tensor]:
-    """T per-task targets from a ``(B, T, ...)`` tensor or a sequence of T tensors ``(B, ...)``."""
-    if isinstance(targets, Tensor):
-        if targets.dim() < 2 or targets.shape[1] != num_tasks:
-            raise ValueError(
-                f"targets tensor must have shape (B, T={num_tasks}, ...), got {tuple(targets.shape)}"
-            )
-        return [targets[:, t] for t in range(num_tasks)]
-    targets = list(targets)
-    if len(targets) != num_tasks:
-        raise ValueError(f"expected {num_tasks} per-task targets, got {len(targets)}")
-    return targets
-
-
-def _is_tensor_pair(data: Any) -> bool:
-    """``(x, targets)`` tensors (a tuple or list whose first item is a tensor), not batches."""
-    return isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], Tensor)
+__all__ = ["DivergenceError", "Trainer", "save_atomic", "split_targets"]
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -76,6 +63,9 @@ class Trainer:
     ``famo_update``: FAMO (Liu et al. 2023) updates its logits from the loss change of a step;
     ``"same_batch"`` (paper) re-evaluates the batch after the step (one more forward pass),
     ``"next_batch"`` uses the next step's losses instead (no extra forward, noisier signal).
+    ``max_nonfinite_steps``: a step whose losses or gradients are not finite is skipped (no
+    optimiser step, the weighting's state as before it); that many in a row raise
+    :class:`DivergenceError` (0 = never), as does a non-finite parameter before a checkpoint.
     ``run_config``: a plain description of the run (nested dicts, lists, strings and numbers, e.g.
     a resolved config) saved in every checkpoint as ``"config"`` so that a resume can check what it
     continues; training does not read it.
@@ -101,6 +91,7 @@ class Trainer:
         famo_update: str = "same_batch",
         grad_clip: float = 0.0,
         log_every: int = 10,
+        max_nonfinite_steps: int = 10,
         progress: bool = True,
         seed: int = 0,
         run_config: Mapping[str, Any] | None = None,
@@ -125,7 +116,11 @@ class Trainer:
             raise ValueError(
                 f"task_names must be {self.num_tasks} distinct names, got {self.task_names}"
             )
-        for key, value, low in (("batch_size", batch_size, 1), ("log_every", log_every, 1)):
+        for key, value, low in (
+            ("batch_size", batch_size, 1),
+            ("log_every", log_every, 1),
+            ("max_nonfinite_steps", max_nonfinite_steps, 0),
+        ):
             if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
                 raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
         if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 0:
@@ -144,7 +139,8 @@ class Trainer:
         self.run_config = None if run_config is None else dict(run_config)
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch = 0  # completed epochs
-        self.step = 0  # optimiser steps
+        self.step = 0  # optimiser steps (skipped non-finite ones included)
+        self.guard = NonFiniteGuard(max_nonfinite_steps)  # steps skipped as non-finite
         self._writer: Any = None
         self._parts: list[Tensor] = []  # the last task_losses() as T scalars
         self._adopt_weighting_parameters()
@@ -189,32 +185,8 @@ class Trainer:
     # --- data ---------------------------------------------------------------------------------
     def batches(self, data: Data, shuffle: bool) -> Iterable[tuple[Tensor, list[Tensor]]]:
         """Yield ``(x (B, ...), [y_t (B, ...)] * T)`` on the device from tensors or an iterable."""
-        if _is_tensor_pair(data):
-            x, targets = data  # type: ignore[misc]
-            ys = split_targets(targets, self.num_tasks)
-            n = x.shape[0]
-            sizes = [y.shape[0] if isinstance(y, Tensor) and y.dim() else None for y in ys]
-            if any(size != n for size in sizes):
-                # indexing a longer target with x's permutation would silently drop its tail
-                raise ValueError(f"x has {n} samples but the per-task targets have {sizes}")
-            order = torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n)
-            for i in range(0, n, self.batch_size):
-                idx = order[i : i + self.batch_size]
-                yield x[idx].to(self.device), [y[idx].to(self.device) for y in ys]
-        else:
-            if isinstance(data, tuple | list) and len(data) == 2 and hasattr(data[0], "shape"):
-                raise TypeError(
-                    f"data must be (x, targets) torch tensors or an iterable of such batches; "
-                    f"x is a {type(data[0]).__name__} (convert it with torch.as_tensor)"
-                )
-            for x, targets in data:
-                ys = split_targets(targets, self.num_tasks)
-                yield x.to(self.device), [y.to(self.device) for y in ys]
-
-    def _num_batches(self, data: Data) -> int | None:
-        if _is_tensor_pair(data):
-            return -(-data[0].shape[0] // self.batch_size)  # type: ignore[index]
-        return len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
+        gen = self.generator if shuffle else None
+        return iterate_batches(data, self.num_tasks, self.batch_size, self.device, gen)
 
     # --- one step -----------------------------------------------------------------------------
     def task_losses(
@@ -230,27 +202,44 @@ class Trainer:
         return torch.stack(self._parts), outs, z
 
     def train_step(self, x: Tensor, ys: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """One optimiser step on a batch; returns ``(losses (T,), weights (T,), outputs)``."""
+        """One optimiser step on a batch; returns ``(losses (T,), weights (T,), outputs)``
+        (weights NaN for a step skipped as non-finite)."""
         self.model.train()
         losses, outs, z = self.task_losses(x, ys, self.use_features)
+        finite = bool(torch.isfinite(losses.detach()).all())
         update = getattr(self.weighting, "update", None)  # FAMO
         pending = bool(getattr(self.weighting, "has_prev", False))  # a step awaits its update
-        if callable(update) and self.famo_update == "next_batch" and pending:
+        if finite and callable(update) and self.famo_update == "next_batch" and pending:
             update(losses.detach())  # this batch's losses stand in for the last one's (no forward)
         self.optimizer.zero_grad(set_to_none=True)
-        # The architecture's penalty first, keeping the graph: it may read this forward's
-        # activations (sluice's subspace orthogonality), which the weighting's backward frees.
-        penalty = self.model.penalty()
-        if penalty.requires_grad:
-            penalty.backward(retain_graph=True)
-        # the T scalars, not the stacked vector: per-task gradients then skip the other heads
-        weights = self.weighting.backward(self._parts, self.model.shared_parameters(), features=z)
-        if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        if callable(update) and self.famo_update == "same_batch":  # FAMO (paper): same batch
-            with torch.no_grad():
-                update(self.task_losses(x, ys)[0])
+        weights = torch.full((self.num_tasks,), float("nan"), device=losses.device)
+        if finite:
+            saved = copy.deepcopy(self.weighting.state_dict())
+            # The architecture's penalty first, keeping the graph: it may read this forward's
+            # activations (sluice's subspace orthogonality), which the weighting's backward frees.
+            penalty = self.model.penalty()
+            if penalty.requires_grad:
+                penalty.backward(retain_graph=True)
+            # the T scalars, not the stacked vector: per-task gradients then skip the other heads
+            weights = self.weighting.backward(
+                self._parts, self.model.shared_parameters(), features=z
+            )
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            norm = nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+            finite = bool(torch.isfinite(norm))
+            if not finite:  # undo what the weighting method learned from this batch
+                self.weighting.load_state_dict(saved)
+            elif self.grad_clip > 0:
+                nn.utils.clip_grads_with_norm_(self.model.parameters(), self.grad_clip, norm)
+        if finite:
+            self.optimizer.step()
+            self.guard.ok()
+            if callable(update) and self.famo_update == "same_batch":  # FAMO (paper): same batch
+                with torch.no_grad():
+                    update(self.task_losses(x, ys)[0])
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.guard.skip(self.step)
         self.step += 1
         return losses.detach(), weights.detach(), [o.detach() for o in outs]
 
@@ -318,7 +307,7 @@ class Trainer:
         if self.progress:
             from tqdm.auto import tqdm
 
-            per_epoch = self._num_batches(self.train_data)
+            per_epoch = num_batches(self.train_data, self.batch_size)
             total = None if per_epoch is None else per_epoch * (self.epochs - self.epoch)
             bar = tqdm(total=total, unit="step", dynamic_ncols=True)
         try:
@@ -328,6 +317,7 @@ class Trainer:
                 if self.test_data is not None:
                     self._log_metrics(self.evaluate(), "test_")
                 if self.checkpoint_path is not None:
+                    check_parameters(self.model.parameters(), self.step, self.checkpoint_path)
                     self.save(self.checkpoint_path)
                 if stop is not None and self.epoch < self.epochs and stop():
                     stopped = True
@@ -335,7 +325,12 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        summary: dict[str, Any] = {"train": train, "steps": self.step, "epochs": self.epoch}
+        summary: dict[str, Any] = {
+            "train": train,
+            "steps": self.step,
+            "epochs": self.epoch,
+            "nonfinite_steps": self.guard.total,
+        }
         if stopped:
             summary["stopped"] = True
         elif self.test_data is not None:
@@ -362,6 +357,7 @@ class Trainer:
             w.add_scalar(f"weights/{name}", weight, self.step)
         w.add_scalar("losses/total", float(losses.sum()), self.step)
         w.add_scalar("charts/sps", sps, self.step)
+        w.add_scalar("charts/nonfinite_steps", self.guard.total, self.step)
 
     def _log_metrics(self, stats: dict[str, dict[str, float]], prefix: str) -> None:
         """Epoch-level ``task/<name>/<prefix><metric>`` (training metrics, then test_*)."""
@@ -390,6 +386,7 @@ class Trainer:
             "weighting": self.weighting.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
+            "nonfinite_steps": self.guard.total,
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -405,6 +402,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.weighting.load_state_dict(state["weighting"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.guard.total = int(state.get("nonfinite_steps", 0))  # absent in older ones
         self.generator.set_state(state["generator"].cpu())
         if "torch_rng" in state:  # absent in checkpoints from before it was saved
             torch.set_rng_state(state["torch_rng"].cpu())

@@ -718,3 +718,24 @@ def test_resume_with_a_config_is_refused_for_supervised_runs_too(tmp_path, capsy
         line = _one_error_line(capsys)
         assert line == "error: --resume takes the config from the checkpoint; drop --config"
     assert _files(run_dir) == files and not new.exists()
+
+
+def test_a_diverging_run_exits_3_with_one_warning_and_one_error(tmp_path, capsys):
+    # used to train on NaN to the end and exit 0 with "loss nan" for every task
+    run_dir = tmp_path / "run"
+    args = [
+        "--config",
+        str(CONFIGS / "gradnorm_toy.yaml"),
+        f"supervised.run_dir={run_dir}",
+        "supervised.optimizer=sgd",
+        "supervised.lr=1e4",
+        "supervised.max_nonfinite_steps=4",
+        "supervised.progress=false",
+    ]
+    assert train.main(args) == 3
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("warning: non-finite loss or gradient at step ")
+    assert lines[1].startswith("error: training diverged: 4 steps in a row had a non-finite")
+    assert captured.out == "" and not (run_dir / "summary.json").exists()

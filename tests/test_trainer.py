@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from torch import nn
 import mtrl
 from mtrl.architectures import HardSharing, build_mlp
 from mtrl.metrics import accuracy, cross_entropy, mse
-from mtrl.trainer import Trainer, save_atomic, split_targets
+from mtrl.trainer import DivergenceError, Trainer, save_atomic, split_targets
 from mtrl.weighting import build as build_weighting
 
 
@@ -468,3 +470,126 @@ def test_numpy_data_is_named_as_the_problem():
     trainer.train_data = (x.numpy(), y.numpy())  # was: "too many values to unpack"
     with pytest.raises(TypeError, match="x is a ndarray"):
         trainer.fit()
+
+
+class _Switch:
+    """A task loss times ``factor``: set it to nan/inf to make chosen steps non-finite."""
+
+    def __init__(self) -> None:
+        self.factor = 1.0
+
+    def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out, y) * self.factor
+
+
+def _guarded_trainer(weighting: str, limit: int = 3, **kw) -> tuple[Trainer, _Switch]:
+    torch.manual_seed(0)
+    switch = _Switch()
+    model = build_mlp("hard_sharing", 4, [16], [1, 1])
+    trainer = Trainer(
+        model,
+        build_weighting(weighting, 2),
+        torch.optim.Adam(model.parameters(), lr=1e-2),
+        [F.mse_loss, switch],
+        train_data=regression_data(),
+        batch_size=16,
+        progress=False,
+        max_nonfinite_steps=limit,
+        **kw,
+    )
+    return trainer, switch
+
+
+def _snapshot(trainer: Trainer) -> list[torch.Tensor]:
+    w = trainer.weighting.state_dict()
+    tensors = [v for v in w.values() if isinstance(v, torch.Tensor)]
+    return [p.detach().clone() for p in trainer.model.parameters()] + [t.clone() for t in tensors]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("weighting", ["gradnorm", "uncertainty", "pcgrad"])
+def test_a_non_finite_loss_skips_the_step_and_leaves_every_state_alone(weighting, bad):
+    trainer, switch = _guarded_trainer(weighting)
+    x, ys = next(iter(trainer.batches(trainer.train_data, shuffle=False)))
+    trainer.train_step(x, ys)  # a normal first step: GradNorm records L(0), Adam has state
+    before, opt_before = _snapshot(trainer), repr(trainer.optimizer.state_dict())
+    switch.factor = bad
+    with pytest.warns(RuntimeWarning, match="non-finite loss or gradient at step 1"):
+        losses, weights, _ = trainer.train_step(x, ys)
+    assert not torch.isfinite(losses[1]) and torch.isnan(weights).all()
+    assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(trainer), strict=True))
+    assert repr(trainer.optimizer.state_dict()) == opt_before
+    assert trainer.step == 2 and trainer.guard.total == 1 and trainer.guard.streak == 1
+    switch.factor = 1.0
+    trainer.train_step(x, ys)  # finite again: a real step, and the streak ends
+    assert not torch.equal(before[0], next(trainer.model.parameters()))
+    assert trainer.guard.streak == 0 and trainer.guard.total == 1
+
+
+def test_a_non_finite_gradient_restores_the_weighting_state():
+    # Finite losses, an infinite gradient (a hook on the head's output): GradNorm has already
+    # updated its weights and its Adam state from the batch; both must be undone.
+    trainer, _ = _guarded_trainer("gradnorm")
+    x, ys = next(iter(trainer.batches(trainer.train_data, shuffle=False)))
+    trainer.train_step(x, ys)
+    before = _snapshot(trainer)
+    extra = repr(trainer.weighting.get_extra_state())
+    head = trainer.model.task_parameters(1)[0]
+    handle = head.register_hook(lambda g: g * float("inf"))
+    with pytest.warns(RuntimeWarning):
+        trainer.train_step(x, ys)
+    handle.remove()
+    assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(trainer), strict=True))
+    assert repr(trainer.weighting.get_extra_state()) == extra
+    assert trainer.guard.total == 1
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_non_finite_steps_in_a_row_stop_training(limit):
+    trainer, switch = _guarded_trainer("equal", limit=limit)
+    switch.factor = float("nan")
+    needle = f"{limit} steps in a row had a non-finite loss"
+    with pytest.raises(DivergenceError, match=needle), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit()
+    assert trainer.guard.total == limit and trainer.step == limit - 1  # the last one raised
+
+
+def test_max_nonfinite_steps_zero_never_stops():
+    trainer, switch = _guarded_trainer("equal", limit=0)
+    switch.factor = float("nan")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = trainer.fit()
+    assert summary["steps"] == 8 and summary["nonfinite_steps"] == 8
+    assert len(caught) == 1  # one warning per streak, not per step
+
+
+def test_non_finite_parameters_are_never_checkpointed(tmp_path):
+    trainer, _ = _guarded_trainer("equal", epochs=2, checkpoint_path=tmp_path / "last.pt")
+    trainer.fit()  # two good epochs: a checkpoint at step 16
+    good = (tmp_path / "last.pt").read_bytes()
+    trainer.epochs = 3
+    param = next(trainer.model.parameters())
+
+    def overflow(*_: object) -> None:  # a finite step can still overflow a parameter
+        if trainer.step == 23:  # the epoch's last step, so no later loss sees it
+            with torch.no_grad():
+                param[0, 0] = float("inf")
+
+    trainer.optimizer.register_step_post_hook(overflow)
+    with pytest.raises(DivergenceError, match="parameters became non-finite by step 24"):
+        trainer.fit()
+    assert (tmp_path / "last.pt").read_bytes() == good
+
+
+def test_skipped_steps_survive_a_checkpoint_round_trip(tmp_path):
+    trainer, switch = _guarded_trainer("equal", limit=0)
+    switch.factor = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit()
+    trainer.save(tmp_path / "c.pt")
+    fresh, _ = _guarded_trainer("equal", limit=0)
+    fresh.load(tmp_path / "c.pt")
+    assert fresh.guard.total == 8 and fresh.step == 8

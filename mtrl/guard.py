@@ -1,0 +1,61 @@
+"""Divergence guard of :class:`mtrl.trainer.Trainer`: skip non-finite steps, stop when they
+persist, and never checkpoint non-finite parameters (the RL runner's rules, without its config)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+class DivergenceError(RuntimeError):
+    """Training diverged: too many non-finite steps in a row, or non-finite parameters."""
+
+
+class NonFiniteGuard:
+    """Counts steps skipped for a non-finite loss or gradient (``total``, and ``streak`` in a
+    row); :meth:`skip` warns once per streak and raises :class:`DivergenceError` when the streak
+    reaches ``limit`` (0 = never)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.total, self.streak = limit, 0, 0
+
+    def ok(self) -> None:
+        """A step was taken: the streak ends."""
+        self.streak = 0
+
+    def skip(self, step: int) -> None:
+        """Step ``step`` was skipped."""
+        self.total += 1
+        self.streak += 1
+        if self.limit and self.streak >= self.limit:
+            raise DivergenceError(
+                f"training diverged: {self.streak} steps in a row had a non-finite loss or "
+                f"gradient at step {step} (max_nonfinite_steps={self.limit}; lower the learning "
+                "rate or set grad_clip)"
+            )
+        if self.streak == 1:
+            warnings.warn(
+                f"non-finite loss or gradient at step {step}; step skipped ({self.total} so far)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+
+def check_parameters(params: Iterable[Tensor], step: int, checkpoint: Path | None) -> None:
+    """Raise :class:`DivergenceError` if a parameter is non-finite (a step with finite gradients
+    can still overflow them), so that no checkpoint saves it as good."""
+    if all(bool(torch.isfinite(p).all()) for p in params):
+        return
+    kept = (
+        f"last good checkpoint kept at {checkpoint}"
+        if checkpoint is not None and checkpoint.exists()
+        else "no checkpoint"
+    )
+    raise DivergenceError(
+        f"training diverged: parameters became non-finite by step {step} (lower the learning "
+        f"rate or set grad_clip); {kept}"
+    )
