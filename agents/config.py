@@ -86,7 +86,7 @@ class EnvConfig:
 class AgentConfig:
     """Agent choice and its optimisation hyperparameters (A2C defaults from the SB3 zoo)."""
 
-    name: str = _f("a2c_multitask", "agent: see agents.names()")
+    name: str = _f("a2c_multitask", "agent: see agents.factory.names()")
     n_steps: int = _f(5, "rollout length per update (n of the n-step return)")
     gamma: float = _f(0.99, "discount factor")
     gae_lambda: float = _f(1.0, "GAE lambda (1.0 = plain n-step returns as in A2C)")
@@ -169,7 +169,8 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "checkpoint_minutes": (lambda v: v >= 0, ">= 0 (0 = off)"),
     "keep_checkpoints": (lambda v: v >= 1, ">= 1"),
     "max_nonfinite_updates": (lambda v: v >= 0, ">= 0 (0 = never stop)"),
-    # slot seeds are seed + 1000 * task + env (DESIGN.md): more envs per task would collide
+    # slot seeds are seed + 1000 * task + env (envs.base.slot_seeds): more envs per task
+    # would collide
     "env.num_envs_per_task": (
         lambda v: 1 <= v <= 1000,
         "in [1, 1000] (slot seeds are seed + 1000*task + env)",

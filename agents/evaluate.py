@@ -3,7 +3,8 @@
 Episodes are taken round-robin over a task's slots (episode 1 of every slot, then episode 2, ...),
 ``episodes`` of them, so the mean is not biased toward short episodes the way "the first n
 episodes to finish" would be. If ``max_steps`` ends the evaluation first, only the rounds every
-slot of the task completed are used (and ``"max_steps_reached"`` is set).
+slot of the task completed are used (and ``"max_steps_reached"`` is set); if some slot finished
+no episode at all, the episodes that did finish are used, still at most ``episodes``.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ def evaluate(
         rounds = min(len(d) for d in slots)
         if rounds:  # complete rounds only: which episodes count does not depend on their lengths
             picked = [d[j] for j in range(rounds) for d in slots][:episodes]
-        else:  # some slot finished nothing: all that finished (may favour short episodes)
-            picked = [x for d in slots for x in d]
+        else:  # some slot finished nothing: what finished, round-robin, at most ``episodes``
+            # (may favour short episodes)
+            most = max(len(d) for d in slots)
+            picked = [d[j] for j in range(most) for d in slots if j < len(d)][:episodes]
         r = np.asarray([ret for ret, _ in picked], dtype=np.float64)
         n = len(r)
         out[name] = {

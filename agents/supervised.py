@@ -171,8 +171,10 @@ def prepare(config: str | Path, overrides: list[str] | None = None) -> tuple[Any
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"supervised-{cfg.benchmark.name}-{cfg.weighting.name}-{stamp}"
-        run_dir = claim_run_dir(Path("runs") / name)
-        created = [run_dir]
+        base = Path("runs") / name
+        parent_is_new = not base.parent.exists()  # runs/ itself goes too if this run made it
+        run_dir = claim_run_dir(base)
+        created = [run_dir, base.parent] if parent_is_new else [run_dir]
     try:
         trainer = build_trainer(cfg, run_dir)
     except BaseException:  # a bad option, or a signal while building: nothing half-written

@@ -119,7 +119,7 @@ class SB3:
             env_id,
             n_envs=num_envs,
             seed=0,
-            # frameskip=1: SB3's AtariWrapper skips 4 frames itself (see DESIGN.md pitfalls).
+            # frameskip=1: SB3's AtariWrapper skips 4 frames itself.
             env_kwargs={
                 "frameskip": 1,
                 "repeat_action_probability": 0.25,

@@ -132,7 +132,7 @@ def normalise_score(score: float, reference: tuple[float, float] | None) -> floa
 
 
 def slot_seeds(seed: int, num_tasks: int, num_envs_per_task: int) -> np.ndarray:
-    """(K*E,) seeds ``seed + 1000*task + env_index`` in task-major slot order (DESIGN.md)."""
+    """(K*E,) seeds ``seed + 1000*task + env_index`` in task-major slot order."""
     k = np.arange(num_tasks)[:, None]
     e = np.arange(num_envs_per_task)[None, :]
     return (seed + 1000 * k + e).reshape(-1).astype(np.int64)

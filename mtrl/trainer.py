@@ -1,7 +1,7 @@
 """A standalone supervised multi-task trainer (no config system, no RL).
 
-One step is the loop of DESIGN.md: ``losses (T,) = [loss_t(model(x)[t], y_t)]`` ->
-``weighting.backward(losses, model.shared_parameters(), features=z)`` -> penalty -> clip ->
+One step: ``losses (T,) = [loss_t(model(x)[t], y_t)]`` -> the architecture's ``penalty()``
+backward -> ``weighting.backward(losses, model.shared_parameters(), features=z)`` -> clip ->
 ``optimizer.step()`` (-> FAMO's ``update`` on the same batch); a step with a non-finite loss or
 gradient is skipped, and ``max_nonfinite_steps`` of them in a row raise :class:`DivergenceError`
 (as the RL runner's ``max_nonfinite_updates``). Data are either ``(x, targets)``

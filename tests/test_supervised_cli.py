@@ -739,3 +739,20 @@ def test_a_diverging_run_exits_3_with_one_warning_and_one_error(tmp_path, capsys
     assert lines[0].startswith("warning: non-finite loss or gradient at step ")
     assert lines[1].startswith("error: training diverged: 4 steps in a row had a non-finite")
     assert captured.out == "" and not (run_dir / "summary.json").exists()
+
+
+def test_automatic_run_that_fails_to_start_leaves_no_runs_directory(tmp_path, monkeypatch, capsys):
+    # the automatic run directory was removed, but the runs/ it had created stayed behind
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "--config",
+        str(CONFIGS / "gradnorm_toy.yaml"),
+        "supervised.weighting.kwargs.alpha=abc",  # found while building, after the mkdir
+    ]
+    assert train.main(args) == 2
+    assert "alpha='abc'" in _one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "runs").mkdir()  # a runs/ that was there before is kept
+    assert train.main(args) == 2
+    assert list(tmp_path.iterdir()) == [tmp_path / "runs"]
+    assert list((tmp_path / "runs").iterdir()) == []

@@ -189,7 +189,7 @@ def test_tensorboard_keys(tmp_path):
     for name in ("small", "big"):
         assert {f"task/{name}/loss", f"weights/{name}", f"task/{name}/mse"} <= tags
         assert {f"task/{name}/test_loss", f"task/{name}/test_mse"} <= tags
-    assert {"losses/total", "charts/sps"} <= tags  # DESIGN.md's key, as the RL runner's
+    assert {"losses/total", "charts/sps"} <= tags  # the same keys as the RL runner's
 
 
 class Fixed(HardSharing):

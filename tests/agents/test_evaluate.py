@@ -59,6 +59,18 @@ def test_a_slot_without_any_episode_falls_back_to_what_finished():
     assert res["max_steps_reached"] is True
 
 
+def test_the_fallback_never_reports_more_episodes_than_asked():
+    # 1 episode asked of 3 slots, the cap hit before slot 2 finished one: slots 0 and 1 each
+    # have one, and both were reported (2 episodes for eval.episodes=1)
+    env = _Slots(periods=[1, 2, 0], rets=[1.0, 0.0, 0.0], lengths=[1, 2, 1])
+    res = evaluate(env, _zeros, 1, 0, torch.device("cpu"), 5)["t0"]
+    assert res["episodes"] == 1 and res["mean_return"] == 1.0  # slot 0's, the first in the round
+    assert res["max_steps_reached"] is True
+    env = _Slots(periods=[1, 1, 1, 0], rets=[1.0, 0.0, 0.0, 0.0], lengths=[1, 1, 1, 1])
+    res = evaluate(env, _zeros, 5, 0, torch.device("cpu"), 5)["t0"]  # 2 per slot, 6 finished
+    assert res["episodes"] == 5 and res["mean_return"] == 2 / 5  # round-robin: 0, 1, 2, 0, 1
+
+
 def test_eval_greedy_false_samples_both_distral_policies(tmp_path):
     """``eval.greedy`` reaches the final evaluation of pi_i and of pi0 (the Atari and MinAtar
     presets sample there: a near-uniform greedy policy is one fixed action)."""
