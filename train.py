@@ -15,7 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:  # torch and the config load lazily, after argument parsing
+    from agents.config import AgentConfig
+    from mtrl.weighting.base import LossWeighting
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 
@@ -99,7 +103,42 @@ def build(cfg, run_dir: Path):
     for note in agent.notes:
         print(f"note: {note}", file=sys.stderr)
     weighting = _build_weighting(cfg.agent.weighting, env.num_tasks)
+    note = _check_weighting_sharing(weighting, cfg.agent, bool(agent.shared_parameters()))
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return Runner(cfg, env, agent, run_dir, device, weighting, make_eval_env)
+
+
+def _check_weighting_sharing(
+    weighting: LossWeighting, agent_cfg: AgentConfig, shares: bool
+) -> str | None:
+    """Refuse a weighting that cannot work on an agent without shared parameters; return a note
+    (or None) when the chosen method would silently reduce to ``equal`` on such an agent.
+
+    GradNorm balances gradient norms at the last shared layer and raised mid-run without one;
+    gradient aggregators (PCGrad, MGDA, ...) combine per-task gradients of the shared parameters
+    and, with none, give every task its own plain gradient.
+    """
+    from agents.config import ConfigError
+    from mtrl.weighting.base import GradientAggregator
+    from mtrl.weighting.gradnorm import GradNorm
+
+    if shares:
+        return None
+    name, agent = agent_cfg.weighting, agent_cfg.name
+    if isinstance(weighting, GradNorm):
+        raise ConfigError(
+            f"agent.weighting={name!r} balances gradient norms at a layer every task shares; "
+            f"{agent} shares no parameters between tasks (use a2c_multitask or a Distral agent, "
+            "or another weighting)"
+        )
+    if isinstance(weighting, GradientAggregator):
+        return (
+            f"agent.weighting={name!r} combines the tasks' gradients on shared parameters; "
+            f"{agent} shares none, so every task keeps its own plain gradient, as with "
+            "agent.weighting='equal'"
+        )
+    return None
 
 
 def _build_weighting(name: str, num_tasks: int):
@@ -224,6 +263,8 @@ def _main(argv: list[str] | None) -> int:
             shown = "n/a" if ret is None else f"{ret:.3f}"
             hns = stats.get("human_normalised")
             extra = "" if hns is None else f" (human-normalised {hns:.3f})"
+            if stats.get("max_steps_reached"):  # fewer episodes than eval.episodes asked for
+                extra += " (cut short by eval.max_steps)"
             print(f"  {name}: mean_return {shown} over {stats['episodes']} episodes{extra}")
     return 0
 

@@ -151,6 +151,10 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+#: Run seeds lie in [0, SEED_LIMIT): a slot seed (seed + 1000 * task + env) then stays below
+#: 2**31, which the native ALE (a C int) needs.
+SEED_LIMIT = 2**31 - 2**20
+
 _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "env.suite": ("atari", "minatar", "gridworld"),
@@ -162,7 +166,7 @@ _CHOICES = {
 _RANGES: dict[str, tuple[Any, str]] = {
     "total_steps": (lambda v: v > 0, "a positive integer"),
     # numpy seeds are 32-bit and slot seeds add 1000 * task + env, so keep room below 2**31
-    "seed": (lambda v: 0 <= v < 2**31 - 2**20, "in [0, 2**31 - 2**20)"),
+    "seed": (lambda v: 0 <= v < SEED_LIMIT, "in [0, 2**31 - 2**20)"),
     "torch_threads": (lambda v: v >= 0, ">= 0"),
     "log_interval": (lambda v: v > 0, "a positive integer"),
     "checkpoint_interval": (lambda v: v > 0, "a positive integer"),

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from agents.config import SEED_LIMIT
 from agents.rollout import obs_to_tensor
 
 if TYPE_CHECKING:
@@ -78,6 +79,16 @@ def evaluate(
     return out
 
 
+EVAL_SEED_OFFSET = 10_000_000
+
+
+def eval_seed(seed: int) -> int:
+    """The seed of a run's evaluation envs: ``seed + 10_000_000``, wrapped into the run seeds'
+    range [0, SEED_LIMIT) so its slot seeds fit a C int as the training ones do (unwrapped, the
+    largest allowed seeds crashed the native ALE's reset after training had finished)."""
+    return (seed + EVAL_SEED_OFFSET) % SEED_LIMIT
+
+
 def evaluate_on_fresh_env(r: Runner, policy: Callable[[Tensor], Tensor]) -> dict[str, Any]:
     """Evaluate ``policy`` on a fresh env of the run (seeded apart from training) in every task,
     the agent in eval mode; ``{}`` without an eval env or with ``eval.episodes=0``."""
@@ -90,7 +101,7 @@ def evaluate_on_fresh_env(r: Runner, policy: Callable[[Tensor], Tensor]) -> dict
             env,
             policy,
             r.cfg.eval.episodes,
-            seed=r.cfg.seed + 10_000_000,
+            seed=eval_seed(r.cfg.seed),
             device=r.device,
             max_steps=r.cfg.eval.max_steps,
         )

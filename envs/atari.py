@@ -33,7 +33,15 @@ import gymnasium as gym
 import numpy as np
 
 from envs.atari_scores import REFERENCE_SCORES
-from envs.base import EnvError, EpisodeStat, MultiTaskVecEnv, StepResult, check_actions, slot_seeds
+from envs.base import (
+    EnvError,
+    EpisodeStat,
+    MultiTaskVecEnv,
+    StepResult,
+    check_actions,
+    slot_seeds,
+    unique_tasks,
+)
 
 ATARI_DEFAULTS: dict[str, Any] = {
     "backend": "auto",
@@ -296,7 +304,7 @@ class AtariVecEnv(MultiTaskVecEnv):
             raise EnvError("no Atari games given")
         if num_envs_per_task < 1:
             raise EnvError(f"num_envs_per_task must be >= 1, got {num_envs_per_task}")
-        self.task_names = [canonical_game(g) for g in games]
+        self.task_names = unique_tasks([canonical_game(g) for g in games])
         self.num_envs_per_task = int(num_envs_per_task)
         self.config = cfg
         self.backend = "native" if cfg["backend"] == "auto" else cfg["backend"]

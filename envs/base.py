@@ -138,6 +138,20 @@ def slot_seeds(seed: int, num_tasks: int, num_envs_per_task: int) -> np.ndarray:
     return (seed + 1000 * k + e).reshape(-1).astype(np.int64)
 
 
+def unique_tasks(names: list[str]) -> list[str]:
+    """``names`` unchanged if no task appears twice; else an :class:`EnvError` naming the repeat.
+
+    Two tasks of one name would share their TensorBoard keys and one ``summary.json`` entry (the
+    second evaluation silently replacing the first), so a repeated task is a user's mistake.
+    """
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise EnvError(f"task {name!r} is given more than once in {names}; list each task once")
+        seen.add(name)
+    return names
+
+
 def require_all_tasks(tasks: slice | None) -> None:
     """Guard for envs that step every task together (``supports_task_groups`` is False)."""
     if tasks is not None:

@@ -23,6 +23,7 @@ from envs.base import (
     check_actions,
     require_all_tasks,
     slot_seeds,
+    unique_tasks,
 )
 
 MAPS_DIR = Path(__file__).parent / "maps"
@@ -175,7 +176,16 @@ def load_map(name_or_path: str | Path | GridMap) -> GridMap:
             f"unknown map {str(name_or_path)!r}: not a file and not a shipped map "
             f"(shipped: {', '.join(available_maps())})"
         )
-    return parse_map(path.read_text(), name=path.stem)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:  # e.g. a map saved as UTF-16 (PowerShell's `>` does)
+        raise EnvError(
+            f"map file {str(path)!r} is not UTF-8 text (byte {e.start} cannot be decoded); save "
+            "it as plain ASCII"
+        ) from None
+    except OSError as e:
+        raise EnvError(f"map file {str(path)!r} cannot be read: {e.strerror or e}") from None
+    return parse_map(text, name=path.stem)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -213,7 +223,7 @@ class GridworldVecEnv(MultiTaskVecEnv):
             )
         if num_envs_per_task < 1:
             raise EnvError(f"num_envs_per_task must be >= 1, got {num_envs_per_task}")
-        self.task_names = tasks
+        self.task_names = unique_tasks(tasks)
         self.num_envs_per_task = int(num_envs_per_task)
         hw = self.map.height + self.map.width
         # None = the default; 0 is refused below like any other bad limit (not read as "unset")

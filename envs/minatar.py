@@ -22,6 +22,7 @@ from envs.base import (
     check_actions,
     require_all_tasks,
     slot_seeds,
+    unique_tasks,
 )
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
@@ -94,7 +95,7 @@ class MinAtarVecEnv(MultiTaskVecEnv):
             raise EnvError(f"sticky_action_prob must be in [0, 1], got {sticky_action_prob}")
         if max_episode_steps < 1:
             raise EnvError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
-        self.task_names = [canonical_game(g) for g in games]
+        self.task_names = unique_tasks([canonical_game(g) for g in games])
         self.num_envs_per_task = int(num_envs_per_task)
         self.max_episode_steps = int(max_episode_steps)
         self.single_observation_space = gym.spaces.Box(0, 1, (NUM_CHANNELS, 10, 10), np.uint8)

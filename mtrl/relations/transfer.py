@@ -62,7 +62,9 @@ def transfer_matrix(
     ``results[(i, j)]`` is the target-j metric after transfer from source i (e.g. AUC, or steps to
     threshold with ``lower_is_better=True``) and ``scratch[j]`` the same metric trained from scratch.
     Gain = (m_ij - m_j) / |m_j| (sign flipped when lower is better), so 0 means no transfer, > 0
-    positive transfer; e.g. 0.5 = half the steps to threshold. Missing pairs are NaN.
+    positive transfer; e.g. 0.5 = half the steps to threshold. Missing pairs are NaN, and so
+    is every pair onto a target whose ``scratch`` metric is 0 (a relative gain is undefined
+    there: compare absolute differences instead).
     """
     base = torch.as_tensor(scratch, dtype=torch.float64).flatten()
     t = base.numel()

@@ -1,0 +1,146 @@
+"""What train.py makes of unusual input: a task listed twice, a weighting on an agent without
+shared parameters, the largest allowed seeds (evaluation seeds), a map file that is not UTF-8,
+and an evaluation cut short by eval.max_steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import train
+from agents.config import SEED_LIMIT, load_config
+from agents.evaluate import EVAL_SEED_OFFSET, eval_seed
+from envs.base import EnvError, slot_seeds
+from envs.gridworld import GridworldVecEnv
+from envs.minatar import MinAtarVecEnv
+
+ROOT = Path(__file__).resolve().parents[2]
+GRID = str(ROOT / "configs" / "gridworld_a2c.yaml")
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+# --- a task listed twice ---------------------------------------------------------------------
+def test_gridworld_refuses_a_repeated_goal():
+    with pytest.raises(EnvError, match=r"^task '0' is given more than once in \['0', '2', '0'\]"):
+        GridworldVecEnv("four_rooms", ["0", "2", 0])
+
+
+def test_minatar_refuses_a_game_repeated_under_another_spelling():
+    with pytest.raises(EnvError, match="task 'breakout' is given more than once"):
+        MinAtarVecEnv(["breakout", "Breakout"])
+
+
+@pytest.mark.atari
+def test_atari_refuses_a_repeated_game():
+    from envs.atari import AtariVecEnv
+
+    with pytest.raises(EnvError, match="task 'pong' is given more than once"):
+        AtariVecEnv(["Pong", "pong"])
+
+
+def test_repeated_task_on_the_command_line_exits_2_and_writes_nothing(tmp_path, capsys):
+    # used to train two tasks named '0': their TensorBoard keys merged and summary.json kept one
+    run_dir = tmp_path / "run"
+    args = ["--config", GRID, "env.tasks=[0,0]", f"run_dir={run_dir}", "progress=false"]
+    assert train.main(args) == 2
+    assert "task '0' is given more than once" in _one_error_line(capsys.readouterr().err)
+    assert not run_dir.exists()
+
+
+# --- weightings and agents that share nothing ------------------------------------------------
+def test_gradnorm_on_independent_networks_exits_2_before_anything_is_written(tmp_path, capsys):
+    # used to raise ValueError from GradNorm at the first update (exit 1, traceback, run_dir
+    # already holding config.yaml and TensorBoard files)
+    run_dir = tmp_path / "run"
+    args = ["--config", GRID, "agent.name=a2c_independent", "agent.weighting=gradnorm"]
+    assert train.main([*args, f"run_dir={run_dir}", "progress=false"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: agent.weighting='gradnorm' balances gradient norms")
+    assert "a2c_independent shares no parameters" in line
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("agent", "weighting", "note"),
+    [
+        ("a2c_independent", "pcgrad", True),  # an aggregator with nothing to aggregate
+        ("a2c_independent", "uncertainty", False),  # a loss weighting works on any agent
+        ("a2c_multitask", "pcgrad", False),  # shares its encoder
+        ("a2c_multitask", "gradnorm", False),
+        ("distral_kl_1col", "gradnorm", False),  # every task's loss reaches pi0
+    ],
+)
+def test_build_notes_a_weighting_that_reduces_to_equal(tmp_path, capsys, agent, weighting, note):
+    overrides = [f"agent.name={agent}", f"agent.weighting={weighting}", "agent.ent_coef=0"]
+    cfg = load_config(GRID, [*overrides, "env.num_envs_per_task=1", "progress=false"])
+    train.build(cfg, tmp_path / "run").env.close()
+    err = capsys.readouterr().err
+    expected = (
+        f"note: agent.weighting='{weighting}' combines the tasks' gradients on shared "
+        f"parameters; {agent} shares none, so every task keeps its own plain gradient, as with "
+        "agent.weighting='equal'\n"
+    )
+    assert err == (expected if note else "")
+
+
+# --- evaluation seeds ------------------------------------------------------------------------
+def test_eval_seed_is_offset_and_stays_in_the_run_seed_range():
+    assert eval_seed(3) == 3 + EVAL_SEED_OFFSET  # unchanged for every ordinary seed
+    assert eval_seed(SEED_LIMIT - EVAL_SEED_OFFSET - 1) == SEED_LIMIT - 1
+    assert eval_seed(SEED_LIMIT - EVAL_SEED_OFFSET) == 0
+    top = eval_seed(SEED_LIMIT - 1)  # the largest seed the config accepts
+    assert top == EVAL_SEED_OFFSET - 1
+    # slot seeds of the largest task/env counts still fit a C int (the native ALE's reset)
+    assert int(slot_seeds(top, 1000, 1000).max()) < 2**31
+
+
+@pytest.mark.atari
+def test_native_atari_resets_with_the_eval_seeds_of_the_largest_run_seed():
+    # with seed + 10_000_000 unwrapped, this reset raised TypeError after training had finished
+    from envs.atari import AtariVecEnv
+
+    with AtariVecEnv(["Pong"], 2, backend="native") as env:
+        obs = env.reset(seed=eval_seed(SEED_LIMIT - 1))
+    assert obs.shape == (2, 4, 84, 84)
+
+
+# --- custom map files ------------------------------------------------------------------------
+def test_a_map_file_that_is_not_utf8_exits_2_with_one_line(tmp_path, capsys):
+    # a map saved as UTF-16 (PowerShell's `>`) used to end in a UnicodeDecodeError traceback
+    path = tmp_path / "map.txt"
+    path.write_text("#####\n#S.0#\n#####\n", encoding="utf-16")
+    run_dir = tmp_path / "run"
+    args = ["--config", GRID, f"env.gridworld.map={path}", f"run_dir={run_dir}"]
+    assert train.main(args) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == (
+        f"error: map file {str(path)!r} is not UTF-8 text (byte 0 cannot be decoded); save it "
+        "as plain ASCII"
+    )
+    assert not run_dir.exists()
+
+
+# --- the printed summary ---------------------------------------------------------------------
+def test_printed_summary_says_when_eval_max_steps_cut_the_evaluation(tmp_path, capsys):
+    # summary.json had "max_steps_reached" but the console showed only "over 0 episodes"
+    path = tmp_path / "map.txt"
+    path.write_text("#######\n#S...0#\n#######\n")  # the goal is 4 steps away
+    args = [
+        "--config",
+        GRID,
+        f"env.gridworld.map={path}",
+        f"run_dir={tmp_path / 'run'}",
+        "env.num_envs_per_task=1",
+        "total_steps=5",
+        "progress=false",
+        "eval.max_steps=2",
+    ]
+    assert train.main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == ["  0: mean_return n/a over 0 episodes (cut short by eval.max_steps)"]
