@@ -142,6 +142,8 @@ def _check_weighting_sharing(
 
 
 def _build_weighting(name: str, num_tasks: int):
+    import difflib
+
     from agents.config import ConfigError
     from mtrl import weighting
     from mtrl.registry import UnknownNameError
@@ -158,8 +160,19 @@ def _build_weighting(name: str, num_tasks: int):
         )
     try:
         cls = weighting.WEIGHTINGS.get(name)
-    except UnknownNameError as e:
-        raise ConfigError(f"agent.weighting: {e}") from None
+    except UnknownNameError:
+        usable = [  # the registry's list, less the methods refused here and below
+            n
+            for n in weighting.names()
+            if n not in ("famo", "dwa")
+            and not getattr(weighting.WEIGHTINGS.get(n), "needs_features", False)
+        ]
+        close = difflib.get_close_matches(name, usable, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(
+            f"agent.weighting: unknown weighting {name!r}{hint}; valid for the RL agents: "
+            f"{', '.join(usable)}"
+        ) from None
     if getattr(cls, "needs_features", False):  # e.g. GREAT
         raise ConfigError(
             f"agent.weighting={name!r} classifies per-sample gradients w.r.t. one shared "

@@ -66,6 +66,18 @@ def test_gradnorm_on_independent_networks_exits_2_before_anything_is_written(tmp
     assert not run_dir.exists()
 
 
+def test_an_unknown_weighting_lists_only_the_methods_the_rl_agents_accept(tmp_path, capsys):
+    # the list used to offer dwa, famo and great, which are then refused for RL
+    args = ["--config", GRID, "agent.weighting=famo_x", f"run_dir={tmp_path / 'run'}"]
+    assert train.main(args) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    listed = line.split("valid for the RL agents: ")[1].split(", ")
+    assert "pcgrad" in listed and "gradnorm" in listed and "equal" in listed
+    assert not {"dwa", "famo", "great"} & set(listed)
+    for name in listed:  # every method offered is accepted
+        assert train._build_weighting(name, 2) is not None
+
+
 @pytest.mark.parametrize(
     ("agent", "weighting", "note"),
     [
