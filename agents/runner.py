@@ -387,7 +387,11 @@ class Runner:
         if self.writer is None or not pending:
             return
         for key in pending[-1]:
-            self.writer.add_scalar(key, float(np.mean([p[key] for p in pending])), self.global_step)
+            # finite values only: one skipped (NaN) update would blank the interval's mean; the
+            # skips themselves show in charts/nonfinite_updates
+            values = [p[key] for p in pending if math.isfinite(p[key])]
+            mean = float(np.mean(values)) if values else math.nan
+            self.writer.add_scalar(key, mean, self.global_step)
         self.writer.add_scalar(
             "charts/sps", self.global_step / max(elapsed, 1e-9), self.global_step
         )

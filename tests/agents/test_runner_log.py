@@ -35,3 +35,23 @@ def test_log_without_pending_updates_or_writer_writes_nothing():
     Runner._log(runner, [], 1.0)
     assert writer.scalars == []
     Runner._log(SimpleNamespace(writer=None), [{"x": 1.0}], 1.0)  # no TensorBoard: no error
+
+
+def test_log_means_leave_out_skipped_non_finite_updates():
+    # one skipped update (NaN losses and weights) used to turn the whole interval's mean into NaN
+    writer = _Writer()
+    runner = SimpleNamespace(
+        writer=writer, global_step=300, update=3, nonfinite_total=1, env=SimpleNamespace()
+    )
+    nan, inf = float("nan"), float("inf")
+    pending = [
+        {"losses/a": 1.0, "weights/t": 1.0},
+        {"losses/a": nan, "weights/t": inf},
+        {"losses/a": 5.0, "weights/t": nan},
+    ]
+    Runner._log(runner, pending, 1.0)
+    assert writer.scalars[:2] == [("losses/a", 3.0, 300), ("weights/t", 1.0, 300)]
+    writer.scalars.clear()
+    Runner._log(runner, [{"losses/a": nan}], 1.0)  # nothing finite: NaN, not an error
+    key, value, _ = writer.scalars[0]
+    assert key == "losses/a" and value != value
