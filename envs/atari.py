@@ -39,6 +39,7 @@ from envs.base import (
     MultiTaskVecEnv,
     StepResult,
     check_actions,
+    check_count,
     slot_seeds,
     unique_tasks,
 )
@@ -57,6 +58,32 @@ ATARI_DEFAULTS: dict[str, Any] = {
     "max_episode_steps": 27_000,
 }
 BACKENDS = ("auto", "native", "gymnasium")
+#: Every slot seed must lie in [0, SEED_BOUND): ALE takes a C int and reads a negative seed as
+#: "unseeded" (a negative ``reset(seed=...)`` silently gave a different game on every call).
+SEED_BOUND = 2**31
+
+
+def atari_config(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """:data:`ATARI_DEFAULTS` updated by ``kwargs``, validated: an unknown option or a bad value
+    raises :class:`EnvError` naming it (counts become ints)."""
+    unknown = sorted(set(kwargs) - set(ATARI_DEFAULTS))
+    if unknown:
+        raise EnvError(f"unknown Atari option(s) {unknown} (valid: {sorted(ATARI_DEFAULTS)})")
+    cfg = {**ATARI_DEFAULTS, **kwargs}
+    if cfg["backend"] not in BACKENDS:
+        raise EnvError(f"unknown Atari backend {cfg['backend']!r} (valid: {list(BACKENDS)})")
+    for key in ("frameskip", "frame_stack", "screen_size", "max_episode_steps"):
+        cfg[key] = check_count(key, cfg[key])
+    cfg["noop_max"] = check_count("noop_max", cfg["noop_max"], minimum=0)
+    try:
+        ok = 0.0 <= float(cfg["repeat_action_probability"]) <= 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise EnvError(
+            f"repeat_action_probability must be in [0, 1], got {cfg['repeat_action_probability']!r}"
+        )
+    return cfg
 
 
 def _norm(name: str) -> str:
@@ -99,12 +126,14 @@ def make_atari_env(game: str, **kwargs: Any) -> gym.Env:
     """Single-game gymnasium env: v5 base (frameskip=1) + AtariPreprocessing + frame stack.
 
     Observation (frame_stack, screen, screen) uint8; rewards are raw (unclipped); life loss does
-    not terminate; truncation after ``max_episode_steps`` agent steps (not counting no-op starts). Keyword arguments as in :data:`ATARI_DEFAULTS` (``backend``/``clip_rewards``/
-    ``terminal_on_life_loss`` are the vector env's business and ignored here).
+    not terminate; truncation after ``max_episode_steps`` agent steps (not counting no-op starts).
+    Keyword arguments as in :data:`ATARI_DEFAULTS`, checked as by :class:`AtariVecEnv` (an unknown
+    one is an :class:`EnvError`); ``backend``/``clip_rewards``/``terminal_on_life_loss`` are the
+    vector env's business and ignored here.
     """
     from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, TimeLimit
 
-    cfg = {**ATARI_DEFAULTS, **kwargs}
+    cfg = atari_config(kwargs)
     rom = canonical_game(game)
     base_kwargs = {
         "frameskip": 1,
@@ -193,6 +222,11 @@ class _NativeBackend:
         self.t[:] = 0
         return np.concatenate(obs), np.concatenate(lives).astype(np.int64)
 
+    def discard(self, games: range | None = None) -> None:
+        """Receive and drop the results of a step sent to ``games`` (before a reset)."""
+        for k in games or range(len(self.envs)):
+            self.envs[k].recv()
+
     def send(self, actions: np.ndarray, games: range | None = None) -> None:
         games = games or range(len(self.envs))
         for i, k in enumerate(games):
@@ -257,6 +291,10 @@ class _GymnasiumBackend:
         obs, info = self.vec.reset(seed=None if seeds is None else [int(s) for s in seeds])
         return obs, np.asarray(info["lives"], np.int64)
 
+    def discard(self, games: range | None = None) -> None:
+        """Forget a step that was sent but not received (nothing has run yet)."""
+        self._actions = None
+
     def send(self, actions: np.ndarray, games: range | None = None) -> None:
         assert games is None, "the gymnasium backend steps all games together"
         self._actions = actions
@@ -283,33 +321,19 @@ class AtariVecEnv(MultiTaskVecEnv):
     """
 
     def __init__(self, games: list[str], num_envs_per_task: int = 1, **kwargs: Any) -> None:
-        unknown = sorted(set(kwargs) - set(ATARI_DEFAULTS))
-        if unknown:
-            raise EnvError(f"unknown Atari option(s) {unknown} (valid: {sorted(ATARI_DEFAULTS)})")
-        cfg = {**ATARI_DEFAULTS, **kwargs}
-        if cfg["backend"] not in BACKENDS:
-            raise EnvError(f"unknown Atari backend {cfg['backend']!r} (valid: {list(BACKENDS)})")
-        for key in ("frameskip", "frame_stack", "screen_size", "max_episode_steps"):
-            if int(cfg[key]) < 1:
-                raise EnvError(f"{key} must be >= 1, got {cfg[key]}")
-        if not 0.0 <= float(cfg["repeat_action_probability"]) <= 1.0:
-            raise EnvError(
-                f"repeat_action_probability must be in [0, 1], got {cfg['repeat_action_probability']}"
-            )
-        if int(cfg["noop_max"]) < 0:
-            raise EnvError(f"noop_max must be >= 0, got {cfg['noop_max']}")
+        cfg = atari_config(kwargs)
         if isinstance(games, str):
             games = [games]
         if not games:
             raise EnvError("no Atari games given")
-        if num_envs_per_task < 1:
-            raise EnvError(f"num_envs_per_task must be >= 1, got {num_envs_per_task}")
+        self.num_envs_per_task = check_count("num_envs_per_task", num_envs_per_task)
         self.task_names = unique_tasks([canonical_game(g) for g in games])
-        self.num_envs_per_task = int(num_envs_per_task)
         self.config = cfg
         self.backend = "native" if cfg["backend"] == "auto" else cfg["backend"]
         backend_cls = _NativeBackend if self.backend == "native" else _GymnasiumBackend
-        self._backend = backend_cls(self.task_names, self.num_envs_per_task, cfg)
+        self._backend: _NativeBackend | _GymnasiumBackend | None = backend_cls(
+            self.task_names, self.num_envs_per_task, cfg
+        )
         sets = self._backend.action_sets()
         if any(s != sets[0] for s in sets):
             self.close()
@@ -332,12 +356,32 @@ class AtariVecEnv(MultiTaskVecEnv):
         """The game's (random, human) scores from :mod:`envs.atari_scores` (None if unlisted)."""
         return REFERENCE_SCORES.get(self.task_names[task])
 
+    def _open_backend(self) -> _NativeBackend | _GymnasiumBackend:
+        if self._backend is None:
+            raise EnvError("this Atari env is closed; make a new one")
+        return self._backend
+
     def reset(self, seed: int | None = None) -> np.ndarray:
-        """Reset every slot; returns obs (N, stack, H, W). Slot (k, e) seeded ``seed + 1000*k + e``."""
-        seeds = (
-            None if seed is None else slot_seeds(int(seed), self.num_tasks, self.num_envs_per_task)
-        )
-        obs, self._lives = self._backend.reset(seeds)
+        """Reset every slot; returns obs (N, stack, H, W). Slot (k, e) seeded ``seed + 1000*k + e``.
+
+        Every slot seed must lie in [0, 2**31) (ALE's range). ``seed=None`` continues the
+        emulators' RNGs. A step started by :meth:`step_async` and not yet waited for is dropped.
+        """
+        backend = self._open_backend()
+        seeds = None
+        if seed is not None:
+            seeds = slot_seeds(int(seed), self.num_tasks, self.num_envs_per_task)
+            if seeds.min() < 0 or seeds.max() >= SEED_BOUND:
+                top = SEED_BOUND - int(seeds.max()) + int(seed)
+                raise EnvError(
+                    f"Atari seed must be in [0, {top}) so that every slot seed "
+                    f"seed + 1000*task + env fits ALE's [0, 2**31); got {seed}"
+                )
+        for start, stop in sorted(self._pending):  # else their results would answer later steps
+            full = stop - start == self.num_tasks
+            backend.discard(None if full else range(start, stop))
+        self._pending.clear()
+        obs, self._lives = backend.reset(seeds)
         self._t[:] = 0
         self._ret[:] = 0.0
         self._was_reset = True
@@ -346,6 +390,8 @@ class AtariVecEnv(MultiTaskVecEnv):
     def _task_range(self, tasks: slice | None) -> range:
         if tasks is None:
             return range(self.num_tasks)
+        if not isinstance(tasks, slice):
+            raise EnvError(f"tasks must be a slice of task indices or None, got {tasks!r}")
         games = range(self.num_tasks)[tasks]
         if games.step != 1 or not games:
             raise EnvError(f"tasks must be a non-empty contiguous slice, got {tasks}")
@@ -354,6 +400,7 @@ class AtariVecEnv(MultiTaskVecEnv):
         return games
 
     def step_async(self, actions: np.ndarray, tasks: slice | None = None) -> None:
+        backend = self._open_backend()
         if not self._was_reset:
             raise EnvError("call reset() before step()")
         games = self._task_range(tasks)
@@ -363,19 +410,18 @@ class AtariVecEnv(MultiTaskVecEnv):
         if any(g[0] < key[1] and key[0] < g[1] for g in self._pending):
             raise EnvError(f"tasks {tasks} are already being stepped; call step_wait first")
         full = len(games) == self.num_tasks
-        self._backend.send(a, None if full else games)
+        backend.send(a, None if full else games)
         self._pending.add(key)
 
     def step_wait(self, tasks: slice | None = None) -> StepResult:
+        backend = self._open_backend()
         games = self._task_range(tasks)
         key = (games.start, games.stop)
         if key not in self._pending:
             raise EnvError("step_wait() without a matching step_async()")
         self._pending.discard(key)
         full = len(games) == self.num_tasks
-        obs, raw, game_term, game_trunc, lives, final_obs = self._backend.recv(
-            None if full else games
-        )
+        obs, raw, game_term, game_trunc, lives, final_obs = backend.recv(None if full else games)
         e = self.num_envs_per_task
         sl = slice(games.start * e, games.stop * e)
         t, ret, slot_task = self._t[sl], self._ret[sl], self._slot_task[sl]  # views
@@ -400,7 +446,7 @@ class AtariVecEnv(MultiTaskVecEnv):
         backend = getattr(self, "_backend", None)
         if backend is not None:
             backend.close()
-            self._backend = None
+        self._backend = None
 
 
 def measure_sps(

@@ -13,6 +13,7 @@ truncation and not on termination.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -92,13 +93,19 @@ class MultiTaskVecEnv:
         return normalise_score(score, self.reference_scores(task))
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        """Reset every slot; slot (task k, env e) is seeded with ``seed + 1000*k + e``."""
+        """Reset every slot; slot (task k, env e) is seeded with ``seed + 1000*k + e``.
+
+        ``seed=None`` continues each slot's random stream (gymnasium's ``reset()``; only a never
+        seeded env starts from OS entropy). A step sent by :meth:`step_async` and not yet
+        received is dropped.
+        """
         raise NotImplementedError
 
     def step_async(self, actions: np.ndarray, tasks: slice | None = None) -> None:
         """Start stepping all slots (or, if supported, the slots of ``tasks``) with ``actions``.
 
-        ``actions`` is (n,) int for the n slots stepped; pair with :meth:`step_wait`.
+        ``actions`` is (n,) int for the n slots stepped; pair with :meth:`step_wait` (stepping
+        slots that are already being stepped is an :class:`EnvError`).
         """
         raise NotImplementedError
 
@@ -156,6 +163,27 @@ def require_all_tasks(tasks: slice | None) -> None:
     """Guard for envs that step every task together (``supports_task_groups`` is False)."""
     if tasks is not None:
         raise EnvError("this env steps all tasks together; call step_async/step_wait without tasks")
+
+
+def check_count(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an int if it is a whole number >= ``minimum``; else an :class:`EnvError`.
+
+    Refuses what ``int()`` would silently change or crash on (``2.5``, ``"8"``, ``True``).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise EnvError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise EnvError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_action(action: object, num_actions: int) -> int:
+    """One action of a single env's Discrete(num_actions) space as an int; else an
+    :class:`EnvError` (``-1`` would index the last action and ``1.7`` would become 1)."""
+    a = np.asarray(action)
+    if a.shape != () or not np.issubdtype(a.dtype, np.integer) or not 0 <= a < num_actions:
+        raise EnvError(f"action must be an int in [0, {num_actions}), got {action!r}")
+    return int(a)
 
 
 def check_actions(actions: np.ndarray, num_slots: int, num_actions: int) -> np.ndarray:

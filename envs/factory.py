@@ -30,13 +30,14 @@ def suite_defaults(suite: str) -> dict[str, Any]:
 
 
 def make_multitask_env(
-    suite: str, tasks: list[str] | None, num_envs_per_task: int, **suite_kwargs: Any
+    suite: str, tasks: list[str] | str | int | None, num_envs_per_task: int, **suite_kwargs: Any
 ) -> MultiTaskVecEnv:
     """K tasks x ``num_envs_per_task`` slots of ``suite`` ("atari", "minatar" or "gridworld").
 
-    ``tasks`` are game names (atari, minatar) or goal digits (gridworld); None or empty means
-    :data:`DEFAULT_TASKS` (every MinAtar game, four classic Atari games, every goal on the map).
-    Unknown suite, task or keyword -> :class:`EnvError` naming the valid choices.
+    ``tasks`` are game names (atari, minatar) or goal digits (gridworld); one name (or goal
+    number) means a list of one, and None or empty means :data:`DEFAULT_TASKS` (every MinAtar
+    game, four classic Atari games, every goal on the map). Unknown suite, task or keyword ->
+    :class:`EnvError` naming the valid choices.
     """
     suite = _check_suite(suite)
     unknown = sorted(set(suite_kwargs) - set(suite_defaults(suite)))
@@ -44,6 +45,8 @@ def make_multitask_env(
         raise EnvError(
             f"unknown {suite} option(s) {unknown} (valid: {sorted(suite_defaults(suite))})"
         )
+    if isinstance(tasks, str | int):  # one task: list("pong") would be the tasks p, o, n, g
+        tasks = [tasks]
     tasks = list(tasks) if tasks else DEFAULT_TASKS[suite]
     if suite == "atari":
         from envs.atari import AtariVecEnv

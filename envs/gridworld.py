@@ -20,7 +20,9 @@ from envs.base import (
     EpisodeStat,
     MultiTaskVecEnv,
     StepResult,
+    check_action,
     check_actions,
+    check_count,
     require_all_tasks,
     slot_seeds,
     unique_tasks,
@@ -111,8 +113,13 @@ def _bfs(next_cell: np.ndarray, walls: np.ndarray, source: int) -> np.ndarray:
 
 
 def parse_map(text: str, name: str = "<string>") -> GridMap:
-    """Parse an ASCII map (``#`` wall, ``.`` floor, ``0``-``9`` goal of that task, ``S`` start)."""
-    lines = [line.rstrip("\r") for line in text.strip("\n").split("\n")]
+    """Parse an ASCII map (``#`` wall, ``.`` floor, ``0``-``9`` goal of that task, ``S`` start).
+
+    Any line endings (LF, CRLF, CR) and a leading UTF-8 byte-order mark are accepted; blank lines
+    at the start and end are ignored.
+    """
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.strip("\n").split("\n")
     if not lines or not lines[0]:
         raise EnvError(f"map {name!r}: empty")
     width = len(lines[0])
@@ -197,6 +204,13 @@ def _mix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
+def _step_limit(gmap: GridMap, max_episode_steps: int | None) -> int:
+    """The truncation limit: ``4*(H+W)`` for None; 0 is refused like any bad limit, not "unset"."""
+    if max_episode_steps is None:
+        return 4 * (gmap.height + gmap.width)
+    return check_count("max_episode_steps", max_episode_steps)
+
+
 class GridworldVecEnv(MultiTaskVecEnv):
     """K goal tasks x E slots on one map, stepped with numpy over all N slots at once.
 
@@ -209,27 +223,25 @@ class GridworldVecEnv(MultiTaskVecEnv):
     def __init__(
         self,
         map: str | Path | GridMap = "four_rooms",
-        tasks: list[str] | None = None,
+        tasks: list[str] | str | None = None,
         num_envs_per_task: int = 1,
         max_episode_steps: int | None = None,
     ) -> None:
         self.map = load_map(map)
         valid = self.map.task_names
+        if isinstance(tasks, str | int):  # one goal ("12" is not the goals 1 and 2)
+            tasks = [tasks]
         tasks = list(valid) if tasks is None else [str(t) for t in tasks]
+        if not tasks:
+            raise EnvError(f"no gridworld tasks given on map {self.map.name!r} (valid: {valid})")
         unknown = [t for t in tasks if t not in self.map.goals]
-        if unknown or not tasks:
+        if unknown:
             raise EnvError(
                 f"unknown gridworld task(s) {unknown} on map {self.map.name!r} (valid: {valid})"
             )
-        if num_envs_per_task < 1:
-            raise EnvError(f"num_envs_per_task must be >= 1, got {num_envs_per_task}")
         self.task_names = unique_tasks(tasks)
-        self.num_envs_per_task = int(num_envs_per_task)
-        hw = self.map.height + self.map.width
-        # None = the default; 0 is refused below like any other bad limit (not read as "unset")
-        self.max_episode_steps = 4 * hw if max_episode_steps is None else int(max_episode_steps)
-        if self.max_episode_steps < 1:
-            raise EnvError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        self.num_envs_per_task = check_count("num_envs_per_task", num_envs_per_task)
+        self.max_episode_steps = _step_limit(self.map, max_episode_steps)
         self.single_observation_space = gym.spaces.Box(0.0, 1.0, (self.map.num_cells,), np.float32)
         self.single_action_space = gym.spaces.Discrete(4)
 
@@ -270,16 +282,23 @@ class GridworldVecEnv(MultiTaskVecEnv):
 
     # --- MultiTaskVecEnv ---------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> np.ndarray:
-        """Reset all slots; returns obs (N, H*W). Slot (k, e) is seeded ``seed + 1000*k + e``."""
+        """Reset all slots; returns obs (N, H*W). Slot (k, e) is seeded ``seed + 1000*k + e``.
+
+        ``seed=None`` continues each slot's start sequence (as gymnasium's ``reset()`` keeps the
+        RNG), so ``reset(seed=s)`` followed by ``reset()`` is reproducible; only an env that was
+        never reset draws fresh seeds from the OS. A pending :meth:`step_async` is discarded.
+        """
         n = self.num_envs
-        if seed is None:
-            self._seed = np.random.SeedSequence().generate_state(n, dtype=np.uint64)
-        else:
+        if seed is not None:
             self._seed = slot_seeds(int(seed), self.num_tasks, self.num_envs_per_task).astype(
                 np.uint64
             )
-        self._episode = np.zeros(n, np.uint64)
+            self._episode = np.zeros(n, np.uint64)
+        elif not self._was_reset:
+            self._seed = np.random.SeedSequence().generate_state(n, dtype=np.uint64)
+            self._episode = np.zeros(n, np.uint64)
         self._draw_starts(np.arange(n))
+        self._actions = None
         self._was_reset = True
         return self._obs(self._pos)
 
@@ -287,6 +306,8 @@ class GridworldVecEnv(MultiTaskVecEnv):
         require_all_tasks(tasks)
         if not self._was_reset:
             raise EnvError("call reset() before step()")
+        if self._actions is not None:
+            raise EnvError("a step is already pending; call step_wait() first")
         self._actions = check_actions(actions, self.num_envs, 4)
 
     def step_wait(self, tasks: slice | None = None) -> StepResult:
@@ -378,10 +399,7 @@ class GridworldEnv(gym.Env):
                 f"(valid: {self.map.task_names})"
             )
         self.task = str(task)
-        hw = self.map.height + self.map.width
-        self.max_episode_steps = 4 * hw if max_episode_steps is None else int(max_episode_steps)
-        if self.max_episode_steps < 1:
-            raise EnvError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        self.max_episode_steps = _step_limit(self.map, max_episode_steps)
         self.observation_space = gym.spaces.Box(0.0, 1.0, (self.map.num_cells,), np.float32)
         self.action_space = gym.spaces.Discrete(4)
         self._starts = self.map.start_cells(self.task)
@@ -403,7 +421,7 @@ class GridworldEnv(gym.Env):
         return self._obs(), {}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        self._pos = int(self.map.next_cell[self._pos, int(action)])
+        self._pos = int(self.map.next_cell[self._pos, check_action(action, 4)])
         self._t += 1
         terminated = self._pos == self._goal
         truncated = not terminated and self._t >= self.max_episode_steps

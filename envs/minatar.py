@@ -19,7 +19,9 @@ from envs.base import (
     EpisodeStat,
     MultiTaskVecEnv,
     StepResult,
+    check_action,
     check_actions,
+    check_count,
     require_all_tasks,
     slot_seeds,
     unique_tasks,
@@ -48,6 +50,17 @@ def canonical_game(name: str) -> str:
     close = difflib.get_close_matches(str(name).lower(), GAMES, n=3, cutoff=0.4)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise EnvError(f"unknown MinAtar game {name!r} (valid: {', '.join(GAMES)}){hint}")
+
+
+def _check_options(sticky_action_prob: float, max_episode_steps: int) -> int:
+    """Validate the options both MinAtar envs share; returns ``max_episode_steps`` as an int."""
+    try:
+        ok = 0.0 <= float(sticky_action_prob) <= 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise EnvError(f"sticky_action_prob must be in [0, 1], got {sticky_action_prob!r}")
+    return check_count("max_episode_steps", max_episode_steps)
 
 
 def _make_game(game: str, sticky_action_prob: float, difficulty_ramping: bool) -> Any:
@@ -89,15 +102,9 @@ class MinAtarVecEnv(MultiTaskVecEnv):
             games = [games]
         if not games:
             raise EnvError(f"no MinAtar games given (valid: {', '.join(GAMES)})")
-        if num_envs_per_task < 1:
-            raise EnvError(f"num_envs_per_task must be >= 1, got {num_envs_per_task}")
-        if not 0.0 <= sticky_action_prob <= 1.0:
-            raise EnvError(f"sticky_action_prob must be in [0, 1], got {sticky_action_prob}")
-        if max_episode_steps < 1:
-            raise EnvError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        self.num_envs_per_task = check_count("num_envs_per_task", num_envs_per_task)
+        self.max_episode_steps = _check_options(sticky_action_prob, max_episode_steps)
         self.task_names = unique_tasks([canonical_game(g) for g in games])
-        self.num_envs_per_task = int(num_envs_per_task)
-        self.max_episode_steps = int(max_episode_steps)
         self.single_observation_space = gym.spaces.Box(0, 1, (NUM_CHANNELS, 10, 10), np.uint8)
         self.single_action_space = gym.spaces.Discrete(NUM_ACTIONS)
         self._envs = [
@@ -114,19 +121,29 @@ class MinAtarVecEnv(MultiTaskVecEnv):
         self._was_reset = False
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        """Reset all slots; returns obs (N, 10, 10, 10). Slot (k, e) seeded ``seed + 1000*k + e``."""
-        seeds = (
-            slot_seeds(int(seed), self.num_tasks, self.num_envs_per_task)
-            if seed is not None
-            else [_fresh_seed() for _ in range(self.num_envs)]
-        )
+        """Reset all slots; returns obs (N, 10, 10, 10). Slot (k, e) seeded ``seed + 1000*k + e``.
+
+        ``seed=None`` keeps each slot's RNG going (as gymnasium's ``reset()``), so ``reset(seed=s)``
+        followed by ``reset()`` is reproducible; only an env that was never reset draws fresh
+        seeds from the OS. A pending :meth:`step_async` is discarded.
+        """
+        if seed is not None:
+            seeds: list[int] | None = [
+                int(s) for s in slot_seeds(int(seed), self.num_tasks, self.num_envs_per_task)
+            ]
+        elif not self._was_reset:
+            seeds = [_fresh_seed() for _ in range(self.num_envs)]
+        else:
+            seeds = None
         for i, env in enumerate(self._envs):
-            env.seed(int(seeds[i]) % 2**32)  # RandomState needs [0, 2**32)
+            if seeds is not None:
+                env.seed(seeds[i] % 2**32)  # RandomState needs [0, 2**32)
             env.last_action = 0
             env.reset()
             _to_obs(env.state(), self._obs[i])
         self._t[:] = 0
         self._ret[:] = 0.0
+        self._actions = None
         self._was_reset = True
         return self._obs.copy()
 
@@ -134,6 +151,8 @@ class MinAtarVecEnv(MultiTaskVecEnv):
         require_all_tasks(tasks)
         if not self._was_reset:
             raise EnvError("call reset() before step()")
+        if self._actions is not None:
+            raise EnvError("a step is already pending; call step_wait() first")
         self._actions = check_actions(actions, self.num_envs, NUM_ACTIONS)
 
     def step_wait(self, tasks: slice | None = None) -> StepResult:
@@ -208,7 +227,7 @@ class MinAtarEnv(gym.Env):
         max_episode_steps: int = MINATAR_DEFAULTS["max_episode_steps"],
     ) -> None:
         self.game = canonical_game(game)
-        self.max_episode_steps = int(max_episode_steps)
+        self.max_episode_steps = _check_options(sticky_action_prob, max_episode_steps)
         self.observation_space = gym.spaces.Box(0, 1, (NUM_CHANNELS, 10, 10), np.uint8)
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
         self._env = _make_game(self.game, sticky_action_prob, difficulty_ramping)
@@ -228,7 +247,7 @@ class MinAtarEnv(gym.Env):
         return self._obs.copy(), {}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        reward, terminated = self._env.act(int(action))
+        reward, terminated = self._env.act(check_action(action, NUM_ACTIONS))
         self._t += 1
         _to_obs(self._env.state(), self._obs)
         truncated = not terminated and self._t >= self.max_episode_steps

@@ -110,6 +110,8 @@ class WorkerVecEnv(MultiTaskVecEnv):
         self._events: list[str] = []
         self._last_obs: np.ndarray | None = None
         self._pending: list[str | None] = [None] * self.num_tasks
+        self._stepping = False  # a step_async is waiting for its step_wait
+        self._closed = False
         # Kill leftover workers at exit even if close() is never called (they ignore SIGTERM).
         self._finalizer = weakref.finalize(self, _kill_all, self._procs)
         for k in range(self.num_tasks):
@@ -213,12 +215,31 @@ class WorkerVecEnv(MultiTaskVecEnv):
         self._call(k, "fault")
 
     # ------------------------------------------------------------------ vector env API
+    def _check_open(self, idle: bool = False) -> None:
+        """Refuse use after :meth:`close` (and, with ``idle``, while a step is pending)."""
+        if self._closed:
+            raise EnvError("this env is closed (its workers have exited); make a new one")
+        if idle and self._stepping:
+            raise EnvError("a step is pending; call step_wait() first")
+
     def _slots(self, k: int) -> slice:
         e = self.num_envs_per_task
         return slice(k * e, (k + 1) * e)
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        """Reset every worker; task k gets ``seed + 1000*k`` (slot seeds as in-process)."""
+        """Reset every worker; task k gets ``seed + 1000*k`` (slot seeds as in-process).
+
+        A step started by :meth:`step_async` and not yet waited for is received and dropped first
+        (its replies would otherwise answer the reset and every later step).
+        """
+        self._check_open()
+        if self._stepping:
+            self._stepping = False
+            for k in range(self.num_tasks):
+                if self._pending[k] is None:  # the step was sent: drop its reply
+                    with contextlib.suppress(WorkerFault):  # a dead worker is restarted below
+                        self._recv(k)
+                self._pending[k] = None
         if seed is not None:
             self.base_seed = int(seed)
         parts = []
@@ -233,9 +254,13 @@ class WorkerVecEnv(MultiTaskVecEnv):
 
     def step_async(self, actions: np.ndarray, tasks: slice | None = None) -> None:
         require_all_tasks(tasks)
+        self._check_open()
         if self._last_obs is None:
             raise EnvError("call reset() before step()")
+        if self._stepping:
+            raise EnvError("a step is already pending; call step_wait() first")
         a = check_actions(actions, self.num_envs, int(self.single_action_space.n))
+        self._stepping = True
         for k in range(self.num_tasks):
             try:
                 self._send(k, "step", a[self._slots(k)])
@@ -245,7 +270,10 @@ class WorkerVecEnv(MultiTaskVecEnv):
 
     def step_wait(self, tasks: slice | None = None) -> StepResult:
         require_all_tasks(tasks)
-        assert self._last_obs is not None
+        self._check_open()
+        if not self._stepping or self._last_obs is None:
+            raise EnvError("step_wait() without step_async()")
+        self._stepping = False
         n, e = self.num_envs, self.num_envs_per_task
         obs = np.empty_like(self._last_obs)
         final = np.empty_like(self._last_obs)
@@ -276,6 +304,7 @@ class WorkerVecEnv(MultiTaskVecEnv):
     # ------------------------------------------------------------------ checkpointing
     def get_state(self) -> dict[str, Any]:
         """Every worker's env snapshot plus restart counters and the last observation."""
+        self._check_open(idle=True)
         if not self.has_state:
             raise EnvError(f"the {self.suite} suite has no env snapshots")
         states = []
@@ -296,6 +325,7 @@ class WorkerVecEnv(MultiTaskVecEnv):
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`get_state` snapshot (same tasks and slot count)."""
+        self._check_open(idle=True)
         if len(state["workers"]) != self.num_tasks:
             raise EnvError(f"state has {len(state['workers'])} workers, env {self.num_tasks}")
         for k, s in enumerate(state["workers"]):
@@ -306,6 +336,7 @@ class WorkerVecEnv(MultiTaskVecEnv):
         self._last_obs = state["last_obs"]
 
     def close(self) -> None:
+        self._closed = True
         for k in range(self.num_tasks):
             if self._conns[k] is None:
                 continue

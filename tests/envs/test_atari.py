@@ -243,3 +243,51 @@ def test_screen_size_and_frame_stack_options(backend):
         assert env.single_observation_space.shape == (2, 42, 42)
         assert env.reset(seed=0).shape == (1, 2, 42, 42)
         assert env.step(np.zeros(1, np.int64)).obs.shape == (1, 2, 42, 42)
+
+
+def test_single_game_env_checks_its_options():
+    # a misspelt option was silently ignored (the env ran with the default frameskip)
+    with pytest.raises(EnvError, match=r"unknown Atari option\(s\) \['frame_skip'\]"):
+        make_atari_env("pong", frame_skip=2)
+    with pytest.raises(EnvError, match="frameskip must be >= 1, got 0"):
+        make_atari_env("pong", frameskip=0)
+    with pytest.raises(EnvError, match="noop_max must be an integer"):
+        AtariVecEnv(["pong"], 1, noop_max=2.5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seeds_outside_ale_range_are_refused(backend):
+    # the native ALE read a negative seed as "unseeded": reset(seed=-5) gave new games each time
+    with AtariVecEnv(["pong", "breakout"], 2, backend=backend) as env:
+        top = 2**31 - 1001  # slot seeds reach seed + 1000 + 1
+        for seed in (-5, top):
+            with pytest.raises(EnvError, match=rf"Atari seed must be in \[0, {top}\)"):
+                env.reset(seed=seed)
+        assert env.reset(seed=top - 1).shape == (4, 4, 84, 84)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reset_drops_a_pending_step(backend):
+    # the step's results stayed queued: the native reset returned stale frames and every later
+    # step raised "already being stepped"
+    with AtariVecEnv(["breakout", "pong"], 1, backend=backend) as env:
+        actions = np.random.default_rng(0).integers(0, 18, (30, 2))
+        clean = [env.reset(seed=3)] + [env.step(a).obs for a in actions]
+        groups = [None] + ([slice(1, 2)] if backend == "native" else [])
+        for tasks in groups:
+            env.step_async(actions[0] if tasks is None else actions[0][tasks], tasks=tasks)
+            got = [env.reset(seed=3)] + [env.step(a).obs for a in actions]
+            np.testing.assert_array_equal(np.stack(got), np.stack(clean))
+
+
+def test_bad_task_groups_and_use_after_close_raise_env_errors():
+    env = AtariVecEnv(["breakout", "pong"], 1)
+    env.reset(seed=0)
+    for tasks in (0, [0]):  # AttributeError / TypeError before
+        with pytest.raises(EnvError, match="tasks must be a slice of task indices or None"):
+            env.step_async(np.zeros(1, np.int64), tasks=tasks)
+    env.close()
+    env.close()
+    for use in (lambda: env.reset(seed=0), lambda: env.step(np.zeros(2, np.int64))):
+        with pytest.raises(EnvError, match="this Atari env is closed"):
+            use()

@@ -38,6 +38,16 @@ def test_unknown_kwarg_and_default_tasks():
     assert env.task_names == ["asterix", "breakout", "freeway", "seaquest", "space_invaders"]
 
 
+def test_a_single_task_name_means_a_list_of_one():
+    # list("breakout") gave the tasks b, r, e, ... and list("12") the goals 1 and 2
+    assert make_multitask_env("minatar", "Breakout", 1).task_names == ["breakout"]
+    assert make_multitask_env("gridworld", "1", 1).task_names == ["1"]
+    assert make_multitask_env("gridworld", 0, 1).task_names == ["0"]  # 0 meant every goal
+    with pytest.raises(EnvError, match=r"unknown gridworld task\(s\) \['12'\]"):
+        make_multitask_env("gridworld", "12", 1)
+    assert GridworldVecEnv("two_rooms", tasks="1").task_names == ["1"]
+
+
 def test_suite_defaults():
     assert suite_defaults("atari")["frameskip"] == 4
     assert suite_defaults("atari")["repeat_action_probability"] == 0.25

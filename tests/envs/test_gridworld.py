@@ -370,3 +370,65 @@ def test_single_task_env_truncation_terminal_step_and_seeding(tiny_path):
     starts = [int(env.reset(seed=s)[0].argmax()) for s in range(20)]
     assert starts == [int(env.reset(seed=s)[0].argmax()) for s in range(20)]
     assert len(set(starts)) > 1
+
+
+def _write(path, text):
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        TINY.replace("\n", "\r\n") + "\r\n",  # CRLF with a blank last line (was "ragged lines")
+        TINY.replace("\n", "\r"),  # old Mac line ends (was "unknown character '\\r'")
+        "\ufeff" + TINY,  # byte-order mark of Notepad's UTF-8 (was "unknown character")
+    ],
+)
+def test_map_line_endings_and_byte_order_mark(text, tmp_path):
+    want = parse_map(TINY)
+    for got in (parse_map(text), load_map(_write(tmp_path / "m.txt", text))):
+        assert got.goals == want.goals and np.array_equal(got.walls, want.walls)
+
+
+def test_reset_without_seed_continues_the_seeded_starts():
+    # as gymnasium's reset(): seed=None keeps the streams going instead of drawing OS entropy
+    env = GridworldVecEnv("four_rooms", num_envs_per_task=3)
+    runs = []
+    for _ in range(2):
+        env.reset(seed=4)
+        runs.append(np.stack([env.reset().argmax(axis=1) for _ in range(6)]))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert len({r.tobytes() for r in runs[0]}) > 1  # and each reset still starts new episodes
+
+
+def test_a_pending_step_is_dropped_by_reset_and_cannot_be_doubled():
+    env = GridworldVecEnv("corridor", num_envs_per_task=1)
+    env.reset(seed=0)
+    env.step_async(np.array([3, 2]))
+    with pytest.raises(EnvError, match="already pending; call step_wait"):
+        env.step_async(np.array([2, 3]))  # was silently replacing the first actions
+    env.reset(seed=0)
+    with pytest.raises(EnvError, match="without step_async"):
+        env.step_wait()  # was applying the actions sent before the reset
+
+
+def test_single_task_env_refuses_actions_outside_its_space():
+    env = GridworldEnv("corridor", task="1")
+    env.reset(seed=0)
+    for bad in (-1, 4, 1.7, True, np.array([1])):  # -1 moved right, 1.7 moved down
+        with pytest.raises(EnvError, match=r"action must be an int in \[0, 4\)"):
+            env.step(bad)
+    assert env.step(np.int64(3))[1] in (0.0, 1.0)
+
+
+@pytest.mark.parametrize("value", [2.5, "2", True, None])
+def test_counts_must_be_whole_numbers(value):
+    with pytest.raises(EnvError, match="num_envs_per_task must be an integer"):
+        GridworldVecEnv("corridor", num_envs_per_task=value)  # 2.5 gave 2, "2" a TypeError
+    if value is not None:  # None is the documented default step limit
+        with pytest.raises(EnvError, match="max_episode_steps must be an integer"):
+            GridworldVecEnv("corridor", max_episode_steps=value)
+    assert GridworldVecEnv("corridor", num_envs_per_task=np.int64(2)).num_envs == 4
+    with pytest.raises(EnvError, match=r"no gridworld tasks given on map 'corridor'"):
+        GridworldVecEnv("corridor", tasks=[])

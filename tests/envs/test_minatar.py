@@ -225,3 +225,45 @@ def test_single_game_env_truncates_and_seeds():
 
     assert np.array_equal(run(1), run(1))
     assert not all(np.array_equal(run(0), run(s)) for s in range(1, 4))
+
+
+def test_reset_without_seed_continues_the_seeded_games():
+    # as gymnasium's reset(): seed=None keeps each slot's RNG going instead of drawing OS entropy
+    env = MinAtarVecEnv(["breakout", "asterix"], num_envs_per_task=2)
+    runs = []
+    for _ in range(2):
+        env.reset(seed=9)
+        runs.append(_rollout(env, None, steps=60))
+    assert all(np.array_equal(x, y) for x, y in zip(*runs, strict=True))
+
+
+def test_a_pending_step_is_dropped_by_reset_and_cannot_be_doubled():
+    env = MinAtarVecEnv(["breakout"], num_envs_per_task=2)
+    env.reset(seed=0)
+    env.step_async(np.array([1, 1]))
+    with pytest.raises(EnvError, match="already pending; call step_wait"):
+        env.step_async(np.array([3, 3]))
+    env.reset(seed=0)
+    with pytest.raises(EnvError, match="without step_async"):
+        env.step_wait()
+
+
+def test_single_game_env_checks_its_options_and_actions():
+    # the vector env refused these; the single env truncated every step at max_episode_steps=0
+    for kwargs, message in (
+        ({"max_episode_steps": 0}, "max_episode_steps must be >= 1, got 0"),
+        ({"max_episode_steps": 2.5}, "max_episode_steps must be an integer"),
+        ({"sticky_action_prob": 1.5}, r"sticky_action_prob must be in \[0, 1\], got 1.5"),
+        ({"sticky_action_prob": "x"}, r"sticky_action_prob must be in \[0, 1\], got 'x'"),
+    ):
+        with pytest.raises(EnvError, match=message):
+            MinAtarEnv("breakout", **kwargs)
+        with pytest.raises(EnvError, match=message):
+            MinAtarVecEnv(["breakout"], **kwargs)
+    with pytest.raises(EnvError, match="num_envs_per_task must be an integer"):
+        MinAtarVecEnv(["breakout"], num_envs_per_task="2")
+    env = MinAtarEnv("breakout")
+    env.reset(seed=0)
+    for bad in (-1, 6, 2.5):  # -1 played action 5, 2.5 played action 2
+        with pytest.raises(EnvError, match=r"action must be an int in \[0, 6\)"):
+            env.step(bad)

@@ -186,6 +186,38 @@ def test_restart_seeds_stay_below_2_31_for_the_largest_allowed_seed():
         env.close()
 
 
+def test_worker_step_protocol_errors_match_in_process(monkeypatch):
+    # step_wait without step_async waited REPLY_TIMEOUT (300 s) per task, then restarted every
+    # worker; a second step_async queued a reply that answered the next call (reset crashed)
+    from envs import EnvError, make_multitask_env, workers
+
+    monkeypatch.setattr(workers, "REPLY_TIMEOUT", 2.0)
+    env = WorkerVecEnv("gridworld", ["0", "1"], 2, {"map": "corridor"}, seed=0)
+    ref = make_multitask_env("gridworld", ["0", "1"], 2, map="corridor")
+    try:
+        a = np.array([3, 2, 2, 3])
+        env.reset(seed=1)
+        with pytest.raises(EnvError, match="without step_async"):
+            env.step_wait()
+        env.step_async(a)
+        with pytest.raises(EnvError, match="already pending; call step_wait"):
+            env.step_async(a)
+        with pytest.raises(EnvError, match="a step is pending"):
+            env.get_state()
+        np.testing.assert_array_equal(env.reset(seed=1), ref.reset(seed=1))  # drops the step
+        for _ in range(3):
+            res, want = env.step(a), ref.step(a)
+            np.testing.assert_array_equal(res.obs, want.obs)
+            assert res.episodes == want.episodes
+        assert env.restarts == 0
+    finally:
+        env.close()
+    env.close()
+    for use in (lambda: env.reset(seed=0), lambda: env.step(a)):
+        with pytest.raises(EnvError, match="this env is closed"):
+            use()
+
+
 def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
     path = tmp_path / "ckpt" / "last.pt"
     good = {"agent": {"w": torch.ones(3)}, "config": {}}
