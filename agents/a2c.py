@@ -76,18 +76,22 @@ class A2CAgent(Agent):
         task_heads: bool = True,
         name: str = "a2c",
     ):
-        super().__init__(cfg, num_tasks)
+        super().__init__(cfg, num_tasks, obs_shape)
         self.name = name
+        # one task-agnostic network (task_heads=false, shared encoder) acts for any number of rows
+        self._per_task = not (shared_encoder and not task_heads)
         self.net = ActorCritic(
             suite, obs_shape, num_actions, num_tasks, shared_encoder, task_heads, cfg.hidden
         )
 
     @torch.no_grad()
     def values(self, obs: Tensor, tasks: slice | None = None) -> Tensor:
+        self.check_obs(obs, tasks, self._per_task)
         return self.net(obs, tasks)[1]
 
     @torch.no_grad()
     def act(self, obs: Tensor, greedy: bool = True, tasks: slice | None = None) -> Tensor:
+        self.check_obs(obs, tasks, self._per_task)
         return sample_actions(self.net(obs, tasks)[0], greedy)
 
     def task_losses(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:

@@ -51,11 +51,31 @@ class Agent(nn.Module):
     name: str = "agent"
     notes: tuple[str, ...] = ()  # remarks on the configuration, printed by train.py at start
 
-    def __init__(self, cfg: AgentConfig, num_tasks: int):
+    def __init__(self, cfg: AgentConfig, num_tasks: int, obs_shape: tuple[int, ...] = ()):
         super().__init__()
         self.cfg = cfg
         self.num_tasks = num_tasks
+        self.obs_shape = tuple(obs_shape)  # one env's observation; () skips the input check
         self._encoders: list[nn.Module] | None = None  # found on first use (agents.replay)
+
+    def check_obs(self, obs: Tensor, tasks: slice | None = None, per_task: bool = True) -> None:
+        """ValueError naming the expected layout unless ``obs`` is (K, E, *obs_shape), K being the
+        number of tasks (or of ``tasks``); ``per_task=False`` accepts any K (a task-agnostic
+        network such as pi0). Without it a wrong batch fails deep inside torch, or, when its
+        element count happens to fit, is silently reinterpreted."""
+        if not self.obs_shape:
+            return
+        k = self.num_tasks if tasks is None else len(range(self.num_tasks)[tasks])
+        shape = tuple(obs.shape)
+        fits = shape[2:] == self.obs_shape and len(shape) == len(self.obs_shape) + 2
+        if fits and (not per_task or shape[0] == k):
+            return
+        rows = "K" if not per_task else f"K={k}"
+        which = "" if tasks is None or not per_task else f" (tasks {tasks.start}:{tasks.stop})"
+        raise ValueError(
+            f"{self.name}: observations must be task-major ({rows}, E, "
+            f"{', '.join(map(str, self.obs_shape))}){which}; got {shape}"
+        )
 
     def _encoder_modules(self) -> list[nn.Module]:
         if self._encoders is None:

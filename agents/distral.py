@@ -83,7 +83,7 @@ class DistralAgent(Agent):
         regularise: bool = True,
         name: str = "distral",
     ):
-        super().__init__(cfg, num_tasks)
+        super().__init__(cfg, num_tasks, obs_shape)
         self.name, self.two_column, self.regularise = name, two_column, regularise
         if regularise:
             self.alpha, self.beta = resolve_alpha_beta(cfg, kl_only)
@@ -120,11 +120,13 @@ class DistralAgent(Agent):
 
     @torch.no_grad()
     def values(self, obs: Tensor, tasks: slice | None = None) -> Tensor:
+        self.check_obs(obs, tasks)
         z = self.pi0_encoder(obs) if self.task_encoder is None else self.task_encoder(obs, tasks)
         return self.task_value(z, tasks).squeeze(-1)
 
     @torch.no_grad()
     def act(self, obs: Tensor, greedy: bool = True, tasks: slice | None = None) -> Tensor:
+        self.check_obs(obs, tasks)
         if not self.two_column:  # 1-column: pi_i = softmax(f_i) does not need pi0 to act
             z = (
                 self.pi0_encoder(obs)
@@ -141,7 +143,9 @@ class DistralAgent(Agent):
 
     @torch.no_grad()
     def act_pi0(self, obs: Tensor, greedy: bool = True) -> Tensor:
-        """Actions of the distilled multi-task policy pi0 (the one that transfers)."""
+        """Actions (K, E) of the distilled multi-task policy pi0 (the one that transfers) at obs
+        (K, E, *obs): task-agnostic, so K may be any number of tasks."""
+        self.check_obs(obs, per_task=False)
         return sample_actions(self.pi0_head(self.pi0_encoder(obs)), greedy)
 
     # ------------------------------------------------------------------ losses

@@ -258,7 +258,8 @@ def run_benchmark(
         name = f"{spec['suite']}{extra}-{spec['agent']}-s{spec['seed']}-{spec['steps']}"
         return cache / f"{name}-{spec['key']}.json"
 
-    todo = [s for s in specs if not path(s).is_file()]
+    cached = {id(s): load_cached(path(s), s) for s in specs}
+    todo = [s for s in specs if cached[id(s)] is None]
     preflight(todo)
     cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -279,7 +280,7 @@ def run_benchmark(
     else:
         for spec in todo:
             done(spec, run_one(spec))
-    runs = [json.loads(path(s).read_text()) for s in specs]
+    runs = [cached[id(s)] or json.loads(path(s).read_text()) for s in specs]
     random = random_returns(RANDOM_EPISODES, overrides=overrides) if "minatar" in suites else {}
     return {
         "minatar_random": random,
@@ -299,6 +300,35 @@ def run_benchmark(
         },
         "runs": runs,
     }
+
+
+def load_cached(path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The run cached at ``path`` if it is one of ``spec`` (same suite, agent, seed and step
+    grid, with curves), else None: a missing entry, or one that is unreadable, truncated or
+    another run's (a file copied or edited by hand) is trained anew, the latter with a warning,
+    rather than crash the report or slip into the table."""
+    if not path.is_file():
+        return None
+    try:
+        run = json.loads(path.read_text())
+        steps = spec["steps"]
+        grid = np.linspace(steps / CURVE_POINTS, steps, CURVE_POINTS).round().astype(np.int64)
+        fits = (
+            isinstance(run, dict)
+            and all(run.get(k) == spec[k] for k in ("suite", "agent", "seed"))
+            and run.get("grid") == grid.tolist()
+            and isinstance(run.get("curves"), dict)
+            and isinstance(run.get("tasks"), list)
+        )
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        fits = False
+    if not fits:
+        print(
+            f"warning: cache entry {path} is not this run's result; training it anew",
+            file=sys.stderr,
+        )
+        return None
+    return run
 
 
 def preflight(specs: list[dict[str, Any]]) -> None:

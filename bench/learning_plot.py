@@ -9,6 +9,16 @@ from typing import Any
 
 import numpy as np
 
+if __name__ == "__main__":  # before the package import below, which a script run cannot resolve
+    import sys
+
+    print(
+        "error: bench/learning_plot.py is a module used by bench/learning.py, not a script; "
+        "run `python bench/learning.py --help`",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
 from bench.learning_report import mean_ci
 
 Run = dict[str, Any]
@@ -70,6 +80,6 @@ def plot(
     fig.suptitle(f"{suite}: mean ± 95% CI over {seeds} seeds")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, format="png")
     plt.close(fig)
     return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from mtrl.io import atomic_write
 from mtrl.relations.transfer import area_under_curve, steps_to_threshold
 
 GRID_SUCCESS, GRID_LENGTH = 0.9, 1.25  # gridworld threshold: success >= 0.9, length <= 1.25x opt
@@ -353,7 +355,7 @@ def _replace_section(doc: Path, body: str) -> None:
         text = text[: match.start()] + new + text[match.end() :]
     else:
         text = text.rstrip() + "\n\n" + new
-    doc.write_text(text.rstrip() + "\n")
+    atomic_write(doc, (text.rstrip() + "\n").encode())
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
@@ -379,13 +381,23 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
         figures.append((suite, runs, metrics))
     body = section(results, tables, ratios)
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / "learning_results.json"]
-    written[0].write_text(json.dumps(results) + "\n")
-    for suite, runs, metrics in figures:
-        written.append(plot(suite, runs, metrics, out / f"learning_{suite}.png", GRID_LENGTH))
+    # Figures are drawn to temporary files first (matplotlib is what fails, if anything does),
+    # then every file is moved or written in place atomically: an error or Ctrl-C leaves the
+    # previous outputs whole, never a results JSON that the table and figures do not show.
+    pngs = []
+    try:
+        for suite, runs, metrics in figures:
+            tmp = out / f".learning_{suite}.png.tmp"
+            pngs.append((tmp, out / f"learning_{suite}.png"))
+            plot(suite, runs, metrics, tmp, GRID_LENGTH)
+        atomic_write(out / "learning_results.json", (json.dumps(results) + "\n").encode())
+        for tmp, final in pngs:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in pngs:
+            tmp.unlink(missing_ok=True)
     _replace_section(out / "benchmarks.md", body)
-    written.append(out / "benchmarks.md")
-    return written
+    return [out / "learning_results.json", *(final for _, final in pngs), out / "benchmarks.md"]
 
 
 if __name__ == "__main__":

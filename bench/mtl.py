@@ -161,10 +161,13 @@ def quality(seeds: int) -> dict[str, Any]:
     return out
 
 
-def quality_table(res: dict[str, Any], seeds: int) -> str:
+def quality_table(res: dict[str, Any]) -> str:
+    """(a)'s tables; the seed count is read from the results (one Delta-m per seed), so a
+    ``--reuse``d dump is not labelled with this command's ``--seeds``."""
     lines = []
     for bname, r in res.items():
         metric, names = r["metric"], r["names"]
+        seeds = max(len(row["delta_m"]) for m, row in r["rows"].items() if m != "single-task")
         arrow = "higher" if metric == "accuracy" else "lower"
         lines += [
             f"**{bname}** (test {metric}, {arrow} is better; mean of {seeds} seeds)",
@@ -259,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def dump() -> None:
         if args.json:
-            Path(args.json).write_text(json.dumps(raw, indent=1))
+            atomic_write(Path(args.json), json.dumps(raw, indent=1).encode())
 
     if args.what in ("quality", "all"):
         if args.reuse:
@@ -269,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         parts += [
             "### (a) Quality: every method vs single-task models",
             "",
-            quality_table(raw["quality"], args.seeds),
+            quality_table(raw["quality"]),
         ]
     if args.what in ("speed", "all"):
         reused = json.loads(Path(args.reuse).read_text()) if args.reuse else {}
@@ -294,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     body = "\n".join(parts)
     print(body)
-    if args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=1))
+    dump()
     if args.write:
         write_docs(body)
     return 0

@@ -248,10 +248,22 @@ def verdicts(res: dict[str, Any], task_counts: list[int]) -> str:
 
 
 def child_main(argv: list[str]) -> int:
-    """The subprocess of :func:`speed`: measure one row, print it as one JSON line."""
-    method, mode, t, steps = argv[0], argv[1], int(argv[2]), int(argv[3])
-    trunk = tuple(int(v) for v in argv[4].split(",")) if len(argv) > 4 else TRUNK
-    batch = int(argv[5]) if len(argv) > 5 else BATCH
+    """The subprocess of :func:`speed`: measure one row, print it as one JSON line. Any other
+    command line (``--help`` too) is one ``error:`` line naming the expected form, exit 2."""
+    from bench._cli import fail
+
+    try:
+        if not 4 <= len(argv) <= 6 or (argv[0], argv[1]) not in speed_configs():
+            raise ValueError
+        method, mode, t, steps = argv[0], argv[1], int(argv[2]), int(argv[3])
+        trunk = tuple(int(v) for v in argv[4].split(",")) if len(argv) > 4 else TRUNK
+        batch = int(argv[5]) if len(argv) > 5 else BATCH
+    except ValueError:
+        return fail(
+            "bench/mtl_speed.py measures one row for `python bench/mtl.py speed` and takes "
+            "METHOD MODE T STEPS [TRUNK BATCH] (e.g. `pcgrad features 10 30 64,256,256 128`); "
+            "run `python bench/mtl.py --help`"
+        )
     print(json.dumps(measure(method, mode, t, steps, trunk, batch)))
     return 0
 

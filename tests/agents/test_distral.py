@@ -290,3 +290,30 @@ def test_acting_values_and_pi0_use_their_own_columns(name):
     assert agent.act_pi0(obs).eq(0).all() and h0.argmax(-1).eq(0).all()
     torch.testing.assert_close(agent.values(obs), values)
     torch.testing.assert_close(agent.values(obs[1:], slice(1, 2)), values[1:])
+
+
+@pytest.mark.parametrize("name", names())
+def test_a_batch_of_the_wrong_layout_is_one_clear_error(name):
+    """Wrong K, a missing task axis or a wrong observation shape name the expected layout, even
+    when the element count fits (a (K, E, 2, 2) batch of a (4,)-obs agent used to be flattened
+    and acted on); pi0 is task-agnostic and takes any number of rows."""
+    agent = build_agent(_cfg(name=name), "gridworld", (4,), A, K)
+    assert agent.act(torch.zeros(K, 3, 4)).shape == (K, 3)
+    assert agent.values(torch.zeros(1, 3, 4), tasks=slice(1, 2)).shape == (1, 3)
+    for bad in ((K + 1, 3, 4), (3, 4), (K, 3, 2, 2), (K, 3, 5)):
+        for call in (agent.act, agent.values):
+            with pytest.raises(ValueError, match=r"task-major \(K=2, E, 4\); got"):
+                call(torch.zeros(bad))
+    with pytest.raises(ValueError, match=r"\(K=1, E, 4\) \(tasks 1:2\)"):
+        agent.act(torch.zeros(K, 3, 4), tasks=slice(1, 2))
+    if isinstance(agent, DistralAgent):
+        assert agent.act_pi0(torch.zeros(5, 1, 4)).shape == (5, 1)
+        with pytest.raises(ValueError, match=r"\(K, E, 4\); got \(5, 1, 3\)"):
+            agent.act_pi0(torch.zeros(5, 1, 3))
+
+
+def test_one_task_agnostic_a2c_network_acts_for_any_number_of_tasks():
+    agent = build_agent(_cfg(name="a2c_multitask", task_heads=False), "gridworld", (4,), A, K)
+    assert agent.act(torch.zeros(K + 3, 2, 4)).shape == (K + 3, 2)
+    with pytest.raises(ValueError, match="got"):
+        agent.act(torch.zeros(K, 2, 5))

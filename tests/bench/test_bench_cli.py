@@ -38,6 +38,10 @@ def exit_code(main, argv: list[str]) -> int:
         (["throughput.py", "--agents", "nope"], "argument --agents: invalid choice: 'nope'"),
         (["throughput.py", "--env-steps", "-1"], "argument --env-steps: must be an integer >= 1"),
         (["learning_report.py", "--help"], "is a module used by bench/learning.py"),
+        (["learning_plot.py"], "is a module used by bench/learning.py"),
+        (["mtl_speed.py", "--help"], "takes METHOD MODE T STEPS [TRUNK BATCH]"),
+        (["mtl_speed.py", "pcgrad", "nope", "2", "3"], "takes METHOD MODE T STEPS"),
+        (["mtl_speed.py", "equal", "params", "two", "3"], "takes METHOD MODE T STEPS"),
     ],
 )
 def test_scripts_refuse_bad_input_in_one_line(argv, message):

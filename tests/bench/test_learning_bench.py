@@ -132,6 +132,58 @@ def test_a_cached_run_is_reused_only_while_its_preset_is_unchanged(tmp_path, mon
     assert len(list(cache.iterdir())) == 2  # trained anew under the edited preset
 
 
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "other_seed"])
+def test_a_damaged_or_foreign_cache_entry_is_trained_anew(tmp_path, monkeypatch, capsys, damage):
+    """An entry cut short, not a run at all, or another run's result copied under this name used
+    to crash the report (JSONDecodeError, KeyError) or slip into the table as this run."""
+    calls = []
+    real = bl.run_one
+    monkeypatch.setattr(bl, "run_one", lambda spec: calls.append(spec["seed"]) or real(spec))
+    cache, steps = tmp_path / "cache", {"gridworld": 500}
+    first = run_benchmark(["gridworld"], AGENTS[:1], {"gridworld": [0, 1]}, steps, cache, 1)
+    entry = next(p for p in cache.iterdir() if "-s0-" in p.name)
+    other = json.loads(next(p for p in cache.iterdir() if "-s1-" in p.name).read_text())
+    entry.write_text(
+        {
+            "truncated": entry.read_text()[:100],
+            "foreign": '{"x": 1}',
+            "other_seed": json.dumps(other),
+        }[damage]
+    )
+    capsys.readouterr()
+    again = run_benchmark(["gridworld"], AGENTS[:1], {"gridworld": [0, 1]}, steps, cache, 1)
+    assert calls == [0, 1, 0]  # only the damaged entry is trained again
+    assert f"warning: cache entry {entry} is not this run's result" in capsys.readouterr().err
+    assert [r["seed"] for r in again["runs"]] == [0, 1]
+    assert again["runs"][0]["curves"] == first["runs"][0]["curves"]
+    assert json.loads(entry.read_text())["seed"] == 0  # repaired
+
+
+def test_outputs_are_left_whole_when_writing_fails_part_way(tmp_path, monkeypatch):
+    """A figure that fails to draw used to leave a new learning_results.json next to the old
+    table and figures; now nothing changes and no temporary file stays behind."""
+    import bench.learning_plot
+
+    results = json.loads((bl.ROOT / "docs" / "learning_results.json").read_text())
+    out = tmp_path / "out"
+    out.mkdir()
+    old = {"learning_results.json": "old json\n", "benchmarks.md": "# Benchmarks\n"}
+    for name, text in old.items():
+        (out / name).write_text(text)
+
+    def broken(suite, runs, metrics, path, *args):
+        if suite == "minatar":
+            raise RuntimeError("no backend")
+        path.write_bytes(b"png")
+        return path
+
+    monkeypatch.setattr(bench.learning_plot, "plot", broken)
+    with pytest.raises(RuntimeError, match="no backend"):
+        write_outputs(results, out)
+    assert {p.name: p.read_text() for p in out.iterdir()} == old
+    monkeypatch.undo()
+
+
 def test_the_cache_key_covers_code_curve_settings_and_map_files(tmp_path, monkeypatch):
     # keyed by the config alone, cached runs survived edits to agents/ and to the curve settings
     import bench.learning as bl

@@ -69,7 +69,7 @@ def test_quality_table_renders_mean_and_sample_std():
             "rows": {"x": {"metrics": [2.5], "delta_m": [-4.0, 4.0]}},
         },
     }
-    assert mtl.quality_table(res, 3).splitlines() == [
+    assert mtl.quality_table(res).splitlines() == [
         "**two_digits** (test accuracy, higher is better; mean of 3 seeds)",
         "",
         "| method | left accuracy | right accuracy | Delta-m% (+-std) |",
@@ -78,7 +78,7 @@ def test_quality_table_renders_mean_and_sample_std():
         "| equal | 0.9123 | 0.7 | +3.00 (2.65) |",  # mean 3, sample std sqrt(7)
         "| one_seed | 1 | 2 | -1.50 (0.00) |",
         "",
-        "**toy** (test mse, lower is better; mean of 3 seeds)",
+        "**toy** (test mse, lower is better; mean of 2 seeds)",  # its own count
         "",
         "| method | s1 mse | Delta-m% (+-std) |",
         "|---|---:|---:|",
