@@ -241,3 +241,21 @@ def test_representation_verdict_is_at_t_10_whatever_the_other_ts():
         + " -> met (target >= 2x)"
     ]
     assert len(ms.verdicts(res, [40]).splitlines()) == 1  # no T = 10: no representation verdict
+
+
+def test_verdicts_say_not_measured_for_failed_or_missing_rows():
+    # a failed row's ms is NaN, and max() over ratios with a NaN depends on its position: the
+    # verdicts printed "nan ... MISSED" or hid the failed T behind the other one's ratio
+    res = {
+        "equal/params/2": {"ms": 10.0},  # no equal row at T = 10
+        "random/params/2": {"ms": 10.0},
+        "random/params/10": {"ms": 10.0},
+        "pcgrad/params/2": {"ms": 5.0},
+        "pcgrad/torchjd/2": {"ms": 5.0},
+        "pcgrad/params/10": {"ms": 8.0},
+        "pcgrad/torchjd/10": {"error": "torchjd missing"},
+    }
+    assert ms.verdicts(res, [2, 10]).splitlines() == [
+        "- Loss weighting within 1.1x of equal (worst T): random not measured",
+        "- pcgrad vs torchjd (parameters mode): T=2: 1.00x, T=10: n/a -> not measured",
+    ]
