@@ -22,7 +22,8 @@ from mtrl.relations.transfer import area_under_curve, steps_to_threshold
 
 GRID_SUCCESS, GRID_LENGTH = 0.9, 1.25  # gridworld threshold: success >= 0.9, length <= 1.25x opt
 MINATAR_FRACTION = 0.5  # MinAtar threshold: half of the best agent's improvement, mean over games
-MINATAR_MIN_GAIN = 0.5  # a game enters the MinAtar mean only if the best agent beats random by this
+# a game enters the MinAtar mean only if some agent's median seed beats random by this many points
+MINATAR_MIN_GAIN = 0.5
 NOTES_BEGIN, NOTES_END = "<!-- learning-notes -->", "<!-- /learning-notes -->"
 Run = dict[str, Any]
 
@@ -91,13 +92,31 @@ def learned_games(base: np.ndarray, best: np.ndarray) -> np.ndarray:
     return best - base >= MINATAR_MIN_GAIN
 
 
-def minatar_metrics(run: Run, base: np.ndarray, best: np.ndarray) -> dict[str, Any]:
-    """Curve = per-game normalised return (R - base) / (best - base), mean over games;
-    threshold = MINATAR_FRACTION of it. Games without a finished episode yet count as base."""
+def used_games(runs: list[Run], base: np.ndarray) -> np.ndarray:
+    """(K,) bool: :func:`learned_games` judged by each agent's *median* seed, so that one seed that
+    happened to learn a game no other run learns (a lucky Freeway seed) does not bring it into
+    every agent's mean, where it scores ~0 for all the others. The normaliser stays the best
+    seed-mean (:func:`minatar_normalisers`)."""
+    finals: dict[str, list[np.ndarray]] = {}
+    for run in runs:
+        finals.setdefault(run["agent"], []).append(_arr(run["curves"]["return"])[:, -1])
+    medians = [np.nanmedian(np.array(v), 0) for v in finals.values()]
+    with warnings.catch_warnings():  # an all-NaN game (no episode finished) gives NaN: unused
+        warnings.simplefilter("ignore", RuntimeWarning)
+        typical = np.nanmax(medians, 0)
+    return learned_games(base, np.where(np.isfinite(typical), typical, base))
+
+
+def minatar_metrics(
+    run: Run, base: np.ndarray, best: np.ndarray, used: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Curve = per-game normalised return (R - base) / (best - base), mean over the ``used``
+    games (default :func:`learned_games`); threshold = MINATAR_FRACTION of it. Games without a
+    finished episode yet count as base."""
     x = np.asarray(run["grid"], dtype=np.float64)
     raw = _arr(run["curves"]["return"])
     r = np.where(np.isfinite(raw), raw, base[:, None])
-    used = learned_games(base, best)
+    used = learned_games(base, best) if used is None else used
     norm = (r - base[:, None]) / np.maximum(best - base, 1e-8)[:, None]
     score = norm[used].mean(0) if used.any() else np.zeros_like(x)
     return {
@@ -124,8 +143,9 @@ def suite_metrics(
         )
     if runs and runs[0]["suite"] == "minatar":
         base, best = minatar_normalisers(runs, random)
+        used = used_games(runs, base)
         for run in runs:
-            out.setdefault(run["agent"], []).append(minatar_metrics(run, base, best))
+            out.setdefault(run["agent"], []).append(minatar_metrics(run, base, best, used))
     else:
         for run in runs:
             out.setdefault(run["agent"], []).append(gridworld_metrics(run))
@@ -295,8 +315,9 @@ def section(results: dict[str, Any], tables: dict[str, str], ratios: dict[str, s
             "Per game, the return is normalised as (R - random) / (best - random): random = the "
             "uniform random policy's mean return (" + _random_text(results) + "), best = the "
             "highest seed-mean final return of any agent on that game. Threshold: the mean over "
-            f"games reaches {MINATAR_FRACTION}. Only games where the best agent beats random by "
-            f">= {MINATAR_MIN_GAIN} points enter the mean ({_used_text(results)}). Best, the "
+            f"games reaches {MINATAR_FRACTION}. Only games where some agent's median seed beats "
+            f"random by >= {MINATAR_MIN_GAIN} points enter the mean ({_used_text(results)}; one "
+            "lucky seed does not bring in a game no other run learns). Best, the "
             "games used and so the threshold depend on which agents the table holds: a table "
             "over other agents (an `--agents` ablation) is normalised differently and its "
             f"numbers do not compare with these. {_grid_text(results, 'minatar')} Per-game "
@@ -316,8 +337,8 @@ def _random_text(results: dict[str, Any]) -> str:
 
 def _used_text(results: dict[str, Any]) -> str:
     runs = [r for r in results["runs"] if r["suite"] == "minatar"]
-    base, best = minatar_normalisers(runs, results.get("minatar_random"))
-    used = learned_games(base, best)
+    base, _ = minatar_normalisers(runs, results.get("minatar_random"))
+    used = used_games(runs, base)
     names = runs[0]["tasks"]
     out = "used: " + (", ".join(n for n, u in zip(names, used) if u) or "none")
     left = [n for n, u in zip(names, used) if not u]

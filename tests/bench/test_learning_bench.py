@@ -455,6 +455,26 @@ def test_minatar_normalisation_against_random_and_the_best_agent():
     assert b["auc"] == pytest.approx((0.35 + 0.85) / 2)
 
 
+def test_one_lucky_seed_does_not_bring_a_game_into_the_minatar_mean():
+    # 10-seed MinAtar run of 2026-12-06: one distral_kl_2col seed scored 9.2 on Freeway, every
+    # other run ~0.1; the seed-mean (1.0) passed the 0.5-point rule, so Freeway entered every
+    # agent's mean at ~0 and pushed their steps to threshold to ~2x
+    from bench.learning_report import minatar_normalisers, suite_metrics, used_games
+
+    def run(agent, seed, g1, g2):
+        return _minatar_run(agent, seed, [[0, g1, g1], [0, g2, g2], [0, 0, 0]])
+
+    runs = [run("A", s, 4.0, 9.0 if s == 0 else 0.1) for s in range(5)]  # one lucky g2 seed
+    runs += [run("B", s, 5.0, 0.2) for s in range(5)]
+    base, best = minatar_normalisers(runs, {"g1": 0.0, "g2": 0.0, "g3": 0.0})
+    np.testing.assert_allclose(best, [5.0, 1.88, 0.0])  # the seed-mean still normalises
+    assert used_games(runs, base).tolist() == [True, False, False]  # A's median g2 seed: 0.1
+    b = suite_metrics(runs, {"g1": 0.0, "g2": 0.0, "g3": 0.0})["B"][0]
+    np.testing.assert_allclose(b["curve"], [0.0, 1.0, 1.0])  # g1 alone: 5 / 5
+    runs += [run("C", s, 4.0, 0.9) for s in range(3)]  # an agent whose median seed learns g2
+    assert used_games(runs, base).tolist() == [True, True, False]
+
+
 def test_ratio_interval_is_the_2_5_and_97_5_percentiles_of_the_bootstrap_ratio():
     from bench.learning_report import ratio_interval
 
@@ -550,5 +570,5 @@ def test_minatar_section_text_by_hand():
     results = {"meta": meta, "runs": runs, "minatar_random": {"g1": 0.0, "g2": 1.0, "g3": 0.0}}
     text = section(results, {"minatar": "TABLE\n"}, {"minatar": "RATIOS"})
     assert "(5 games, 500,000 steps in total, 100,000 per game, 2 seeds, 3.0 run-minutes)" in text
-    assert "(g1 0.00, g2 1.00, g3 0.00)" in text and "(used: g1, g2; left out: g3)" in text
+    assert "(g1 0.00, g2 1.00, g3 0.00)" in text and "(used: g1, g2; left out: g3; one lucky seed" in text
     assert "a point every 10 steps" in text
