@@ -151,8 +151,13 @@ def plot(
         ax.legend(fontsize=7)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    tmp = png.with_name(f".{png.name}.tmp")  # atomic: an interrupted save leaves the old figure
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, png)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if len(args.trunk) < 2:
         p.error("--trunk takes the input size and at least one hidden size")
+    if args.only and args.what == "quality":  # (a) always runs every method
+        p.error("--only selects rows of (b), the speed table; drop it for quality")
     if args.reuse:
         try:
             reused = json.loads(Path(args.reuse).read_text())

@@ -38,6 +38,22 @@ def test_report_from_a_run_log(tmp_path):
     png = tmp_path / "out.png"
     assert main(["--from-run", str(tmp_path), "--bins", "2", "--png", str(png)]) == 0
     assert png.stat().st_size > 0
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    # an interrupted save leaves the previous figure whole (it was written in place)
+    import matplotlib.figure
+
+    def torn(fig, path, **kw):
+        Path(path).write_bytes(b"half a png")
+        raise KeyboardInterrupt
+
+    before = png.read_bytes()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(matplotlib.figure.Figure, "savefig", torn)
+        with pytest.raises(KeyboardInterrupt):
+            main(["--from-run", str(tmp_path), "--bins", "2", "--png", str(png)])
+    assert png.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_a_directory_without_returns_is_one_error_line(tmp_path, capsys):

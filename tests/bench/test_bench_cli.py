@@ -96,6 +96,7 @@ def test_learning_refuses_bad_input_and_writes_nothing(tmp_path, capsys, argv, m
         (["speed", "--batch", "-1"], "argument --batch: must be an integer >= 1"),
         (["speed", "--trunk", "64"], "--trunk takes the input size and at least one hidden"),
         (["speed", "--only", "nope"], "argument --only: invalid choice: 'nope'"),
+        (["quality", "--only", "equal"], "--only selects rows of (b), the speed table"),
         (["quality", "--reuse", "{tmp}/none.json"], "none.json: No such file or directory"),
         (["quality", "--reuse", "{tmp}/speed.json"], "speed.json holds no quality results"),
     ],

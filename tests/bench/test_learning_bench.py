@@ -570,5 +570,8 @@ def test_minatar_section_text_by_hand():
     results = {"meta": meta, "runs": runs, "minatar_random": {"g1": 0.0, "g2": 1.0, "g3": 0.0}}
     text = section(results, {"minatar": "TABLE\n"}, {"minatar": "RATIOS"})
     assert "(5 games, 500,000 steps in total, 100,000 per game, 2 seeds, 3.0 run-minutes)" in text
-    assert "(g1 0.00, g2 1.00, g3 0.00)" in text and "(used: g1, g2; left out: g3; one lucky seed" in text
+    assert (
+        "(g1 0.00, g2 1.00, g3 0.00)" in text
+        and "(used: g1, g2; left out: g3; one lucky seed" in text
+    )
     assert "a point every 10 steps" in text
