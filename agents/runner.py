@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -254,6 +255,14 @@ class Runner:
         ``losses.jsonl`` to its first ``loss_log_end`` bytes (the records the checkpoint
         covers; see :func:`agents.resume.loss_log_end`)."""
         runstate.restore(self, state)
+        changed = runstate.changed_settings(self, state)
+        if changed:  # train.py --resume refuses these; a script may mean them, so only warn
+            warnings.warn(
+                f"the checkpoint was written with other values of {', '.join(changed)}; training "
+                "continues with this Runner's, so it is not an exact continuation",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.loss_log_end = loss_log_end
         self.resumed = True
 

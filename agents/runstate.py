@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from agents.codec import CodecError, decode, encode
-from agents.config import ConfigError, to_dict
+from agents.config import Config, ConfigError, diff_keys, merge_structured, to_dict
+from agents.resume import RESUME_SAFE
 
 if TYPE_CHECKING:
     from agents.runner import Runner
@@ -124,6 +125,24 @@ def _restore(r: Runner, state: dict[str, Any]) -> None:
         _restore_loop(r, state)
     except (KeyError, ValueError, TypeError, IndexError, CodecError) as e:
         raise _fail("loop state", e) from None
+
+
+def changed_settings(r: Runner, state: dict[str, Any]) -> list[str]:
+    """Config keys, other than those a resume may change (``RESUME_SAFE``, ``run_dir``), whose
+    values differ between the checkpoint's config and ``r.cfg``: settings under which training
+    continues differently from the run that wrote it ([] when the checkpoint has no config)."""
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        return []
+    try:  # under this version's schema: keys added since the checkpoint take their defaults
+        saved = to_dict(merge_structured(Config, saved))
+    except ConfigError:
+        return ["(the checkpoint's config does not fit this version's schema)"]
+    return [
+        k
+        for k in diff_keys(saved, to_dict(r.cfg))
+        if not k.startswith(RESUME_SAFE) and k != "run_dir"
+    ]
 
 
 def _restore_loop(r: Runner, state: dict[str, Any]) -> None:

@@ -90,3 +90,34 @@ def test_loop_state_round_trips_and_foreign_state_is_refused(tmp_path):
     finally:
         src.env.close()
         dst.env.close()
+
+
+def test_a_runner_warns_when_the_checkpoint_had_other_settings(tmp_path):
+    """train.py --resume refuses a changed agent.n_steps; the Python API lets a script mean it,
+    but says the continuation is not exact (it used to continue without a word)."""
+    import warnings
+
+    import pytest
+
+    import train
+    from agents import runstate
+    from agents.config import load_config
+
+    def build(name, *extra):
+        args = ["progress=false", "eval.episodes=0", "env.num_envs_per_task=1", *extra]
+        return train.build(load_config("configs/gridworld_distral.yaml", args), tmp_path / name)
+
+    src = build("src")
+    src.obs = src.reset()
+    state = runstate.capture(src)
+    src.env.close()
+    same = build("same", "log_interval=7", "device=cpu")  # settings a resume may change
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same.load_state_dict(state)
+    same.env.close()
+    other = build("other", "agent.n_steps=8", "agent.lr=0.01")
+    with pytest.warns(RuntimeWarning, match=r"other values of agent\.lr, agent\.n_steps; training"):
+        other.load_state_dict(state)
+    other.env.close()
+    assert runstate.changed_settings(other, {**state, "config": None}) == []
