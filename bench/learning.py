@@ -67,6 +67,11 @@ WINDOW = 20  # rolling window: the last WINDOW finished training episodes of eac
 RANDOM_EPISODES = 40  # random-policy episodes per MinAtar game for the normalisation base
 
 
+def curve_grid(steps: int) -> np.ndarray:
+    """The CURVE_POINTS env-step points (int64) every learning curve of a ``steps`` run is read at."""
+    return np.linspace(steps / CURVE_POINTS, steps, CURVE_POINTS).round().astype(np.int64)
+
+
 def rolling_curves(
     log: list[tuple[int, int, float, int]], num_tasks: int, grid: np.ndarray, window: int
 ) -> dict[str, list[list[float | None]]]:
@@ -119,7 +124,8 @@ def code_hash() -> str:
         files += sorted(p for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".txt"))
     for path in files:
         h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
-    h.update(inspect.getsource(rolling_curves).encode() + inspect.getsource(run_one).encode())
+    for fn in (curve_grid, rolling_curves, run_one):
+        h.update(inspect.getsource(fn).encode())
     return h.hexdigest()
 
 
@@ -165,7 +171,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
             runner.env.close()
         elapsed = time.perf_counter() - start
     names = list(runner.env.task_names)
-    grid = np.linspace(steps / CURVE_POINTS, steps, CURVE_POINTS).round().astype(np.int64)
+    grid = curve_grid(steps)
     result: dict[str, Any] = {
         "suite": suite,
         "agent": agent,
@@ -311,8 +317,7 @@ def load_cached(path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
         return None
     try:
         run = json.loads(path.read_text())
-        steps = spec["steps"]
-        grid = np.linspace(steps / CURVE_POINTS, steps, CURVE_POINTS).round().astype(np.int64)
+        grid = curve_grid(spec["steps"])
         fits = (
             isinstance(run, dict)
             and all(run.get(k) == spec[k] for k in ("suite", "agent", "seed"))

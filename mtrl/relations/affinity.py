@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mtrl.weighting.base import task_gradients
+
 
 def _shared_params(model_or_params: nn.Module | Iterable[Tensor]) -> list[Tensor]:
     """Shared parameters: ``model.shared_parameters()`` if defined, all parameters of a module, or
@@ -29,26 +31,6 @@ def _shared_params(model_or_params: nn.Module | Iterable[Tensor]) -> list[Tensor
     return params
 
 
-def _task_gradients(losses: Tensor | Sequence[Tensor], params: list[Tensor]) -> Tensor:
-    """Flattened per-task gradients ``(T, P)`` wrt ``params``; unused parameters (and losses
-    that do not require grad) give zeros."""
-    rows = []
-    for loss in losses:
-        if not loss.requires_grad:  # e.g. a constant 0 for a task absent from the batch
-            rows.append(torch.cat([torch.zeros_like(p).reshape(-1) for p in params]))
-            continue
-        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-        rows.append(
-            torch.cat(
-                [
-                    (torch.zeros_like(p) if g is None else g).reshape(-1)
-                    for p, g in zip(params, grads)
-                ]
-            )
-        )
-    return torch.stack(rows)
-
-
 def gradient_cosine(
     model_or_params: nn.Module | Iterable[Tensor],
     losses: Tensor | Sequence[Tensor],
@@ -62,7 +44,7 @@ def gradient_cosine(
     A zero gradient (norm <= ``eps``) has cosine 0 with every task (and with itself); any other
     gradient, however small, is normalised by its own norm first.
     """
-    g = _task_gradients(losses, _shared_params(model_or_params)).detach()
+    g = task_gradients(losses, _shared_params(model_or_params)).detach()
     norms = g.norm(dim=1, keepdim=True)
     unit = torch.where(norms > eps, g / norms.clamp_min(eps), torch.zeros_like(g))
     return unit @ unit.T
@@ -110,7 +92,7 @@ def lookahead_affinity(
     try:
         with torch.enable_grad():
             losses = _as_loss_vector(task_losses_fn(model))
-            grads = _task_gradients(losses, params).detach()
+            grads = task_gradients(losses, params).detach()
         base = losses.detach()
         if not bool((base != 0).all()):
             zero = (base == 0).nonzero().flatten().tolist()
