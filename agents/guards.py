@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from agents.signals import DivergenceError
+from mtrl.guard import check_parameters as guarded_check
 
 
 def clip_and_check(optimizers: list[torch.optim.Optimizer], max_norm: float) -> tuple[Tensor, bool]:
@@ -40,14 +41,10 @@ def _kept(run_dir: Path) -> str:
 
 
 def check_parameters(params: Iterable[Tensor], step: int, run_dir: Path) -> None:
-    """Raise :class:`DivergenceError` if a parameter is non-finite (a step with finite gradients
-    can still overflow them), so no checkpoint saves such parameters as good."""
-    if all(bool(torch.isfinite(p).all()) for p in params):
-        return
-    raise DivergenceError(
-        f"training diverged: parameters became non-finite by step {step} (lower agent.lr or "
-        f"agent.max_grad_norm); {_kept(run_dir)}"
-    )
+    """:func:`mtrl.guard.check_parameters` for a run directory's ``checkpoints/last.pt``, the
+    fix named in this config's keys."""
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    guarded_check(params, step, checkpoint, hint="lower agent.lr or agent.max_grad_norm")
 
 
 def check_divergence(streak: int, limit: int, step: int, run_dir: Path) -> None:

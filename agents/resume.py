@@ -38,6 +38,12 @@ RESUME_SAFE = (
 )
 
 
+def unsafe_changes(saved: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    """Dotted keys that differ between two resolved configs (plain dicts) outside
+    :data:`RESUME_SAFE`: changes under which a run would not continue as it was trained."""
+    return [k for k in diff_keys(saved, cfg) if not k.startswith(RESUME_SAFE)]
+
+
 def new_run_dir(cfg: Config) -> Path:
     """The run directory of a new run: must not exist with content, and its parent must be a
     directory."""
@@ -104,8 +110,7 @@ def load_resume_state(run_dir: Path, overrides: list[str]) -> tuple[Config, dict
         # The saved run under this version's schema: keys added since it was written take their
         # defaults and are not changes.
         saved = to_dict(merge_structured(Config, saved))
-        changed = diff_keys(saved, to_dict(cfg))
-        bad = [k for k in changed if not k.startswith(RESUME_SAFE)]
+        bad = unsafe_changes(saved, to_dict(cfg))
         if bad:
             raise ConfigError(
                 f"cannot change {', '.join(bad)} when resuming; only "
@@ -115,11 +120,7 @@ def load_resume_state(run_dir: Path, overrides: list[str]) -> tuple[Config, dict
         if not on_disk.is_file():  # without it a checkpoint copied in from elsewhere would pass
             raise ConfigError(f"{str(on_disk)!r} not found; the run directory is incomplete")
         # run_dir is where the run is now (a resume records its path in later checkpoints)
-        differ = [
-            k
-            for k in diff_keys(saved, to_dict(load_config(on_disk)))
-            if not k.startswith(RESUME_SAFE) and k != "run_dir"
-        ]
+        differ = [k for k in unsafe_changes(saved, to_dict(load_config(on_disk))) if k != "run_dir"]
         if differ:
             raise ConfigError(
                 f"config.yaml in {str(run_dir)!r} differs from its checkpoint in "

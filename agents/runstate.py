@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from agents.codec import CodecError, decode, encode
-from agents.config import Config, ConfigError, diff_keys, merge_structured, to_dict
-from agents.resume import RESUME_SAFE
+from agents.config import Config, ConfigError, merge_structured, to_dict
+from agents.resume import unsafe_changes
 
 if TYPE_CHECKING:
     from agents.runner import Runner
@@ -138,11 +138,7 @@ def changed_settings(r: Runner, state: dict[str, Any]) -> list[str]:
         saved = to_dict(merge_structured(Config, saved))
     except ConfigError:
         return ["(the checkpoint's config does not fit this version's schema)"]
-    return [
-        k
-        for k in diff_keys(saved, to_dict(r.cfg))
-        if not k.startswith(RESUME_SAFE) and k != "run_dir"
-    ]
+    return [k for k in unsafe_changes(saved, to_dict(r.cfg)) if k != "run_dir"]
 
 
 def _restore_loop(r: Runner, state: dict[str, Any]) -> None:

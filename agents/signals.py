@@ -11,6 +11,8 @@ import sys
 import threading
 from types import FrameType, TracebackType
 
+from mtrl.guard import DivergenceError  # noqa: F401  (re-exported: one error for RL and supervised runs)
+
 
 class Interrupted(Exception):
     """Training stopped on a signal; ``exit_code`` is 128 + signum. ``saved_step`` is the step of
@@ -35,10 +37,6 @@ class Interrupted(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
-
-
-class DivergenceError(RuntimeError):
-    """Too many non-finite updates in a row; the last good checkpoint is kept."""
 
 
 class StopFlag:

@@ -45,9 +45,15 @@ class NonFiniteGuard:
             )
 
 
-def check_parameters(params: Iterable[Tensor], step: int, checkpoint: Path | None) -> None:
+def check_parameters(
+    params: Iterable[Tensor],
+    step: int,
+    checkpoint: Path | None,
+    hint: str = "lower the learning rate or set grad_clip",
+) -> None:
     """Raise :class:`DivergenceError` if a parameter is non-finite (a step with finite gradients
-    can still overflow them), so that no checkpoint saves it as good."""
+    can still overflow them), so that no checkpoint saves it as good; ``hint`` names the fix
+    (the RL runner's names its own config keys)."""
     if all(bool(torch.isfinite(p).all()) for p in params):
         return
     kept = (
@@ -56,6 +62,5 @@ def check_parameters(params: Iterable[Tensor], step: int, checkpoint: Path | Non
         else "no checkpoint"
     )
     raise DivergenceError(
-        f"training diverged: parameters became non-finite by step {step} (lower the learning "
-        f"rate or set grad_clip); {kept}"
+        f"training diverged: parameters became non-finite by step {step} ({hint}); {kept}"
     )
