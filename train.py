@@ -141,44 +141,46 @@ def _check_weighting_sharing(
     return None
 
 
+def _rl_refusal(name: str) -> str | None:
+    """Why the registered weighting ``name`` cannot train the RL agents (None if it can)."""
+    from mtrl import weighting
+
+    if name == "famo":
+        return (
+            "agent.weighting='famo' needs the losses re-evaluated on the same batch after each "
+            "step, which the RL runner does not do; use it with mtrl's supervised Trainer"
+        )
+    if name == "dwa":  # its weights would stay 1 for ever: refuse rather than train `equal`
+        return (
+            "agent.weighting='dwa' averages each task's loss over epochs, which RL training does "
+            "not have; use it with mtrl's supervised Trainer, or uncertainty/gradnorm here"
+        )
+    if getattr(weighting.WEIGHTINGS.get(name), "needs_features", False):  # e.g. GREAT
+        return (
+            f"agent.weighting={name!r} classifies per-sample gradients w.r.t. one shared "
+            "representation, which the RL agents do not expose; use it with mtrl's supervised "
+            "Trainer"
+        )
+    return None
+
+
 def _build_weighting(name: str, num_tasks: int):
     import difflib
 
     from agents.config import ConfigError
     from mtrl import weighting
-    from mtrl.registry import UnknownNameError
 
-    if name == "famo":
-        raise ConfigError(
-            "agent.weighting='famo' needs the losses re-evaluated on the same batch after each "
-            "step, which the RL runner does not do; use it with mtrl's supervised Trainer"
-        )
-    if name == "dwa":  # its weights would stay 1 for ever: refuse rather than train `equal`
-        raise ConfigError(
-            "agent.weighting='dwa' averages each task's loss over epochs, which RL training does "
-            "not have; use it with mtrl's supervised Trainer, or uncertainty/gradnorm here"
-        )
-    try:
-        cls = weighting.WEIGHTINGS.get(name)
-    except UnknownNameError:
-        usable = [  # the registry's list, less the methods refused here and below
-            n
-            for n in weighting.names()
-            if n not in ("famo", "dwa")
-            and not getattr(weighting.WEIGHTINGS.get(n), "needs_features", False)
-        ]
+    if name not in weighting.WEIGHTINGS:
+        usable = [n for n in weighting.names() if _rl_refusal(n) is None]
         close = difflib.get_close_matches(name, usable, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(
             f"agent.weighting: unknown weighting {name!r}{hint}; valid for the RL agents: "
             f"{', '.join(usable)}"
-        ) from None
-    if getattr(cls, "needs_features", False):  # e.g. GREAT
-        raise ConfigError(
-            f"agent.weighting={name!r} classifies per-sample gradients w.r.t. one shared "
-            "representation, which the RL agents do not expose; use it with mtrl's supervised "
-            "Trainer"
         )
+    refusal = _rl_refusal(name)
+    if refusal:
+        raise ConfigError(refusal)
     return weighting.build(name, num_tasks)
 
 
