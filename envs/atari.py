@@ -40,6 +40,7 @@ from envs.base import (
     StepResult,
     check_actions,
     check_count,
+    check_probability,
     slot_seeds,
     unique_tasks,
 )
@@ -75,14 +76,7 @@ def atari_config(kwargs: dict[str, Any]) -> dict[str, Any]:
     for key in ("frameskip", "frame_stack", "screen_size", "max_episode_steps"):
         cfg[key] = check_count(key, cfg[key])
     cfg["noop_max"] = check_count("noop_max", cfg["noop_max"], minimum=0)
-    try:
-        ok = 0.0 <= float(cfg["repeat_action_probability"]) <= 1.0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise EnvError(
-            f"repeat_action_probability must be in [0, 1], got {cfg['repeat_action_probability']!r}"
-        )
+    check_probability("repeat_action_probability", cfg["repeat_action_probability"])
     return cfg
 
 

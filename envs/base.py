@@ -177,6 +177,17 @@ def check_count(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_probability(name: str, value: object) -> float:
+    """``value`` as a float if it is a number in [0, 1]; else an :class:`EnvError` naming it."""
+    try:
+        ok = 0.0 <= float(value) <= 1.0  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise EnvError(f"{name} must be in [0, 1], got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
 def check_action(action: object, num_actions: int) -> int:
     """One action of a single env's Discrete(num_actions) space as an int; else an
     :class:`EnvError` (``-1`` would index the last action and ``1.7`` would become 1)."""

@@ -22,6 +22,7 @@ from envs.base import (
     check_action,
     check_actions,
     check_count,
+    check_probability,
     require_all_tasks,
     slot_seeds,
     unique_tasks,
@@ -54,12 +55,7 @@ def canonical_game(name: str) -> str:
 
 def _check_options(sticky_action_prob: float, max_episode_steps: int) -> int:
     """Validate the options both MinAtar envs share; returns ``max_episode_steps`` as an int."""
-    try:
-        ok = 0.0 <= float(sticky_action_prob) <= 1.0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise EnvError(f"sticky_action_prob must be in [0, 1], got {sticky_action_prob!r}")
+    check_probability("sticky_action_prob", sticky_action_prob)
     return check_count("max_episode_steps", max_episode_steps)
 
 
