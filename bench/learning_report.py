@@ -66,16 +66,24 @@ def gridworld_metrics(run: Run) -> dict[str, Any]:
     }
 
 
+def _finals_by_agent(runs: list[Run]) -> dict[str, list[np.ndarray]]:
+    """Per agent, each seed's final per-game returns (K,) (NaN for a game with no episode)."""
+    finals: dict[str, list[np.ndarray]] = {}
+    for run in runs:
+        finals.setdefault(run["agent"], []).append(_arr(run["curves"]["return"])[:, -1])
+    return finals
+
+
 def minatar_normalisers(
     runs: list[Run], random: dict[str, float] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per game (K,): base = the uniform random policy's mean return (else the median first-window
     return of all runs); best = the highest seed-mean final return of any agent."""
-    firsts, finals = [], {}
+    firsts = []
     for run in runs:
         r = _arr(run["curves"]["return"])
         firsts.append([row[np.isfinite(row)][0] if np.isfinite(row).any() else np.nan for row in r])
-        finals.setdefault(run["agent"], []).append(r[:, -1])
+    finals = _finals_by_agent(runs)
     names = runs[0]["tasks"]
     if random and all(n in random for n in names):
         base = np.array([random[n] for n in names], dtype=np.float64)
@@ -97,10 +105,7 @@ def used_games(runs: list[Run], base: np.ndarray) -> np.ndarray:
     happened to learn a game no other run learns (a lucky Freeway seed) does not bring it into
     every agent's mean, where it scores ~0 for all the others. The normaliser stays the best
     seed-mean (:func:`minatar_normalisers`)."""
-    finals: dict[str, list[np.ndarray]] = {}
-    for run in runs:
-        finals.setdefault(run["agent"], []).append(_arr(run["curves"]["return"])[:, -1])
-    medians = [np.nanmedian(np.array(v), 0) for v in finals.values()]
+    medians = [np.nanmedian(np.array(v), 0) for v in _finals_by_agent(runs).values()]
     with warnings.catch_warnings():  # an all-NaN game (no episode finished) gives NaN: unused
         warnings.simplefilter("ignore", RuntimeWarning)
         typical = np.nanmax(medians, 0)
