@@ -62,6 +62,9 @@ NOTES = """Notes:
 - GradNorm needs T per-task gradients of the last shared layer's weight per step by definition
   (T backward passes to it, and an outer product over the batch each), and
   FAMO's paper protocol one extra forward pass (`famo_update="next_batch"` in the Trainer drops it).
+- Gradient reversal is timed with the last task adversarial: one backward as equal weighting,
+  then one through that task's head again to undo the reversal there (rows written before
+  2026-12-06 timed it with no adversary, as two backward passes).
 - The machine was shared with other benchmarks while this ran; rows are interleaved over rounds
   and the fastest median kept, but expect +-15% noise on the small (T = 2) rows.
 - Quality budgets are small (two_digits: 4000 pairs, 15 epochs; gradnorm_toy: 5000 samples,

@@ -92,7 +92,9 @@ def measure(
         aggregator = getattr(agg, TORCHJD[method])(**kwargs)
         weighting = None
     else:
-        weighting = W.build(method, tasks)
+        # gradient reversal with no adversary would time a plain sum: the last task is one
+        extra = {"adversarial": [tasks - 1]} if method == "gradient_reversal" else {}
+        weighting = W.build(method, tasks, **extra)
     opt = torch.optim.Adam(
         [*model.parameters(), *(weighting.parameters() if weighting else [])], lr=1e-4
     )
@@ -217,7 +219,8 @@ def verdicts(res: dict[str, Any], task_counts: list[int]) -> str:
         return res.get(f"{m}/{mode}/{t}", {}).get("ms", float("nan"))
 
     out = []
-    loss_rows = [(m, "params") for m in LOSS_METHODS[1:]] + [("famo", "next_batch")]
+    loss_rows = [(m, "params") for m in [*LOSS_METHODS[1:], "gradient_reversal"]]
+    loss_rows.append(("famo", "next_batch"))
     parts = []
     for m, mode in loss_rows:
         if f"{m}/{mode}/{task_counts[0]}" not in res:

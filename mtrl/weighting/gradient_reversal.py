@@ -12,9 +12,7 @@ from torch import Tensor
 from mtrl.weighting.base import (
     WEIGHTINGS,
     LossWeighting,
-    accumulate_grad,
     backward_task_params,
-    flatten,
     shared_targets,
 )
 
@@ -70,17 +68,27 @@ class GradientReversal(LossWeighting):
         features: Tensor | None = None,
         task_params: Sequence[Tensor] | None = None,
     ) -> Tensor:
-        """Trunk: reversed adversarial gradients; heads: plain sum. Returns trunk weights (T,)."""
+        """Trunk: reversed adversarial gradients; heads: plain sum. Returns trunk weights (T,).
+
+        One backward of ``sum_i w_i L_i`` into every parameter (what equal weighting costs),
+        then, if some task is adversarial, a backward of ``(1 + lambda) sum_adv L_j`` into the
+        parameters that are not ``targets`` only (the adversaries' heads, which the first pass
+        gave ``-lambda`` times their gradient): those end with the plain sum."""
+        parts = None if isinstance(losses, Tensor) else list(losses)
         losses = self._check(losses)
         targets = shared_targets(shared_params, features, "gradient_reversal")
         w = self.trunk_weights().to(losses)
-        trunk_loss = (w * losses).sum()
-        if trunk_loss.requires_grad and targets:
-            grads = torch.autograd.grad(trunk_loss, targets, retain_graph=True, allow_unused=True)
-            direction = flatten(grads, targets)
-            if features is not None and features.grad_fn is not None:
-                features.backward(direction.view_as(features), retain_graph=True)
-            else:
-                accumulate_grad(targets, direction)
-        backward_task_params(losses, targets, task_params, stop=features)
+        if not targets:  # nothing shared: every parameter gets the plain sum
+            backward_task_params(losses, targets, task_params)
+            return w.detach()
+        scale = 1.0 + float(self.lambda_)
+        adversaries = [int(i) for i in self.adversarial.nonzero().flatten()] if scale else []
+        total = (w * losses).sum()
+        if total.requires_grad:
+            total.backward(retain_graph=bool(adversaries))
+            if adversaries:
+                # Separate scalar losses let this pass skip the other tasks' heads; a stacked
+                # (T,) tensor reaches them through its stack, with zero gradients.
+                fix = sum(parts[i] for i in adversaries) if parts else losses[adversaries].sum()
+                backward_task_params(scale * fix, targets, task_params, stop=features)
         return w.detach()

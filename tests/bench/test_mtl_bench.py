@@ -202,6 +202,8 @@ def test_verdicts_check_each_target_at_the_right_t():
         "famo/params/10": {"ms": 30.0},
         "famo/next_batch/2": {"ms": 10.5},
         "famo/next_batch/10": {"ms": 20.0},
+        "gradient_reversal/params/2": {"ms": 12.0},  # worst T is T = 2: 1.2x
+        "gradient_reversal/params/10": {"ms": 21.0},
         "pcgrad/params/2": {"ms": 5.0},  # 1.00x of torchjd: met
         "pcgrad/torchjd/2": {"ms": 5.0},
         "pcgrad/params/10": {"ms": 8.0},
@@ -218,7 +220,8 @@ def test_verdicts_check_each_target_at_the_right_t():
         res[f"{m}/features/10"] = {"ms": 2.0}
     assert ms.verdicts(res, [2, 10]).splitlines() == [
         "- Loss weighting within 1.1x of equal (worst T): random 1.10x met, uncertainty 1.50x "
-        "MISSED, famo (same-batch, paper) 1.50x MISSED, famo (next-batch) 1.05x met",
+        "MISSED, famo (same-batch, paper) 1.50x MISSED, gradient_reversal 1.20x MISSED, famo "
+        "(next-batch) 1.05x met",
         "- pcgrad vs torchjd (parameters mode): T=2: 1.00x, T=10: 0.80x -> met",
         "- mgda vs torchjd (parameters mode): T=2: 0.80x, T=10: 1.20x -> MISSED",
         "- Representation mode speed-up at T = 10: pcgrad 2.0x, mgda 4.0x, cagrad 3.0x, "

@@ -110,6 +110,50 @@ def test_gradient_reversal_weighting(make_toy, mode):
         assert torch.allclose(p.grad, q.grad, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["params", "features"])
+@pytest.mark.parametrize(
+    ("adversarial", "lambda_", "head_passes"),
+    [([2], 0.5, [1, 1, 2]), ([], 1.0, [1, 1, 1]), ([1], -1.0, [1, 1, 1])],
+)
+def test_gradient_reversal_costs_one_backward_plus_the_adversaries_heads(
+    make_toy, mode, adversarial, lambda_, head_passes
+):
+    # the trunk and every normal head are backpropagated once, as with equal weighting; only an
+    # adversary's head is visited again, to turn its -lambda gradient into its own (none when
+    # lambda = -1 makes -lambda already 1)
+    toy = make_toy()
+    passes = [0, 0, 0]
+
+    def count(i):
+        def hook(_module, _inputs, out):  # returns None: the output stays as it is
+            out.register_hook(lambda g: passes.__setitem__(i, passes[i] + 1))
+
+        return hook
+
+    for i, head in enumerate(toy.heads):
+        head.register_forward_hook(count(i))
+    feats = toy.trunk(toy.x)
+    trunk = []
+    feats.register_hook(trunk.append)
+    # one scalar per task (a stacked (T,) tensor would reach every head through its stack)
+    losses = [((h(feats) - y) ** 2).mean() for h, y in zip(toy.heads, toy.y, strict=True)]
+    method = W.build("gradient_reversal", 3, adversarial=adversarial, lambda_=lambda_)
+    if mode == "params":
+        method.backward(losses, toy.shared())
+    else:
+        method.backward(losses, features=feats)
+    assert passes == head_passes and len(trunk) == 1
+    ref = make_toy()
+    rl, _ = ref.losses()
+    w = torch.tensor([-lambda_ if i in adversarial else 1.0 for i in range(3)])
+    (w * rl).sum().backward(inputs=ref.shared())
+    for p, q in zip(toy.shared(), ref.shared(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6)
+    plain = plain_sum_grads(make_toy)
+    for p, q in zip(toy.task(), plain.task(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6)
+
+
 # --- checkpoints ----------------------------------------------------------------------------------
 
 CONFIGS = {
