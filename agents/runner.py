@@ -323,12 +323,17 @@ class Runner:
         ckpt_dir = self.run_dir / "checkpoints"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(ckpt_dir)
+        config = to_yaml(self.cfg).encode()
         if self.resumed:  # files a killed session wrote after its last.pt are another timeline
             for path in step_files(ckpt_dir):
                 if int(path.stem.split("_")[1]) > self.global_step:
                     path.unlink()
+            # a resume may change eval.*, device, intervals (agents.resume.RESUME_SAFE): the
+            # config.yaml beside this session's summary and checkpoints says which it ran with
+            if (self.run_dir / "config.yaml").read_bytes() != config:
+                atomic_write(self.run_dir / "config.yaml", config)
         else:
-            atomic_write(self.run_dir / "config.yaml", to_yaml(self.cfg).encode())
+            atomic_write(self.run_dir / "config.yaml", config)
             self.obs = self.reset()
         self._open_writer()
 

@@ -23,6 +23,7 @@ from relkit import (
 
 import train
 from agents.checkpoint import load_checkpoint, save_checkpoint, step_files
+from agents.config import load_config
 from agents.signals import Interrupted
 
 
@@ -145,6 +146,10 @@ def test_resume_of_a_finished_run_only_re_evaluates(tmp_path, reference):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["total_steps"] == ref.global_step
     assert [s["episodes"] for s in summary["tasks"].values()] == [2] * 4  # evaluated anew
+    # config.yaml says which eval settings the summary beside it used, and still resumes
+    assert load_config(tmp_path / "run" / "config.yaml").eval.episodes == 2
+    again = resume_full(tmp_path / "run", ["eval.episodes=1"])
+    assert load_config(tmp_path / "run" / "config.yaml").eval.episodes == 1
 
 
 def test_checkpoint_from_before_a_new_config_key_resumes(tmp_path, reference):
