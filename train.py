@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:  # torch and the config load lazily, after argument parsing
-    from agents.config import AgentConfig
+    from agents.config_schema import AgentConfig
     from mtrl.weighting.base import LossWeighting
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
@@ -35,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from agents.config import help_text
+    from agents.config_schema import help_text
 
     p = _Parser(
         prog="train.py",

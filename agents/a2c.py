@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.base import Agent, log_prob_entropy, sample_actions
-from agents.config import AgentConfig
+from agents.config_schema import AgentConfig
 from agents.networks import ActorCritic
 from agents.returns import gae
 from agents.rollout import Rollout

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.autograd.graph import increment_version
 from torch.nn import functional as F
 
-from agents.config import AgentConfig
+from agents.config_schema import AgentConfig
 from agents.optim import FusedRMSprop
 from agents.replay import Tape, encoders, recording, replaying
 from agents.rollout import Rollout

@@ -33,7 +33,8 @@ from torch.nn import functional as F
 
 from agents.a2c import a2c_terms
 from agents.base import Agent, log_prob_entropy, make_optimizer, sample_actions
-from agents.config import AgentConfig, ConfigError
+from agents.config import ConfigError
+from agents.config_schema import AgentConfig
 from agents.networks import GroupedLinear, make_encoder
 from agents.rollout import Rollout
 from mtrl.distill import distillation_loss, distral_coefficients, entropy, kl_divergence

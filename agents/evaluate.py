@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.config import SEED_LIMIT
+from agents.config_schema import SEED_LIMIT
 from agents.rollout import obs_to_tensor
 
 if TYPE_CHECKING:

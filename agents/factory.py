@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from agents.a2c import A2CAgent
 from agents.base import Agent
-from agents.config import AgentConfig, ConfigError
+from agents.config import ConfigError
+from agents.config_schema import AgentConfig
 from agents.distral import DistralAgent
 
 Builder = Callable[[AgentConfig, str, tuple[int, ...], int, int], Agent]

@@ -14,7 +14,6 @@ from typing import Any
 
 from agents.checkpoint import load_checkpoint
 from agents.config import (
-    Config,
     ConfigError,
     diff_keys,
     load_config,
@@ -22,6 +21,7 @@ from agents.config import (
     to_dict,
     validate,
 )
+from agents.config_schema import Config
 from mtrl.io import check_writable, claim_dir
 
 #: Config keys a resumed run may change (they do not alter what is learned).

@@ -28,7 +28,8 @@ from torch import Tensor
 from agents import runstate
 from agents.base import Agent, make_optimizer
 from agents.checkpoint import remove_stale_temps, save_rotating, step_files
-from agents.config import Config, to_yaml
+from agents.config import to_yaml
+from agents.config_schema import Config
 from agents.evaluate import evaluate_on_fresh_env, final_summary
 from agents.guards import check_divergence, check_parameters, clip_and_check
 from agents.progress import postfix_width, task_postfix

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from agents.codec import CodecError, decode, encode
-from agents.config import Config, ConfigError, merge_structured, to_dict
+from agents.config import ConfigError, merge_structured, to_dict
+from agents.config_schema import Config
 from agents.resume import unsafe_changes
 
 if TYPE_CHECKING:

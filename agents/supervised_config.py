@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.config import ConfigError, _f, merge_structured, read_yaml, validate
+from agents.config import ConfigError, merge_structured, read_yaml, validate
+from agents.config_schema import _f
 
 MARKER = "supervised"
 BENCHMARKS = ("gradnorm_toy", "two_digits", "toy2d")

@@ -19,7 +19,7 @@ if __name__ == "__main__":  # before the package import below, which a script ru
     )
     sys.exit(2)
 
-from bench.learning_report import mean_ci
+from bench.learning_metrics import mean_ci
 
 Run = dict[str, Any]
 

@@ -7,7 +7,7 @@ import torch
 
 from agents.a2c import A2CAgent, a2c_terms
 from agents.base import log_prob_entropy, sample_actions
-from agents.config import AgentConfig
+from agents.config_schema import AgentConfig
 from agents.factory import build_agent
 from agents.rollout import Rollout
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from agents.config import AgentConfig, ConfigError, load_config
+from agents.config import ConfigError, load_config
+from agents.config_schema import AgentConfig
 from agents.distral import DistralAgent, resolve_alpha_beta
 from agents.factory import build_agent, names
 from agents.rollout import Rollout

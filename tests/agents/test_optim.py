@@ -279,7 +279,7 @@ def test_a_clipped_step_does_not_clip_the_next_one():
 @pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
 def test_make_optimizer_takes_its_settings_from_the_config(optimizer):
     from agents.base import make_optimizer
-    from agents.config import AgentConfig
+    from agents.config_schema import AgentConfig
 
     cfg = AgentConfig(optimizer=optimizer, lr=3e-3, eps=1e-3, rmsprop_alpha=0.9)
     opt = make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(2))])

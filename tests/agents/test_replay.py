@@ -4,7 +4,7 @@ same losses and gradients as recomputing the forward pass, and must not be used 
 import pytest
 import torch
 
-from agents.config import AgentConfig
+from agents.config_schema import AgentConfig
 from agents.factory import build_agent, names
 from agents.replay import Tape, tapes
 from agents.rollout import Rollout

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import train
-from agents.config import SEED_LIMIT, load_config
+from agents.config import load_config
+from agents.config_schema import SEED_LIMIT
 from agents.evaluate import EVAL_SEED_OFFSET, eval_seed
 from envs.base import EnvError, slot_seeds
 from envs.gridworld import GridworldVecEnv

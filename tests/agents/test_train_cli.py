@@ -232,7 +232,7 @@ def test_runs_flush_subnormals_to_zero_and_restore_the_mode(tmp_path, monkeypatc
     ],
 )
 def test_factory_builds_each_distral_variant(name, two_column, kl_only, regularise):
-    from agents.config import AgentConfig
+    from agents.config_schema import AgentConfig
     from agents.distral import DistralAgent
     from agents.factory import build_agent
 
@@ -253,7 +253,7 @@ def test_factory_builds_each_distral_variant(name, two_column, kl_only, regulari
 )
 def test_factory_builds_the_a2c_sharing_asked_for(name, task_heads, encoders, heads):
     from agents.a2c import A2CAgent
-    from agents.config import AgentConfig
+    from agents.config_schema import AgentConfig
     from agents.factory import build_agent, names
 
     cfg = AgentConfig(name=name, task_heads=task_heads, hidden=[8])
@@ -284,7 +284,8 @@ def test_torch_threads_is_applied(tmp_path):
 
 def test_factory_refuses_an_unknown_agent_listing_the_valid_ones():
     # the config's choices catch it on the command line; the factory says the same to API callers
-    from agents.config import AgentConfig, ConfigError
+    from agents.config import ConfigError
+    from agents.config_schema import AgentConfig
     from agents.factory import build_agent, names
 
     with pytest.raises(ConfigError) as e:

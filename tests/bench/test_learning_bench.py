@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import bench.learning as bl
-from bench.learning import main, run_benchmark
-from bench.learning_report import NOTES_BEGIN, NOTES_END, mean_ci, write_outputs
+import bench.learning_runs as bl
+from bench.learning import main
+from bench.learning_metrics import mean_ci
+from bench.learning_report import NOTES_BEGIN, NOTES_END, write_outputs
+from bench.learning_runs import run_benchmark
 
 AGENTS = ["a2c_independent", "distral_klent_2col"]
 
@@ -76,7 +78,7 @@ def test_censored_steps_to_threshold_are_shown_as_bounds():
 
 
 def test_runs_on_different_grids_are_refused():
-    from bench.learning_report import suite_metrics
+    from bench.learning_metrics import suite_metrics
 
     run = {"suite": "gridworld", "agent": "x", "grid": [1, 2]}
     with pytest.raises(ValueError, match="different step grids"):
@@ -117,7 +119,7 @@ def test_overrides_reach_every_run_and_are_cached_apart(tmp_path, capsys):
 
 
 def test_a_cached_run_is_reused_only_while_its_preset_is_unchanged(tmp_path, monkeypatch):
-    import bench.learning as bl
+    import bench.learning_runs as bl
 
     preset = tmp_path / "preset.yaml"
     preset.write_text(bl.ROOT.joinpath("configs/gridworld_a2c_independent.yaml").read_text())
@@ -186,7 +188,7 @@ def test_outputs_are_left_whole_when_writing_fails_part_way(tmp_path, monkeypatc
 
 def test_the_cache_key_covers_code_curve_settings_and_map_files(tmp_path, monkeypatch):
     # keyed by the config alone, cached runs survived edits to agents/ and to the curve settings
-    import bench.learning as bl
+    import bench.learning_runs as bl
 
     spec = {"suite": "gridworld", "agent": AGENTS[0], "seed": 0, "steps": 500, "map": "far_room"}
     key = bl.config_key(spec, "code-a")
@@ -205,7 +207,7 @@ def test_the_cache_key_covers_code_curve_settings_and_map_files(tmp_path, monkey
 
 
 def test_the_random_baseline_plays_the_runs_env(monkeypatch):
-    import bench.learning as bl
+    import bench.learning_runs as bl
 
     calls = []
 
@@ -382,7 +384,7 @@ def _grid_run(success, length, greedy=None):
 
 
 def test_gridworld_metrics_by_hand():
-    from bench.learning_report import gridworld_metrics
+    from bench.learning_metrics import gridworld_metrics
 
     run = _grid_run(
         success=[[0.0, 1.0, 0.9, 0.9], [None, 1.0, 1.0, 1.0]],
@@ -424,7 +426,7 @@ def _minatar_runs():
 
 
 def test_minatar_normalisation_against_random_and_the_best_agent():
-    from bench.learning_report import learned_games, minatar_metrics, minatar_normalisers
+    from bench.learning_metrics import learned_games, minatar_metrics, minatar_normalisers
 
     runs = _minatar_runs()
     base, best = minatar_normalisers(runs)
@@ -459,7 +461,7 @@ def test_one_lucky_seed_does_not_bring_a_game_into_the_minatar_mean():
     # 10-seed MinAtar run of 2026-12-06: one distral_kl_2col seed scored 9.2 on Freeway, every
     # other run ~0.1; the seed-mean (1.0) passed the 0.5-point rule, so Freeway entered every
     # agent's mean at ~0 and pushed their steps to threshold to ~2x
-    from bench.learning_report import minatar_normalisers, suite_metrics, used_games
+    from bench.learning_metrics import minatar_normalisers, suite_metrics, used_games
 
     def run(agent, seed, g1, g2):
         return _minatar_run(agent, seed, [[0, g1, g1], [0, g2, g2], [0, 0, 0]])
@@ -476,7 +478,7 @@ def test_one_lucky_seed_does_not_bring_a_game_into_the_minatar_mean():
 
 
 def test_ratio_interval_is_the_2_5_and_97_5_percentiles_of_the_bootstrap_ratio():
-    from bench.learning_report import ratio_interval
+    from bench.learning_metrics import ratio_interval
 
     # the bootstrap mean of 10 seeds 0..9 is close to normal: 4.5 +- 1.96 * sqrt(8.25 / 10)
     half = 1.959964 * math.sqrt(8.25 / 10)

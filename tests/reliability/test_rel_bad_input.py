@@ -19,6 +19,7 @@ from relkit import COMMON, ROOT, SUITES, make_cfg, run_full, snapshot
 
 import train
 from agents import config as config_mod
+from agents import config_schema as schema_mod
 from agents.checkpoint import TAG
 from agents.factory import names as agent_names
 from agents.resume import RESUME_SAFE
@@ -38,13 +39,13 @@ def _fields(cls, prefix=""):
     for f in dataclasses.fields(cls):
         t = f.type
         if isinstance(t, str) and t.endswith("Config"):
-            out.update(_fields(config_mod._SECTIONS[t], f"{prefix}{f.name}."))
+            out.update(_fields(schema_mod._SECTIONS[t], f"{prefix}{f.name}."))
         else:
             out[f"{prefix}{f.name}"] = t
     return out
 
 
-FIELDS = _fields(config_mod.Config)
+FIELDS = _fields(schema_mod.Config)
 SECTIONS = sorted({k.rsplit(".", 1)[0] for k in FIELDS if "." in k})
 
 
@@ -150,8 +151,8 @@ def test_wrong_types(tmp_path, capsys, data):
 @FUZZ
 @given(data=st.data())
 def test_out_of_range_overrides(tmp_path, capsys, data):
-    key = data.draw(st.sampled_from(sorted(config_mod._RANGES)))
-    ok, _ = config_mod._RANGES[key]
+    key = data.draw(st.sampled_from(sorted(schema_mod._RANGES)))
+    ok, _ = schema_mod._RANGES[key]
     if key == "agent.hidden":
         value = data.draw(st.lists(st.integers(-5, 0), min_size=1, max_size=3))
         text = "[" + ",".join(map(str, value)) + "]"
@@ -513,7 +514,7 @@ def test_overflowing_parameters_stop_with_exit_3_and_no_bad_checkpoint(tmp_path,
     assert not list(run_dir.glob("checkpoints/*.pt"))
 
 
-# The fuzz properties above draw their out-of-range values from config_mod._RANGES itself, so a
+# The fuzz properties above draw their out-of-range values from schema_mod._RANGES itself, so a
 # wrong predicate there is also the test's oracle: the edges are pinned by hand here.
 _EDGES = [  # (key, refused, accepted) at each edge of every range
     ("total_steps", "0", "1"),
@@ -563,7 +564,7 @@ _EDGES = [  # (key, refused, accepted) at each edge of every range
 
 
 def test_every_range_has_its_edges_pinned():
-    assert {k for k, _, _ in _EDGES} == set(config_mod._RANGES)
+    assert {k for k, _, _ in _EDGES} == set(schema_mod._RANGES)
 
 
 @pytest.mark.parametrize(("key", "refused", "accepted"), _EDGES)
@@ -611,14 +612,14 @@ def test_an_empty_config_file_means_the_schema_defaults(tmp_path):
     path = _write(tmp_path, "# nothing set\n")
     assert config_mod.read_yaml(path) == {}
     assert not is_supervised_file(path)
-    assert config_mod.load_config(path) == config_mod.Config()
+    assert config_mod.load_config(path) == schema_mod.Config()
 
 
 def test_documented_defaults():
     # docs/reliability.md's table of config keys, and the ALE settings of Machado et al. 2018
     doc = (ROOT / "docs" / "reliability.md").read_text()
     rows = [line.split("|")[1:3] for line in doc.splitlines() if line.startswith("| `")]
-    cfg = config_mod.Config()
+    cfg = schema_mod.Config()
     assert len(rows) == 6
     for key, default in rows:
         value = config_mod._get(cfg, key.strip().strip("`"))
@@ -632,14 +633,14 @@ def test_documented_defaults():
 
 
 def test_list_defaults_are_not_shared():
-    a = config_mod.AgentConfig()
+    a = schema_mod.AgentConfig()
     a.hidden.append(8)
-    config_mod.EnvConfig().tasks.append("x")
-    assert config_mod.AgentConfig().hidden == [] and config_mod.EnvConfig().tasks == []
+    schema_mod.EnvConfig().tasks.append("x")
+    assert schema_mod.AgentConfig().hidden == [] and schema_mod.EnvConfig().tasks == []
 
 
 def test_help_lists_each_field_once_with_type_default_and_doc():
-    text = config_mod.help_text()
+    text = schema_mod.help_text()
     lines = text.splitlines()
     assert [line.split()[0] for line in lines] == sorted(FIELDS, key=list(FIELDS).index)
     by_key = {line.split()[0]: line.split(None, 3) for line in lines}
