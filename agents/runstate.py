@@ -19,6 +19,7 @@ from agents.codec import CodecError, decode, encode
 from agents.config import ConfigError, merge_structured, to_dict
 from agents.config_schema import Config
 from agents.resume import unsafe_changes
+from mtrl.rng import cuda_rng_states, set_cuda_rng_states
 
 if TYPE_CHECKING:
     from agents.runner import Runner
@@ -38,8 +39,9 @@ def capture(r: Runner) -> dict[str, Any]:
         "numpy": encode(np.random.get_state(legacy=True)),
         "python": encode(random.getstate()),
     }
-    if torch.cuda.is_available() and r.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+    cuda = cuda_rng_states(r.device)
+    if cuda:
+        rng["cuda"] = cuda
     return {
         "version": VERSION,
         "agent_name": r.agent.name,
@@ -171,5 +173,4 @@ def _restore_loop(r: Runner, state: dict[str, Any]) -> None:
     torch.set_rng_state(rng["torch"])
     np.random.set_state(decode(rng["numpy"]))
     random.setstate(decode(rng["python"]))
-    if "cuda" in rng and torch.cuda.is_available() and dev.type == "cuda":
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    set_cuda_rng_states(rng.get("cuda", []), dev)

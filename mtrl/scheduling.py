@@ -50,7 +50,8 @@ class TaskScheduler(nn.Module):
         return {"generator": self.generator.get_state()}
 
     def set_extra_state(self, state: Any) -> None:
-        self.generator.set_state(state["generator"])
+        # a CPU generator takes CPU states only (torch.load(..., map_location=<GPU>) moves it)
+        self.generator.set_state(state["generator"].cpu())
 
 
 SCHEDULERS: Registry[TaskScheduler] = Registry("scheduler")

@@ -35,6 +35,7 @@ from mtrl.batches import Data, iterate_batches, num_batches, split_targets
 from mtrl.guard import DivergenceError, NonFiniteGuard, check_parameters
 from mtrl.io import atomic_write
 from mtrl.metrics import Metric
+from mtrl.rng import cuda_rng_states, set_cuda_rng_states
 from mtrl.weighting.base import GradientAggregator, InternalOptimizerMixin, LossWeighting
 
 Loss = Callable[[Tensor, Tensor], Tensor]
@@ -389,7 +390,7 @@ class Trainer:
             "nonfinite_steps": self.guard.total,
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda_rng": cuda_rng_states(self.device),
         }
         if self.run_config is not None:
             state["config"] = self.run_config
@@ -406,8 +407,7 @@ class Trainer:
         self.generator.set_state(state["generator"].cpu())
         if "torch_rng" in state:  # absent in checkpoints from before it was saved
             torch.set_rng_state(state["torch_rng"].cpu())
-        if state.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        set_cuda_rng_states(state.get("cuda_rng") or [], self.device)
 
     def save(self, path: str | Path | None = None) -> Path:
         """Atomically write :meth:`state_dict` to ``path`` (default ``checkpoint_path``)."""
@@ -416,6 +416,8 @@ class Trainer:
         return path
 
     def load(self, path: str | Path | None = None) -> None:
-        """Load a checkpoint written by :meth:`save` (``torch.load(weights_only=True)``)."""
+        """Load a checkpoint written by :meth:`save` (``torch.load(weights_only=True)``), on any
+        device: read to the CPU, where RNG states must stay, then ``load_state_dict`` puts the
+        model's, optimiser's and weighting's tensors on theirs."""
         path = Path(path or self.checkpoint_path or "checkpoint.pt")
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

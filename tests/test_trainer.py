@@ -140,6 +140,56 @@ def test_checkpoint_round_trip_is_exact(tmp_path, weighting):
         assert torch.equal(a, b), weighting
 
 
+@pytest.mark.parametrize("weighting", ["pcgrad", "random"])
+def test_a_checkpoint_loads_into_a_trainer_on_another_device(tmp_path, weighting):
+    """load() reads to the CPU and lets load_state_dict place each tensor: with
+    map_location=<the trainer's device> a CUDA trainer got its weighting's generator state on
+    the GPU, where a CPU generator refuses it. The meta device stands in for CUDA."""
+    first = make_trainer(weighting, tmp_path, epochs=1)
+    first.fit()
+    model = build_mlp("hard_sharing", 4, [16], [1, 1]).to("meta")  # before its optimiser
+    on_device = Trainer(
+        model,
+        build_weighting(weighting, 2, seed=99),
+        torch.optim.Adam(model.parameters(), lr=1e-2),
+        [F.mse_loss, F.mse_loss],
+        train_data=regression_data(),
+        device="meta",
+        epochs=2,
+    )
+    with warnings.catch_warnings():  # meta parameters cannot take the values: a no-op copy
+        warnings.filterwarnings("ignore", "for .* copying from a non-meta parameter")
+        on_device.load(tmp_path / "last.pt")
+    assert on_device.epoch == 1 and on_device.step == first.step
+    assert on_device.optimizer.state_dict()["state"][0]["exp_avg"].device.type == "meta"
+    assert torch.equal(on_device.generator.get_state(), first.generator.get_state())
+    assert torch.equal(
+        on_device.weighting.generator.get_state(), first.weighting.generator.get_state()
+    )
+
+
+def test_cuda_rng_states_are_restored_only_for_cuda_runs_on_gpus_that_exist(monkeypatch):
+    """A checkpoint from a machine with more GPUs resumed on one with fewer: set_rng_state_all
+    failed on the missing index (at once, or lazily at CUDA's initialisation); a CPU run does
+    not touch CUDA's generators at all."""
+    from mtrl.rng import cuda_rng_states, set_cuda_rng_states
+
+    restored: list[list[torch.Tensor]] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("CUDA touched"))
+    states = [torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]
+    set_cuda_rng_states(states, torch.device("cuda"))
+    assert len(restored) == 1 and len(restored[0]) == 1 and torch.equal(restored[0][0], states[0])
+    trainer = make_trainer("equal", epochs=0)  # on the CPU
+    assert cuda_rng_states(trainer.device) == []
+    state = trainer.state_dict()
+    assert state["cuda_rng"] == []
+    trainer.load_state_dict({**state, "cuda_rng": states})
+    assert len(restored) == 1
+
+
 def _adashare_trainer(path, epochs: int, seed: int) -> Trainer:
     torch.manual_seed(seed)
     model = build_mlp("adashare", 4, [16, 16], [1, 1])  # Gumbel samples: torch's global RNG

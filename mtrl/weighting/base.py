@@ -300,7 +300,8 @@ class SeededMixin:
         return {"generator": self.generator.get_state()}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
+        # a CPU generator takes CPU states only (torch.load(..., map_location=<GPU>) moves it)
+        self.generator.set_state(state["generator"].cpu())
 
 
 OPTIMIZERS = ("sgd", "adam")
