@@ -248,29 +248,34 @@ class Trainer:
     def _accumulate(
         self, sums: list[dict[str, float]], losses: Tensor, outs: list[Tensor], ys: list[Tensor]
     ) -> None:
+        """Add the batch's size-weighted losses and metrics to ``sums``, in float64 on the
+        device: no host sync per batch (one per value in :meth:`_means`; on CUDA a sync per task
+        and metric each step stalled the GPU)."""
         n = ys[0].shape[0]
+        f64 = torch.float64
         for t in range(self.num_tasks):
-            sums[t]["loss"] = sums[t].get("loss", 0.0) + float(losses[t]) * n
+            sums[t]["loss"] = sums[t].get("loss", 0.0) + losses[t].to(f64) * n
             for name, fn in self.metrics[t].items():
-                sums[t][name] = sums[t].get(name, 0.0) + float(fn(outs[t], ys[t])) * n
+                value = torch.as_tensor(fn(outs[t], ys[t]), dtype=f64)
+                sums[t][name] = sums[t].get(name, 0.0) + value * n
             sums[t]["_n"] = sums[t].get("_n", 0.0) + n
 
-    def _means(self, sums: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    def _means(self, sums: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         return {
-            name: {k: v / max(s["_n"], 1.0) for k, v in s.items() if k != "_n"}
+            name: {k: float(v) / max(s["_n"], 1.0) for k, v in s.items() if k != "_n"}
             for name, s in zip(self.task_names, sums)
         }
 
     def train_epoch(self, bar: Any = None) -> dict[str, dict[str, float]]:
         """One pass over the training data; per-task mean loss and metrics (training batches)."""
-        sums: list[dict[str, float]] = [{} for _ in range(self.num_tasks)]
+        sums: list[dict[str, Any]] = [{} for _ in range(self.num_tasks)]
         tick, steps0 = time.perf_counter(), self.step
         for x, ys in self.batches(self.train_data, shuffle=True):
             losses, weights, outs = self.train_step(x, ys)
             self._accumulate(sums, losses, outs, ys)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({n: f"{float(v):.3g}" for n, v in zip(self.task_names, losses)})
+            if bar is not None and bar.update(1):  # read the losses only when the bar redraws
+                losses_now = dict(zip(self.task_names, losses.tolist(), strict=True))
+                bar.set_postfix({n: f"{v:.3g}" for n, v in losses_now.items()}, refresh=False)
             if self.step % self.log_every == 0:
                 sps = (self.step - steps0) / max(time.perf_counter() - tick, 1e-9)
                 self._log_step(losses, weights, sps)
@@ -288,7 +293,7 @@ class Trainer:
             raise ValueError("no data to evaluate: pass data or test_data=")
         was_training = self.model.training
         self.model.eval()
-        sums: list[dict[str, float]] = [{} for _ in range(self.num_tasks)]
+        sums: list[dict[str, Any]] = [{} for _ in range(self.num_tasks)]
         try:
             for x, ys in self.batches(data, shuffle=False):
                 losses, outs, _ = self.task_losses(x, ys)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,6 +51,29 @@ def make_trainer(
         seed=seed,
         **kw,
     )
+
+
+def test_epoch_metrics_are_read_from_the_device_once_per_epoch_not_per_batch(monkeypatch):
+    # each float()/item()/tolist() of a device tensor is a host sync: on CUDA one per task and
+    # metric each batch stalled the GPU; the epoch sums now stay on the device until the end
+    trainer = make_trainer(epochs=1)
+    reads = []
+
+    def counted(real):
+        def read(t, *args, **kwargs):
+            if "mtrl" in Path(sys._getframe(1).f_code.co_filename).parts:  # not torch.optim's
+                reads.append(t.numel())
+            return real(t, *args, **kwargs)
+
+        return read
+
+    for name in ("__float__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, counted(getattr(torch.Tensor, name)))
+    stats = trainer.train_epoch()
+    monkeypatch.undo()
+    assert trainer.step == 8  # 128 samples in batches of 16
+    assert reads == [1] * 4  # loss and mse of two tasks, once each
+    assert set(stats) == {"small", "big"} and all(v["mse"] > 0 for v in stats.values())
 
 
 @pytest.mark.parametrize("weighting", ["equal", "uncertainty", "dwa", "mgda", "famo", "gradnorm"])
