@@ -70,6 +70,22 @@ def _suite_kwargs(cfg) -> dict:
     return kwargs
 
 
+def _absolute_map_path(cfg) -> None:
+    """A gridworld map given as a relative file path becomes absolute before the config is saved,
+    so ``--resume`` from another directory reads the same file (it failed with "unknown map")."""
+    from envs.base import EnvError
+    from envs.gridworld_maps import map_path
+
+    if cfg.env.suite != "gridworld":
+        return
+    try:
+        path = map_path(cfg.env.gridworld.map)
+    except EnvError:
+        return  # build() reports it
+    if not path.is_absolute():  # a shipped map's file is absolute: its name stays
+        cfg.env.gridworld.map = str(path.absolute())
+
+
 def build(cfg, run_dir: Path):
     """Everything a run needs, built (and so validated) before anything is written."""
     import torch
@@ -243,6 +259,7 @@ def _main(argv: list[str] | None) -> int:
                 )
         else:
             cfg = load_config(args.config or str(DEFAULT_CONFIG), args.overrides)
+            _absolute_map_path(cfg)
             run_dir = new_run_dir(cfg)
             try:
                 runner = build(cfg, run_dir)

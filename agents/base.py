@@ -112,16 +112,19 @@ class Agent(nn.Module):
     @torch.no_grad()
     def values(self, obs: Tensor, tasks: slice | None = None) -> Tensor:
         """State values (K, E) for bootstrapping (no graph)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement values(obs, tasks)")
 
     @torch.no_grad()
     def act(self, obs: Tensor, greedy: bool = True, tasks: slice | None = None) -> Tensor:
         """Evaluation actions (K, E) of the task policies."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement act(obs, greedy, tasks)")
 
     def task_losses(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
-        """Per-task losses (K,) with graph, and detached scalar terms for logging."""
-        raise NotImplementedError
+        """Per-task losses (K,) with graph, and named terms for logging: scalars (logged as
+        ``losses/<name>``) or (K,) per-task values (``task/<task>/<name>`` too)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement task_losses(rollout) -> (losses (K,), terms)"
+        )
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters that receive gradients from several tasks (for gradient-weighting methods)."""

@@ -1,4 +1,8 @@
-"""Agents by name: ``build_agent(cfg, suite, obs_shape, num_actions, num_tasks)``."""
+"""Agents by name: ``build_agent(cfg, suite, obs_shape, num_actions, num_tasks)``.
+
+:data:`AGENTS` maps each ``agent.name`` to a builder ``(cfg, suite, obs_shape, num_actions,
+num_tasks) -> Agent``; ``@AGENTS.register("my_agent")`` on a builder adds one (docs/extending.md).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from agents.base import Agent
 from agents.config import ConfigError
 from agents.config_schema import AgentConfig
 from agents.distral import DistralAgent
+from mtrl.registry import Registry
 
 Builder = Callable[[AgentConfig, str, tuple[int, ...], int, int], Agent]
 
@@ -30,20 +35,19 @@ def _distral(two_column: bool, kl_only: bool, regularise: bool = True) -> Builde
     return build
 
 
-AGENTS: dict[str, Builder] = {
-    "a2c_multitask": _a2c_multitask,
-    "a2c_independent": _a2c_independent,
-    "a2c_2col": _distral(two_column=True, kl_only=False, regularise=False),
-    "distral_kl_1col": _distral(two_column=False, kl_only=True),
-    "distral_kl_2col": _distral(two_column=True, kl_only=True),
-    "distral_klent_1col": _distral(two_column=False, kl_only=False),
-    "distral_klent_2col": _distral(two_column=True, kl_only=False),
-}
+AGENTS: Registry[Builder] = Registry("agent")
+AGENTS.register("a2c_multitask")(_a2c_multitask)
+AGENTS.register("a2c_independent")(_a2c_independent)
+AGENTS.register("a2c_2col")(_distral(two_column=True, kl_only=False, regularise=False))
+AGENTS.register("distral_kl_1col")(_distral(two_column=False, kl_only=True))
+AGENTS.register("distral_kl_2col")(_distral(two_column=True, kl_only=True))
+AGENTS.register("distral_klent_1col")(_distral(two_column=False, kl_only=False))
+AGENTS.register("distral_klent_2col")(_distral(two_column=True, kl_only=False))
 
 
 def names() -> list[str]:
     """Registered agent names (the valid values of ``agent.name``)."""
-    return sorted(AGENTS)
+    return AGENTS.names()
 
 
 def build_agent(
@@ -54,4 +58,7 @@ def build_agent(
         raise ConfigError(
             f"agent.name={cfg.name!r} is not an agent; choose one of: {', '.join(names())}"
         )
-    return AGENTS[cfg.name](cfg, suite, tuple(obs_shape), num_actions, num_tasks)
+    agent = AGENTS.get(cfg.name)(cfg, suite, tuple(obs_shape), num_actions, num_tasks)
+    # the name that summary.json, checkpoints and resume checks carry is the config's
+    agent.name = cfg.name
+    return agent

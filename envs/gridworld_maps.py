@@ -156,17 +156,28 @@ def _transitions(walls: np.ndarray) -> np.ndarray:
     return np.where(ok, nr_c * w + nc_c, np.arange(h * w)[:, None]).astype(np.int64)
 
 
-def load_map(name_or_path: str | Path | GridMap) -> GridMap:
-    """Load a shipped map by name (e.g. ``"four_rooms"``) or an ASCII map file by path."""
-    if isinstance(name_or_path, GridMap):
-        return name_or_path
-    shipped = MAPS_DIR / f"{name_or_path}.txt"
-    path = shipped if shipped.is_file() else Path(name_or_path)
-    if not path.is_file():
+def map_path(name_or_path: str | Path) -> Path:
+    """The file :func:`load_map` reads: the shipped map of that name, else the path itself; an
+    :class:`EnvError` if neither is a file."""
+    try:
+        shipped = MAPS_DIR / f"{name_or_path}.txt"
+        path = shipped if shipped.is_file() else Path(name_or_path)
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL character
+        found = False
+    if not found:
         raise EnvError(
             f"unknown map {str(name_or_path)!r}: not a file and not a shipped map "
             f"(shipped: {', '.join(available_maps())})"
         )
+    return path
+
+
+def load_map(name_or_path: str | Path | GridMap) -> GridMap:
+    """Load a shipped map by name (e.g. ``"four_rooms"``) or an ASCII map file by path."""
+    if isinstance(name_or_path, GridMap):
+        return name_or_path
+    path = map_path(name_or_path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:  # e.g. a map saved as UTF-16 (PowerShell's `>` does)

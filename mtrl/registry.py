@@ -34,11 +34,26 @@ class Registry(Generic[T]):
         self._entries: dict[str, type[T]] = {}
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
-        """Class decorator registering ``cls`` under ``name`` (snake_case, unique)."""
+        """Decorator registering a class (or factory) under ``name`` (snake_case, unique).
+
+        A name taken by another class raises ``ValueError``. The same definition again (a
+        re-import, ``importlib.reload``, a notebook cell run twice: same module and qualified
+        name) replaces the entry.
+        """
+        if not isinstance(name, str) or not name:
+            # a bare ``@REG.register`` would silently swap the class for this decorator
+            raise TypeError(
+                f"{self.kind} registration needs a name: decorate with .register('my_name'), "
+                f"not a bare .register (got {getattr(name, '__name__', name)!r})"
+            )
 
         def deco(cls: type[T]) -> type[T]:
-            if name in self._entries and self._entries[name] is not cls:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+            old = self._entries.get(name)
+            if old is not None and _where(old) != _where(cls):
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered to {'.'.join(_where(old))}; "
+                    f"register {cls.__qualname__} under another name"
+                )
             self._entries[name] = cls
             return cls
 
@@ -67,6 +82,11 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+
+def _where(obj: object) -> tuple[str, str]:
+    """(module, qualified name) of a registered class or factory: its definition's identity."""
+    return getattr(obj, "__module__", "?"), getattr(obj, "__qualname__", repr(obj))
 
 
 def check_kwargs(fns: list[Callable[..., Any]], kwargs: dict[str, Any], owner: str) -> None:

@@ -62,5 +62,11 @@ def build_mlp(
     """The MLP version of architecture ``name``: input ``in_dim``, ``hidden`` widths, one output
     of size ``out_dims[t]`` per task; ``kwargs`` are the architecture's options."""
     cls = ARCHITECTURES.get(name)
+    if not callable(getattr(cls, "mlp", None)):
+        raise TypeError(
+            f"architecture {name!r} ({cls.__name__}) has no mlp(in_dim, hidden, out_dims, "
+            "**options) classmethod, which build_mlp and supervised runs call; add one, or "
+            f"build it from modules with build({name!r}, ...)"
+        )
     check_kwargs([cls.mlp, cls.__init__], kwargs, f"{cls.__name__}.mlp")  # type: ignore[attr-defined]
     return cls.mlp(in_dim, list(hidden), list(out_dims), **kwargs)  # type: ignore[attr-defined]

@@ -51,11 +51,16 @@ class MultiTaskModel(nn.Module):
     # --- to implement -------------------------------------------------------------------------
     def forward_all(self, x: Tensor) -> list[Tensor]:
         """Every task's output for the whole batch: list of T tensors (B, *out_t)."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement forward_all(x) -> list of T outputs"
+        )
 
     def task_parameters(self, t: int) -> list[nn.Parameter]:
         """Parameters that only task ``t``'s loss reaches."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement task_parameters(t) -> list of parameters "
+            "only task t's loss reaches ([] if none)"
+        )
 
     def forward_task(self, x: Tensor, t: int) -> Tensor:
         """Task ``t``'s output for x (B, ...) -> (B, *out_t). Default: from :meth:`forward_all`."""

@@ -208,7 +208,11 @@ class LossWeighting(torch.nn.Module):
         task_params: Sequence[Tensor] | None = None,
     ) -> Tensor:
         """Populate ``.grad`` from ``losses`` (T,) and return the applied weights (T,), detached."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement backward(losses, shared_params=None, *, "
+            "features=None, task_params=None) -> weights (T,), or subclass WeightedLoss "
+            "(combine) or GradientAggregator (weights)"
+        )
 
 
 class WeightedLoss(LossWeighting):
@@ -216,7 +220,9 @@ class WeightedLoss(LossWeighting):
 
     def combine(self, losses: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(total, weights)``: the scalar to backpropagate and the (T,) weights."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement combine(losses (T,)) -> (total, weights (T,))"
+        )
 
     def backward(
         self,
@@ -227,7 +233,13 @@ class WeightedLoss(LossWeighting):
         task_params: Sequence[Tensor] | None = None,
     ) -> Tensor:
         """Backward the weighted sum into every parameter; the shared/feature args are unused."""
-        total, weights = self.combine(self._check(losses))
+        out = self.combine(self._check(losses))
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(
+                f"{type(self).__name__}.combine must return (total, weights (T,)), got "
+                f"{type(out).__name__}"
+            )
+        total, weights = out
         if total.requires_grad:
             total.backward()
         return weights.detach()
@@ -246,7 +258,10 @@ class GradientAggregator(LossWeighting):
 
     def weights(self, grads: Tensor, losses: Tensor | None = None) -> Tensor:
         """Combination weights (T,) for the per-task gradient matrix ``grads`` (T, P)."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement weights(grads (T, P), losses (T,) or None) "
+            "-> (T,)"
+        )
 
     def aggregate(self, grads: Tensor, losses: Tensor | None = None) -> Tensor:
         """The aggregated direction (P,) for ``grads`` (T, P)."""

@@ -139,6 +139,27 @@ def test_a_map_file_that_is_not_utf8_exits_2_with_one_line(tmp_path, capsys):
     assert not run_dir.exists()
 
 
+def test_a_relative_map_path_is_saved_absolute_so_resume_works_from_elsewhere(
+    tmp_path, monkeypatch
+):
+    # config.yaml kept "map.txt": `--resume` from another directory failed with "unknown map"
+    work, other = tmp_path / "work", tmp_path / "other"
+    work.mkdir()
+    other.mkdir()
+    (work / "map.txt").write_text("#######\n#S...0#\n#######\n")
+    monkeypatch.chdir(work)
+    run_dir = tmp_path / "run"
+    args = ["--config", GRID, "env.gridworld.map=map.txt", f"run_dir={run_dir}"]
+    assert train.main([*args, "total_steps=40", "progress=false", "eval.episodes=1"]) == 0
+    assert load_config(run_dir / "config.yaml").env.gridworld.map == str(work / "map.txt")
+    monkeypatch.chdir(other)
+    assert train.main(["--resume", str(run_dir)]) == 0
+    # a shipped map stays a name
+    cfg = load_config(GRID, ["env.gridworld.map=corridor"])
+    train._absolute_map_path(cfg)
+    assert cfg.env.gridworld.map == "corridor"
+
+
 # --- the printed summary ---------------------------------------------------------------------
 def test_printed_summary_says_when_eval_max_steps_cut_the_evaluation(tmp_path, capsys):
     # summary.json had "max_steps_reached" but the console showed only "over 0 episodes"

@@ -265,6 +265,32 @@ def test_factory_builds_the_a2c_sharing_asked_for(name, task_heads, encoders, he
     assert names() == sorted(names()) and "a2c_multitask" in names()
 
 
+def test_an_agent_registered_from_outside_the_package_is_built_by_name(monkeypatch):
+    from agents.a2c import A2CAgent
+    from agents.base import Agent
+    from agents.config import ConfigError
+    from agents.config_schema import AgentConfig
+    from agents.factory import AGENTS, build_agent
+
+    monkeypatch.setattr(AGENTS, "_entries", dict(AGENTS._entries))
+
+    @AGENTS.register("my_a2c")
+    def build(cfg, suite, obs_shape, num_actions, num_tasks):
+        return A2CAgent(cfg, suite, obs_shape, num_actions, num_tasks, True)  # name "a2c"
+
+    agent = build_agent(AgentConfig(name="my_a2c", hidden=[8]), "gridworld", (5,), 3, 2)
+    # named as configured: summary.json and checkpoints said "a2c" unless the builder passed it
+    assert type(agent) is A2CAgent and agent.name == "my_a2c"
+    # AGENTS was a dict: a user's entry silently replaced a built-in agent
+    with pytest.raises(ValueError, match=r"agent 'a2c_multitask' is already registered to"):
+        AGENTS.register("a2c_multitask")(build)
+    with pytest.raises(ConfigError, match=r"agent.name='my_a2d' is not an agent; .*my_a2c"):
+        build_agent(AgentConfig(name="my_a2d"), "gridworld", (5,), 3, 2)
+    # an Agent subclass missing a method said only NotImplementedError
+    with pytest.raises(NotImplementedError, match=r"Agent must implement task_losses\(rollout\)"):
+        Agent(AgentConfig(), 2).task_losses(None)
+
+
 def test_torch_threads_is_applied(tmp_path):
     import torch
 

@@ -120,6 +120,27 @@ def test_build_from_modules() -> None:
     assert [tuple(o.shape) for o in model(torch.randn(3, 4))] == [(3, 1), (3, 2)]
 
 
+def test_a_user_architecture_missing_a_part_says_which(monkeypatch) -> None:
+    monkeypatch.setattr(A.ARCHITECTURES, "_entries", dict(A.ARCHITECTURES._entries))
+
+    @A.ARCHITECTURES.register("no_mlp")
+    class NoMlp(A.MultiTaskModel):
+        def __init__(self, trunk: nn.Module, heads: list[nn.Module]) -> None:
+            super().__init__()
+            self.trunk, self.heads, self.num_tasks = trunk, nn.ModuleList(heads), len(heads)
+
+    # build_mlp raised AttributeError "type object 'NoMlp' has no attribute 'mlp'" (a traceback
+    # in a supervised run, which reports TypeError and ValueError as one error line)
+    with pytest.raises(TypeError, match=r"'no_mlp' \(NoMlp\) has no mlp\(in_dim, hidden"):
+        A.build_mlp("no_mlp", IN, HIDDEN, OUTS)
+    model = A.build("no_mlp", nn.Linear(IN, 4), [nn.Linear(4, 1)] * 2)
+    # both were a bare NotImplementedError
+    with pytest.raises(NotImplementedError, match=r"NoMlp must implement task_parameters\(t\)"):
+        model.shared_parameters()
+    with pytest.raises(NotImplementedError, match=r"NoMlp must implement forward_all\(x\)"):
+        model(torch.randn(2, IN))
+
+
 @pytest.mark.parametrize("name", A.names())
 @pytest.mark.parametrize(
     ("ids", "needle"),

@@ -89,6 +89,10 @@ def test_unknown_map_and_task():
         load_map("no_such_map")
     with pytest.raises(EnvError, match=r"unknown gridworld task\(s\) \['7'\].*valid: \['0', '1'\]"):
         GridworldVecEnv("corridor", tasks=["0", "7"])
+    # a name too long for the file system (or with a NUL) was an OSError (ValueError) traceback
+    for name in ("x" * 300, "a\0b"):
+        with pytest.raises(EnvError, match="not a file and not a shipped map"):
+            load_map(name)
 
 
 def test_shipped_maps():

@@ -74,8 +74,13 @@ def test_a_fresh_registry_sorts_refuses_duplicates_and_suggests():
     reg.register("zeta")(Zeta)  # the same class again (a re-import) is fine
     assert reg.names() == ["alpha", "zeta"]  # sorted, not registration order
     assert "zeta" in reg and "zet" not in reg and None not in reg
-    with pytest.raises(ValueError, match=r"^widget 'zeta' is already registered$"):
+    with pytest.raises(ValueError) as e:
         reg.register("zeta")(Alpha)
+    # names who holds it and what to do (it said only "widget 'zeta' is already registered")
+    assert str(e.value) == (
+        f"widget 'zeta' is already registered to {__name__}.{Zeta.__qualname__}; register "
+        f"{Alpha.__qualname__} under another name"
+    )
     assert reg.get("zeta") is Zeta
     with pytest.raises(UnknownNameError) as e:
         reg.get("zeda")
@@ -98,3 +103,50 @@ def test_check_kwargs_unions_bools_and_list_items():
         check_kwargs([fn], {"n": True}, "F")
     with pytest.raises(TypeError, match=r"^F: xs=\['a'\] is list, expected a list of int or None$"):
         check_kwargs([fn], {"xs": ["a"]}, "F")
+
+
+def test_a_registry_needs_the_name_and_takes_a_definition_run_again():
+    from mtrl.registry import Registry
+
+    reg = Registry("widget")
+    # a bare @reg.register silently replaced the class with the decorator, registering nothing
+    with pytest.raises(TypeError, match=r"decorate with .register\('my_name'\), not a bare"):
+
+        @reg.register  # type: ignore[arg-type]
+        class Oops:
+            pass
+
+    # the same class definition run again (a notebook cell, importlib.reload, an exec'd docs
+    # example) replaces its entry; it used to raise "already registered"
+    source = "@reg.register('w')\nclass W:\n    pass\n"
+    first, second = {"reg": reg, "__name__": "cell"}, {"reg": reg, "__name__": "cell"}
+    exec(source, first)
+    exec(source, second)
+    assert reg.get("w") is second["W"] and first["W"] is not second["W"]
+    with pytest.raises(ValueError, match=r"already registered to cell\.W"):
+        exec(source, {"reg": reg, "__name__": "another_module"})
+
+
+def test_a_method_missing_its_part_says_which_to_write():
+    import torch
+
+    class NoCombine(W.WeightedLoss):
+        pass
+
+    class NoWeights(W.GradientAggregator):
+        pass
+
+    class Total(W.WeightedLoss):
+        def combine(self, losses):
+            return losses.sum()  # the weights forgotten
+
+    losses = torch.ones(2, requires_grad=True)
+    # each used to be a bare NotImplementedError (or "iteration over a 0-d tensor")
+    with pytest.raises(NotImplementedError, match=r"NoCombine must implement combine\(losses"):
+        NoCombine(2).backward(losses)
+    with pytest.raises(NotImplementedError, match=r"NoWeights must implement weights\(grads"):
+        NoWeights(2).backward(losses * 2, [losses])
+    with pytest.raises(NotImplementedError, match=r"LossWeighting must implement backward\("):
+        W.LossWeighting(2).backward(losses)
+    with pytest.raises(TypeError, match=r"Total.combine must return \(total, weights \(T,\)\)"):
+        Total(2).backward(losses)

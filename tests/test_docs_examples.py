@@ -1,0 +1,110 @@
+"""docs/extending.md's examples run as written.
+
+A fence with a file name after the language (```python my_methods.py) is that file's content
+(blocks of one name are joined in order); the other ```python blocks run in order in one
+namespace, and each `python my_train.py --config ...` line of a ```bash block runs through the
+launcher, with overrides that keep the run tiny. Everything happens in a temporary directory
+holding a link to configs/, as if run from the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import runpy
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GUIDE = ROOT / "docs" / "extending.md"
+FENCE = re.compile(r"^```(\w+)[ \t]*(\S*)\n(.*?)^```$", re.M | re.S)
+TINY_RL = ["total_steps=400", "progress=false", "eval.episodes=2", "env.num_envs_per_task=2"]
+TINY_SUPERVISED = [
+    "supervised.epochs=1",
+    "supervised.benchmark.n_train=128",
+    "supervised.benchmark.n_test=32",
+    "supervised.progress=false",
+]
+
+
+def blocks() -> list[tuple[str, str, str]]:
+    """(language, file name or "", code) of every fenced block of the guide, in order."""
+    return [(m[1], m[2], m[3]) for m in FENCE.finditer(GUIDE.read_text())]
+
+
+def commands() -> list[list[str]]:
+    """The arguments of each `python my_train.py ...` line of the guide's bash blocks."""
+    out = []
+    for lang, _, code in blocks():
+        if lang != "bash":
+            continue
+        for line in code.replace("\\\n", " ").splitlines():
+            words = shlex.split(line)
+            if words[:2] == ["python", "my_train.py"]:
+                out.append(words[2:])
+    return out
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """A working directory like the repository root; the registries and sys.modules as they
+    were afterwards (the guide's names must not leak into other tests)."""
+    from agents.factory import AGENTS
+    from mtrl.architectures import ARCHITECTURES
+    from mtrl.weighting import WEIGHTINGS
+
+    for registry in (AGENTS, ARCHITECTURES, WEIGHTINGS):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in ("my_methods", "my_train"):
+        sys.modules.pop(name, None)
+
+
+def test_the_guide_has_an_example_per_extension_point():
+    files = {name for _, name, _ in blocks() if name}
+    assert files == {"my_methods.py", "five_goals.txt", "my_train.py"}
+    code = "".join(c for _, name, c in blocks() if name == "my_methods.py")
+    for registration in ("WEIGHTINGS.register", "ARCHITECTURES.register", "AGENTS.register"):
+        assert registration in code
+    assert len(commands()) == 2
+
+
+def test_the_guide_examples_run(sandbox, monkeypatch):
+    files: dict[str, str] = {}
+    for _, name, code in blocks():
+        if name:
+            files[name] = files.get(name, "") + code
+    for name, text in files.items():
+        (sandbox / name).write_text(text)
+    namespace: dict[str, object] = {"__name__": "extending_md"}
+    for i, (lang, name, code) in enumerate(blocks()):
+        if lang == "python" and not name:
+            exec(compile(code, f"docs/extending.md, block {i + 1}", "exec"), namespace)
+
+    runs = sandbox / "runs"
+    for i, args in enumerate(commands()):
+        supervised = any("supervised" in a for a in args)
+        tiny = TINY_SUPERVISED if supervised else TINY_RL
+        key = "supervised.run_dir" if supervised else "run_dir"
+        run_dir = runs / str(i)
+        argv = ["my_train.py", *args, *tiny, f"{key}={run_dir}"]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_path(str(sandbox / "my_train.py"), run_name="__main__")
+        assert exit_.value.code == 0, argv
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if not supervised:  # the new agent, weighting and map together; then a resume
+            assert summary["agent"] == "a2c_vf_decay" and list(summary["tasks"]) == ["0", "2", "4"]
+            first = json.loads((run_dir / "losses.jsonl").read_text().splitlines()[0])
+            assert first["losses/vf_coef"] == pytest.approx(0.5)  # the preset's vf_coef
+            assert first["weights/0"] == 1.0
+            monkeypatch.setattr(sys, "argv", ["my_train.py", "--resume", str(run_dir)])
+            with pytest.raises(SystemExit) as exit_:
+                runpy.run_path(str(sandbox / "my_train.py"), run_name="__main__")
+            assert exit_.value.code == 0
