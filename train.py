@@ -171,6 +171,12 @@ def _rl_refusal(name: str) -> str | None:
             "agent.weighting='dwa' averages each task's loss over epochs, which RL training does "
             "not have; use it with mtrl's supervised Trainer, or uncertainty/gradnorm here"
         )
+    if name == "gradient_reversal":  # with no adversarial task it is `equal`: refuse as dwa
+        return (
+            "agent.weighting='gradient_reversal' reverses the gradients of the tasks it is told "
+            "are adversarial, which the RL config cannot name (with none it trains as 'equal'); "
+            "use it with mtrl's supervised Trainer (supervised.weighting.kwargs.adversarial)"
+        )
     if getattr(weighting.WEIGHTINGS.get(name), "needs_features", False):  # e.g. GREAT
         return (
             f"agent.weighting={name!r} classifies per-sample gradients w.r.t. one shared "

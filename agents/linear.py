@@ -43,11 +43,33 @@ def _mm(a: Tensor, b: Tensor) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
 
 
+def _one_row(x: Tensor, weight: Tensor) -> bool:
+    """Whether the products of x (K, B, in) with ``weight`` (G, in, out) have a single row (B = 1
+    per group, or one row in all when G = 1). The BLAS computes a one-row product on its
+    matrix-vector path, which rounds differently from the matrix product the same row gets inside
+    a larger batch: the acting passes with one env per task then differed in the last bits from
+    the loss pass over T*E rows, and ``agent.replay_forward=true`` from ``false``. Such products
+    run on two copies of the row (and their gradients on the row plus a zero row) instead."""
+    if x.dim() != 3:
+        return False
+    return (x.shape[1] if weight.shape[0] > 1 else x.shape[0] * x.shape[1]) == 1
+
+
+def _two_rows(x: Tensor) -> Tensor:
+    """x (K, 1, in) as (K, 2, in), two copies of its row (a copy: with a zero stride torch
+    leaves the BLAS for a loop that rounds differently again)."""
+    return x.expand(x.shape[0], 2, x.shape[2]).contiguous()
+
+
 def linear_backward(
     grad: Tensor, x: Tensor, weight: Tensor, needs: tuple[bool, bool, bool]
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """Gradients of ``x @ weight + bias`` over groups: x (K, B, in), weight (G, in, out) with
     G = 1 (one map for every row) or G = K, bias (G, 1, out); ``needs`` as ctx.needs_input_grad."""
+    if _one_row(x, weight):  # the gradients of the two-row forward (see _one_row)
+        pad = torch.cat([grad, torch.zeros_like(grad)], 1)
+        gx, gw, gb = linear_backward(pad, _two_rows(x), weight, needs)
+        return (None if gx is None else gx[:, :1]), gw, gb
     gx = gw = gb = None
     onednn = use_onednn(weight)
     if weight.shape[0] == 1:
@@ -111,6 +133,8 @@ class _GroupedLinear(torch.autograd.Function):
 
 def grouped_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """x (K, B, in) -> (K, B, out) with weight (G, in, out), bias (G, 1, out), G in {1, K}."""
+    if _one_row(x, weight):  # as two rows (see _one_row); backward: linear_backward's padding
+        return grouped_linear(_two_rows(x), weight, bias)[:, :1]
     if weight.shape[0] == 1:
         if use_onednn(weight) and x.dtype == torch.float32:
             return _SharedLinear.apply(x, weight, bias)

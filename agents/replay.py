@@ -38,11 +38,32 @@ class _ReplayConv(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
+        one = x.shape[0] == 1  # as conv2d's forward on two copies (see conv2d below)
+        if one:
+            x, grad = _two_copies(x), torch.cat([grad, torch.zeros_like(grad)])
         gx, gw, gb = torch.ops.aten.convolution_backward(
             grad, x, weight, [weight.shape[0]], ctx.stride, [0, 0], [1, 1], False, [0, 0],
             ctx.groups, [need[0], need[1], need[2]],
         )  # fmt: skip
+        if one and gx is not None:
+            gx = gx[:1]
         return gx, gw, gb, None, None, None
+
+
+def _two_copies(h: Tensor) -> Tensor:
+    """A batch of one sample (1, C, H, W) as two copies of it, channels-last."""
+    return h.expand(2, *h.shape[1:]).contiguous(memory_format=torch.channels_last)
+
+
+def conv2d(h: Tensor, weight: Tensor, bias: Tensor, stride: Sequence[int], groups: int) -> Tensor:
+    """``F.conv2d`` without padding. oneDNN picks another algorithm for a batch of one sample,
+    which rounds differently from the same sample inside a larger batch (the Nature CNN's third
+    layer): acting with one env of one task then gave other activations than the loss pass over
+    T*E samples, so ``agent.replay_forward=true`` differed from ``false``. A batch of one runs as
+    two copies of the sample instead (its backward likewise, in :class:`_ReplayConv`)."""
+    if h.shape[0] == 1:
+        return torch.nn.functional.conv2d(_two_copies(h), weight, bias, stride, groups=groups)[:1]
+    return torch.nn.functional.conv2d(h, weight, bias, stride, groups=groups)
 
 
 class _ReplayLinear(torch.autograd.Function):
@@ -190,7 +211,7 @@ class Tape:
         """``conv2d(h, weight, bias)`` (no padding), recorded or replayed."""
         if self.replaying:
             return _ReplayConv.apply(h, weight, bias, self.get(index), stride, groups)
-        z = torch.nn.functional.conv2d(h, weight, bias, stride, groups=groups)
+        z = conv2d(h, weight, bias, stride, groups)
         self.store(index, z, layout)
         return z
 

@@ -17,7 +17,7 @@ import torch
 
 from agents.codec import CodecError, decode, encode
 from agents.config import ConfigError, merge_structured, to_dict
-from agents.config_schema import Config
+from agents.config_schema import SEED_LIMIT, Config
 from agents.resume import unsafe_changes
 from mtrl.rng import cuda_rng_states, set_cuda_rng_states
 
@@ -164,8 +164,10 @@ def _restore_loop(r: Runner, state: dict[str, Any]) -> None:
         r.ep_time = ep_time.to(dev)
         r.learning_return = state["learning_return"].numpy().copy()
         r.env_restored = True
-    else:  # no env snapshot (ALE): fresh episodes from a seed derived from the step count
-        r.obs = r.reset(seed=r.cfg.seed + r.global_step)
+    else:  # no env snapshot (ALE): fresh episodes from a seed derived from the step count,
+        # wrapped into the run seeds' range as eval seeds are (unwrapped, a large seed plus ~1M
+        # steps put the slot seeds past ALE's C int and the run could not be resumed)
+        r.obs = r.reset(seed=(r.cfg.seed + r.global_step) % SEED_LIMIT)
         r.ep_time.zero_()
         r.learning_return[:] = 0.0
         r.env_restored = False

@@ -13,28 +13,31 @@ K, E, T = 3, 2, 3
 SUITES = {"atari": ((4, 84, 84), 18), "minatar": ((10, 10, 10), 6), "gridworld": ((2,), 4)}
 
 
-def _setup(name: str, suite: str, **cfg_kw):
+def _setup(name: str, suite: str, k: int = K, e: int = E, t: int = T, shape=None, **cfg_kw):
+    """An agent and a filled rollout (t, k, e); ``shape`` overrides the suite's obs shape."""
     torch.manual_seed(0)
-    shape, actions = SUITES[suite]
-    cfg = AgentConfig(name=name, hidden=[16, 16], **cfg_kw)
-    agent = build_agent(cfg, suite, shape, actions, K)
+    obs_shape, actions = SUITES[suite]
+    shape = shape or obs_shape
+    cfg = AgentConfig(name=name, **{"hidden": [16, 16], **cfg_kw})
+    agent = build_agent(cfg, suite, shape, actions, k)
     dtype = torch.float32 if suite == "gridworld" else torch.uint8
-    ro = Rollout(T, K, E, torch.device("cpu"), shape, dtype)
+    ro = Rollout(t, k, e, torch.device("cpu"), shape, dtype)
     if dtype == torch.uint8:
         ro.obs.copy_(torch.randint(0, 256 if suite == "atari" else 2, ro.obs.shape))
     else:
         ro.obs.copy_(torch.rand(ro.obs.shape))
     ro.rewards.normal_()
-    ro.terminated[1, 0, 1] = True
-    ro.ep_time.copy_(torch.arange(T, dtype=torch.float32).view(T, 1, 1).expand(T, K, E))
+    ro.terminated[min(1, t - 1), 0, e - 1] = True
+    ro.ep_time.copy_(torch.arange(t, dtype=torch.float32).view(t, 1, 1).expand(t, k, e))
     return agent, ro
 
 
 def _collect(agent, ro: Rollout, groups: list[slice], record: bool) -> None:
     """Act like the runner: per step, each task group in turn (``t`` only when recording)."""
-    agent.begin_rollout(T)
+    steps = ro.rewards.shape[0]
+    agent.begin_rollout(steps)
     torch.manual_seed(1)
-    for t in range(T):
+    for t in range(steps):
         for g in groups:
             ro.actions[t, g] = agent.step(ro.obs[g, t], g, t if record else None)
 
@@ -165,3 +168,36 @@ def test_acting_outside_a_rollout_records_nothing():
     agent.act(ro.obs[:, 0])
     agent.step(ro.obs[:, 0])
     assert all(not tape.buffers for tape in tapes(agent))
+
+
+@pytest.mark.parametrize(
+    ("name", "suite", "k", "e", "t", "grouped"),
+    [
+        ("a2c_independent", "gridworld", 3, 1, 3, False),  # one row per task's GEMM
+        ("a2c_multitask", "gridworld", 1, 1, 3, False),  # one row in all (shared layers)
+        ("distral_klent_2col", "gridworld", 1, 1, 1, False),  # one row in the loss pass too
+        ("a2c_independent", "minatar", 2, 2, 2, True),  # a one-task group of a grouped layer
+        ("a2c_multitask", "atari", 1, 1, 2, False),  # one sample through the shared convs
+        ("distral_kl_1col", "atari", 3, 1, 1, True),  # both, and a one-sample loss pass per task
+    ],
+)
+def test_replay_is_bit_exact_with_one_env_or_a_one_task_group(name, suite, k, e, t, grouped):
+    """agent.replay_forward=true gives the very losses and gradients of false. One env per task
+    (or a task group of one task) used to act through other kernels than the loss pass's batch
+    (a one-row GEMM, the shared linear kernel, oneDNN's one-sample convolution): the losses
+    differed in the last bits, and so did whole runs (gridworld num_envs_per_task=1)."""
+    # the four-rooms map's 104 cells, default hidden sizes: a 2-cell input rounds the same on
+    # either kernel
+    shape = (104,) if suite == "gridworld" else None
+    agent, ro = _setup(name, suite, k, e, t, shape, hidden=[])
+    groups = [slice(0, 1), slice(1, k)] if grouped else [slice(0, k)]
+
+    def run(record: bool):
+        _collect(agent, ro, groups, record)
+        return _losses_and_grads(agent, ro)
+
+    ref_losses, ref_grads = run(record=False)
+    losses, grads = run(record=True)
+    assert torch.equal(losses, ref_losses)
+    for g, ref in zip(grads, ref_grads, strict=True):
+        assert torch.equal(g, ref)

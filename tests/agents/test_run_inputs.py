@@ -74,7 +74,7 @@ def test_an_unknown_weighting_lists_only_the_methods_the_rl_agents_accept(tmp_pa
     line = _one_error_line(capsys.readouterr().err)
     listed = line.split("valid for the RL agents: ")[1].split(", ")
     assert "pcgrad" in listed and "gradnorm" in listed and "equal" in listed
-    assert not {"dwa", "famo", "great"} & set(listed)
+    assert not {"dwa", "famo", "great", "gradient_reversal"} & set(listed)
     for name in listed:  # every method offered is accepted
         assert train._build_weighting(name, 2) is not None
 

@@ -454,6 +454,8 @@ def test_resume_refuses_changed_or_garbage_overrides(tmp_path, capsys, finished_
         ("agent.weighting=famo", "agent.weighting='famo' needs the losses re-evaluated"),
         ("agent.weighting=pcgard", "agent.weighting: unknown weighting 'pcgard' (did you mean"),
         ("agent.weighting=great", "agent.weighting='great' classifies per-sample gradients"),
+        # no adversarial task can be named here: it trained exactly as 'equal'
+        ("agent.weighting=gradient_reversal", "agent.weighting='gradient_reversal' reverses"),
         # parsed as floats, they passed every "> 0" check and trained (eps=inf) or diverged
         ("agent.eps=Inf", "agent.eps=inf is out of range; it must be a finite number"),
         ("agent.lr=nan", "agent.lr=nan is out of range; it must be a finite number"),

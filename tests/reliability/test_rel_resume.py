@@ -200,6 +200,34 @@ def test_atari_resume_resets_the_emulators_and_finishes(tmp_path):
     assert runner.global_step >= 200 and len(runner.loss_records()) == runner.update
 
 
+@pytest.mark.atari
+def test_atari_resume_of_a_large_seed_late_in_the_run(tmp_path):
+    """The emulators restart with seed + global_step, wrapped like a run seed: unwrapped, the
+    largest allowed seed plus ~1M steps put the slot seeds past ALE's C int, and resuming such a
+    valid run failed with exit 2 ("checkpoint does not fit this run: loop state ...")."""
+    from agents.config_schema import SEED_LIMIT
+
+    cfg = load_config(
+        str(ROOT / "configs" / "atari_a2c.yaml"),
+        [
+            "env.tasks=[Pong,Breakout]",
+            "env.num_envs_per_task=1",
+            f"seed={SEED_LIMIT - 1}",
+            "progress=false",
+            f"run_dir={tmp_path / 'run'}",
+        ],
+    )
+    runner = train.build(cfg, tmp_path / "run")
+    try:
+        state = runner.state_dict()  # before any reset: no env snapshot, as Atari's
+        state["counters"]["global_step"] = 2_000_000
+        runner.load_state_dict(state)
+        assert not runner.env_restored and runner.global_step == 2_000_000
+        assert tuple(runner.obs.shape[:2]) == (2, 1)
+    finally:
+        runner.env.close()
+
+
 def test_deterministic_flag_is_bit_identical_on_cpu(tmp_path, reference):
     """``deterministic=true`` changes no CPU kernel here: same losses as the default run."""
     try:
