@@ -57,7 +57,9 @@ class EnvConfig:
     tasks: list[str] = _f([], "task names (games or goal digits); empty = the suite's default")
     num_envs_per_task: int = _f(4, "parallel environments per task")
     task_groups: int = _f(
-        0, "pipeline acting over this many task groups (0 = auto: 2 on cuda, 1 on cpu)"
+        0,
+        "pipeline acting over this many task groups (0 = auto: 2 on cuda, 1 on cpu); Atari's "
+        "native backend only, other envs step all tasks together; same results, only speed",
     )
     workers: bool = _f(
         False, "step each task's envs in a subprocess; dead or raising workers are restarted"
