@@ -177,7 +177,14 @@ def _rl_refusal(name: str) -> str | None:
             "are adversarial, which the RL config cannot name (with none it trains as 'equal'); "
             "use it with mtrl's supervised Trainer (supervised.weighting.kwargs.adversarial)"
         )
-    if getattr(weighting.WEIGHTINGS.get(name), "needs_features", False):  # e.g. GREAT
+    cls = weighting.WEIGHTINGS.get(name)
+    for hook, when in (("update", "after each optimiser step"), ("epoch_end", "after each epoch")):
+        if callable(getattr(cls, hook, None)):  # e.g. a user's method (docs/extending.md)
+            return (
+                f"agent.weighting={name!r} relies on its {hook}() hook, which mtrl's supervised "
+                f"Trainer calls {when} and the RL runner never does; use it there"
+            )
+    if getattr(cls, "needs_features", False):  # e.g. GREAT
         return (
             f"agent.weighting={name!r} classifies per-sample gradients w.r.t. one shared "
             "representation, which the RL agents do not expose; use it with mtrl's supervised "

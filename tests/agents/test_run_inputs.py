@@ -67,6 +67,26 @@ def test_gradnorm_on_independent_networks_exits_2_before_anything_is_written(tmp
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize("hook", ["update", "epoch_end"])
+def test_a_weighting_with_a_supervised_only_hook_is_refused_for_rl(tmp_path, capsys, hook):
+    # a user's method with FAMO's or DWA's hook: the RL runner never calls it, so the method
+    # would silently train as if the hook did nothing (only famo and dwa were refused, by name)
+    from mtrl.weighting import WEIGHTINGS, Equal
+
+    cls = type("Hooked", (Equal,), {hook: lambda self, *args: None})
+    entries = dict(WEIGHTINGS._entries)
+    WEIGHTINGS.register("hooked")(cls)
+    try:
+        run_dir = tmp_path / "run"
+        args = ["--config", GRID, "agent.weighting=hooked", f"run_dir={run_dir}"]
+        assert train.main(args) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert line.startswith(f"error: agent.weighting='hooked' relies on its {hook}() hook")
+        assert not run_dir.exists()
+    finally:
+        WEIGHTINGS._entries = entries
+
+
 def test_an_unknown_weighting_lists_only_the_methods_the_rl_agents_accept(tmp_path, capsys):
     # the list used to offer dwa, famo and great, which are then refused for RL
     args = ["--config", GRID, "agent.weighting=famo_x", f"run_dir={tmp_path / 'run'}"]
