@@ -1,7 +1,8 @@
 """Opt-in process isolation (``env.workers=true``): each task's envs step in their own subprocess.
 
 A worker that dies (killed, segfault) or raises is restarted with a fresh env seeded
-``seed + 1000*k + 1_000_000*r`` (task k, r-th restart of that task); the slots of that task report
+``seed + 1000*k + 1_000_000*r`` (task k, r-th restart of that task; modulo 2**31 - 2**20, the run
+seeds' range); the slots of that task report
 the step as truncated (reward 0, ``final_obs`` = the observation the action was taken in) and the
 run continues. Restarts are counted in ``restarts`` and described by :meth:`drain_events`.
 Costs one process per task and a pipe round trip per step (see docs/reliability.md).
@@ -177,9 +178,11 @@ class WorkerVecEnv(MultiTaskVecEnv):
         self._stop(k)
         self.restart_count[k] += 1
         self.restarts += 1
-        # kept below 2**31: the native ALE takes a C int, and large allowed seeds plus two
-        # restarts' strides would overflow it (the restart then failed)
-        seed = (self.base_seed + 1000 * k + RESTART_SEED_STRIDE * self.restart_count[k]) % 2**31
+        # wrapped into the run seeds' range [0, 2**31 - 2**20) like eval and resume seeds: the
+        # native ALE takes a C int, and large allowed seeds plus two restarts' strides overflowed
+        # it (the restart then failed); the 2**20 left free keeps the slot seeds (+ env) below it
+        seed = self.base_seed + 1000 * k + RESTART_SEED_STRIDE * self.restart_count[k]
+        seed %= 2**31 - 2**20
         self._start(k)
         try:
             obs = self._call(k, "reset", seed)

@@ -168,9 +168,17 @@ def test_worker_episodes_fault_final_obs_and_restart_seed_per_task():
         env.close()
 
 
-def test_restart_seeds_stay_below_2_31_for_the_largest_allowed_seed():
-    # base + 1000k + 1e6 * restarts overflowed the native ALE's C int at the second restart
-    seed = 2**31 - 2**20 - 1  # the largest seed the config accepts
+@pytest.mark.parametrize(
+    "seed",
+    [
+        2**31 - 2**20 - 1,  # the largest seed the config accepts
+        2**31 - 500 - 2_000_000,  # its 2nd restart seed, taken modulo 2**31, was 2**31 - 500
+    ],
+)
+def test_restart_seeds_stay_below_2_31_for_large_allowed_seeds(seed):
+    # base + 1000k + 1e6 * restarts overflowed the native ALE's C int at the second restart;
+    # then, wrapped modulo 2**31, it could land so close below 2**31 that the slot seeds
+    # (restart seed + env index, up to 999) overflowed it
     env = WorkerVecEnv("minatar", ["breakout"], 1, {}, seed=seed)
     try:
         env.reset(seed=seed)
@@ -180,8 +188,10 @@ def test_restart_seeds_stay_below_2_31_for_the_largest_allowed_seed():
             env.step(np.zeros(1, np.int64))
             (event,) = env.drain_events()
             seeds.append(int(event.split("restarted with seed ")[1].split(",")[0]))
-        assert seeds == [seed + 1_000_000, (seed + 2_000_000) % 2**31]
-        assert all(0 <= s < 2**31 for s in seeds)
+        wrap = 2**31 - 2**20  # the run seeds' range, as eval and resume seeds wrap
+        assert seeds == [(seed + 1_000_000) % wrap, (seed + 2_000_000) % wrap]
+        # a restart seed just below 2**31 left no room for the slot seeds (+ env index)
+        assert all(0 <= s + 999 < 2**31 for s in seeds)
     finally:
         env.close()
 
