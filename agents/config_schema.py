@@ -138,8 +138,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-#: Run seeds lie in [0, SEED_LIMIT): a slot seed (seed + 1000 * task + env) then stays below
-#: 2**31, which the native ALE (a C int) needs.
+#: Run seeds lie in [0, SEED_LIMIT): envs.base.SEED_LIMIT, written out here so that the schema
+#: (train.py --help) does not import gymnasium; a test keeps the two equal.
 SEED_LIMIT = 2**31 - 2**20
 
 _CHOICES = {

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.config import ConfigError, merge_structured, read_yaml, validate
-from agents.config_schema import _f
+from agents.config_schema import SEED_LIMIT, _f
 
 MARKER = "supervised"
 BENCHMARKS = ("gradnorm_toy", "two_digits", "toy2d")
@@ -105,7 +105,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     _P + "benchmark.start": (lambda v: 0 <= v <= 4, "in [0, 4]"),
     _P + "benchmark.scale": (lambda v: v > 0, "> 0"),
     _P + "architecture.hidden": (lambda v: len(v) >= 1 and min(v) >= 1, "a list of sizes >= 1"),
-    _P + "seed": (lambda v: 0 <= v < 2**31 - 2**20, "in [0, 2**31 - 2**20)"),
+    _P + "seed": (lambda v: 0 <= v < SEED_LIMIT, "in [0, 2**31 - 2**20)"),
     _P + "lr": (lambda v: v > 0, "> 0"),
     _P + "weight_decay": (lambda v: v >= 0, ">= 0"),
     _P + "epochs": (lambda v: v >= 1, ">= 1"),

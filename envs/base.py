@@ -138,6 +138,12 @@ def normalise_score(score: float, reference: tuple[float, float] | None) -> floa
     return (score - random) / (human - random)
 
 
+#: Run seeds lie in [0, SEED_LIMIT): a slot seed (seed + 1000 * task + env) then stays below
+#: 2**31, which the native ALE (a C int) needs; derived seeds (eval, resume, worker restarts) wrap
+#: into it. agents/config_schema.py holds the same value (it stays free of this module's imports).
+SEED_LIMIT = 2**31 - 2**20
+
+
 def slot_seeds(seed: int, num_tasks: int, num_envs_per_task: int) -> np.ndarray:
     """(K*E,) seeds ``seed + 1000*task + env_index`` in task-major slot order."""
     k = np.arange(num_tasks)[:, None]

@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from envs.base import EnvError, MultiTaskVecEnv, StepResult, check_actions, require_all_tasks
+from envs.base import (
+    SEED_LIMIT,
+    EnvError,
+    MultiTaskVecEnv,
+    StepResult,
+    check_actions,
+    require_all_tasks,
+)
 from envs.factory import make_multitask_env
 
 RESTART_SEED_STRIDE = 1_000_000
@@ -178,11 +185,10 @@ class WorkerVecEnv(MultiTaskVecEnv):
         self._stop(k)
         self.restart_count[k] += 1
         self.restarts += 1
-        # wrapped into the run seeds' range [0, 2**31 - 2**20) like eval and resume seeds: the
-        # native ALE takes a C int, and large allowed seeds plus two restarts' strides overflowed
-        # it (the restart then failed); the 2**20 left free keeps the slot seeds (+ env) below it
+        # wrapped into the run seeds' range like eval and resume seeds: the native ALE takes a C
+        # int, and large allowed seeds plus two restarts' strides overflowed it
         seed = self.base_seed + 1000 * k + RESTART_SEED_STRIDE * self.restart_count[k]
-        seed %= 2**31 - 2**20
+        seed %= SEED_LIMIT
         self._start(k)
         try:
             obs = self._call(k, "reset", seed)

@@ -50,17 +50,12 @@ def test_seeded_determinism_and_state_dict_resume():
     assert torch.equal(c.sample(50), expected)
 
 
-def test_generator_state_loads_from_a_checkpoint_mapped_to_a_gpu(monkeypatch):
+def test_generator_state_loads_from_a_checkpoint_mapped_to_a_gpu(on_gpu):
     # torch.load(f, map_location="cuda") puts the generator state on the GPU; a CPU generator
     # takes CPU states only ("RNG state must be a torch.ByteTensor"). Meta stands in for CUDA.
     a = UniformScheduler(5, seed=7)
     state = a.state_dict()
-    host = state["_extra_state"]["generator"]
-    on_device, real_cpu = host.to("meta"), torch.Tensor.cpu
-    monkeypatch.setattr(
-        torch.Tensor, "cpu", lambda t, *a, **k: host if t is on_device else real_cpu(t, *a, **k)
-    )
-    state["_extra_state"] = {"generator": on_device}
+    state["_extra_state"] = {"generator": on_gpu(state["_extra_state"]["generator"])}
     c = UniformScheduler(5, seed=123)
     c.load_state_dict(state)
     assert torch.equal(c.sample(50), a.sample(50))

@@ -188,7 +188,10 @@ def test_restart_seeds_stay_below_2_31_for_large_allowed_seeds(seed):
             env.step(np.zeros(1, np.int64))
             (event,) = env.drain_events()
             seeds.append(int(event.split("restarted with seed ")[1].split(",")[0]))
-        wrap = 2**31 - 2**20  # the run seeds' range, as eval and resume seeds wrap
+        from agents.config_schema import SEED_LIMIT as schema_limit
+        from envs.base import SEED_LIMIT as wrap  # the run seeds' range, as eval/resume wrap
+
+        assert wrap == schema_limit == 2**31 - 2**20
         assert seeds == [(seed + 1_000_000) % wrap, (seed + 2_000_000) % wrap]
         # a restart seed just below 2**31 left no room for the slot seeds (+ env index)
         assert all(0 <= s + 999 < 2**31 for s in seeds)

@@ -216,24 +216,14 @@ def test_state_dict_round_trip(make_toy, name):
         assert all(torch.allclose(a, b) for a, b in zip(g1, g2, strict=True))
 
 
-def _on_device(monkeypatch, host: torch.Tensor) -> torch.Tensor:
-    """``host`` as ``torch.load(..., map_location=<GPU>)`` gives it: on another device (meta
-    stands in for CUDA here), with ``.cpu()`` bringing the data back as it would from a GPU."""
-    on_device, real_cpu = host.to("meta"), torch.Tensor.cpu
-    monkeypatch.setattr(
-        torch.Tensor, "cpu", lambda t, *a, **k: host if t is on_device else real_cpu(t, *a, **k)
-    )
-    return on_device
-
-
 @pytest.mark.parametrize("name", ["pcgrad", "random"])
-def test_generator_state_loads_from_a_checkpoint_mapped_to_a_gpu(monkeypatch, name):
+def test_generator_state_loads_from_a_checkpoint_mapped_to_a_gpu(on_gpu, name):
     # a CPU generator takes CPU states only: set_state(<GPU tensor>) raised "RNG state must be
     # a torch.ByteTensor" (weighting.load_state_dict(torch.load(f, map_location="cuda")))
     first = W.build(name, 3, seed=5)
     host = first.state_dict()["_extra_state"]["generator"]
     second = W.build(name, 3, seed=99)
-    second.load_state_dict({"_extra_state": {"generator": _on_device(monkeypatch, host)}})
+    second.load_state_dict({"_extra_state": {"generator": on_gpu(host)}})
     assert torch.equal(second.generator.get_state(), first.generator.get_state())
 
 
