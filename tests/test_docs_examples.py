@@ -1,10 +1,12 @@
-"""docs/extending.md's examples run as written.
+"""docs/extending.md's and docs/mtrl.md's examples run as written.
 
 A fence with a file name after the language (```python my_methods.py) is that file's content
 (blocks of one name are joined in order); the other ```python blocks run in order in one
 namespace, and each `python my_train.py --config ...` line of a ```bash block runs through the
 launcher, with overrides that keep the run tiny. Everything happens in a temporary directory
-holding a link to configs/, as if run from the repository root.
+holding a link to configs/, as if run from the repository root. docs/mtrl.md's python blocks
+run in order in one namespace and its `python train.py --config configs/supervised/...` lines
+run for one epoch.
 """
 
 from __future__ import annotations
@@ -108,3 +110,62 @@ def test_the_guide_examples_run(sandbox, monkeypatch):
             with pytest.raises(SystemExit) as exit_:
                 runpy.run_path(str(sandbox / "my_train.py"), run_name="__main__")
             assert exit_.value.code == 0
+
+
+LIBRARY = ROOT / "docs" / "mtrl.md"
+
+
+def library_blocks() -> list[tuple[str, str]]:
+    """(language, code) of docs/mtrl.md's fenced blocks, in order ("" for a bare fence)."""
+    fence = re.compile(r"^```(\w*)\n(.*?)^```$", re.M | re.S)
+    return [(m[1], m[2]) for m in fence.finditer(LIBRARY.read_text())]
+
+
+def test_the_library_guide_examples_run_in_order(sandbox):
+    """docs/mtrl.md's python blocks, pasted one after another, run and do what their comments
+    say (the Trainer block writes to runs/digits, here inside the sandbox)."""
+    import torch
+
+    namespace: dict[str, object] = {"__name__": "mtrl_md"}
+    python = [code for lang, code in library_blocks() if lang == "python"]
+    assert len(python) == 5
+    torch.manual_seed(0)
+    for i, code in enumerate(python):
+        exec(compile(code, f"docs/mtrl.md, python block {i + 1}", "exec"), namespace)
+    ns = namespace
+    assert [tuple(o.shape) for o in ns["outs"]] == [(32, 10), (32, 10)]
+    assert ns["weights"].shape == (2,) and ns["cos"].shape == ns["z"].shape == (2, 2)
+    assert torch.allclose(ns["cos"].diagonal(), torch.ones(2))
+    assert ns["penalty"].item() > 0 and ns["kl"].shape == (32,) and (ns["kl"] >= 0).all()
+    assert set().union(*ns["groups"]) == {0, 1} and len(ns["groups"]) <= 2
+    assert len(ns["sched"].sample(5)) == 5
+    assert set(ns["summary"]["test"]) == {"left", "right"}
+    assert (sandbox / "runs" / "digits" / "last.pt").is_file()
+    trainer = ns["trainer"]  # the resumed fit ran the 10 more epochs and learned both digits
+    assert trainer.epoch == 20
+    accuracy = trainer.evaluate()
+    assert min(accuracy[task]["accuracy"] for task in ("left", "right")) > 0.8
+
+
+def test_the_library_guide_commands_run(sandbox, monkeypatch):
+    """Each `python train.py --config configs/supervised/...` line of docs/mtrl.md runs (tiny)."""
+    lines = []
+    for lang, code in library_blocks():
+        for line in code.replace("\\\n", " ").splitlines():
+            words = shlex.split(line) if lang in ("", "bash") else []
+            if words[:2] == ["python", "train.py"]:
+                lines.append(words[2:])
+    assert len(lines) == 3
+    import train
+
+    for i, args in enumerate(lines):
+        run_dir = sandbox / "cmd" / str(i)
+        argv = [a for a in args if not a.startswith("supervised.run_dir=")]
+        argv += [
+            "supervised.epochs=1",
+            "supervised.progress=false",
+            f"supervised.run_dir={run_dir}",
+        ]
+        assert train.main(argv) == 0, argv
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["epochs"] == 1 and len(summary["tasks"]) >= 2, argv
