@@ -169,3 +169,47 @@ def test_the_library_guide_commands_run(sandbox, monkeypatch):
         assert train.main(argv) == 0, argv
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["epochs"] == 1 and len(summary["tasks"]) >= 2, argv
+
+
+README = ROOT / "README.md"
+
+
+def readme_commands() -> list[str]:
+    """Every line of README.md's ```bash blocks (continuations joined, comments dropped)."""
+    out = []
+    for m in re.finditer(r"^```bash\n(.*?)^```$", README.read_text(), re.M | re.S):
+        for line in m[1].replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            if line and not line.startswith("#"):
+                out.append(line)
+    return out
+
+
+def test_ci_runs_the_readme_set_up_and_test_command():
+    """The README's test command is what .ci/run runs: same install chain, then the tests."""
+    setup = [c for c in readme_commands() if c.startswith("python3 -m venv")]
+    assert len(setup) == 2  # install + main job, install + tests
+    main_job, tests = (c.split(" && ") for c in setup)
+    assert main_job[-1] == "python train.py" and tests[-1] == "python -m pytest"
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert " && ".join(tests[:-1]) in ci and tests[-1] in ci
+    assert main_job[:-2] == tests[:-2]  # the same venv and torch pin before the project install
+
+
+@pytest.mark.atari
+def test_the_readme_quickstart_commands_run(sandbox):
+    """Each `python train.py --config ...` line of the README runs (tiny budget, own run dir)."""
+    import train
+
+    lines = [shlex.split(c)[2:] for c in readme_commands() if c.startswith("python train.py --")]
+    assert len(lines) >= 8
+    tiny_rl = ["total_steps=200", "env.num_envs_per_task=1", "eval.episodes=1", "eval.max_steps=50"]
+    for i, args in enumerate(lines):
+        args = [a.replace("path/to/map.txt", str(ROOT / "envs/maps/two_rooms.txt")) for a in args]
+        run_dir = sandbox / "readme" / str(i)
+        if "supervised" in args[1]:
+            tiny = [*TINY_SUPERVISED, f"supervised.run_dir={run_dir}"]
+        else:
+            tiny = [*tiny_rl, "progress=false", f"run_dir={run_dir}"]
+        assert train.main([*args, *tiny]) == 0, args
+        assert (run_dir / "summary.json").is_file(), args
