@@ -217,9 +217,9 @@ class AtariVecEnv(MultiTaskVecEnv):
         backend = self._open_backend()
         seeds = None
         if seed is not None:
-            seeds = slot_seeds(int(seed), self.num_tasks, self.num_envs_per_task)
+            seeds = slot_seeds(seed, self.num_tasks, self.num_envs_per_task)
             if seeds.min() < 0 or seeds.max() >= SEED_BOUND:
-                top = SEED_BOUND - int(seeds.max()) + int(seed)
+                top = SEED_BOUND - int(seeds.max()) + int(seeds[0])
                 raise EnvError(
                     f"Atari seed must be in [0, {top}) so that every slot seed "
                     f"seed + 1000*task + env fits ALE's [0, 2**31); got {seed}"

@@ -144,8 +144,29 @@ def normalise_score(score: float, reference: tuple[float, float] | None) -> floa
 SEED_LIMIT = 2**31 - 2**20
 
 
+def check_seed(seed: object) -> int:
+    """``seed`` as an int, or an :class:`EnvError`: like gymnasium's ``reset(seed=...)`` a seed is
+    a non-negative integer (numpy integers too); ``int()`` would quietly turn 1.5 into 1."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise EnvError(f"seed must be a non-negative integer or None, got {seed!r}")
+    if seed < 0:
+        raise EnvError(f"seed must be a non-negative integer or None, got {seed}")
+    return int(seed)
+
+
 def slot_seeds(seed: int, num_tasks: int, num_envs_per_task: int) -> np.ndarray:
-    """(K*E,) seeds ``seed + 1000*task + env_index`` in task-major slot order."""
+    """(K*E,) seeds ``seed + 1000*task + env_index`` in task-major slot order.
+
+    With several tasks, more than 1000 envs per task would give two slots one seed (task k's env
+    1000 is task k+1's env 0), so that is an :class:`EnvError`, as is a seed :func:`check_seed`
+    refuses.
+    """
+    seed = check_seed(seed)
+    if num_tasks > 1 and num_envs_per_task > 1000:
+        raise EnvError(
+            f"seeded reset of {num_envs_per_task} envs per task: slot seeds are seed + 1000*task "
+            "+ env, so at most 1000 envs per task get distinct seeds; use fewer envs per task"
+        )
     k = np.arange(num_tasks)[:, None]
     e = np.arange(num_envs_per_task)[None, :]
     return (seed + 1000 * k + e).reshape(-1).astype(np.int64)

@@ -131,7 +131,7 @@ class GridworldVecEnv(MultiTaskVecEnv):
         """
         n = self.num_envs
         if seed is not None:
-            self._seed = slot_seeds(int(seed), self.num_tasks, self.num_envs_per_task).astype(
+            self._seed = slot_seeds(seed, self.num_tasks, self.num_envs_per_task).astype(
                 np.uint64
             )
             self._episode = np.zeros(n, np.uint64)

@@ -125,7 +125,7 @@ class MinAtarVecEnv(MultiTaskVecEnv):
         """
         if seed is not None:
             seeds: list[int] | None = [
-                int(s) for s in slot_seeds(int(seed), self.num_tasks, self.num_envs_per_task)
+                int(s) for s in slot_seeds(seed, self.num_tasks, self.num_envs_per_task)
             ]
         elif not self._was_reset:
             seeds = [_fresh_seed() for _ in range(self.num_envs)]

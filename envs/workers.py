@@ -25,6 +25,7 @@ from envs.base import (
     MultiTaskVecEnv,
     StepResult,
     check_actions,
+    check_seed,
     require_all_tasks,
 )
 from envs.factory import make_multitask_env
@@ -112,7 +113,7 @@ class WorkerVecEnv(MultiTaskVecEnv):
         self._ctx = mp.get_context("fork")
         self._procs: list[Any] = [None] * self.num_tasks
         self._conns: list[Any] = [None] * self.num_tasks
-        self.base_seed = int(seed)
+        self.base_seed = check_seed(seed)
         self.restart_count = [0] * self.num_tasks
         self.restarts = 0
         self._events: list[str] = []
@@ -250,10 +251,10 @@ class WorkerVecEnv(MultiTaskVecEnv):
                         self._recv(k)
                 self._pending[k] = None
         if seed is not None:
-            self.base_seed = int(seed)
+            self.base_seed = check_seed(seed)
         parts = []
         for k in range(self.num_tasks):
-            s = None if seed is None else int(seed) + 1000 * k
+            s = None if seed is None else self.base_seed + 1000 * k
             try:
                 parts.append(self._call(k, "reset", s))
             except WorkerFault as e:

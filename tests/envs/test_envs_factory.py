@@ -69,3 +69,30 @@ def test_import_envs_is_lazy():
     code = "import sys, envs; print('ale_py' in sys.modules, 'minatar' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("suite", ["gridworld", "minatar"])
+def test_a_seed_that_is_not_a_non_negative_integer_is_refused(suite):
+    # int() turned reset(seed=1.5) into seed 1's episodes and reset(seed=True) into seed 1's
+    import numpy as np
+
+    env = make_multitask_env(suite, None, 2)
+    for bad in (1.5, "3", True, -1):
+        with pytest.raises(EnvError, match="seed must be a non-negative integer or None"):
+            env.reset(seed=bad)
+    first = env.reset(seed=np.int64(3))
+    assert (first == env.reset(seed=3)).all()
+    env.close()
+
+
+def test_more_than_1000_envs_per_task_cannot_share_the_slot_seed_scheme():
+    from envs.base import slot_seeds
+
+    assert len(set(slot_seeds(7, 3, 1000).tolist())) == 3000
+    assert len(set(slot_seeds(7, 1, 4000).tolist())) == 4000  # one task: no neighbour to meet
+    with pytest.raises(EnvError, match="at most 1000 envs per task get distinct seeds"):
+        slot_seeds(7, 3, 1001)
+    env = GridworldVecEnv(tasks=["0", "1"], num_envs_per_task=1001)
+    env.reset()  # unseeded: fine
+    with pytest.raises(EnvError, match="at most 1000 envs per task"):
+        env.reset(seed=0)
