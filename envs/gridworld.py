@@ -131,9 +131,7 @@ class GridworldVecEnv(MultiTaskVecEnv):
         """
         n = self.num_envs
         if seed is not None:
-            self._seed = slot_seeds(seed, self.num_tasks, self.num_envs_per_task).astype(
-                np.uint64
-            )
+            self._seed = slot_seeds(seed, self.num_tasks, self.num_envs_per_task).astype(np.uint64)
             self._episode = np.zeros(n, np.uint64)
         elif not self._was_reset:
             self._seed = np.random.SeedSequence().generate_state(n, dtype=np.uint64)
