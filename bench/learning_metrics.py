@@ -14,6 +14,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+if __name__ == "__main__":  # first: a script run cannot import the bench package below
+    from _module_guard import refuse_script_run
+
+    refuse_script_run(__file__)
+
 from mtrl.relations.transfer import area_under_curve, steps_to_threshold
 
 GRID_SUCCESS, GRID_LENGTH = 0.9, 1.25  # gridworld threshold: success >= 0.9, length <= 1.25x opt

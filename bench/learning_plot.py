@@ -9,15 +9,10 @@ from typing import Any
 
 import numpy as np
 
-if __name__ == "__main__":  # before the package import below, which a script run cannot resolve
-    import sys
+if __name__ == "__main__":  # first: a script run cannot import the bench package below
+    from _module_guard import refuse_script_run
 
-    print(
-        "error: bench/learning_plot.py is a module used by bench/learning.py, not a script; "
-        "run `python bench/learning.py --help`",
-        file=sys.stderr,
-    )
-    sys.exit(2)
+    refuse_script_run(__file__)
 
 from bench.learning_metrics import mean_ci
 

@@ -18,15 +18,10 @@ import numpy as np
 
 from mtrl.io import atomic_write
 
-if __name__ == "__main__":  # first: a script run cannot import bench.learning_metrics below
-    import sys
+if __name__ == "__main__":  # first: a script run cannot import the bench package below
+    from _module_guard import refuse_script_run
 
-    print(
-        "error: bench/learning_report.py is a module used by bench/learning.py, not a script; "
-        "run `python bench/learning.py --help`",
-        file=sys.stderr,
-    )
-    sys.exit(2)
+    refuse_script_run(__file__)
 
 from bench.learning_metrics import (
     GRID_LENGTH,

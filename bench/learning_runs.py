@@ -19,6 +19,11 @@ from typing import Any
 
 import numpy as np
 
+if __name__ == "__main__":  # first: a script run cannot import the bench package below
+    from _module_guard import refuse_script_run
+
+    refuse_script_run(__file__)
+
 from bench._machine import cpu_count, cpu_name, git_commit, torch_version
 from bench._pool import run_in_processes
 

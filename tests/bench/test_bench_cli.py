@@ -105,3 +105,18 @@ def test_mtl_refuses_bad_input(tmp_path, capsys, argv, message):
     (tmp_path / "speed.json").write_text('{"speed": {}}')
     assert exit_code(mtl.main, [a.format(tmp=tmp_path) for a in argv]) == 2
     assert message in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "module", ["learning_runs", "learning_metrics", "learning_report", "learning_plot"]
+)
+def test_the_learning_helper_modules_say_they_are_not_scripts(module):
+    # run directly, the new modules died on `from bench...` with a ModuleNotFoundError traceback
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / f"{module}.py")], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"error: bench/{module}.py is a module used by bench/learning.py, not a script; "
+        "run `python bench/learning.py --help`"
+    )
