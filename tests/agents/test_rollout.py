@@ -1,11 +1,14 @@
 """Rollout storage: which observation is s_t, and how env results land in (T, K, E)."""
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from agents.rollout import Rollout
 
 T, K, E = 3, 2, 2
+PRESET = str(Path(__file__).resolve().parents[2] / "configs" / "gridworld_distral.yaml")
 
 
 def test_step_obs_last_obs_and_unflatten_layouts():
@@ -52,7 +55,7 @@ def test_runner_episode_clock_restarts_after_every_episode_end(tmp_path):
     from agents.config import load_config
 
     cfg = load_config(
-        "configs/gridworld_distral.yaml",
+        PRESET,
         ["progress=false", "eval.episodes=0", "env.gridworld.max_episode_steps=3"],
     )
     runner = train.build(cfg, tmp_path / "run")
@@ -71,3 +74,40 @@ def test_runner_episode_clock_restarts_after_every_episode_end(tmp_path):
         assert ends > 0
     finally:
         runner.env.close()
+
+
+def test_runner_bootstraps_truncation_from_the_final_obs_not_the_reset_obs(tmp_path):
+    """Same-step autoreset: where a step truncates, final_values holds V(final obs) of the finished
+    episode (res.final_obs), not V of the next episode's first obs (res.obs); 0 elsewhere."""
+    import train
+    from agents.config import load_config
+
+    cfg = load_config(
+        PRESET,
+        ["progress=false", "eval.episodes=0", "env.gridworld.max_episode_steps=3"],
+    )
+    runner = train.build(cfg, tmp_path / "run")
+    env, results = runner.env, []
+    step_wait = env.step_wait
+
+    def recording_step_wait(tasks=None):
+        results.append(step_wait(tasks))
+        return results[-1]
+
+    env.step_wait = recording_step_wait
+    try:
+        obs, ro = runner.reset(), runner.rollout
+        k, e = runner.num_tasks, runner.envs_per_task
+        differs = 0
+        for _ in range(2):
+            results.clear()
+            obs = runner.collect(obs)
+            for t, res in enumerate(results):
+                trunc = torch.from_numpy(res.truncated & ~res.terminated).view(k, e)
+                v_final = runner.agent.values(torch.from_numpy(res.final_obs).view(k, e, -1))
+                v_reset = runner.agent.values(torch.from_numpy(res.obs).view(k, e, -1))
+                torch.testing.assert_close(ro.final_values[t], torch.where(trunc, v_final, 0.0))
+                differs += int((trunc & (v_final != v_reset)).sum())
+        assert differs > 0  # the two candidates differed on some truncated slot
+    finally:
+        env.close()
