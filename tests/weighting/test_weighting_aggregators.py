@@ -157,6 +157,18 @@ def test_nash_scale_invariance_and_orthogonal_case():
     assert torch.allclose(W.nash_mtl(g), v(1.0, 1.0))
 
 
+def test_nash_solves_the_equation_whatever_the_tasks_gradient_scales():
+    # g1 = s (1, 0), g2 = (0.6, 0.8) (unit): with b = s alpha_1, the equations are symmetric in
+    # (b, alpha_2), so b = alpha_2 = 1 / sqrt(1 + 0.6). The ridge was relative to the mean squared
+    # norm, which swamped the small task (alpha_2 0.816 instead of 1 at norms 1e4 : 1).
+    b = 1 / np.sqrt(1.6)
+    for s in (1e2, 1e4):
+        g = t([s, 0.0], [0.6, 0.8])
+        assert torch.allclose(W.nash_weights(g @ g.T), v(b / s, b), rtol=1e-6, atol=0)
+    g = t([1e4, 0.0], [0.0, 1.0])  # orthogonal: alpha_i = 1 / |g_i|
+    assert torch.allclose(W.nash_weights(g @ g.T), v(1e-4, 1.0), rtol=1e-6, atol=0)
+
+
 # --- batched per-task gradients -------------------------------------------------------------------
 
 
