@@ -5,7 +5,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import NoReturn
 
 from agents.config import one_line
@@ -44,3 +48,18 @@ def input_errors() -> tuple[type[Exception], ...]:
     from mtrl.registry import UnknownNameError
 
     return ConfigError, EnvError, UnknownNameError
+
+
+@contextlib.contextmanager
+def sigint_raises() -> Iterator[None]:
+    """Inside, Ctrl-C and ``kill -INT`` raise ``KeyboardInterrupt``, also in a shell's background
+    job: it inherits SIGINT ignored, and Python then installs no handler of its own (the bench
+    ran on to the end). The previous handler is back afterwards; a no-op off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)

@@ -57,7 +57,7 @@ def check_overrides(suites: list[str], agents: list[str], overrides: list[str]) 
 def main(argv: list[str] | None = None) -> int:
     """CLI: run (or re-render from JSON) and write the table, plots and raw JSON. Bad input: one
     ``error:`` line, exit 2, nothing written; Ctrl-C / SIGTERM: workers stopped, exit 130 / 143."""
-    from bench._cli import Parser, fail, input_errors, positive_int
+    from bench._cli import Parser, fail, input_errors, positive_int, sigint_raises
     from bench.learning_report import write_outputs
 
     p = Parser(
@@ -93,24 +93,27 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--set: {error}")
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, raise_terminated) if main_thread else None
-    try:
-        if args.from_json:
-            written = rerender(args.from_json, args.out)
-        else:
-            written = write_outputs(benchmark(args), args.out)
-    except (*input_errors(), ResultsError) as e:
-        return fail(e)
-    except (KeyboardInterrupt, Terminated) as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        word = "interrupted" if signum == signal.SIGINT else "terminated"
-        hint = (
-            "" if args.from_json else f"; finished runs stay cached in {args.cache} for next time"
-        )
-        print(f"{word} ({signal.Signals(signum).name}){hint}", file=sys.stderr)
-        return 128 + signum
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+    with sigint_raises():
+        try:
+            if args.from_json:
+                written = rerender(args.from_json, args.out)
+            else:
+                written = write_outputs(benchmark(args), args.out)
+        except (*input_errors(), ResultsError) as e:
+            return fail(e)
+        except (KeyboardInterrupt, Terminated) as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            word = "interrupted" if signum == signal.SIGINT else "terminated"
+            hint = (
+                ""
+                if args.from_json
+                else f"; finished runs stay cached in {args.cache} for next time"
+            )
+            print(f"{word} ({signal.Signals(signum).name}){hint}", file=sys.stderr)
+            return 128 + signum
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -21,6 +21,7 @@ need ``pip install -e '.[dev]'`` (torchjd with quadprog and cvxpy).
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -208,7 +209,7 @@ def write_docs(body: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from bench._cli import Parser, positive_int
+    from bench._cli import Parser, positive_int, sigint_raises
 
     p = Parser(prog="bench/mtl.py", description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["quality", "speed", "all"])
@@ -251,6 +252,16 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--reuse {args.reuse} is not a --json dump of bench/mtl.py")
         if args.what != "speed" and "quality" not in reused:  # (b) measures what it lacks
             p.error(f"--reuse {args.reuse} holds no quality results; run (a) or drop --reuse")
+    with sigint_raises():
+        try:
+            return run(args, argv)
+        except KeyboardInterrupt:  # --json and --write are atomic: each file is whole or absent
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run (a) and/or (b) as ``args`` ask, print the section, dump ``--json``, ``--write``."""
     torch.set_num_threads(1)
     parts = [SECTION, ""]
     shown = [

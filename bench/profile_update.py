@@ -164,7 +164,7 @@ def kernels() -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     """CLI: profile one agent (or the FC kernels); exit 2 with one ``error:`` line on bad input."""
     from agents.factory import names
-    from bench._cli import Parser, fail, input_errors, positive_int
+    from bench._cli import Parser, fail, input_errors, positive_int, sigint_raises
 
     p = Parser(
         prog="bench/profile_update.py",
@@ -178,21 +178,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernels", action="store_true")
     p.add_argument("overrides", nargs="*", help="config key=value")
     args = p.parse_args(argv)
-    try:
-        if args.kernels:
-            for name, value in kernels().items():
-                print(f"{name}: {value:.3f} ms")
-            return 0
-        if args.mkl_linear:
-            import agents.linear
+    with sigint_raises():
+        try:
+            if args.kernels:
+                for name, value in kernels().items():
+                    print(f"{name}: {value:.3f} ms")
+                return 0
+            if args.mkl_linear:
+                import agents.linear
 
-            agents.linear.ENABLED = False
-        res = profile(args.agent, args.updates, args.overrides, args.torch_rmsprop)
-    except input_errors() as e:
-        return fail(e)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+                agents.linear.ENABLED = False
+            res = profile(args.agent, args.updates, args.overrides, args.torch_rmsprop)
+        except input_errors() as e:
+            return fail(e)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
     flags = " (torch RMSprop)" * args.torch_rmsprop + " (MKL linear)" * args.mkl_linear
     print(f"# {args.agent} {' '.join(args.overrides)}{flags}")
     print(" | ".join(f"{k} {v:,.1f}" for k, v in res.items()))

@@ -156,7 +156,7 @@ class SB3:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: time every row and print the table; exit 2 with one ``error:`` line on bad input."""
-    from bench._cli import Parser, fail, input_errors, positive_int
+    from bench._cli import Parser, fail, input_errors, positive_int, sigint_raises
 
     p = Parser(
         prog="bench/throughput.py",
@@ -176,13 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sb3", action="store_true")
     p.add_argument("--shared-encoder", action="store_true", help="also 2-col shared-encoder rows")
     args = p.parse_args(argv)
-    try:
-        return run(args, sys.argv[1:] if argv is None else argv)
-    except input_errors() as e:
-        return fail(e)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with sigint_raises():
+        try:
+            return run(args, sys.argv[1:] if argv is None else argv)
+        except input_errors() as e:
+            return fail(e)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
 
 
 def sb3_env_id(game: str) -> str:

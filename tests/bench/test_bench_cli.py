@@ -120,3 +120,42 @@ def test_the_learning_helper_modules_say_they_are_not_scripts(module):
         f"error: bench/{module}.py is a module used by bench/learning.py, not a script; "
         "run `python bench/learning.py --help`"
     )
+
+
+def test_sigint_raises_even_when_sigint_was_inherited_ignored():
+    """A shell's background job starts with SIGINT ignored; inside ``sigint_raises`` a `kill -INT`
+    still raises KeyboardInterrupt (the benches catch it: 'interrupted', exit 130)."""
+    import signal
+
+    code = (
+        "import os, signal, time\n"
+        "from bench._cli import sigint_raises\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+        "try:\n"
+        "    with sigint_raises():\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(5)\n"
+        "except KeyboardInterrupt:\n"
+        "    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # restored\n"
+        "    raise SystemExit(130)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert proc.returncode == 130, proc.stderr
+
+
+def test_mtl_bench_interrupted_prints_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    def interrupted(seeds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mtl, "quality", interrupted)
+    dump = tmp_path / "q.json"
+    assert mtl.main(["quality", "--seeds", "1", "--json", str(dump)]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert not dump.exists()

@@ -258,21 +258,30 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 @pytest.mark.parametrize(
-    "signum, to_group, line",
+    "signum, to_group, inherited, line",
     [
-        (signal.SIGTERM, False, "terminated (SIGTERM)"),
-        (signal.SIGINT, True, "interrupted (SIGINT)"),
+        (signal.SIGTERM, False, signal.SIG_DFL, "terminated (SIGTERM)"),
+        (signal.SIGINT, True, signal.SIG_DFL, "interrupted (SIGINT)"),
+        (signal.SIGINT, False, signal.SIG_IGN, "interrupted (SIGINT)"),
     ],
+    ids=["SIGTERM", "ctrl-c", "kill-INT-background-job"],
 )
-def test_a_signal_stops_the_worker_processes(tmp_path, signum, to_group, line):
-    """SIGTERM to the parent (or Ctrl-C, SIGINT to the terminal's process group) while two workers
-    train: the parent exits 128 + signum with one line and no process it started survives."""
+def test_a_signal_stops_the_worker_processes(tmp_path, signum, to_group, inherited, line):
+    """SIGTERM to the parent, Ctrl-C (SIGINT to the terminal's process group) or `kill -INT` of a
+    shell's background job (which inherits SIGINT ignored; the bench used to run on to the end, as
+    did this test when pytest itself ran in the background) while two workers train: the parent
+    exits 128 + signum with one line and no process it started survives."""
     out, cache = tmp_path / "docs", tmp_path / "cache"
     cmd = [sys.executable, str(bl.ROOT / "bench" / "learning.py"), "--suites", "gridworld"]
     cmd += ["--agents", *AGENTS, "--gridworld-seeds", "2", "--gridworld-steps", "200000"]
     cmd += ["--workers", "2", "--out", str(out), "--cache", str(cache)]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, inherited),
     )
     kids: dict[int, str] = {}
     try:
