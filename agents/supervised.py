@@ -244,7 +244,7 @@ def _execute(
     it caught ends training after the current epoch's checkpoint: :class:`Interrupted`."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "config.yaml", to_yaml(cfg).encode())
-    writer = trainer._tb()
+    writer = trainer.log.writer
     if writer is not None:
         writer.add_text("config", "```\n" + to_yaml(cfg) + "\n```", 0)
     first_step = trainer.step  # a resumed run's earlier sessions do not count for its speed

@@ -36,6 +36,7 @@ from mtrl.guard import DivergenceError, NonFiniteGuard, check_parameters
 from mtrl.io import atomic_write
 from mtrl.metrics import Metric
 from mtrl.rng import cuda_rng_states, set_cuda_rng_states
+from mtrl.trainer_log import TrainerLog
 from mtrl.weighting.base import GradientAggregator, InternalOptimizerMixin, LossWeighting
 
 Loss = Callable[[Tensor, Tensor], Tensor]
@@ -142,7 +143,7 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.step = 0  # optimiser steps (skipped non-finite ones included)
         self.guard = NonFiniteGuard(max_nonfinite_steps)  # steps skipped as non-finite
-        self._writer: Any = None
+        self.log = TrainerLog(self.log_dir, self.task_names)  # TensorBoard, opened lazily
         self._parts: list[Tensor] = []  # the last task_losses() as T scalars
         self._adopt_weighting_parameters()
         adopt_layer = getattr(self.weighting, "adopt_layer", None)  # GradNorm's W
@@ -278,7 +279,7 @@ class Trainer:
                 bar.set_postfix({n: f"{v:.3g}" for n, v in losses_now.items()}, refresh=False)
             if self.step % self.log_every == 0:
                 sps = (self.step - steps0) / max(time.perf_counter() - tick, 1e-9)
-                self._log_step(losses, weights, sps)
+                self.log.step(self.step, losses, weights, sps, self.guard.total)
         end = getattr(self.weighting, "epoch_end", None)
         if callable(end):  # DWA
             end()
@@ -319,9 +320,9 @@ class Trainer:
         try:
             while self.epoch < self.epochs:
                 train = self.train_epoch(bar)
-                self._log_metrics(train, "")
+                self.log.metrics(self.step, train, "")
                 if self.test_data is not None:
-                    self._log_metrics(self.evaluate(), "test_")
+                    self.log.metrics(self.step, self.evaluate(), "test_")
                 if self.checkpoint_path is not None:
                     check_parameters(self.model.parameters(), self.step, self.checkpoint_path)
                     self.save(self.checkpoint_path)
@@ -342,44 +343,12 @@ class Trainer:
         elif self.test_data is not None:
             summary["test"] = self.evaluate()
         summary["seconds"] = time.perf_counter() - start
-        if self._writer is not None:
-            self._writer.flush()
+        self.log.flush()
         return summary
-
-    # --- logging ------------------------------------------------------------------------------
-    def _tb(self) -> Any:
-        if self._writer is None and self.log_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.log_dir))
-        return self._writer
-
-    def _log_step(self, losses: Tensor, weights: Tensor, sps: float) -> None:
-        w = self._tb()
-        if w is None:
-            return
-        for name, loss, weight in zip(self.task_names, losses.tolist(), weights.tolist()):
-            w.add_scalar(f"task/{name}/loss", loss, self.step)
-            w.add_scalar(f"weights/{name}", weight, self.step)
-        w.add_scalar("losses/total", float(losses.sum()), self.step)
-        w.add_scalar("charts/sps", sps, self.step)
-        w.add_scalar("charts/nonfinite_steps", self.guard.total, self.step)
-
-    def _log_metrics(self, stats: dict[str, dict[str, float]], prefix: str) -> None:
-        """Epoch-level ``task/<name>/<prefix><metric>`` (training metrics, then test_*)."""
-        w = self._tb()
-        if w is None:
-            return
-        for name, values in stats.items():
-            for key, value in values.items():
-                if prefix or key != "loss":  # per-step train loss is logged by _log_step
-                    w.add_scalar(f"task/{name}/{prefix}{key}", value, self.step)
 
     def close(self) -> None:
         """Close the TensorBoard writer (if one was opened)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self.log.close()
 
     # --- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
