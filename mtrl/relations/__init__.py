@@ -2,14 +2,8 @@
 (TAG, Standley et al. 2020) and transfer matrices (Taskonomy-style, RL time-to-threshold / AUC)."""
 
 from mtrl.relations.affinity import AffinityTracker, gradient_cosine, lookahead_affinity
-from mtrl.relations.grouping import (
-    affinity_onto,
-    best_cover,
-    best_grouping,
-    best_partition,
-    standley_cover,
-    tag_groups,
-)
+from mtrl.relations.grouping import best_cover, best_grouping, best_partition, standley_cover
+from mtrl.relations.tag_grouping import affinity_onto, tag_groups
 from mtrl.relations.transfer import (
     area_under_curve,
     plot_transfer_matrix,

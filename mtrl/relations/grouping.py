@@ -1,7 +1,8 @@
 """Task grouping search: which tasks to train together.
 
-Two formulations: TAG (Fifty et al. 2021) partitions tasks into groups maximising the affinity onto
-each task from the rest of its group; Standley et al. 2020 ("Which Tasks Should Be Learned Together
+Two formulations: TAG (Fifty et al. 2021; its scores in :mod:`mtrl.relations.tag_grouping`)
+partitions tasks into groups maximising the affinity onto each task from the rest of its group;
+Standley et al. 2020 ("Which Tasks Should Be Learned Together
 in Multi-task Learning?") picks possibly overlapping groups covering every task under a compute
 budget, minimising the sum over tasks of the best loss any chosen group achieves on it. Both are
 solved exactly for small T (set-partition DPs; exhaustive search or branch and bound for covers)
@@ -27,19 +28,6 @@ def _members(mask: int) -> list[int]:
 
 def _mask(group: Group) -> int:
     return sum(1 << i for i in group)
-
-
-def affinity_onto(affinity: Tensor, group: Group) -> dict[int, float]:
-    """Per-task TAG score in ``group``: mean over i in group, i != j, of affinity[i, j] (0 alone).
-
-    ``affinity (T, T)`` holds Z[i, j] = affinity of source i onto target j (Fifty et al. 2021).
-    """
-    z = affinity.detach().double().cpu()
-    out = {}
-    for j in group:
-        others = [i for i in group if i != j]
-        out[j] = sum(float(z[i, j]) for i in others) / len(others) if others else 0.0
-    return out
 
 
 def best_partition(
@@ -284,99 +272,6 @@ def _greedy_cover(
     return objective(chosen), chosen
 
 
-def tag_groups(
-    affinity: Tensor, num_groups: int, overlapping: bool = False, exact_limit: int = 10
-) -> list[Group]:
-    """Group tasks by TAG inter-task affinity ``(T, T)`` (Fifty et al. 2021, Sec. 3.2).
-
-    Each task j in group g scores the mean affinity onto it from g's other members (0 when alone);
-    the grouping maximises the total. ``overlapping=False``: a partition into exactly ``num_groups``
-    groups. ``overlapping=True`` (TAG's network selection): at most ``num_groups`` possibly
-    overlapping groups covering all tasks, each task scored by its best group. Both are exact for
-    T <= ``exact_limit`` (O(3^T) dynamic programmes) and greedy beyond.
-    """
-    t = affinity.shape[0]
-    if affinity.dim() != 2 or affinity.shape != (t, t):
-        raise ValueError(f"affinity must be square (T, T); got {tuple(affinity.shape)}")
-    finite = affinity.detach().isfinite()
-    if not bool(finite.all()):
-        i, j = (int(v) for v in (~finite).nonzero()[0])
-        raise ValueError(
-            f"affinity must be finite; affinity[{i}, {j}] = {float(affinity[i, j])} (a task whose "
-            "loss was 0 has no TAG affinity onto it)"
-        )
-    if not overlapping:
-        return best_partition(
-            lambda g: sum(affinity_onto(affinity, g).values()), t, num_groups, exact_limit
-        )
-    if not 1 <= num_groups <= t:
-        raise ValueError(f"num_groups={num_groups!r} must lie in [1, {t}]")
-    if t <= exact_limit:
-        return _tag_cover(affinity, t, num_groups)
-    return _greedy_tag_cover(affinity, t, num_groups)
-
-
-def _greedy_tag_cover(affinity: Tensor, num_tasks: int, num_groups: int) -> list[Group]:
-    """TAG network selection beyond the exact limit: the greedy partition into ``num_groups``
-    groups (already a cover), then tasks added to further groups while that raises the cover's
-    score (each task scored by its best group), until no single addition does."""
-    groups = [
-        set(g)
-        for g in _greedy_partition(
-            lambda g: sum(affinity_onto(affinity, g).values()), num_tasks, num_groups
-        )
-    ]
-
-    def value() -> float:
-        best: dict[int, float] = {}
-        for g in groups:
-            for j, v in affinity_onto(affinity, frozenset(g)).items():
-                best[j] = max(best.get(j, -math.inf), v)
-        return sum(best.values())
-
-    current, improved = value(), True
-    while improved:  # the score rises strictly with every kept addition: this ends
-        improved = False
-        for g in groups:
-            for j in range(num_tasks):
-                if j in g:
-                    continue
-                g.add(j)
-                v = value()
-                if v > current + 1e-12:
-                    current, improved = v, True
-                else:
-                    g.discard(j)
-    return sorted((frozenset(g) for g in groups), key=sorted)
-
-
-def _tag_cover(affinity: Tensor, num_tasks: int, num_groups: int) -> list[Group]:
-    """Exact TAG network selection: at most ``num_groups`` groups, each task scored by its best.
-
-    Each task is *served* by one chosen group, so the chosen groups induce a partition of the tasks
-    into served sets S. A served set's best score is served(S) = max over groups G containing S of
-    sum_{j in S} affinity_onto(G)[j], and the optimum is the best partition into ``num_groups``
-    blocks under that score (splitting a block never lowers it, so "at most" equals "exactly"),
-    each block then served by its maximising group: O(3^T) for the scores plus the partition DP.
-    """
-    full = (1 << num_tasks) - 1
-    served: list[tuple[float, int]] = [(-math.inf, 0)] * (full + 1)
-    # Smaller, then lexicographically first, groups first: ties keep the smallest serving group.
-    for g in sorted(range(1, full + 1), key=lambda m: (m.bit_count(), _members(m))):
-        onto = affinity_onto(affinity, frozenset(_members(g)))
-        sub = g
-        while sub:
-            score = sum(onto[j] for j in _members(sub))
-            if score > served[sub][0] + 1e-12:
-                served[sub] = (score, g)
-            sub = (sub - 1) & g
-    blocks = best_partition(
-        lambda group: served[_mask(group)][0], num_tasks, num_groups, exact_limit=num_tasks
-    )
-    chosen = {served[_mask(b)][1] for b in blocks}
-    return sorted((frozenset(_members(m)) for m in chosen), key=sorted)
-
-
 def standley_cover(
     subset_losses: Mapping[Group, Mapping[int, float] | Sequence[float]],
     budget: float,
@@ -408,6 +303,8 @@ def best_grouping(
     :func:`standley_cover` with budget ``num_groups``; a callable ``group -> score`` (higher is
     better) -> :func:`best_partition` over ``num_tasks`` tasks into ``num_groups`` groups."""
     if isinstance(scores, Tensor):
+        from mtrl.relations.tag_grouping import tag_groups  # it builds on this module
+
         return tag_groups(scores, num_groups)
     if isinstance(scores, Mapping):
         return standley_cover(scores, float(num_groups))
