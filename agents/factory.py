@@ -45,6 +45,36 @@ AGENTS.register("distral_klent_1col")(_distral(two_column=False, kl_only=False))
 AGENTS.register("distral_klent_2col")(_distral(two_column=True, kl_only=False))
 
 
+_DISTRAL = ("distral_kl_1col", "distral_kl_2col", "distral_klent_1col", "distral_klent_2col")
+#: Agent-specific settings and the built-in agents that read them (a value other than the
+#: schema's default on another built-in agent has no effect, which build_agent notes).
+SPECIFIC_SETTINGS: dict[str, tuple[str, ...]] = {
+    "task_heads": ("a2c_multitask",),
+    "shared_encoder": ("a2c_2col", "distral_kl_2col", "distral_klent_2col"),
+    "alpha": ("distral_klent_1col", "distral_klent_2col"),  # the KL-only agents fix alpha = 1
+    "beta": _DISTRAL,
+    "c_kl": _DISTRAL,
+    "c_ent": _DISTRAL,
+    "distill_lr": ("a2c_2col", *_DISTRAL),  # the h0 / pi0 column's optimiser
+    "distill_discount": _DISTRAL,
+}
+_BUILT_IN = {"a2c_multitask", "a2c_independent", "a2c_2col", *_DISTRAL}
+
+
+def ignored_settings(cfg: AgentConfig) -> list[str]:
+    """Notes on agent-specific settings that ``cfg.name`` (a built-in agent) does not read, when
+    they differ from the schema's default: e.g. ``agent.shared_encoder=true`` on a2c_multitask."""
+    if cfg.name not in _BUILT_IN:  # a user's agent may read any of them
+        return []
+    default = AgentConfig()
+    return [
+        f"agent.{key}={getattr(cfg, key)!r} has no effect on {cfg.name} (it applies to "
+        f"{', '.join(users)})"
+        for key, users in SPECIFIC_SETTINGS.items()
+        if cfg.name not in users and getattr(cfg, key) != getattr(default, key)
+    ]
+
+
 def names() -> list[str]:
     """Registered agent names (the valid values of ``agent.name``)."""
     return AGENTS.names()
@@ -59,6 +89,7 @@ def build_agent(
             f"agent.name={cfg.name!r} is not an agent; choose one of: {', '.join(names())}"
         )
     agent = AGENTS.get(cfg.name)(cfg, suite, tuple(obs_shape), num_actions, num_tasks)
+    agent.notes = (*agent.notes, *ignored_settings(cfg))  # train.py prints them
     # the name that summary.json, checkpoints and resume checks carry is the config's
     agent.name = cfg.name
     return agent

@@ -122,6 +122,54 @@ def test_build_notes_a_weighting_that_reduces_to_equal(tmp_path, capsys, agent, 
     assert err == (expected if note else "")
 
 
+@pytest.mark.parametrize(
+    ("agent", "override", "note"),
+    [
+        (
+            "a2c_multitask",
+            "agent.shared_encoder=true",
+            "a2c_2col, distral_kl_2col, distral_klent_2col",
+        ),
+        ("distral_kl_2col", "agent.alpha=0.3", "distral_klent_1col, distral_klent_2col"),
+        ("distral_klent_2col", "agent.task_heads=false", "a2c_multitask"),
+        (
+            "a2c_2col",
+            "agent.distill_discount=false",
+            ", ".join(f"distral_{v}" for v in ("kl_1col", "kl_2col", "klent_1col", "klent_2col")),
+        ),
+        (
+            "distral_klent_1col",
+            "agent.shared_encoder=true",
+            "a2c_2col, distral_kl_2col, distral_klent_2col",
+        ),
+        ("a2c_2col", "agent.shared_encoder=true", None),  # read: no note
+        ("a2c_2col", "agent.distill_lr=1e-3", None),  # its h0 column's optimiser
+        ("a2c_multitask", "agent.shared_encoder=false", None),  # the default: nothing to say
+    ],
+)
+def test_build_notes_an_agent_setting_the_agent_does_not_read(
+    tmp_path, capsys, agent, override, note
+):
+    # the sweep found agent.shared_encoder, task_heads and the Distral settings silently ignored
+    # by the agents they do not apply to (agent.alpha even on the KL-only Distral agents)
+    cfg = load_config(GRID, [f"agent.name={agent}", "agent.ent_coef=0", override, "progress=false"])
+    train.build(cfg, tmp_path / "run").env.close()
+    err = capsys.readouterr().err
+    if note is None:
+        assert err == ""
+    else:
+        key, value = override.split("=")
+        shown = {"true": "True", "false": "False"}.get(value, value)
+        assert err == f"note: {key}={shown} has no effect on {agent} (it applies to {note})\n"
+
+
+def test_a_registered_agent_gets_no_notes_on_agent_settings():
+    from agents.config_schema import AgentConfig
+    from agents.factory import ignored_settings
+
+    assert ignored_settings(AgentConfig(name="my_agent", shared_encoder=True, alpha=0.1)) == []
+
+
 # --- evaluation seeds ------------------------------------------------------------------------
 def test_eval_seed_is_offset_and_stays_in_the_run_seed_range():
     assert eval_seed(3) == 3 + EVAL_SEED_OFFSET  # unchanged for every ordinary seed
