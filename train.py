@@ -273,11 +273,13 @@ def _main(argv: list[str] | None) -> int:
         else:
             cfg = load_config(args.config or str(DEFAULT_CONFIG), args.overrides)
             _absolute_map_path(cfg)
+            automatic = not cfg.run_dir
             run_dir = new_run_dir(cfg)
+            cfg.run_dir = str(run_dir)  # config.yaml and checkpoints name the automatic directory
             try:
                 runner = build(cfg, run_dir)
             except BaseException:
-                if not cfg.run_dir:  # the automatic directory claimed above: nothing half-written
+                if automatic:  # the directory claimed above: nothing half-written
                     discard_if_empty(run_dir)
                     discard_if_empty(run_dir.parent)  # runs/ itself, if this run created it
                 raise

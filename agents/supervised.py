@@ -175,6 +175,7 @@ def prepare(config: str | Path, overrides: list[str] | None = None) -> tuple[Any
         parent_is_new = not base.parent.exists()  # runs/ itself goes too if this run made it
         run_dir = claim_run_dir(base)
         created = [run_dir, base.parent] if parent_is_new else [run_dir]
+        cfg.run_dir = str(run_dir)  # config.yaml and checkpoints name the automatic directory
     try:
         trainer = build_trainer(cfg, run_dir)
     except BaseException:  # a bad option, or a signal while building: nothing half-written

@@ -1,14 +1,16 @@
 """Learning benchmark: all seven agents x seeds on a gridworld with shared structure and MinAtar.
 
     python bench/learning.py                                  # full run (see docs/benchmarks.md)
-    python bench/learning.py --suites gridworld --gridworld-seeds 2 --gridworld-steps 50000
+    python bench/learning.py --suites gridworld --gridworld-seeds 2 --gridworld-steps 50000 --out /tmp/gw
     python bench/learning.py --from-json docs/learning_results.json   # re-render only
     python bench/learning.py --suites minatar --set agent.eps=0.00316 --out /tmp/eps  # ablation
 
 Each run trains with the agent's YAML preset (``AGENT_CONFIGS``) and turns ``runner.episode_log``
 into rolling per-task learning curves on a fixed step grid (``bench/learning_runs.py``);
 ``bench/learning_metrics.py`` derives steps to threshold, area under the curve and final return,
-and ``bench/learning_report.py`` writes the table, plots and JSON.
+and ``bench/learning_report.py`` writes the table, plots and JSON: into ``--out``, by default
+docs/ (learning_results.json, learning_<suite>.png and the Learning section of benchmarks.md), so
+pass ``--out`` for any run that should not replace the published results.
 
 With ``--workers N`` the runs go to N processes; Ctrl-C or SIGTERM stops them all at once and
 exits 130 / 143 with one line on stderr. Finished runs stay cached (``--cache``) and the same
@@ -73,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minatar-steps", type=positive_int, default=DEFAULT_STEPS["minatar"])
     p.add_argument("--map", default=GRIDWORLD_MAP, help="gridworld map (shared structure)")
     p.add_argument("--workers", type=positive_int, default=2, help="parallel processes")
-    p.add_argument("--out", type=Path, default=ROOT / "docs", help="where docs go")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "docs",
+        help="where the table, plots and JSON go (default: docs/)",
+    )
     p.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench_learning")
     p.add_argument("--from-json", type=Path, help="re-render from a results JSON, no training")
     p.add_argument(

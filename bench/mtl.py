@@ -211,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from bench._cli import Parser, positive_int, sigint_raises
 
-    p = Parser(prog="bench/mtl.py", description=__doc__.splitlines()[0])
+    p = Parser(
+        prog="bench/mtl.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("what", choices=["quality", "speed", "all"])
     p.add_argument("--seeds", type=positive_int, default=3)
     p.add_argument("--tasks", type=positive_int, nargs="+", default=[2, 10, 40])

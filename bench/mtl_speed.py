@@ -236,7 +236,9 @@ def verdicts(res: dict[str, Any], task_counts: list[int]) -> str:
             continue
         worst = max(ratios)
         parts.append(f"{tag} {worst:.2f}x {'met' if worst <= 1.1 else 'MISSED'}")
-    out.append("- Loss weighting within 1.1x of equal (worst T): " + ", ".join(parts))
+    # with `--only equal` no other method is timed: say so rather than end the line blank
+    measured = ", ".join(parts) or "no method but equal was measured"
+    out.append("- Loss weighting within 1.1x of equal (worst T): " + measured)
     for m in (m for m in GRAD_METHODS if f"{m}/torchjd/{task_counts[0]}" in res):
         rel = [ms(m, "params", t) / ms(m, "torchjd", t) for t in task_counts]
         cells = ", ".join(

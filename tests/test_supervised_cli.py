@@ -741,6 +741,24 @@ def test_a_diverging_run_exits_3_with_one_warning_and_one_error(tmp_path, capsys
     assert captured.out == "" and not (run_dir / "summary.json").exists()
 
 
+def test_an_automatic_run_directory_is_recorded_in_its_config(tmp_path, monkeypatch, capsys):
+    # config.yaml and the checkpoint's config said run_dir: '' for an automatically named run
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "--config",
+        str(CONFIGS / "toy2d.yaml"),
+        "supervised.epochs=3",
+        "supervised.progress=false",
+    ]
+    assert train.main(args) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    expected = str(Path("runs") / run_dir.name)
+    assert load_supervised(run_dir / "config.yaml").run_dir == expected
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["config"]["run_dir"] == expected
+    assert train.main(["--resume", str(run_dir), "supervised.epochs=4"]) == 0  # still resumes
+
+
 def test_automatic_run_that_fails_to_start_leaves_no_runs_directory(tmp_path, monkeypatch, capsys):
     # the automatic run directory was removed, but the runs/ it had created stayed behind
     monkeypatch.chdir(tmp_path)

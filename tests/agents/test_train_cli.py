@@ -155,6 +155,22 @@ def test_a_run_that_fails_to_start_leaves_no_runs_directory(tmp_path, capsys, mo
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["keep"]
 
 
+def test_an_automatic_run_directory_is_recorded_in_its_config(tmp_path, monkeypatch):
+    # config.yaml, the checkpoint and TensorBoard's config text said run_dir: '' for an
+    # automatically named run; only a later --resume wrote the directory into config.yaml
+    import yaml
+
+    from agents.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    cfg = ["--config", str(ROOT / "configs" / "gridworld_a2c.yaml"), "total_steps=200"]
+    assert train.main([*cfg, "progress=false", "eval.episodes=0"]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    expected = str(Path("runs") / run_dir.name)
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["run_dir"] == expected
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]["run_dir"] == expected
+
+
 def test_existing_run_dir_is_refused(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("x")

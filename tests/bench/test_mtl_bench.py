@@ -237,7 +237,9 @@ def test_representation_verdict_is_at_t_10_whatever_the_other_ts():
         res[f"{m}/params/10"], res[f"{m}/features/10"] = {"ms": 9.0}, {"ms": 3.0}
         res[f"{m}/params/40"], res[f"{m}/features/40"] = {"ms": 9.0}, {"ms": 9.0}
     out = ms.verdicts(res, [10, 40]).splitlines()
-    assert out[0] == "- Loss weighting within 1.1x of equal (worst T): "
+    assert out[0] == (
+        "- Loss weighting within 1.1x of equal (worst T): no method but equal was measured"
+    )
     assert out[1:] == [
         "- Representation mode speed-up at T = 10: "
         + ", ".join(f"{m} 3.0x" for m in ms.GRAD_METHODS)
@@ -262,3 +264,23 @@ def test_verdicts_say_not_measured_for_failed_or_missing_rows():
         "- Loss weighting within 1.1x of equal (worst T): random not measured",
         "- pcgrad vs torchjd (parameters mode): T=2: 1.00x, T=10: n/a -> not measured",
     ]
+
+
+def test_verdicts_with_only_equal_measured_do_not_end_blank():
+    # `bench/mtl.py speed --only equal` printed "... within 1.1x of equal (worst T): " and nothing
+    res = {"equal/params/2": {"ms": 1.5}}
+    assert ms.verdicts(res, [2]).splitlines() == [
+        "- Loss weighting within 1.1x of equal (worst T): no method but equal was measured",
+    ]
+
+
+def test_help_explains_the_a_and_b_its_options_refer_to(capsys):
+    # --help printed only the docstring's first line, while --rounds, --only, --trunk, --batch
+    # and --reuse are described as "(a)" / "(b)", which only the docstring defines
+    with pytest.raises(SystemExit) as e:
+        mtl.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "(a) Test metrics averaged over seeds" in out
+    assert "(b) One training step" in out
+    assert "python bench/mtl.py speed" in out
