@@ -117,7 +117,7 @@ def build_problem(cfg: SupervisedConfig) -> dict[str, Any]:
 def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
     """Seed, pick the device and build the :class:`mtrl.trainer.Trainer` (validates kwargs)."""
     from mtrl import weighting
-    from mtrl.trainer import Trainer
+    from mtrl.trainer import NoSharedParametersWarning, Trainer
 
     device = resolve_device(cfg.device)
     if cfg.torch_threads > 0:
@@ -135,31 +135,42 @@ def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
     toy = cfg.benchmark.name == "toy2d"
     representation = {"auto": "auto", "on": True, "off": False}[cfg.representation]
     try:
-        return Trainer(
-            model,
-            w,
-            optimizer,
-            problem["losses"],
-            problem["metrics"],
-            train_data=problem["train"],
-            test_data=problem["test"],
-            task_names=problem["names"],
-            epochs=cfg.epochs,
-            batch_size=1 if toy else cfg.batch_size,
-            device=device,
-            log_dir=run_dir,
-            checkpoint_path=None if run_dir is None else run_dir / "checkpoints" / "last.pt",
-            representation=representation,
-            famo_update=cfg.famo_update,
-            grad_clip=cfg.grad_clip,
-            max_nonfinite_steps=cfg.max_nonfinite_steps,
-            log_every=cfg.log_every,
-            progress=cfg.progress,
-            seed=cfg.seed,
-            run_config=dataclasses.asdict(cfg),
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NoSharedParametersWarning)
+            trainer = Trainer(
+                model,
+                w,
+                optimizer,
+                problem["losses"],
+                problem["metrics"],
+                train_data=problem["train"],
+                test_data=problem["test"],
+                task_names=problem["names"],
+                epochs=cfg.epochs,
+                batch_size=1 if toy else cfg.batch_size,
+                device=device,
+                log_dir=run_dir,
+                checkpoint_path=None if run_dir is None else run_dir / "checkpoints" / "last.pt",
+                representation=representation,
+                famo_update=cfg.famo_update,
+                grad_clip=cfg.grad_clip,
+                max_nonfinite_steps=cfg.max_nonfinite_steps,
+                log_every=cfg.log_every,
+                progress=cfg.progress,
+                seed=cfg.seed,
+                run_config=dataclasses.asdict(cfg),
+            )
     except ValueError as e:
-        raise ConfigError(f"{_P}representation: {str(e).splitlines()[0]}") from None
+        key = "representation" if "representation" in str(e) else "weighting"
+        raise ConfigError(f"{_P}{key}: {str(e).splitlines()[0]}") from None
+    for seen in caught:  # a gradient method that trains as equal weighting: one note line
+        if issubclass(seen.category, NoSharedParametersWarning):
+            print(
+                f"note: {_P}weighting.name={cfg.weighting.name!r}: {seen.message}", file=sys.stderr
+            )
+        else:
+            warnings.warn_explicit(seen.message, seen.category, seen.filename, seen.lineno)
+    return trainer
 
 
 def prepare(config: str | Path, overrides: list[str] | None = None) -> tuple[Any, Path]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import io
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Integral
 from pathlib import Path
@@ -42,7 +43,17 @@ from mtrl.weighting.base import GradientAggregator, InternalOptimizerMixin, Loss
 Loss = Callable[[Tensor, Tensor], Tensor]
 
 
-__all__ = ["DivergenceError", "Trainer", "save_atomic", "split_targets"]
+__all__ = [
+    "DivergenceError",
+    "NoSharedParametersWarning",
+    "Trainer",
+    "save_atomic",
+    "split_targets",
+]
+
+
+class NoSharedParametersWarning(UserWarning):
+    """A gradient method on a model that shares no parameters: it trains as equal weighting."""
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -149,6 +160,28 @@ class Trainer:
         adopt_layer = getattr(self.weighting, "adopt_layer", None)  # GradNorm's W
         if callable(adopt_layer) and not self.use_features:
             adopt_layer(self.model.last_shared_layer())
+        self._check_sharing()
+
+    def _check_sharing(self) -> None:
+        """A model without shared parameters (soft sharing: one column per task) leaves GradNorm
+        no layer to balance (an error here, not a traceback at the first step) and gradient
+        aggregators nothing to combine (a warning: training is then equal weighting's)."""
+        if self.use_features or list(self.model.shared_parameters()):
+            return
+        model, method = type(self.model).__name__, type(self.weighting).__name__
+        w = self.weighting
+        if callable(getattr(w, "adopt_layer", None)) and hasattr(w, "layer") and not w.layer:
+            raise ValueError(
+                f"{method} balances gradient norms on a shared layer and {model} shares no "
+                "parameters; use an architecture with shared parameters or a loss weighting"
+            )
+        if isinstance(self.weighting, GradientAggregator):
+            warnings.warn(
+                f"{method} combines the tasks' gradients on shared parameters; {model} shares "
+                "none, so every task keeps its own plain gradient, as with equal weighting",
+                NoSharedParametersWarning,
+                stacklevel=3,
+            )
 
     # --- setup --------------------------------------------------------------------------------
     def _resolve_representation(self, representation: bool | str) -> bool:

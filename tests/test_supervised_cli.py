@@ -774,3 +774,23 @@ def test_automatic_run_that_fails_to_start_leaves_no_runs_directory(tmp_path, mo
     assert train.main(args) == 2
     assert list(tmp_path.iterdir()) == [tmp_path / "runs"]
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_soft_sharing_with_gradnorm_exits_2_and_with_mgda_notes_equal_weighting(tmp_path):
+    base = ["--config", str(CONFIGS / "two_digits.yaml"), *TINY["two_digits"]]
+    base += ["supervised.architecture.name=soft_sharing", "supervised.epochs=1"]
+    proc = _run(*base, "supervised.weighting.name=gradnorm", f"supervised.run_dir={tmp_path / 'g'}")
+    assert proc.returncode == 2 and not (tmp_path / "g").exists()
+    assert proc.stderr.strip().splitlines() == [
+        "error: supervised.weighting: GradNorm balances gradient norms on a shared layer and "
+        "SoftSharing shares no parameters; use an architecture with shared parameters or a loss "
+        "weighting"
+    ]
+    proc = _run(*base, "supervised.weighting.name=mgda", "supervised.progress=false",
+                f"supervised.run_dir={tmp_path / 'm'}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[0] == (
+        "note: supervised.weighting.name='mgda': MGDA combines the tasks' gradients on shared "
+        "parameters; SoftSharing shares none, so every task keeps its own plain gradient, as with "
+        "equal weighting"
+    )

@@ -668,3 +668,34 @@ def test_skipped_steps_survive_a_checkpoint_round_trip(tmp_path):
     fresh, _ = _guarded_trainer("equal", limit=0)
     fresh.load(tmp_path / "c.pt")
     assert fresh.guard.total == 8 and fresh.step == 8
+
+
+def _soft_sharing_trainer(weighting: str) -> Trainer:
+    model = build_mlp("soft_sharing", 4, [16], [1, 1])
+    x, y = regression_data()
+    return Trainer(
+        model,
+        build_weighting(weighting, 2),
+        torch.optim.Adam(model.parameters(), lr=1e-2),
+        [F.mse_loss, F.mse_loss],
+        train_data=(x, y),
+        progress=False,
+    )
+
+
+def test_gradnorm_on_a_model_without_shared_parameters_fails_when_built():
+    # it failed at the first step's backward, a traceback mid-run (soft sharing shares nothing)
+    with pytest.raises(ValueError, match="GradNorm balances gradient norms on a shared layer and "):
+        _soft_sharing_trainer("gradnorm")
+
+
+def test_a_gradient_method_with_nothing_shared_warns_that_it_is_equal_weighting():
+    from mtrl.trainer import NoSharedParametersWarning
+
+    with pytest.warns(NoSharedParametersWarning, match="MGDA combines the tasks' gradients"):
+        trainer = _soft_sharing_trainer("mgda")
+    trainer.fit()  # and trains: each column with its own task's gradient
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a loss weighting or shared parameters: no warning
+        _soft_sharing_trainer("uncertainty")
+        make_trainer("mgda")

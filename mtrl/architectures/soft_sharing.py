@@ -19,7 +19,8 @@ class SoftSharing(MultiTaskModel):
     """``columns[t]`` x (B, ...) -> (B, *out_t); no shared parameters (``shared_parameters() == []``).
 
     ``penalty()`` (times ``weight``) over each group of corresponding parameters (same name and
-    shape in every column; e.g. task-specific output layers of different sizes are skipped):
+    shape in every column; e.g. task-specific output layers of different sizes are skipped, and
+    so are the submodules named in ``uncoupled``, e.g. ``["2"]`` for a column's layer ``2``):
 
     - ``'l2'``: sum_t ||theta_t - mean_s theta_s||^2 (Duong et al. 2015, "Low Resource Dependency
       Parsing: Cross-lingual Parameter Sharing", squared distance to the mean);
@@ -31,9 +32,14 @@ class SoftSharing(MultiTaskModel):
     separable = True
 
     def __init__(
-        self, columns: Sequence[nn.Module], penalty_type: str = "l2", weight: float = 1.0
+        self,
+        columns: Sequence[nn.Module],
+        penalty_type: str = "l2",
+        weight: float = 1.0,
+        uncoupled: Sequence[str] = (),
     ) -> None:
         super().__init__()
+        self.uncoupled = tuple(uncoupled)
         if penalty_type not in ("l2", "trace"):
             raise ValueError(f"penalty_type must be 'l2' or 'trace', got {penalty_type!r}")
         self.columns = nn.ModuleList(columns)
@@ -50,10 +56,16 @@ class SoftSharing(MultiTaskModel):
         activation: type[nn.Module] = nn.ReLU,
         penalty_type: str = "l2",
         weight: float = 1.0,
+        couple_heads: bool = False,
     ) -> SoftSharing:
-        """One MLP column ``in_dim -> hidden... -> out_t`` per task."""
+        """One MLP column ``in_dim -> hidden... -> out_t`` per task. The columns' hidden layers
+        are coupled: the trunks of REFERENCE's "one trunk per task". Their output layers are the
+        task heads and stay free unless ``couple_heads`` (pulling two tasks' heads together
+        makes them predict alike even when their outputs mean different things, e.g. the left
+        and the right digit)."""
         cols = [mlp([in_dim, *hidden, o], activation, activate_last=False) for o in out_dims]
-        return cls(cols, penalty_type, weight)
+        heads = () if couple_heads else (str(len(cols[0]) - 1),)  # the last Linear's index
+        return cls(cols, penalty_type, weight, heads)
 
     def forward_all(self, x: Tensor) -> list[Tensor]:
         return [col(x) for col in self.columns]
@@ -69,6 +81,8 @@ class SoftSharing(MultiTaskModel):
         named = [dict(col.named_parameters()) for col in self.columns]
         groups = []
         for name, p0 in named[0].items():
+            if any(name.startswith(f"{module}.") for module in self.uncoupled):
+                continue
             ps = [d.get(name) for d in named]
             if all(p is not None and p.shape == p0.shape for p in ps):
                 groups.append((name, ps))

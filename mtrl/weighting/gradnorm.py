@@ -60,6 +60,12 @@ class GradNorm(InternalOptimizerMixin, LossWeighting):
         if self._last_shared is None and layer:
             self._last_shared = list(layer)
 
+    @property
+    def layer(self) -> list[Tensor] | None:
+        """The weight ``W`` whose per-task gradient norms are balanced, once given or adopted;
+        None until then (each step then takes the last weight of its ``shared_params``)."""
+        return self._last_shared
+
     def _layer(
         self, shared_params: Sequence[Tensor] | None, features: Tensor | None
     ) -> list[Tensor]:
