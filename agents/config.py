@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import math
 import re
 from pathlib import Path
@@ -72,11 +73,19 @@ def _omegaconf_message(err: OmegaConfBaseException) -> str:
     if type(err).__name__ == "ConfigKeyError" and key:
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         where = f" of {parent!r}" if parent else ""
-        return (
-            f"unknown config key {key!r}; the valid fields{where} are listed by "
-            "`python train.py --help` (RL runs) and in docs/mtrl.md (supervised runs)"
-        )
+        section = getattr(err, "object_type", None)
+        fields = [f.name for f in dataclasses.fields(section)] if _is_schema(section) else []
+        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], fields, n=3)
+        prefix = f"{parent}." if parent else ""
+        hint = f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
+        supervised = getattr(section, "__module__", "") == "agents.supervised_config"
+        listed = "in docs/mtrl.md" if supervised else "by `python train.py --help`"
+        return f"unknown config key {key!r}{hint}; the valid fields{where} are listed {listed}"
     return _friendlier(key, first)
+
+
+def _is_schema(obj: object) -> bool:
+    return isinstance(obj, type) and dataclasses.is_dataclass(obj)
 
 
 def _friendlier(key: str | None, first: str) -> str:

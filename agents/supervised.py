@@ -129,7 +129,8 @@ def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
     try:
         w = weighting.build(cfg.weighting.name, model.num_tasks, **cfg.weighting.kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{_P}weighting: {str(e).splitlines()[0]}") from None
+        hint = "".join(f"; set {_P}weighting.kwargs.{m}=<value>" for m in getattr(e, "missing", []))
+        raise ConfigError(f"{_P}weighting: {str(e).splitlines()[0]}{hint}") from None
     opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     toy = cfg.benchmark.name == "toy2d"

@@ -26,6 +26,14 @@ class UnknownNameError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
+class MissingOptionError(TypeError):
+    """A registered class built without a required option; ``missing`` names the options."""
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
 class Registry(Generic[T]):
     """A mapping from names to classes (or factories) of one kind, e.g. ``"weighting"``."""
 
@@ -73,6 +81,7 @@ class Registry(Generic[T]):
     def build(self, name: str, *args: object, **kwargs: object) -> T:
         """Instantiate the class registered as ``name`` (keyword types checked first)."""
         cls = self.get(name)
+        check_arguments(cls, args, kwargs, f"{self.kind} {name!r}")
         check_kwargs([cls.__init__], kwargs, cls.__name__)
         return cls(*args, **kwargs)
 
@@ -87,6 +96,42 @@ class Registry(Generic[T]):
 def _where(obj: object) -> tuple[str, str]:
     """(module, qualified name) of a registered class or factory: its definition's identity."""
     return getattr(obj, "__module__", "?"), getattr(obj, "__qualname__", repr(obj))
+
+
+def check_arguments(
+    fn: Callable[..., Any], args: tuple[object, ...], kwargs: dict[str, Any], owner: str
+) -> None:
+    """Raise ``TypeError`` naming what is missing or unknown when ``fn(*args, **kwargs)`` would not
+    bind: Python's own message ("__init__() missing 1 required positional argument") names no
+    option a config could set. Callables whose signature cannot be read are not checked."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    kinds = inspect.Parameter
+    if not any(p.kind is kinds.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in kwargs if k not in params or params[k].kind is kinds.POSITIONAL_ONLY]
+        if unknown:
+            options = [n for n, p in params.items() if p.kind in (kinds.KEYWORD_ONLY,
+                       kinds.POSITIONAL_OR_KEYWORD)][len(args):]  # fmt: skip
+            raise TypeError(
+                f"{owner} has no option {', '.join(map(repr, unknown))}; its options: "
+                f"{', '.join(options) or 'none'}"
+            )
+    positional = [n for n, p in params.items() if p.kind in (kinds.POSITIONAL_ONLY,
+                  kinds.POSITIONAL_OR_KEYWORD)][: len(args)]  # fmt: skip
+    missing = [
+        n
+        for n, p in params.items()
+        if p.default is p.empty
+        and p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
+        and n not in positional
+        and n not in kwargs
+    ]
+    if missing:
+        raise MissingOptionError(
+            f"{owner} needs {', '.join(f'{m}=...' for m in missing)} (no default)", missing
+        )
 
 
 def check_kwargs(fns: list[Callable[..., Any]], kwargs: dict[str, Any], owner: str) -> None:

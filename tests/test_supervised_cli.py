@@ -94,6 +94,15 @@ def test_bad_value_exits_2_with_one_line(tmp_path, override, needle, capsys):
             "supervised.architecture.kwargs.activation=3",
             "activation=3 is int, expected a Module class",
         ),
+        (
+            "supervised.weighting.name=great",  # its classifier's input size has no default
+            "error: supervised.weighting: weighting 'great' needs feature_dim=... (no default); "
+            "set supervised.weighting.kwargs.feature_dim=<value>",
+        ),
+        (
+            "supervised.weighting.kwargs.alhpa=1",
+            "weighting 'gradnorm' has no option 'alhpa'; its options: alpha, lr,",
+        ),
     ],
 )
 def test_option_of_the_wrong_type_exits_2(tmp_path, override, needle, capsys):

@@ -20,7 +20,7 @@ from mtrl.architectures.mtan import MTAN
 from mtrl.architectures.sluice import Sluice
 from mtrl.architectures.soft_sharing import SoftSharing
 from mtrl.architectures.stacked import StackedMLP, TaskConv2d, TaskLinear, group_by_task
-from mtrl.registry import check_kwargs
+from mtrl.registry import check_arguments, check_kwargs
 
 __all__ = [
     "ARCHITECTURES",
@@ -68,5 +68,7 @@ def build_mlp(
             "**options) classmethod, which build_mlp and supervised runs call; add one, or "
             f"build it from modules with build({name!r}, ...)"
         )
+    args = (in_dim, hidden, out_dims)
+    check_arguments(cls.mlp, args, kwargs, f"architecture {name!r} (mlp)")  # type: ignore[attr-defined]
     check_kwargs([cls.mlp, cls.__init__], kwargs, f"{cls.__name__}.mlp")  # type: ignore[attr-defined]
     return cls.mlp(in_dim, list(hidden), list(out_dims), **kwargs)  # type: ignore[attr-defined]

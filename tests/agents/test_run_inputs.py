@@ -246,3 +246,31 @@ def test_printed_summary_says_when_eval_max_steps_cut_the_evaluation(tmp_path, c
     assert train.main(args) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1:] == ["  0: mean_return n/a over 0 episodes (cut short by eval.max_steps)"]
+
+
+@pytest.mark.parametrize(
+    ("load", "override", "message"),
+    [
+        ("rl", "agent.lrr=1e-3", "unknown config key 'agent.lrr' (did you mean agent.lr?); the "
+         "valid fields of 'agent' are listed by `python train.py --help`"),
+        ("rl", "env.atari.frame_skip=2", "unknown config key 'env.atari.frame_skip' (did you mean "
+         "env.atari.frameskip, env.atari.frame_stack?); the valid fields of 'env.atari' are "
+         "listed by `python train.py --help`"),
+        ("rl", "foo=1", "unknown config key 'foo'; the valid fields are listed by "
+         "`python train.py --help`"),
+        ("supervised", "supervised.epochz=1", "unknown config key 'supervised.epochz' (did you "
+         "mean supervised.epochs?); the valid fields of 'supervised' are listed in docs/mtrl.md"),
+    ],
+)  # fmt: skip
+def test_an_unknown_key_suggests_close_fields_and_where_the_list_is(load, override, message):
+    # a typo got no suggestion (games and weightings did), and a supervised key was pointed to
+    # both train.py --help and docs/mtrl.md although the kind of run is known
+    from agents.config import ConfigError
+    from agents.supervised_config import load_supervised
+
+    with pytest.raises(ConfigError) as e:
+        if load == "rl":
+            load_config(GRID, [override])
+        else:
+            load_supervised(ROOT / "configs" / "supervised" / "two_digits.yaml", [override])
+    assert str(e.value) == message

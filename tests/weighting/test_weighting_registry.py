@@ -150,3 +150,27 @@ def test_a_method_missing_its_part_says_which_to_write():
         W.LossWeighting(2).backward(losses)
     with pytest.raises(TypeError, match=r"Total.combine must return \(total, weights \(T,\)\)"):
         Total(2).backward(losses)
+
+
+def test_a_missing_or_unknown_option_is_named_with_the_valid_ones():
+    # Python's own messages named no option a config could set ("GREAT.__init__() missing 1
+    # required positional argument: 'feature_dim'", "got an unexpected keyword argument")
+    from mtrl.architectures import build_mlp
+    from mtrl.registry import MissingOptionError
+
+    with pytest.raises(
+        MissingOptionError, match=r"^weighting 'great' needs feature_dim=\.\.\. "
+    ) as e:
+        W.build("great", 2)
+    assert e.value.missing == ["feature_dim"]
+    with pytest.raises(TypeError) as e:
+        W.build("pcgrad", 2, sead=1)
+    assert (
+        str(e.value)
+        == "weighting 'pcgrad' has no option 'sead'; its options: seed, reduction, batched"
+    )
+    with pytest.raises(
+        TypeError,
+        match=r"architecture 'mmoe' \(mlp\) has no option 'experts'; its options: num_experts,",
+    ):
+        build_mlp("mmoe", 4, [8], [1, 1], experts=3)
