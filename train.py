@@ -33,6 +33,32 @@ class _Parser(argparse.ArgumentParser):
         print(f"error: {one_line(message)}; see `python train.py --help`", file=sys.stderr)
         raise SystemExit(2)
 
+    def format_help(self) -> str:
+        """The help, then the valid names, read from the registries only when help is shown."""
+        return super().format_help() + _names_text()
+
+
+def _names_text() -> str:
+    """The values of agent.name, agent.weighting and the small suites' tasks and maps."""
+    from agents.factory import names as agents
+    from envs.gridworld_maps import available_maps
+    from envs.minatar import GAMES
+    from mtrl.weighting import names as weightings
+
+    usable = [n for n in weightings() if _rl_refusal(n) is None]
+    rows = [
+        ("agent.name", agents()),
+        ("agent.weighting", usable),
+        ("env.gridworld.map", [*available_maps(), "or a .txt map file"]),
+        ("env.tasks (minatar)", list(GAMES)),
+    ]
+    lines = ["", "valid names:"]
+    for key, values in rows:
+        lines.append(f"  {key:<22} {', '.join(values)}")
+    lines.append(f"  {'env.tasks (atari)':<22} ALE game names, e.g. Pong, Breakout, SpaceInvaders")
+    lines.append(f"  {'env.tasks (gridworld)':<22} the map's goal digits, e.g. 0, 1, 2, 3")
+    return "\n".join(lines) + "\n"
+
 
 def _parser() -> argparse.ArgumentParser:
     from agents.config_schema import help_text

@@ -73,7 +73,7 @@ class EnvConfig:
 class AgentConfig:
     """Agent choice and its optimisation hyperparameters (A2C defaults from the SB3 zoo)."""
 
-    name: str = _f("a2c_multitask", "agent: see agents.factory.names()")
+    name: str = _f("a2c_multitask", "agent (names listed at the end of --help)")
     n_steps: int = _f(5, "rollout length per update (n of the n-step return)")
     gamma: float = _f(0.99, "discount factor")
     gae_lambda: float = _f(1.0, "GAE lambda (1.0 = plain n-step returns as in A2C)")
@@ -93,7 +93,7 @@ class AgentConfig:
     replay_forward: bool = _f(
         True, "loss pass reuses the acting passes' activations (same values; False = recompute)"
     )
-    weighting: str = _f("equal", "task loss weighting: see mtrl.weighting.names()")
+    weighting: str = _f("equal", "task loss weighting (names listed at the end of --help)")
     hidden: list[int] = _f([], "MLP encoder hidden sizes (gridworld); empty = suite default")
     task_heads: bool = _f(True, "a2c_multitask: per-task policy/value heads (False = one head)")
     alpha: float = _f(0.5, "Distral alpha = c_KL/(c_KL+c_Ent); forced to 1 by the *_kl_* agents")

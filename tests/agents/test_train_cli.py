@@ -184,6 +184,15 @@ def test_help_lists_config_fields():
     assert proc.returncode == 0
     for key in ("env.suite", "agent.name", "total_steps", "env.atari.frameskip", "device"):
         assert key in proc.stdout
+    # the valid names, which it used to leave to Python functions a CLI user cannot call
+    from agents.factory import names
+    from mtrl.weighting import names as weightings
+
+    names_at_end = proc.stdout[proc.stdout.index("valid names:") :].splitlines()
+    assert names_at_end[1].split(None, 1) == ["agent.name", ", ".join(names())]
+    usable = names_at_end[2].split(None, 1)[1].split(", ")
+    assert "pcgrad" in usable and "dwa" not in usable and set(usable) < set(weightings())
+    assert "four_rooms" in names_at_end[3] and "space_invaders" in names_at_end[4]
 
 
 def test_regularised_return_is_logged_where_its_episode_ended(tmp_path):
