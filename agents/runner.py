@@ -145,9 +145,10 @@ class Runner:
         ro.obs[:, 0] = obs
 
         def act(g: slice, t: int) -> None:
-            actions = self.agent.step(ro.obs[g, t], g, t)
+            tasks = None if whole else g  # None: all tasks, without slicing every weight
+            actions = self.agent.step(ro.obs[g, t], tasks, t)
             ro.actions[t, g] = actions
-            env.step_async(actions.reshape(-1).cpu().numpy(), None if whole else g)
+            env.step_async(actions.reshape(-1).cpu().numpy(), tasks)
 
         for g in groups:
             act(g, 0)
@@ -368,8 +369,9 @@ class Runner:
                 losses.write(json.dumps(scalars) + "\n")
                 losses.flush()
                 bar.update(per_update)
-                postfix = task_postfix(self.env.task_names, self.recent, width)
-                bar.set_postfix_str(postfix, refresh=False)
+                if not bar.disable:  # progress=false: no postfix to format
+                    postfix = task_postfix(self.env.task_names, self.recent, width)
+                    bar.set_postfix_str(postfix, refresh=False)
                 if (
                     self.global_step - self.last_log >= cfg.log_interval
                     or self.update == num_updates

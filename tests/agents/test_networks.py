@@ -1,5 +1,6 @@
 """Grouped (one network per task, batched) modules equal K separate networks."""
 
+import pytest
 import torch
 
 from agents.networks import MINATAR_CONVS, NATURE_CONVS, ActorCritic, ConvEncoder, GroupedLinear
@@ -88,3 +89,48 @@ def test_encoders_by_hand_scale_uint8_and_apply_every_relu():
     h = F.relu(x @ mlp.layers[0].weight[0] + mlp.layers[0].bias[0])
     expected = F.relu(h @ mlp.layers[1].weight[0] + mlp.layers[1].bias[0])
     torch.testing.assert_close(mlp(x), expected)
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize(
+    ("obs_shape", "convs", "scale"),
+    [((10, 10, 10), MINATAR_CONVS, 1.0), ((4, 36, 36), NATURE_CONVS, 255.0)],
+)
+def test_conv_encoder_is_bitwise_the_straightforward_composition(groups, obs_shape, convs, scale):
+    # The encoder skips the multiplication by 1 / scale = 1 and applies the last ReLU after the
+    # copy into (C, H, W) order (a faster backward): outputs and gradients must not move a bit
+    # from relu(conv) per layer, copy, fc, relu, with the input always scaled.
+    from torch.nn import functional as F
+
+    from agents.replay import conv2d
+
+    torch.manual_seed(0)
+    enc = ConvEncoder(obs_shape, convs, 16, groups=groups, scale=scale)
+    k, b = groups, 5
+    x = (torch.rand(k, b, *obs_shape) * (2 if scale == 1.0 else 256)).to(torch.uint8)
+    weights = torch.randn(k, b, 16)
+
+    def reference() -> torch.Tensor:
+        c, hh, ww = obs_shape
+        if groups == 1:
+            h = x.reshape(k * b, c, hh, ww)
+        else:
+            h = x.transpose(0, 1).reshape(b, k * c, hh, ww)
+        h = h.contiguous(memory_format=torch.channels_last).float().mul_(1.0 / scale)
+        for conv in enc.convs[::2]:
+            h = F.relu(conv2d(h, conv.weight, conv.bias, conv.stride, groups))
+        if groups == 1:
+            h = h.contiguous().reshape(k, b, enc.flat_dim)
+        else:
+            h = h.contiguous().reshape(b, k, enc.flat_dim).transpose(0, 1)
+        return F.relu(enc.fc(h))
+
+    results = []
+    for forward in (lambda: enc(x), reference):
+        enc.zero_grad()
+        out = forward()
+        (out * weights).sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in enc.parameters()]))
+    (out, grads), (ref, ref_grads) = results
+    assert torch.equal(out, ref)
+    assert all(torch.equal(g, r) for g, r in zip(grads, ref_grads))
