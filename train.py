@@ -312,6 +312,13 @@ def _main(argv: list[str] | None) -> int:
     except (ConfigError, EnvError, UnknownNameError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    cfg = runner.cfg
+    action = f"resuming at step {runner.global_step:,}" if runner.resumed else "training"
+    print(
+        f"{action}: {cfg.agent.name} on {cfg.env.suite} ({', '.join(runner.env.task_names)}) to "
+        f"{cfg.total_steps:,} steps in {run_dir}; Ctrl-C stops with a checkpoint",
+        flush=True,
+    )
     try:
         summary = runner.run()
     except Interrupted as e:

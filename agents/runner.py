@@ -35,6 +35,7 @@ from agents.guards import check_divergence, check_parameters, clip_and_check
 from agents.progress import postfix_width, task_postfix
 from agents.resume import read_loss_log
 from agents.rollout import Rollout, obs_to_tensor
+from agents.run_log import open_loss_log, open_writer, write_interval
 from agents.seeding import flushing_denormals
 from agents.signals import Interrupted, StopFlag
 from mtrl.io import atomic_write
@@ -98,15 +99,6 @@ class Runner:
         self.env_restored = True  # False after resuming a suite without env snapshots
 
     # ----------------------------------------------------------------------------- helpers
-    def _open_writer(self) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        if self.resumed:  # drop events logged after the checkpoint by the stopped session
-            self.writer = SummaryWriter(str(self.run_dir), purge_step=self.global_step + 1)
-            return
-        self.writer = SummaryWriter(str(self.run_dir))
-        self.writer.add_text("config", "```yaml\n" + to_yaml(self.cfg) + "\n```", 0)
-
     def _record_episodes(self, episodes: list) -> None:
         for ep in episodes:
             name = self.env.task_names[ep.task]
@@ -269,7 +261,8 @@ class Runner:
         self.resumed = True
 
     def loss_records(self) -> list[dict[str, float]]:
-        """The run's ``losses.jsonl``: one dict of logged scalars per update, read from disk (a
+        """The run's ``losses.jsonl``: one dict per update, ``"step"`` (environment steps after
+        it) and the logged scalars, read from disk (a
         long run's records are not kept in memory: ~1.8 GB over the default job's 500k updates)."""
         return read_loss_log(self.run_dir / "losses.jsonl")
 
@@ -291,19 +284,9 @@ class Runner:
         save_rotating(self.state_dict(), ckpt_dir, self.global_step, self.cfg.keep_checkpoints)
         return True
 
-    def _open_loss_log(self):
-        """``losses.jsonl`` (one line per update), cut to the checkpoint's updates on resume."""
-        path = self.run_dir / "losses.jsonl"
-        if not self.resumed:
-            return path.open("w")
-        os.truncate(path, self.loss_log_end)  # later lines are the stopped session's timeline
-        f = path.open("a")
-        if self.loss_log_end:
-            with path.open("rb") as r:  # a last kept record written without its newline
-                r.seek(self.loss_log_end - 1)
-                if r.read(1) != b"\n":
-                    f.write("\n")
-        return f
+    def num_updates(self) -> int:
+        """Updates of the whole run: ``total_steps`` rounded up to whole rollouts."""
+        return math.ceil(self.cfg.total_steps / (self.cfg.agent.n_steps * self.env.num_envs))
 
     def run(self, handle_signals: bool = True) -> dict[str, Any]:
         """Train to ``total_steps`` (continuing a resumed run), checkpoint, evaluate, write
@@ -337,7 +320,9 @@ class Runner:
         else:
             atomic_write(self.run_dir / "config.yaml", config)
             self.obs = self.reset()
-        self._open_writer()
+        if self.update < self.num_updates():  # a finished run's resume only re-evaluates
+            resumed_at = self.global_step if self.resumed else None
+            self.writer = open_writer(self.run_dir, self.cfg, resumed_at)
 
     def _train(self, stop: StopFlag) -> None:
         """The update loop with logging, checkpoints, the divergence guard and signal checks."""
@@ -345,7 +330,7 @@ class Runner:
 
         cfg = self.cfg
         per_update = cfg.agent.n_steps * self.env.num_envs
-        num_updates = math.ceil(cfg.total_steps / per_update)
+        num_updates = self.num_updates()
         bar = tqdm(
             total=num_updates * per_update,
             initial=min(self.update, num_updates) * per_update,
@@ -356,7 +341,8 @@ class Runner:
             mininterval=1.0,
         )
         width = postfix_width()  # once: not a terminal query per update
-        losses = self._open_loss_log()
+        keep = self.loss_log_end if self.resumed else None
+        losses = open_loss_log(self.run_dir / "losses.jsonl", keep)
         start, base, last_ckpt_time = time.perf_counter(), self.elapsed, time.monotonic()
         try:
             while self.update < num_updates:
@@ -366,7 +352,7 @@ class Runner:
                     print(f"warning: {msg}", file=sys.stderr, flush=True)
                 self.elapsed = base + time.perf_counter() - start
                 self.pending.append(scalars)
-                losses.write(json.dumps(scalars) + "\n")
+                losses.write(json.dumps({"step": self.global_step, **scalars}) + "\n")
                 losses.flush()
                 bar.update(per_update)
                 if not bar.disable:  # progress=false: no postfix to format
@@ -403,19 +389,12 @@ class Runner:
     def _log(self, pending: list[dict[str, float]], elapsed: float) -> None:
         if self.writer is None or not pending:
             return
-        for key in pending[-1]:
-            # finite values only: one skipped (NaN) update would blank the interval's mean; the
-            # skips themselves show in charts/nonfinite_updates
-            values = [p[key] for p in pending if math.isfinite(p[key])]
-            mean = float(np.mean(values)) if values else math.nan
-            self.writer.add_scalar(key, mean, self.global_step)
-        self.writer.add_scalar(
-            "charts/sps", self.global_step / max(elapsed, 1e-9), self.global_step
-        )
-        self.writer.add_scalar("charts/nonfinite_updates", self.nonfinite_total, self.global_step)
-        self.writer.add_scalar(
-            "charts/env_restarts", getattr(self.env, "restarts", 0), self.global_step
-        )
+        charts = {
+            "sps": self.global_step / max(elapsed, 1e-9),
+            "nonfinite_updates": self.nonfinite_total,
+            "env_restarts": getattr(self.env, "restarts", 0),
+        }
+        write_interval(self.writer, pending, self.global_step, charts)
 
     def evaluate(self, policy: Callable[[Tensor], Tensor]) -> dict[str, Any]:
         """Evaluate ``policy`` on a fresh env (seeded apart from training) in every task."""

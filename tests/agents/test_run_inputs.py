@@ -245,7 +245,8 @@ def test_printed_summary_says_when_eval_max_steps_cut_the_evaluation(tmp_path, c
     ]
     assert train.main(args) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1:] == ["  0: mean_return n/a over 0 episodes (cut short by eval.max_steps)"]
+    assert out[0].startswith("training: a2c_multitask on gridworld (0) to 5 steps in ")
+    assert out[2:] == ["  0: mean_return n/a over 0 episodes (cut short by eval.max_steps)"]
 
 
 @pytest.mark.parametrize(

@@ -377,3 +377,24 @@ def test_ctrl_c_while_starting_up_exits_130(monkeypatch, capsys):
     monkeypatch.setattr(train, "_main", interrupted)
     assert train.main([]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_start_line_loss_steps_and_a_finished_resume_adds_no_event_file(tmp_path, capsys):
+    # the newcomer walkthrough: the run directory was only named at the end (or by Ctrl-C),
+    # losses.jsonl records had no step to line them up with TensorBoard, and each --resume of
+    # a finished run left an empty TensorBoard events file behind
+    run_dir = tmp_path / "run"
+    cfg = ["--config", str(ROOT / "configs" / "gridworld_a2c.yaml"), "total_steps=320"]
+    assert train.main([*cfg, "progress=false", "eval.episodes=0", f"run_dir={run_dir}"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (
+        f"training: a2c_multitask on gridworld (0, 1, 2, 3) to 320 steps in {run_dir}; "
+        "Ctrl-C stops with a checkpoint"
+    )
+    per_update = 5 * 4 * 8  # n_steps x tasks x envs per task (the preset)
+    steps = [json.loads(line)["step"] for line in (run_dir / "losses.jsonl").open()]
+    assert steps == [per_update, 2 * per_update]
+    events = sorted(run_dir.glob("events.out.tfevents.*"))
+    assert train.main(["--resume", str(run_dir)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("resuming at step 320: a2c_multitask")
+    assert sorted(run_dir.glob("events.out.tfevents.*")) == events
