@@ -126,11 +126,25 @@ def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
     seed_everything(cfg.seed)
     problem = build_problem(cfg)
     model: MultiTaskModel = problem["model"]
+    kwargs = dict(cfg.weighting.kwargs)
+    if cfg.benchmark.name == "toy2d" and cfg.weighting.name == "famo":
+        # FAMO needs lower bounds of the losses; toy2d's go below 0 (L_i > -20, L_1 scaled)
+        kwargs.setdefault("min_losses", [-20.0 * cfg.benchmark.scale, -20.0])
     try:
-        w = weighting.build(cfg.weighting.name, model.num_tasks, **cfg.weighting.kwargs)
+        w = weighting.build(cfg.weighting.name, model.num_tasks, **kwargs)
     except (TypeError, ValueError) as e:
         hint = "".join(f"; set {_P}weighting.kwargs.{m}=<value>" for m in getattr(e, "missing", []))
         raise ConfigError(f"{_P}weighting: {str(e).splitlines()[0]}{hint}") from None
+    dim = getattr(w, "feature_dim", None)
+    if getattr(w, "needs_features", False) and model.supports_features and dim is not None:
+        with torch.no_grad():  # GREAT's classifier reads z: its width must match (else mid-run)
+            width = model.features(problem["train"][0][:1]).shape[-1]
+        if width != dim:
+            raise ConfigError(
+                f"{_P}weighting.kwargs.feature_dim={dim} is not the width of the shared "
+                f"representation of {cfg.architecture.name}, {width}; set "
+                f"{_P}weighting.kwargs.feature_dim={width}"
+            )
     opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     toy = cfg.benchmark.name == "toy2d"

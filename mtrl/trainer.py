@@ -187,7 +187,12 @@ class Trainer:
     def _resolve_representation(self, representation: bool | str) -> bool:
         supported = bool(getattr(self.model, "supports_features", False))
         if getattr(self.weighting, "needs_features", False):  # GREAT: no parameter mode
-            if not supported or representation is False:
+            if supported and representation is False:
+                raise ValueError(
+                    f"{type(self.weighting).__name__} needs the shared representation, which "
+                    "representation=False turns off: use representation='auto' or True"
+                )
+            if not supported:
                 raise ValueError(
                     f"{type(self.weighting).__name__} needs the shared representation: use a "
                     f"model with one (hard_sharing, mmoe; {type(self.model).__name__} has "

@@ -120,6 +120,71 @@ def test_option_of_the_wrong_type_exits_2(tmp_path, override, needle, capsys):
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (
+            ["supervised.weighting.kwargs.feature_dim=7"],
+            "supervised.weighting.kwargs.feature_dim=7 is not the width of the shared "
+            "representation of hard_sharing, 64; set supervised.weighting.kwargs.feature_dim=64",
+        ),
+        (  # MMoE's z is every expert's output side by side: num_experts * hidden[-1]
+            ["supervised.architecture.name=mmoe", "supervised.weighting.kwargs.feature_dim=64"],
+            "supervised.weighting.kwargs.feature_dim=256",
+        ),
+        (
+            ["supervised.weighting.name=famo", "supervised.weighting.kwargs.min_losses=[1.0]"],
+            "supervised.weighting: min_losses needs one bound per task (2), got 1",
+        ),
+        (
+            ["supervised.architecture.name=mmoe", "supervised.architecture.kwargs.num_experts=0"],
+            "supervised.architecture: num_experts must be >= 1, got 0",
+        ),
+        (
+            [
+                "supervised.architecture.name=sluice",
+                "supervised.architecture.hidden=[16,16]",
+                "supervised.architecture.kwargs.num_subspaces=3",
+            ],
+            "supervised.architecture: hidden width 16 is not divisible by num_subspaces 3",
+        ),
+        (
+            [
+                "supervised.architecture.name=sluice",
+                "supervised.architecture.hidden=[16,16]",
+                "supervised.architecture.kwargs.num_subspaces=0",
+            ],
+            "supervised.architecture: num_subspaces must be >= 1, got 0",
+        ),
+    ],
+)
+def test_options_that_failed_mid_run_exit_2(tmp_path, overrides, needle, capsys):
+    # each used to start training and end in a traceback (exit 1) at the first step, or to fail
+    # inside torch while building
+    run_dir = tmp_path / "run"
+    args = ["--config", str(CONFIGS / "two_digits.yaml"), f"supervised.run_dir={run_dir}"]
+    if not any(o.startswith("supervised.weighting.") for o in overrides):
+        overrides = [*overrides, "supervised.weighting.kwargs.feature_dim=64"]
+    if not any(o.startswith("supervised.weighting.name=") for o in overrides):
+        overrides = ["supervised.weighting.name=great", *overrides]
+    args += [*TINY["two_digits"], *overrides]
+    assert train.main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("start", range(5))
+def test_famo_runs_on_toy2d_from_every_start(tmp_path, start):
+    # the toy's losses go below 0, FAMO's default lower bound: a ValueError traceback mid-run
+    run_dir = tmp_path / "run"
+    args = ["--config", str(CONFIGS / "toy2d.yaml"), f"supervised.run_dir={run_dir}"]
+    args += ["supervised.weighting.name=famo", f"supervised.benchmark.start={start}"]
+    assert train.main([*args, "supervised.epochs=20", "supervised.progress=false"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert all(torch.isfinite(torch.tensor(summary["losses"])))
+
+
 def test_bad_value_subprocess_exits_2(tmp_path):
     run_dir = tmp_path / "run"
     proc = _run(

@@ -138,6 +138,21 @@ def test_representation_mode_auto():
         )
 
 
+def test_great_with_representation_off_says_so():
+    # on hard sharing the error said "HardSharing has none" (of a shared representation)
+    model = build_mlp("hard_sharing", 4, [16], [1, 1])
+    with pytest.raises(ValueError, match="representation=False turns off") as info:
+        Trainer(
+            model,
+            build_weighting("great", 2, feature_dim=16),
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            [F.mse_loss] * 2,
+            train_data=regression_data(),
+            representation=False,
+        )
+    assert "has none" not in str(info.value)
+
+
 @pytest.mark.parametrize("weighting", ["famo", "dwa", "gradnorm", "pcgrad"])
 def test_checkpoint_round_trip_is_exact(tmp_path, weighting):
     # train 2 epochs straight vs 1 epoch, save, load into a fresh trainer, 1 more epoch

@@ -35,6 +35,8 @@ class MMoE(MultiTaskModel):
         super().__init__()
         if len(gates) != len(towers):
             raise ValueError(f"need one gate per tower, got {len(gates)} and {len(towers)}")
+        if len(experts) < 1:
+            raise ValueError(f"MMoE needs at least one expert, got {len(experts)}")
         self.experts = nn.ModuleList(experts)
         self.gates = nn.ModuleList(gates)
         self.towers = nn.ModuleList(towers)
@@ -54,6 +56,8 @@ class MMoE(MultiTaskModel):
         """Experts MLP ``in_dim -> hidden...``, linear gates ``in_dim -> E``, towers
         ``hidden[-1] -> tower_hidden... -> out_t``."""
         require_hidden(cls.__name__, hidden)
+        if num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
         experts = [mlp([in_dim, *hidden], activation) for _ in range(num_experts)]
         gates = [nn.Linear(in_dim, num_experts) for _ in out_dims]
         towers = [

@@ -39,6 +39,8 @@ class FAMO(InternalOptimizerMixin, WeightedLoss):
         self.c = c
         self.logits = torch.nn.Parameter(torch.zeros(num_tasks))
         b = torch.zeros(num_tasks) if min_losses is None else torch.as_tensor(min_losses).float()
+        if b.numel() != num_tasks:
+            raise ValueError(f"min_losses needs one bound per task ({num_tasks}), got {b.numel()}")
         self.register_buffer("min_losses", b.reshape(num_tasks).clone())
         self.register_buffer("prev_losses", torch.zeros(num_tasks))
         self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))

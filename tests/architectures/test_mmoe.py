@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mtrl.architectures import MMoE
+
+
+@pytest.mark.parametrize("num_experts", [0, -1])
+def test_no_experts_is_a_value_error(num_experts) -> None:
+    # used to fail inside torch (RuntimeError: empty stack / negative dimension)
+    with pytest.raises(ValueError, match="num_experts must be >= 1"):
+        MMoE.mlp(5, [8], [2, 3], num_experts=num_experts)
+    with pytest.raises(ValueError, match="at least one expert"):
+        MMoE([], [torch.nn.Linear(5, 1)], [torch.nn.Linear(8, 2)])
 
 
 def test_gates_sum_to_one() -> None:

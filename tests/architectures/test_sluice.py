@@ -48,6 +48,16 @@ def test_mlp_needs_equal_widths() -> None:
         Sluice.mlp(3, [4, 6], [1])
 
 
+@pytest.mark.parametrize(
+    ("num_subspaces", "needle"),
+    [(3, "not divisible by num_subspaces 3"), (0, "num_subspaces must be >= 1"), (-2, ">= 1")],
+)
+def test_bad_num_subspaces_fails_when_built(num_subspaces, needle) -> None:
+    # used to build and then fail at the first forward (ValueError, ZeroDivisionError, ...)
+    with pytest.raises(ValueError, match=needle):
+        Sluice.mlp(3, [4, 4], [1, 1], num_subspaces=num_subspaces)
+
+
 def test_conv_columns_split_channels() -> None:
     torch.manual_seed(0)
     cols = [[nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)] for _ in range(2)]

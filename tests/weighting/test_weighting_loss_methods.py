@@ -201,6 +201,12 @@ def test_famo_rejects_losses_below_bound():
     assert torch.isclose(w.sum(), torch.tensor(1.0))
 
 
+def test_famo_min_losses_of_the_wrong_length_is_a_value_error():
+    # used to be torch's RuntimeError from reshape: a traceback from train.py
+    with pytest.raises(ValueError, match=r"one bound per task \(2\), got 1"):
+        W.build("famo", 2, min_losses=[1.0])
+
+
 def test_famo_sgd_update_matches_torch_sgd_exactly():
     # the internal SGD step skips Optimizer.step's overhead; it must be torch's update itself
     method = W.FAMO(3, lr=0.1, gamma=0.05)
