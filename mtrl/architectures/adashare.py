@@ -58,6 +58,8 @@ class AdaShare(MultiTaskModel):
         sharing_weight: float = 0.05,
     ) -> None:
         super().__init__()
+        if not tau > 0:  # Gumbel-softmax divides by tau: 0 made every step non-finite
+            raise ValueError(f"tau must be > 0, got {tau}")
         self.stem = stem if stem is not None else nn.Identity()
         self.blocks = nn.ModuleList(blocks)
         self.heads = nn.ModuleList(heads)

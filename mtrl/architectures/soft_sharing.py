@@ -40,6 +40,8 @@ class SoftSharing(MultiTaskModel):
     ) -> None:
         super().__init__()
         self.uncoupled = tuple(uncoupled)
+        if not weight >= 0:  # a negative weight would push the columns apart
+            raise ValueError(f"weight must be >= 0, got {weight}")
         if penalty_type not in ("l2", "trace"):
             raise ValueError(f"penalty_type must be 'l2' or 'trace', got {penalty_type!r}")
         self.columns = nn.ModuleList(columns)

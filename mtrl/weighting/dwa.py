@@ -22,6 +22,8 @@ class DWA(WeightedLoss):
 
     def __init__(self, num_tasks: int, temp: float = 2.0, steps_per_epoch: int | None = None):
         super().__init__(num_tasks)
+        if not temp > 0:  # softmax(r / temp): 0 divides by zero, < 0 favours the fastest task
+            raise ValueError(f"temp must be > 0, got {temp}")
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
         self.temp = temp

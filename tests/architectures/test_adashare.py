@@ -99,3 +99,10 @@ def test_soft_samples_follow_the_temperature() -> None:
     torch.manual_seed(0)
     u = torch.stack([model.policy(0) for _ in range(20)])
     assert ((u - 0.5).abs() < 0.05).all()
+
+
+@pytest.mark.parametrize("tau", [0.0, -1.0])
+def test_a_temperature_that_is_not_positive_is_refused(tau) -> None:
+    # tau = 0 built, then every training step was skipped as non-finite (the sweep)
+    with pytest.raises(ValueError, match=rf"tau must be > 0, got {tau}"):
+        AdaShare.mlp(5, [8, 8], [2, 3], tau=tau)

@@ -80,3 +80,9 @@ def test_mlp_couples_the_trunks_and_leaves_same_shaped_heads_free() -> None:
 def test_bad_penalty_type() -> None:
     with pytest.raises(ValueError, match="penalty_type"):
         SoftSharing([nn.Linear(1, 1)], penalty_type="l1")
+
+
+def test_a_negative_weight_is_refused() -> None:
+    # it ran (the sweep), pushing the columns apart instead of together
+    with pytest.raises(ValueError, match=r"weight must be >= 0, got -1.0"):
+        SoftSharing.mlp(3, [4], [2, 2], weight=-1.0)

@@ -275,3 +275,10 @@ def test_gradnorm_steps_by_hand():
     assert torch.allclose(theta.grad, w1 * s)
     w2 = (w1 + torch.tensor([-0.1, 0.2])) * 2 / 2.1
     assert torch.allclose(method.task_weights.detach(), w2)
+
+
+@pytest.mark.parametrize("temp", [0.0, -2.0])
+def test_dwa_temperature_that_is_not_positive_is_refused(temp):
+    # it ran: temp = 0 divides by zero, a negative one favours the task improving fastest
+    with pytest.raises(ValueError, match=rf"temp must be > 0, got {temp}"):
+        W.build("dwa", 2, temp=temp)
