@@ -47,6 +47,11 @@ class Sluice(MultiTaskModel):
             raise ValueError(f"beta_init must be 'last' or 'uniform', got {beta_init!r}")
         if num_subspaces < 1:
             raise ValueError(f"num_subspaces must be >= 1, got {num_subspaces}")
+        width = getattr(heads[0], "in_features", None) if heads else None  # the columns' width
+        if width is not None and width % num_subspaces:  # else the first forward pass fails
+            raise ValueError(
+                f"hidden width {width} is not divisible by num_subspaces {num_subspaces}"
+            )
         self.num_tasks = len(heads)
         self.num_layers = num_layers
         self.num_subspaces = num_subspaces
@@ -77,9 +82,6 @@ class Sluice(MultiTaskModel):
         """T MLP columns ``in_dim -> hidden...`` (equal widths) with linear heads."""
         if len(set(hidden)) != 1:
             raise ValueError(f"sluice layer skips need equal hidden widths, got {list(hidden)}")
-        g = kwargs.get("num_subspaces", 2)
-        if isinstance(g, int) and g >= 1 and hidden[0] % g:
-            raise ValueError(f"hidden width {hidden[0]} is not divisible by num_subspaces {g}")
         cols = build_columns(in_dim, hidden, len(out_dims), activation)
         heads = [nn.Linear(hidden[-1], o) for o in out_dims]
         return cls(cols, heads, **kwargs)  # type: ignore[arg-type]
