@@ -43,12 +43,10 @@ def _names_text() -> str:
     from agents.factory import names as agents
     from envs.gridworld_maps import available_maps
     from envs.minatar import GAMES
-    from mtrl.weighting import names as weightings
 
-    usable = [n for n in weightings() if _rl_refusal(n) is None]
     rows = [
         ("agent.name", agents()),
-        ("agent.weighting", usable),
+        ("agent.weighting", _rl_weightings()),
         ("env.gridworld.map", [*available_maps(), "or a .txt map file"]),
         ("env.tasks (minatar)", list(GAMES)),
     ]
@@ -219,6 +217,13 @@ def _rl_refusal(name: str) -> str | None:
     return None
 
 
+def _rl_weightings() -> list[str]:
+    """The registered weightings the RL agents accept (the valid values of agent.weighting)."""
+    from mtrl import weighting
+
+    return [n for n in weighting.names() if _rl_refusal(n) is None]
+
+
 def _build_weighting(name: str, num_tasks: int):
     import difflib
 
@@ -226,7 +231,7 @@ def _build_weighting(name: str, num_tasks: int):
     from mtrl import weighting
 
     if name not in weighting.WEIGHTINGS:
-        usable = [n for n in weighting.names() if _rl_refusal(n) is None]
+        usable = _rl_weightings()
         close = difflib.get_close_matches(name, usable, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(

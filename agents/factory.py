@@ -58,7 +58,7 @@ SPECIFIC_SETTINGS: dict[str, tuple[str, ...]] = {
     "distill_lr": ("a2c_2col", *_DISTRAL),  # the h0 / pi0 column's optimiser
     "distill_discount": _DISTRAL,
 }
-_BUILT_IN = {"a2c_multitask", "a2c_independent", "a2c_2col", *_DISTRAL}
+_BUILT_IN = frozenset(AGENTS.names())  # before any user registration
 
 
 def ignored_settings(cfg: AgentConfig) -> list[str]:

@@ -128,8 +128,10 @@ def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
     model: MultiTaskModel = problem["model"]
     kwargs = dict(cfg.weighting.kwargs)
     if cfg.benchmark.name == "toy2d" and cfg.weighting.name == "famo":
-        # FAMO needs lower bounds of the losses; toy2d's go below 0 (L_i > -20, L_1 scaled)
-        kwargs.setdefault("min_losses", [-20.0 * cfg.benchmark.scale, -20.0])
+        # FAMO needs lower bounds of the losses, 0 by default; toy2d's go below 0
+        from mtrl.data import toy_loss_bounds
+
+        kwargs.setdefault("min_losses", toy_loss_bounds(cfg.benchmark.scale))
     try:
         w = weighting.build(cfg.weighting.name, model.num_tasks, **kwargs)
     except (TypeError, ValueError) as e:

@@ -12,6 +12,7 @@ from mtrl.data.toy2d import (
     STARTING_POINTS,
     is_pareto_stationary,
     pareto_stationarity,
+    toy_loss_bounds,
     toy_losses,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "make_gradnorm_toy",
     "make_two_digits",
     "pareto_stationarity",
+    "toy_loss_bounds",
     "toy_losses",
 ]

@@ -44,6 +44,12 @@ def toy_losses(x: Tensor, scale: float = 1.0) -> Tensor:
     return torch.stack([scale * (f1 * up + g1 * down), f2 * up + g2 * down], dim=-1)
 
 
+def toy_loss_bounds(scale: float = 1.0) -> list[float]:
+    """Lower bounds of the two losses (e.g. FAMO's ``min_losses``): each L_i > -20, the g_i's
+    offset (f_i >= log(5e-6) + 6 > -20 and the gates lie in [0, 1]); L1 scaled by ``scale``."""
+    return [-20.0 * scale, -20.0]
+
+
 def toy_gradients(x: Tensor, scale: float = 1.0) -> Tensor:
     """Per-objective gradients ``(2, 2)`` (row i = grad L_i) at a point ``x (2,)``."""
     point = x.detach().clone().requires_grad_(True)

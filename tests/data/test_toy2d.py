@@ -77,3 +77,15 @@ def test_stationarity_test_uses_the_scaled_losses():
     # scaling L1 by 0.1 shrinks the min-norm combination here from 1.40 to 0.15
     assert is_pareto_stationary(x, tol=0.5, scale=0.1)
     assert not is_pareto_stationary(x, tol=0.5)
+
+
+def test_loss_bounds_hold_over_the_plane():
+    from mtrl.data import toy_loss_bounds
+
+    xs = torch.linspace(-12, 12, 241)
+    grid = torch.stack(torch.meshgrid(xs, xs, indexing="ij"), -1).reshape(-1, 2)
+    for scale in (1.0, 0.1):
+        losses = toy_losses(grid, scale)
+        bounds = torch.tensor(toy_loss_bounds(scale))
+        assert (losses > bounds).all()
+        assert (losses.min(0).values - bounds < 0.05 * bounds.abs()).all()  # and they are tight
