@@ -110,8 +110,12 @@ def _absolute_map_path(cfg) -> None:
         cfg.env.gridworld.map = str(path.absolute())
 
 
-def build(cfg, run_dir: Path):
-    """Everything a run needs, built (and so validated) before anything is written."""
+def build(cfg, run_dir: Path, record_tasks: bool = True):
+    """Everything a run needs, built (and so validated) before anything is written.
+
+    ``record_tasks``: ``cfg.env.tasks`` becomes the env's task list (canonical names, the
+    suite's default filled in), so config.yaml and checkpoints say what was trained. A resume
+    passes False: it keeps its checkpoint's value (runs before this recorded ``[]``)."""
     import torch
 
     from agents.factory import build_agent
@@ -132,6 +136,8 @@ def build(cfg, run_dir: Path):
         env = WorkerVecEnv(cfg.env.suite, tasks, cfg.env.num_envs_per_task, kwargs, cfg.seed)
     else:
         env = make_multitask_env(cfg.env.suite, tasks, cfg.env.num_envs_per_task, **kwargs)
+    if record_tasks:
+        cfg.env.tasks = list(env.task_names)
     eval_envs = cfg.eval.num_envs_per_task or cfg.env.num_envs_per_task
 
     def make_eval_env():
@@ -250,7 +256,7 @@ def resume(run_dir: Path, overrides: list[str]):
     from agents.resume import load_resume_state
 
     cfg, state, log_end = load_resume_state(run_dir, overrides)
-    runner = build(cfg, run_dir)
+    runner = build(cfg, run_dir, record_tasks=False)
     try:
         runner.load_state_dict(state, log_end)
     except BaseException:

@@ -54,7 +54,11 @@ class EnvConfig:
     """Which suite and tasks, and how many parallel envs per task."""
 
     suite: str = _f("gridworld", "environment suite: atari | minatar | gridworld")
-    tasks: list[str] = _f([], "task names (games or goal digits); empty = the suite's default")
+    tasks: list[str] = _f(
+        [],
+        "task names (games or goal digits); empty = the suite's default (a run's config.yaml "
+        "lists the tasks it trained)",
+    )
     num_envs_per_task: int = _f(4, "parallel environments per task")
     task_groups: int = _f(
         0,

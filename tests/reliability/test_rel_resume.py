@@ -105,6 +105,29 @@ def test_workers_resume_is_exact_and_equals_in_process(tmp_path, reference):
     assert_same_training(ref, resumed)
 
 
+def test_runs_record_their_tasks_and_older_runs_without_them_resume(tmp_path, reference):
+    """config.yaml and checkpoints list the tasks trained (the gridworld preset leaves
+    env.tasks empty: the map's goals); a run from before this, which saved [], still resumes
+    exactly and keeps its record."""
+    ref = reference("gridworld")
+    run_dir = tmp_path / "run"
+    run_interrupted(make_cfg("gridworld", run_dir), at_update=3)
+    last = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    assert state["config"]["env"]["tasks"] == ["0", "1", "2", "3"]
+    assert load_config(run_dir / "config.yaml").env.tasks == ["0", "1", "2", "3"]
+    state["config"]["env"]["tasks"] = []  # as an older version wrote them
+    last.unlink()  # a hard link to step_<N>.pt: write a file of its own
+    save_checkpoint(state, last)
+    text = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(
+        text.replace("tasks:\n  - '0'\n  - '1'\n  - '2'\n  - '3'", "tasks: []")
+    )
+    assert load_config(run_dir / "config.yaml").env.tasks == []
+    assert_same_training(ref, resume_full(run_dir))
+    assert load_config(run_dir / "config.yaml").env.tasks == []
+
+
 @pytest.mark.parametrize("damage", ["later_records", "last_newline_lost"])
 def test_resume_cuts_the_loss_log_to_the_checkpoint(tmp_path, reference, damage):
     """A killed session logs updates after its last checkpoint (another timeline) and may die
