@@ -203,12 +203,30 @@ class GridworldVecEnv(MultiTaskVecEnv):
             "seed": self._seed.copy(),
             "episode": self._episode.copy(),
             "was_reset": self._was_reset,
+            "layout": self._layout(),
         }
 
+    def _layout(self) -> dict[str, np.ndarray]:
+        """What the snapshot's positions mean: walls, the tasks' goal and start cells."""
+        goals = np.array([self.map.goals[t] for t in self.task_names], np.int64)
+        return {"walls": self.map.walls.copy(), "goals": goals, "starts": self._start_table.copy()}
+
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore a snapshot from :meth:`get_state` (same map, tasks and slot count)."""
+        """Restore a snapshot from :meth:`get_state` (same map, tasks and slot count).
+
+        A map file edited since the snapshot (a wall, goal or start cell moved, same size) would
+        otherwise go on silently under the old positions: refused (snapshots before the layout
+        was recorded are taken as they are)."""
         if state["pos"].shape != (self.num_envs,):
             raise EnvError(f"state is for {state['pos'].shape[0]} slots, env has {self.num_envs}")
+        saved = state.get("layout")
+        if saved is not None and not all(
+            np.array_equal(v, saved.get(k)) for k, v in self._layout().items()
+        ):
+            raise EnvError(
+                f"gridworld map {self.map.name!r} changed since this snapshot (walls, goals or "
+                "start cells); restore the map file or start a new run"
+            )
         self._pos = state["pos"].copy()
         self._t = state["t"].copy()
         self._ret = state["ret"].copy()

@@ -339,7 +339,10 @@ class WorkerVecEnv(MultiTaskVecEnv):
         if len(state["workers"]) != self.num_tasks:
             raise EnvError(f"state has {len(state['workers'])} workers, env {self.num_tasks}")
         for k, s in enumerate(state["workers"]):
-            self._call(k, "set_state", s)
+            try:
+                self._call(k, "set_state", s)
+            except WorkerFault as e:
+                raise EnvError(f"env worker for task {self.task_names[k]!r} {e.reason}") from None
         self.restart_count = [int(c) for c in state["restart_count"]]
         self.restarts = int(state["restarts"])
         self.base_seed = int(state["base_seed"])

@@ -19,6 +19,7 @@ from relkit import (
     resume_full,
     run_full,
     run_interrupted,
+    snapshot,
 )
 
 import train
@@ -126,6 +127,34 @@ def test_runs_record_their_tasks_and_older_runs_without_them_resume(tmp_path, re
     assert load_config(run_dir / "config.yaml").env.tasks == []
     assert_same_training(ref, resume_full(run_dir))
     assert load_config(run_dir / "config.yaml").env.tasks == []
+
+
+MAP = "#######\n#0...1#\n#.....#\n#2...3#\n#######\n"
+
+
+@pytest.mark.parametrize("workers", ["false", "true"])
+@pytest.mark.parametrize(
+    "edit", [("#.....#", "#..#..#"), ("#0...1#", "#1...0#"), ("#.....#", "#.S...#")]
+)
+def test_resume_refuses_a_map_file_edited_since(tmp_path, capsys, workers, edit):
+    """A map file changed in place (same size: a wall, the goals or a start cell) would resume
+    silently under the old positions: one error line, exit 2, nothing in the run changed."""
+    path = tmp_path / "rooms.txt"
+    path.write_text(MAP)
+    run_dir = tmp_path / "run"
+    extra = (f"env.gridworld.map={path}", f"env.workers={workers}")
+    run_interrupted(make_cfg("gridworld", run_dir, *extra), at_update=2)
+    path.write_text(MAP.replace(*edit, 1))
+    before = snapshot(run_dir)
+    capsys.readouterr()
+    assert train.main(["--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: checkpoint does not fit this run"), err
+    assert "map 'rooms' changed since this snapshot" in err[0], err
+    assert err[0].endswith("restore the map file or start a new run)"), err
+    assert snapshot(run_dir) == before
+    path.write_text(MAP)  # put back, it resumes
+    assert train.main(["--resume", str(run_dir)]) == 0
 
 
 @pytest.mark.parametrize("damage", ["later_records", "last_newline_lost"])
