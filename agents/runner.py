@@ -263,7 +263,7 @@ class Runner:
     def loss_records(self) -> list[dict[str, float]]:
         """The run's ``losses.jsonl``: one dict per update, ``"step"`` (environment steps after
         it) and the logged scalars, read from disk (a long run's records are not kept in memory:
-        ~1.8 GB over the default job's 500k updates)."""
+        ~0.65 GB over the default job's 500k updates, docs/reliability.md)."""
         return read_loss_log(self.run_dir / "losses.jsonl")
 
     def checkpoint(self) -> bool:

@@ -1,7 +1,8 @@
 """(b) of bench/mtl.py: step time and peak memory of each weighting method on a fixed MLP.
 
 Each (method, mode, T) runs in a fresh subprocess of this file (``python bench/mtl_speed.py
-METHOD MODE T STEPS TRUNK BATCH`` prints one JSON line), so its peak RSS is its own; the protocol
+METHOD MODE T STEPS [TRUNK BATCH]``, TRUNK comma-separated as ``64,256,256``, prints one JSON
+line), so its peak RSS is its own; the protocol
 is in bench/mtl.py's docstring.
 """
 

@@ -7,6 +7,7 @@ launcher, with overrides that keep the run tiny. Everything happens in a tempora
 holding a link to configs/, as if run from the repository root. docs/mtrl.md's python blocks
 run in order in one namespace and its `python train.py --config configs/supervised/...` lines
 run for one epoch.
+(tests/test_docs_quoted.py checks the commands the docs only quote.)
 """
 
 from __future__ import annotations
