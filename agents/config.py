@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +197,12 @@ def merge_structured(
                 "give the value without it"
             )
     try:
+        if data is not None:
+            _check_bools(schema, data)
         if overrides:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
+            dotlist = OmegaConf.from_dotlist(list(overrides))
+            _check_bools(schema, OmegaConf.to_container(dotlist))
+            layers.append(dotlist)
         merged = OmegaConf.merge(*layers)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
@@ -207,6 +212,24 @@ def merge_structured(
         raise ConfigError(f"an override is not valid YAML: {first}") from None
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e).splitlines()[0]) from None
+
+
+def _check_bools(schema: type, data: Any, prefix: str = "") -> None:
+    """Refuse an integer other than 0 or 1 for a bool field: OmegaConf reads any non-zero
+    integer as true, so ``env.workers=4`` (meant as four workers) ran as ``true`` unseen."""
+    if not isinstance(data, dict) or not _is_schema(schema):
+        return
+    try:
+        hints = typing.get_type_hints(schema)
+    except (NameError, TypeError):  # an annotation that does not resolve: no bool check
+        return
+    for f in dataclasses.fields(schema):
+        if f.name not in data:
+            continue
+        value, kind, key = data[f.name], hints.get(f.name), f"{prefix}{f.name}"
+        if kind is bool and type(value) is int and value not in (0, 1):
+            raise ConfigError(f"{key}={value} is not a bool; write {key}=true or {key}=false")
+        _check_bools(kind, value, key + ".")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

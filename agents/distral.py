@@ -48,6 +48,14 @@ def resolve_alpha_beta(cfg: AgentConfig, kl_only: bool) -> tuple[float, float]:
             "too, or give agent.alpha and agent.beta instead"
         )
     if cfg.c_kl > 0:
+        default = AgentConfig()
+        for key in ("beta",) if kl_only else ("alpha", "beta"):  # KL-only: alpha is noted
+            if getattr(cfg, key) != getattr(default, key):  # else silently replaced
+                raise ConfigError(
+                    f"agent.{key}={getattr(cfg, key)} and agent.c_kl={cfg.c_kl} both set "
+                    f"{cfg.name}'s coefficients (c_kl > 0 sets alpha and beta from c_kl and "
+                    "c_ent); give agent.alpha/agent.beta or agent.c_kl/agent.c_ent, not both"
+                )
         if kl_only and cfg.c_ent > 0:
             raise ConfigError(
                 f"agent.c_ent={cfg.c_ent} adds an entropy term; {cfg.name} is KL-only (use c_ent=0 "

@@ -58,21 +58,40 @@ SPECIFIC_SETTINGS: dict[str, tuple[str, ...]] = {
     "distill_lr": ("a2c_2col", *_DISTRAL),  # the h0 / pi0 column's optimiser
     "distill_discount": _DISTRAL,
 }
+#: Optimiser settings and the ``agent.optimizer`` values that read them.
+OPTIMIZER_SETTINGS: dict[str, tuple[str, ...]] = {
+    "rmsprop_alpha": ("rmsprop",),
+    "rmsprop_init": ("rmsprop",),
+}
 _BUILT_IN = frozenset(AGENTS.names())  # before any user registration
 
 
-def ignored_settings(cfg: AgentConfig) -> list[str]:
-    """Notes on agent-specific settings that ``cfg.name`` (a built-in agent) does not read, when
-    they differ from the schema's default: e.g. ``agent.shared_encoder=true`` on a2c_multitask."""
+def ignored_settings(cfg: AgentConfig, suite: str | None = None) -> list[str]:
+    """Notes on settings that a built-in agent does not read, when they differ from the schema's
+    default: agent-specific ones (``agent.shared_encoder=true`` on a2c_multitask), RMSprop's
+    under ``agent.optimizer=adam``, and ``agent.hidden`` (the gridworld MLP's) on ``suite``s
+    with a conv encoder."""
     if cfg.name not in _BUILT_IN:  # a user's agent may read any of them
         return []
     default = AgentConfig()
-    return [
+    notes = [
         f"agent.{key}={getattr(cfg, key)!r} has no effect on {cfg.name} (it applies to "
         f"{', '.join(users)})"
         for key, users in SPECIFIC_SETTINGS.items()
         if cfg.name not in users and getattr(cfg, key) != getattr(default, key)
     ]
+    notes += [
+        f"agent.{key}={getattr(cfg, key)!r} has no effect with agent.optimizer={cfg.optimizer!r} "
+        f"(it applies to {', '.join(users)})"
+        for key, users in OPTIMIZER_SETTINGS.items()
+        if cfg.optimizer not in users and getattr(cfg, key) != getattr(default, key)
+    ]
+    if suite not in (None, "gridworld") and cfg.hidden:
+        notes.append(
+            f"agent.hidden={cfg.hidden!r} has no effect on {suite} (it sets the gridworld MLP's "
+            f"sizes; {suite} uses a fixed conv encoder)"
+        )
+    return notes
 
 
 def names() -> list[str]:
@@ -89,7 +108,7 @@ def build_agent(
             f"agent.name={cfg.name!r} is not an agent; choose one of: {', '.join(names())}"
         )
     agent = AGENTS.get(cfg.name)(cfg, suite, tuple(obs_shape), num_actions, num_tasks)
-    agent.notes = (*agent.notes, *ignored_settings(cfg))  # train.py prints them
+    agent.notes = (*agent.notes, *ignored_settings(cfg, suite))  # train.py prints them
     # the name that summary.json, checkpoints and resume checks carry is the config's
     agent.name = cfg.name
     return agent

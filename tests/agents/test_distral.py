@@ -80,6 +80,13 @@ def test_alpha_beta_from_costs_and_checks():
     # c_ent without c_kl would fall back to alpha/beta unseen: refused
     with pytest.raises(ConfigError, match=r"c_ent=0\.05 is used only together with agent\.c_kl"):
         resolve_alpha_beta(_cfg(name="distral_klent_2col", c_ent=0.05), False)
+    # alpha or beta given with the costs would be replaced by them unseen: refused
+    with pytest.raises(ConfigError, match=r"agent\.alpha=0\.3 and agent\.c_kl=1\.0 both set"):
+        resolve_alpha_beta(_cfg(name="distral_klent_2col", c_kl=1.0, c_ent=1.0, alpha=0.3), False)
+    with pytest.raises(ConfigError, match=r"agent\.beta=10\.0 and agent\.c_kl=0\.5 both set"):
+        resolve_alpha_beta(_cfg(name="distral_kl_1col", c_kl=0.5, beta=10.0), True)
+    # a KL-only agent does not read alpha (build_agent notes it): the costs still apply
+    assert resolve_alpha_beta(_cfg(name="distral_kl_2col", c_kl=0.5, alpha=0.3), True) == (1.0, 2.0)
 
 
 @pytest.mark.parametrize(

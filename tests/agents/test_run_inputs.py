@@ -163,6 +163,38 @@ def test_build_notes_an_agent_setting_the_agent_does_not_read(
         assert err == f"note: {key}={shown} has no effect on {agent} (it applies to {note})\n"
 
 
+@pytest.mark.parametrize(
+    ("overrides", "note"),
+    [
+        (
+            ["agent.optimizer=adam", "agent.rmsprop_init=1"],
+            "agent.rmsprop_init=1.0 has no effect with agent.optimizer='adam' (it applies to "
+            "rmsprop)",
+        ),
+        (
+            ["agent.optimizer=adam", "agent.rmsprop_alpha=0.9"],
+            "agent.rmsprop_alpha=0.9 has no effect with agent.optimizer='adam' (it applies to "
+            "rmsprop)",
+        ),
+        (["agent.optimizer=rmsprop", "agent.rmsprop_init=1"], None),  # read: no note
+        (
+            ["env.suite=minatar", "env.tasks=[breakout]", "agent.hidden=[8]"],
+            "agent.hidden=[8] has no effect on minatar (it sets the gridworld MLP's sizes; "
+            "minatar uses a fixed conv encoder)",
+        ),
+        (["env.suite=minatar", "env.tasks=[breakout]", "agent.hidden=[]"], None),
+    ],
+)
+def test_build_notes_an_optimizer_or_suite_setting_that_is_not_read(
+    tmp_path, capsys, overrides, note
+):
+    # the sweep found RMSprop's settings under adam, and agent.hidden on MinAtar/Atari (conv
+    # encoders), silently ignored
+    cfg = load_config(GRID, ["agent.ent_coef=0", *overrides, "progress=false"])
+    train.build(cfg, tmp_path / "run").env.close()
+    assert capsys.readouterr().err == ("" if note is None else f"note: {note}\n")
+
+
 def test_a_registered_agent_gets_no_notes_on_agent_settings():
     from agents.config_schema import AgentConfig
     from agents.factory import ignored_settings

@@ -584,6 +584,23 @@ def test_choices_are_exact(tmp_path, capsys):
         _expect_error(capsys, tmp_path, ["--config", str(cfg), override], f"{key}=")
 
 
+@pytest.mark.parametrize("where", ["override", "yaml"])
+@pytest.mark.parametrize("value", ["2", "-1", "4"])
+def test_an_integer_other_than_0_or_1_for_a_bool_is_refused(tmp_path, capsys, where, value):
+    # OmegaConf reads any non-zero integer as true: env.workers=4 (four workers?) ran as true
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    tiny = ["total_steps=1", "eval.episodes=0", "progress=false"]  # short if it were accepted
+    if where == "yaml":
+        cfg = _write(tmp_path, f"env:\n  workers: {value}\n")
+        argv = ["--config", str(cfg), *tiny]
+    else:
+        argv = ["--config", str(cfg), f"env.workers={value}", *tiny]
+    line = _expect_error(capsys, tmp_path, argv, f"env.workers={value} is not a bool")
+    assert "env.workers=true or env.workers=false" in line
+    for ok in ("0", "1", "true", "no"):  # 0/1 and YAML's words stay accepted
+        config_mod.load_config(ROOT / "configs" / SUITES["gridworld"][0], [f"progress={ok}"])
+
+
 def test_control_characters_in_argparse_errors_stay_on_one_line(tmp_path, capsys):
     cfg = ROOT / "configs" / SUITES["gridworld"][0]
     line = _expect_error(capsys, tmp_path, ["--config", str(cfg), "--bo\ngus\r"])
