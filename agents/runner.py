@@ -377,6 +377,14 @@ class Runner:
                     last_ckpt_time = time.monotonic()
                 if stop.signum is not None:
                     raise Interrupted(stop.signum, self.global_step, self.last_ckpt)
+            if self.nonfinite_streak:  # the guard stops only at max_nonfinite_updates in a row
+                print(
+                    f"warning: the run's last {self.nonfinite_streak} updates were non-finite and "
+                    "skipped, so it ended with the parameters from before them; lower agent.lr "
+                    "or agent.max_grad_norm",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if self.last_ckpt != self.global_step:
                 os.fsync(losses.fileno())
                 self.checkpoint()

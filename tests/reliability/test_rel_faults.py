@@ -59,6 +59,22 @@ def test_non_finite_updates_are_skipped_and_counted(tmp_path, monkeypatch, kind)
     assert math.isnan(runner.loss_records()[2]["losses/total"]) == (kind == "loss")
 
 
+def test_a_run_ending_inside_a_streak_of_skipped_updates_says_so(tmp_path, monkeypatch, capsys):
+    # 30 updates, the last 5 non-finite: below max_nonfinite_updates (10), so the run ends with
+    # exit 0 and the parameters from before them; it said so only at the streak's start
+    _poison(monkeypatch, set(range(26, 31)))
+    runner = train.build(make_cfg("gridworld", tmp_path / "run"), tmp_path / "run")
+    runner.run()
+    runner.env.close()
+    assert runner.update == 30 and runner.nonfinite_streak == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "warning: non-finite loss or gradient at step 1040; update skipped (1 so far)",
+        "warning: the run's last 5 updates were non-finite and skipped, so it ended with the "
+        "parameters from before them; lower agent.lr or agent.max_grad_norm",
+    ]
+
+
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     _poison(monkeypatch, set(range(10, 100)))
     run_dir = tmp_path / "run"
