@@ -31,7 +31,11 @@ def clip_and_check(optimizers: list[torch.optim.Optimizer], max_norm: float) -> 
             torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
     if not norms:
         return torch.tensor(0.0), True
-    total = torch.linalg.vector_norm(torch.stack([n.float().cpu() for n in norms]))
+    if len({n.device for n in norms}) == 1:  # one copy to the host (a sync on CUDA), not one each
+        host = torch.stack([n.float() for n in norms]).cpu()
+    else:
+        host = torch.stack([n.float().cpu() for n in norms])
+    total = torch.linalg.vector_norm(host)
     return total, bool(torch.isfinite(total))
 
 

@@ -70,11 +70,18 @@ class Rollout:
         terminated: np.ndarray,
         truncated: np.ndarray,
     ) -> None:
-        """Copy step t's env results (numpy, (n,) for the slots of ``tasks``) into (k, E) slices."""
+        """Copy step t's env results (numpy, (n,) for the slots of ``tasks``) into (k, E) slices.
+
+        The copies do not wait for the device (``non_blocking``, as :func:`obs_to_tensor`'s): an
+        assignment ``gpu[i] = host`` synchronises the CUDA stream, three times per step. The
+        sources are pageable, so each copy has read its source when it returns."""
         e = self.rewards.shape[2]
-        self.rewards[t, tasks] = torch.from_numpy(np.asarray(reward, dtype=np.float32)).view(-1, e)
-        self.terminated[t, tasks] = torch.from_numpy(np.asarray(terminated, dtype=bool)).view(-1, e)
-        self.truncated[t, tasks] = torch.from_numpy(np.asarray(truncated, dtype=bool)).view(-1, e)
+        for dst, src in (
+            (self.rewards, np.asarray(reward, dtype=np.float32)),
+            (self.terminated, np.asarray(terminated, dtype=bool)),
+            (self.truncated, np.asarray(truncated, dtype=bool)),
+        ):
+            dst[t, tasks].copy_(torch.from_numpy(src).view(-1, e), non_blocking=True)
         self.final_values[t, tasks] = 0.0
 
 

@@ -179,7 +179,7 @@ class Runner:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         grad_norm = torch.tensor(0.0)
-        weights = torch.full((self.num_tasks,), float("nan"))
+        weights = torch.full((self.num_tasks,), float("nan"), device=task_losses.device)
         finite = bool(torch.isfinite(task_losses.detach()).all())
         if finite:
             saved = copy.deepcopy(self.weighting.state_dict())
@@ -196,17 +196,33 @@ class Runner:
                 opt.zero_grad(set_to_none=True)
             self._skip_update()
         self.update += 1
-        logged: dict[str, float] = {}
+        self._track_learning_return()
+        return self._logged(terms, task_losses, float(grad_norm), weights)
+
+    def _logged(
+        self, terms: dict[str, Tensor], task_losses: Tensor, grad_norm: float, weights: Tensor
+    ) -> dict[str, float]:
+        """The update's scalars: each term's mean (and its per-task values when (K,)), the total
+        loss, the gradient norm and the weights, read from the device in one copy (on CUDA one
+        sync, not one per value); float64 holds every float32 value exactly."""
+        names, dev = self.env.task_names, task_losses.device
+        keys: list[str] = []
+        parts: list[Tensor] = []
         for key, value in terms.items():
             value = value.detach()
-            logged[f"losses/{key}"] = float(value.mean())
+            keys.append(f"losses/{key}")
+            parts.append(value.mean().reshape(1))
             if value.ndim == 1:  # per-task diagnostic (K,)
-                for name, v in zip(self.env.task_names, value.cpu().tolist()):
-                    logged[f"task/{name}/{key}"] = v
-        self._track_learning_return()
-        logged["losses/total"] = float(task_losses.detach().sum())
-        logged["losses/grad_norm"] = float(grad_norm)
-        for name, w in zip(self.env.task_names, weights.detach().cpu().tolist()):
+                keys += [f"task/{name}/{key}" for name in names[: len(value)]]
+                parts.append(value[: len(names)])
+        keys.append("losses/total")
+        parts.append(task_losses.detach().sum().reshape(1))
+        weights = weights.detach().reshape(-1)[: len(names)]
+        parts.append(weights)
+        host = torch.cat([p.to(dev, torch.float64) for p in parts]).tolist()
+        logged = dict(zip(keys, host, strict=False))
+        logged["losses/grad_norm"] = grad_norm
+        for name, w in zip(names, host[len(keys) :], strict=False):
             logged[f"weights/{name}"] = w
         return logged
 
@@ -227,8 +243,10 @@ class Runner:
         ro = self.rollout
         if ro.learning_rewards is None:
             return
-        done = (ro.terminated | ro.truncated).cpu().numpy()
-        rewards = ro.learning_rewards.cpu().numpy()
+        # one copy to the host (float64 holds the float32 rewards exactly): one CUDA sync
+        done = (ro.terminated | ro.truncated).double()
+        both = torch.stack([done, ro.learning_rewards.double()]).cpu().numpy()
+        done, rewards = both[0] != 0, both[1]
         for t in range(ro.num_steps):
             self.learning_return += rewards[t]
             # the step at which rollout step t ended, where task/*/return logged the episode

@@ -54,7 +54,11 @@ def check_parameters(
     """Raise :class:`DivergenceError` if a parameter is non-finite (a step with finite gradients
     can still overflow them), so that no checkpoint saves it as good; ``hint`` names the fix
     (the RL runner's names its own config keys)."""
-    if all(bool(torch.isfinite(p).all()) for p in params):
+    # one read per device for all the tensors (a CUDA sync each), not one per tensor
+    flags: dict[torch.device, list[Tensor]] = {}
+    for p in params:
+        flags.setdefault(p.device, []).append(torch.isfinite(p).all())
+    if all(bool(torch.stack(f).all()) for f in flags.values()):
         return
     kept = (
         f"last good checkpoint kept at {checkpoint}"

@@ -38,7 +38,12 @@ from mtrl.io import atomic_write
 from mtrl.metrics import Metric
 from mtrl.rng import cuda_rng_states, set_cuda_rng_states
 from mtrl.trainer_log import TrainerLog
-from mtrl.weighting.base import GradientAggregator, InternalOptimizerMixin, LossWeighting
+from mtrl.weighting.base import (
+    GradientAggregator,
+    InternalOptimizerMixin,
+    LossWeighting,
+    loss_device,
+)
 
 Loss = Callable[[Tensor, Tensor], Tensor]
 
@@ -239,6 +244,9 @@ class Trainer:
         else:
             outs = self.model(x)
         self._parts = [fn(o, y) for fn, o, y in zip(self.losses, outs, ys)]
+        device = loss_device(self._parts)
+        if device is not None:  # a loss fn's CPU constant (e.g. 0 for an empty task) joins them
+            self._parts = [p.to(device) for p in self._parts]
         return torch.stack(self._parts), outs, z
 
     def train_step(self, x: Tensor, ys: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:

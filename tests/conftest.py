@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
+from typing import ClassVar
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 
 @pytest.fixture
@@ -22,3 +25,61 @@ def on_gpu(monkeypatch) -> Callable[[torch.Tensor], torch.Tensor]:
         return moved
 
     return move
+
+
+class DeviceTraffic(TorchFunctionMode):
+    """Counts, per kind, the calls that cost a host <-> device synchronisation on CUDA, which a
+    CPU run cannot feel: ``reads`` (``item``, ``tolist``, ``bool``/``float``/``int``, ``cpu``,
+    ``numpy``, ``nonzero``) and ``blocking_copies`` (a host tensor copied into a tensor on another
+    device without ``non_blocking``, e.g. ``gpu[i] = host``: a stream sync). Reads are counted on
+    any tensor, so a CPU test counts what a CUDA run would pay."""
+
+    READS: ClassVar[dict[Callable, str]] = {
+        torch.Tensor.item: "item",
+        torch.Tensor.tolist: "tolist",
+        torch.Tensor.__bool__: "bool",
+        torch.Tensor.__float__: "float",
+        torch.Tensor.__int__: "int",
+        torch.Tensor.__index__: "index",
+        torch.Tensor.cpu: "cpu",
+        torch.Tensor.numpy: "numpy",
+        torch.Tensor.nonzero: "nonzero",
+        torch.nonzero: "nonzero",
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: Counter[str] = Counter()
+        self.blocking_copies = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.READS and args and isinstance(args[0], torch.Tensor):
+            self.reads[self.READS[func]] += 1
+        elif func is torch.Tensor.to and args and isinstance(args[0], torch.Tensor):
+            src = args[0]
+            dev, _, non_blocking, _ = torch._C._nn._parse_to(*args[1:], **kwargs)
+            if dev is not None and src.dim() > 0 and torch.device(dev) != src.device:
+                self.blocking_copies += not non_blocking
+        elif func in (torch.Tensor.__setitem__, torch.Tensor.copy_) and len(args) >= 2:
+            dst, src = args[0], args[-1]
+            if (
+                isinstance(src, torch.Tensor)
+                and src.dim() > 0
+                and src.device != dst.device
+                and not kwargs.get("non_blocking", False)
+            ):
+                self.blocking_copies += 1
+        return func(*args, **kwargs)
+
+    @property
+    def total_reads(self) -> int:
+        return sum(self.reads.values())
+
+
+@pytest.fixture
+def device_traffic() -> Callable[[], DeviceTraffic]:
+    """``with device_traffic() as traffic: ...`` counts the host <-> device synchronisations the
+    block would cost on CUDA (:class:`DeviceTraffic`); the meta device stands in for the GPU where
+    a test needs a second device."""
+    return DeviceTraffic

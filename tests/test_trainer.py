@@ -76,6 +76,45 @@ def test_epoch_metrics_are_read_from_the_device_once_per_epoch_not_per_batch(mon
     assert set(stats) == {"small", "big"} and all(v["mse"] > 0 for v in stats.values())
 
 
+def test_a_loss_fn_returning_a_cpu_constant_works_on_a_device():
+    # e.g. 0 for a task without samples: torch.stack of the task losses mixed devices on CUDA
+    model = build_mlp("hard_sharing", 4, [8], [1, 1]).to("meta")  # meta stands in for CUDA
+
+    def empty(out, target):
+        return torch.tensor(0.0)
+
+    trainer = Trainer(
+        model,
+        build_weighting("equal", 2),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        [F.mse_loss, empty],
+        train_data=(torch.randn(8, 4), torch.randn(8, 2, 1)),
+        device="meta",
+        progress=False,
+    )
+    x, ys = next(iter(trainer.batches(trainer.train_data, shuffle=False)))
+    losses, _, _ = trainer.task_losses(x, ys)
+    assert losses.shape == (2,) and losses.device.type == "meta"
+    assert all(p.device.type == "meta" for p in trainer._parts)
+
+
+def test_batches_go_to_the_device_without_waiting_for_it(device_traffic):
+    # a blocking copy to CUDA synchronises the stream: T + 1 times per batch (meta stands in)
+    from mtrl.batches import iterate_batches
+
+    x, y = torch.randn(10, 3), torch.randn(10, 2, 1)
+    meta = torch.device("meta")
+    gen = torch.Generator().manual_seed(0)
+    with device_traffic() as traffic:
+        tensors = list(iterate_batches((x, y), 2, 4, meta, gen))
+        loader = list(iterate_batches([(x[:4], y[:4]), (x[4:], y[4:])], 2, 4, meta))
+    assert traffic.blocking_copies == 0
+    assert [b[0].shape[0] for b in tensors] == [4, 4, 2] and len(loader) == 2
+    assert all(t.device == meta for b in tensors + loader for t in [b[0], *b[1]])
+    cpu = list(iterate_batches((x, y), 2, 4, torch.device("cpu")))  # to the CPU: as it was
+    assert cpu[0][0] is not x and torch.equal(cpu[0][0], x[:4])
+
+
 @pytest.mark.parametrize("weighting", ["equal", "uncertainty", "dwa", "mgda", "famo", "gradnorm"])
 def test_loss_decreases(weighting):
     trainer = make_trainer(weighting, epochs=8)

@@ -118,8 +118,10 @@ class AdaShare(MultiTaskModel):
     def _blocks(self, h: Tensor, t: int) -> Tensor:
         """Task t's path through the blocks from the stem output h_0, then its head."""
         u = self.policy(t)
+        # eval: which blocks run, read once (a host sync per block on CUDA otherwise)
+        skip = None if self.training else [not selected for selected in u.bool().tolist()]
         for i, block in enumerate(self.blocks):
-            if not self.training and not bool(u[i]):
+            if skip is not None and skip[i]:
                 continue  # skipped in eval: save the compute
             h = u[i] * block(h) + (1 - u[i]) * h
         return self.heads[t](h)

@@ -39,13 +39,13 @@ def group_by_task(
     ``x`` (B, ...) (or a tuple of such tensors, passed to ``fn`` as ``fn(*chunks, t)``),
     ``task_ids`` (B,) int64 in ``[0, num_tasks)``; ``fn`` maps (B_t, ...) to (B_t, ...) with the
     same trailing output shape for all tasks. Loops over tasks, never samples; costs one host sync
-    (the per-task counts).
+    (the range check and the per-task counts read together).
     """
     xs = x if isinstance(x, tuple) else (x,)
     batch = xs[0].shape[0]
-    task_ids = check_task_ids(task_ids, batch, num_tasks)
+    task_ids = _check_ids(task_ids, batch)
     order = torch.argsort(task_ids, stable=True)
-    sizes = torch.bincount(task_ids, minlength=num_tasks).tolist()
+    sizes = _task_counts(task_ids, num_tasks)
     chunks = [torch.split(a[order], sizes) for a in xs]
     outs = [fn(*(c[t] for c in chunks), t) for t in range(num_tasks) if sizes[t] > 0]
     if not outs:  # an empty batch: run task 0 on it for the output's trailing shape and dtype
@@ -74,12 +74,30 @@ def check_task_ids(task_ids: Tensor, batch: int, num_tasks: int) -> Tensor:
     (one host sync); a negative id would otherwise index the last tasks silently."""
     task_ids = _check_ids(task_ids, batch)
     if batch > 0:
-        low, high = torch.aminmax(task_ids)
-        low, high = int(low), int(high)
-        if low < 0 or high >= num_tasks:
-            bad = low if low < 0 else high
-            raise ValueError(f"task_ids must lie in [0, {num_tasks}), got {bad}")
+        _check_range(*torch.stack(torch.aminmax(task_ids)).tolist(), num_tasks)
     return task_ids
+
+
+def _check_range(low: int, high: int, num_tasks: int) -> None:
+    if low < 0 or high >= num_tasks:
+        bad = low if low < 0 else high
+        raise ValueError(f"task_ids must lie in [0, {num_tasks}), got {bad}")
+
+
+def _task_counts(task_ids: Tensor, num_tasks: int) -> list[int]:
+    """Samples per task of the int64 ``task_ids`` (B,), range-checked, in one host read: the
+    smallest and largest id and the counts come over together. ``torch.bincount`` would cost
+    more syncs on CUDA (it reads the ids' minimum and maximum itself); the ids are clamped for
+    the counts so that a bad id raises the ValueError, not an out-of-range index."""
+    if task_ids.shape[0] == 0:
+        return [0] * num_tasks
+    low, high = torch.aminmax(task_ids)
+    counts = torch.zeros(num_tasks, dtype=torch.long, device=task_ids.device)
+    if num_tasks > 0:
+        counts.index_add_(0, task_ids.clamp(0, num_tasks - 1), torch.ones_like(task_ids))
+    host = torch.cat([low.view(1), high.view(1), counts]).tolist()
+    _check_range(host[0], host[1], num_tasks)
+    return host[2:]
 
 
 class TaskLinear(nn.Module):

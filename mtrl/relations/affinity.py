@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mtrl.weighting.base import task_gradients
+from mtrl.weighting.base import loss_device, task_gradients
 
 
 def _shared_params(model_or_params: nn.Module | Iterable[Tensor]) -> list[Tensor]:
@@ -53,7 +53,9 @@ def gradient_cosine(
 def _as_loss_vector(losses: Tensor | Sequence[Tensor]) -> Tensor:
     if isinstance(losses, Tensor):
         return losses.flatten()
-    return torch.stack([torch.as_tensor(v).reshape(()) for v in losses])
+    losses = list(losses)
+    device = loss_device(losses)  # a CPU constant next to CUDA losses (as_loss_vector)
+    return torch.stack([torch.as_tensor(v, device=device).reshape(()) for v in losses])
 
 
 @torch.no_grad()

@@ -18,7 +18,17 @@ def affinity_onto(affinity: Tensor, group: Group) -> dict[int, float]:
 
     ``affinity (T, T)`` holds Z[i, j] = affinity of source i onto target j (Fifty et al. 2021).
     """
-    z = affinity.detach().double().cpu().tolist()  # one copy, then plain floats
+    return _onto(_host(affinity), group)
+
+
+def _host(affinity: Tensor) -> list[list[float]]:
+    """``affinity`` as plain floats: one copy to the host, which the searches then reuse (per
+    group it was one device sync each, 2^T - 1 of them for an exact search on CUDA)."""
+    return affinity.detach().double().cpu().tolist()
+
+
+def _onto(z: list[list[float]], group: Group) -> dict[int, float]:
+    """:func:`affinity_onto` on the host copy ``z`` of the affinity."""
     out = {}
     for j in group:
         others = [i for i in group if i != j]
@@ -47,32 +57,29 @@ def tag_groups(
             f"affinity must be finite; affinity[{i}, {j}] = {float(affinity[i, j])} (a task whose "
             "loss was 0 has no TAG affinity onto it)"
         )
+    z = _host(affinity)
     if not overlapping:
-        return best_partition(
-            lambda g: sum(affinity_onto(affinity, g).values()), t, num_groups, exact_limit
-        )
+        return best_partition(lambda g: sum(_onto(z, g).values()), t, num_groups, exact_limit)
     if not 1 <= num_groups <= t:
         raise ValueError(f"num_groups={num_groups!r} must lie in [1, {t}]")
     if t <= exact_limit:
-        return _tag_cover(affinity, t, num_groups)
-    return _greedy_tag_cover(affinity, t, num_groups)
+        return _tag_cover(z, t, num_groups)
+    return _greedy_tag_cover(z, t, num_groups)
 
 
-def _greedy_tag_cover(affinity: Tensor, num_tasks: int, num_groups: int) -> list[Group]:
+def _greedy_tag_cover(z: list[list[float]], num_tasks: int, num_groups: int) -> list[Group]:
     """TAG network selection beyond the exact limit: the greedy partition into ``num_groups``
     groups (already a cover), then tasks added to further groups while that raises the cover's
     score (each task scored by its best group), until no single addition does."""
     groups = [
         set(g)
-        for g in _greedy_partition(
-            lambda g: sum(affinity_onto(affinity, g).values()), num_tasks, num_groups
-        )
+        for g in _greedy_partition(lambda g: sum(_onto(z, g).values()), num_tasks, num_groups)
     ]
 
     def value() -> float:
         best: dict[int, float] = {}
         for g in groups:
-            for j, v in affinity_onto(affinity, frozenset(g)).items():
+            for j, v in _onto(z, frozenset(g)).items():
                 best[j] = max(best.get(j, -math.inf), v)
         return sum(best.values())
 
@@ -92,7 +99,7 @@ def _greedy_tag_cover(affinity: Tensor, num_tasks: int, num_groups: int) -> list
     return sorted((frozenset(g) for g in groups), key=sorted)
 
 
-def _tag_cover(affinity: Tensor, num_tasks: int, num_groups: int) -> list[Group]:
+def _tag_cover(z: list[list[float]], num_tasks: int, num_groups: int) -> list[Group]:
     """Exact TAG network selection: at most ``num_groups`` groups, each task scored by its best.
 
     Each task is *served* by one chosen group, so the chosen groups induce a partition of the tasks
@@ -105,7 +112,7 @@ def _tag_cover(affinity: Tensor, num_tasks: int, num_groups: int) -> list[Group]
     served: list[tuple[float, int]] = [(-math.inf, 0)] * (full + 1)
     # Smaller, then lexicographically first, groups first: ties keep the smallest serving group.
     for g in sorted(range(1, full + 1), key=lambda m: (m.bit_count(), _members(m))):
-        onto = affinity_onto(affinity, frozenset(_members(g)))
+        onto = _onto(z, frozenset(_members(g)))
         sub = g
         while sub:
             score = sum(onto[j] for j in _members(sub))

@@ -35,12 +35,25 @@ WEIGHTINGS: Registry[LossWeighting] = Registry("weighting")
 
 
 def as_loss_vector(losses: Tensor | Sequence[Tensor]) -> Tensor:
-    """Stack a sequence of scalar losses into a ``(T,)`` tensor (a tensor is checked and kept)."""
+    """Stack a sequence of scalar losses into a ``(T,)`` tensor (a tensor is checked and kept).
+
+    Entries off the device of the others (a constant ``torch.tensor(0.0)`` or a number for a task
+    without samples, next to CUDA losses) join them there: torch.stack refuses to mix devices,
+    so such a list worked on the CPU and failed on CUDA."""
     if not isinstance(losses, Tensor):
-        losses = torch.stack([torch.as_tensor(x).reshape(()) for x in losses])
+        losses = list(losses)
+        device = loss_device(losses)
+        losses = torch.stack([torch.as_tensor(x, device=device).reshape(()) for x in losses])
     if losses.dim() != 1:
         raise ValueError(f"losses must have shape (T,), got {tuple(losses.shape)}")
     return losses
+
+
+def loss_device(losses: Sequence[Tensor | float]) -> torch.device | None:
+    """The device of the first loss not on the CPU, if any (else None: the CPU, as before)."""
+    return next(
+        (x.device for x in losses if isinstance(x, Tensor) and x.device.type != "cpu"), None
+    )
 
 
 def last_weight(params: Sequence[Tensor]) -> list[Tensor]:

@@ -35,15 +35,16 @@ class DWA(WeightedLoss):
 
     def current_weights(self) -> Tensor:
         """The weights (T,) used during the current epoch."""
-        if int(self.epochs) < 2:
-            return torch.ones_like(self.history[0])
         prev, last = self.history[0], self.history[1]
         # Eq. 7 assumes positive losses. A task at zero loss in both epochs counts as unchanged
         # (r = 1) and one rising from zero as the steepest riser (the largest finite r), so a
         # solved or masked-out task cannot turn every weight into NaN.
         r = torch.where(prev > 0, last / prev, torch.where(last > 0, math.inf, 1.0))
         r = torch.nan_to_num(r, posinf=torch.finfo(r.dtype).max)
-        return self.num_tasks * torch.softmax(r / self.temp, 0)
+        w = self.num_tasks * torch.softmax(r / self.temp, 0)
+        # ones in the first two epochs, selected on the device: int(self.epochs) in a branch was
+        # a host sync every step on CUDA
+        return torch.where(self.epochs < 2, torch.ones_like(w), w)
 
     def epoch_end(self) -> None:
         """Close the current epoch: its mean losses become ``Lbar(e-1)``."""

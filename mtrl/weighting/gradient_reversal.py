@@ -81,8 +81,12 @@ class GradientReversal(LossWeighting):
         if not targets:  # nothing shared: every parameter gets the plain sum
             backward_task_params(losses, targets, task_params)
             return w.detach()
-        scale = 1.0 + float(self.lambda_)
-        adversaries = [int(i) for i in self.adversarial.nonzero().flatten()] if scale else []
+        # lambda and the mask in one host read (on CUDA nonzero() and each int() were a sync)
+        lam, *mask = torch.cat(
+            [self.lambda_.reshape(1).double(), self.adversarial.double()]
+        ).tolist()
+        scale = 1.0 + lam
+        adversaries = [i for i, adv in enumerate(mask) if adv] if scale else []
         total = (w * losses).sum()
         if total.requires_grad:
             total.backward(retain_graph=bool(adversaries))

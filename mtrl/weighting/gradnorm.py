@@ -95,9 +95,11 @@ class GradNorm(InternalOptimizerMixin, LossWeighting):
         layer = self._layer(shared_params, features)
         norms = task_gradients(losses if parts is None else parts, layer).norm(dim=1)
         detached = losses.detach()
-        if not bool(self.initialized):
-            self.initial_losses.copy_(detached)
-            self.initialized.fill_(True)
+        # L_i(0) from the first call, selected on the device (bool() of the flag in a branch was
+        # a host sync every step on CUDA)
+        first = detached.to(self.initial_losses.device)
+        self.initial_losses.copy_(torch.where(self.initialized, self.initial_losses, first))
+        self.initialized.fill_(True)
         w = self.task_weights.detach().to(losses.dtype).clone()
         (w * losses).sum().backward()
 

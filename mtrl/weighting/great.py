@@ -54,8 +54,14 @@ class GREAT(InternalOptimizerMixin, LossWeighting):
         self.classifier = nn.Sequential(*layers)
         self.feature_dim = feature_dim
         self.register_buffer("lambda_", torch.tensor(float(lambda_)))
-        self.last_accuracy = float("nan")
+        self._accuracy: Tensor | None = None  # on the device; read when asked for
         self._init_optimizer(list(self.classifier.parameters()), optimizer, lr)
+
+    @property
+    def last_accuracy(self) -> float:
+        """C's accuracy on the last batch (NaN before the first): read from the device only when
+        asked for, not as a sync every step."""
+        return float("nan") if self._accuracy is None else float(self._accuracy)
 
     def backward(
         self,
@@ -91,7 +97,7 @@ class GREAT(InternalOptimizerMixin, LossWeighting):
         aux = F.cross_entropy(logits, labels)
         params = list(self.classifier.parameters())
         self._apply_grads(params, torch.autograd.grad(aux, params))
-        self.last_accuracy = float((logits.detach().argmax(1) == labels).float().mean())
+        self._accuracy = (logits.detach().argmax(1) == labels).float().mean()
         return torch.ones_like(losses).detach()
 
     @staticmethod

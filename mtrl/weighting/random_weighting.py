@@ -24,5 +24,8 @@ class RandomWeighting(SeededMixin, WeightedLoss):
     def combine(self, losses: Tensor) -> tuple[Tensor, Tensor]:
         """losses (T,) -> (weighted sum, weights (T,) summing to 1)."""
         z = torch.randn(self.num_tasks, generator=self.generator, dtype=torch.float64)
-        w = torch.softmax(z, 0).to(device=losses.device, dtype=losses.dtype)
+        # to a GPU without waiting for it (a blocking copy stalls the stream every step); the
+        # source is pageable, so the copy has read it when it returns
+        gpu = losses.device.type != "cpu"
+        w = torch.softmax(z, 0).to(device=losses.device, dtype=losses.dtype, non_blocking=gpu)
         return (w * losses).sum(), w

@@ -290,3 +290,24 @@ def test_make_optimizer_takes_its_settings_from_the_config(optimizer):
     assert make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(2))], lr=1e-4).param_groups[0][
         "lr"
     ] == pytest.approx(1e-4)
+
+
+def test_clip_and_check_reads_the_norms_to_the_host_in_one_copy(device_traffic):
+    # one .cpu() per optimiser (Distral has two) was one more CUDA sync each
+    opts = [torch.optim.SGD(_grad_params(g), lr=0.1) for g in ([3.0, 0.0], [0.0, 4.0], [1.0])]
+    with device_traffic() as traffic:
+        total, finite = clip_and_check(opts, 1.0)
+    assert finite and float(total) == pytest.approx(26**0.5)
+    assert traffic.reads == {"cpu": 1, "bool": 1}
+
+
+def test_check_parameters_reads_the_host_once_per_device(tmp_path, device_traffic):
+    from agents.guards import check_parameters
+    from agents.signals import DivergenceError
+
+    params = [torch.ones(3), torch.zeros(2, 2), torch.ones(())]
+    with device_traffic() as traffic:
+        check_parameters(params, 1, tmp_path)  # a bool() per tensor was a CUDA sync each
+    assert traffic.total_reads == 1
+    with pytest.raises(DivergenceError, match="non-finite"):
+        check_parameters([*params, torch.tensor([0.0, float("nan")])], 1, tmp_path)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.rollout import Rollout
+from agents.rollout import Rollout, obs_to_tensor
 
 T, K, E = 3, 2, 2
 PRESET = str(Path(__file__).resolve().parents[2] / "configs" / "gridworld_distral.yaml")
@@ -39,6 +39,16 @@ def test_insert_env_keeps_terminated_and_truncated_apart():
     assert ro.truncated[1].tolist() == [[False, False], [False, True]]
     assert ro.final_values[1].tolist() == [[7.0, 7.0], [0.0, 0.0]]  # the slots written
     assert not ro.terminated[0].any() and not ro.truncated[2].any()
+
+
+def test_insert_env_copies_to_the_device_without_waiting_for_it(device_traffic):
+    # gpu[i] = host synchronises the CUDA stream: three stalls per env step (meta stands in for
+    # the GPU); obs_to_tensor's copy already did not wait
+    ro = Rollout(T, K, E, torch.device("meta"))
+    with device_traffic() as traffic:
+        ro.insert_env(1, slice(1, 2), np.ones(2), np.ones(2, bool), np.zeros(2, bool))
+        obs_to_tensor(np.zeros((K * E, 3), np.uint8), K, torch.device("meta"))
+    assert traffic.blocking_copies == 0
 
 
 def test_clear_forgets_the_learning_rewards():

@@ -37,6 +37,20 @@ def test_skip_all_blocks_in_eval() -> None:
     torch.testing.assert_close(model(x)[1], model.heads[1](model.stem(x)))
 
 
+def test_eval_reads_each_tasks_block_choices_once(device_traffic) -> None:
+    # bool(u[i]) per block and task was one CUDA sync each (T * L per forward)
+    model = _model().eval()
+    with torch.no_grad():
+        model.policy_logits[1].copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
+    x = torch.randn(4, 5)
+    with torch.no_grad(), device_traffic() as traffic:
+        outs = model(x)
+    assert traffic.total_reads == model.num_tasks
+    h = model.stem(x)
+    h = model.blocks[2](model.blocks[0](h))  # block 1 skipped
+    torch.testing.assert_close(outs[1], model.heads[1](h))
+
+
 def test_straight_through_gradient_reaches_policy() -> None:
     model = _model().train()
     model(torch.randn(4, 5))[0].sum().backward()

@@ -113,3 +113,31 @@ def test_group_by_task_order_and_errors() -> None:
         group_by_task(x, torch.tensor([0, 1, 3, 0, 0]), 3, lambda h, t: h)
     with pytest.raises(ValueError, match="shape"):
         group_by_task(x, torch.tensor([0, 1]), 3, lambda h, t: h)
+
+
+def test_group_by_task_reads_the_host_once(device_traffic) -> None:
+    # The range check read the smallest and the largest id separately and bincount's counts a
+    # third time (and CUDA's bincount reads the ids' extremes itself): 5 syncs per routed layer.
+    x = torch.arange(6.0).unsqueeze(1)
+    ids = torch.tensor([2, 0, 2, 1, 0, 2])
+    with device_traffic() as traffic:
+        out = group_by_task(x, ids, 4, lambda h, t: h * 10 + t)  # task 3 has no samples
+    torch.testing.assert_close(out, x * 10 + ids.unsqueeze(1).float())
+    assert traffic.total_reads == 1
+    for bad in ([0, 1, -1, 0, 0, 2], [0, 1, 4, 0, 0, 2]):
+        with pytest.raises(ValueError, match=f"lie in \\[0, 4\\), got {bad[2]}"):
+            group_by_task(x, torch.tensor(bad), 4, lambda h, t: h)
+    with pytest.raises(ValueError, match="lie in"):
+        group_by_task(x, ids, 0, lambda h, t: h)
+    empty = group_by_task(x[:0], ids[:0], 4, lambda h, t: h + t)
+    assert empty.shape == (0, 1)
+
+
+def test_select_checks_the_task_ids_with_one_host_read(device_traffic) -> None:
+    from mtrl.architectures import build_mlp
+
+    model = build_mlp("cross_stitch", 4, [8], [2, 2, 2])  # not separable: all outputs, select
+    x, ids = torch.randn(5, 4), torch.tensor([2, 0, 2, 1, 0])
+    with device_traffic() as traffic:
+        model(x, ids)
+    assert traffic.total_reads == 1  # int(low) and int(high) were two

@@ -41,6 +41,16 @@ def test_tag_overlapping_network_selection():
     assert tag_groups(z, 2) == [F({0}), F({1, 2})] or tag_groups(z, 2) == [F({0, 2}), F({1})]
 
 
+@pytest.mark.parametrize(("t", "overlapping"), [(6, False), (6, True), (12, False), (12, True)])
+def test_tag_searches_read_the_affinity_to_the_host_once(device_traffic, t, overlapping):
+    # Every group scored used to copy the whole (T, T) affinity to the host: 2^T - 1 device
+    # syncs for an exact search on CUDA (63 here; thousands for the greedy cover at T = 12).
+    z = torch.randn(t, t, generator=torch.Generator().manual_seed(t))
+    with device_traffic() as traffic:
+        tag_groups(z, 3, overlapping=overlapping)  # T = 12: beyond the exact limit, greedy
+    assert traffic.reads["cpu"] + traffic.reads["tolist"] <= 2  # the finite check aside
+
+
 @pytest.mark.parametrize("k", [2, 5])
 def test_tag_overlapping_beyond_the_exact_limit_covers_with_k_groups(k):
     # 11 tasks > exact_limit = 10: the greedy fallback used to offer only singletons and pairs,

@@ -110,6 +110,19 @@ def test_gradient_reversal_weighting(make_toy, mode):
         assert torch.allclose(p.grad, q.grad, atol=1e-6)
 
 
+def test_gradient_reversal_reads_lambda_and_the_adversaries_in_one_host_read(
+    make_toy, device_traffic
+):
+    # float(lambda_), nonzero() and int() of each adversary were one CUDA sync each
+    toy = make_toy()
+    losses, _ = toy.losses()
+    method = W.build("gradient_reversal", 3, adversarial=[0, 2], lambda_=0.5)
+    with device_traffic() as traffic:
+        w = method.backward(list(losses.unbind()), toy.shared())
+    assert traffic.total_reads == 1
+    assert torch.equal(w, torch.tensor([-0.5, 1.0, -0.5]))
+
+
 @pytest.mark.parametrize("mode", ["params", "features"])
 @pytest.mark.parametrize(
     ("adversarial", "lambda_", "head_passes"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -80,6 +81,16 @@ def test_classifier_learns_to_tell_distinct_gradients_apart(make_toy):
         method.backward(losses, features=feats)
         toy.zero_grad()
     assert method.last_accuracy > 0.9  # 1/3 would be chance
+
+
+def test_accuracy_is_read_from_the_device_only_when_asked_for(make_toy, device_traffic):
+    toy, method = make_toy(), _great(0.5)
+    assert math.isnan(method.last_accuracy)
+    losses, feats = toy.losses()
+    with device_traffic() as traffic:
+        method.backward(losses, features=feats)
+    assert traffic.reads["float"] == 0, traffic.reads  # float(accuracy): a CUDA sync per step
+    assert method.last_accuracy in {i / 24 for i in range(25)}  # T * B = 24 gradients
 
 
 def test_state_round_trip_repeats_the_next_step(make_toy):

@@ -26,3 +26,16 @@ def test_sequence_and_stacked_losses_agree(make_toy, name, features):
         grads.append(toy.grads())
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_cpu_constant_among_device_losses_joins_them():
+    # a task without samples often scores torch.tensor(0.0) (or 0.0): on the CPU the list
+    # stacked, next to CUDA losses torch.stack refused to mix devices (meta stands in)
+    from mtrl.relations.affinity import _as_loss_vector
+
+    loss = torch.ones((), device="meta", requires_grad=True) * 2
+    for stack in (W.base.as_loss_vector, _as_loss_vector):
+        vec = stack([loss, torch.tensor(0.0), 0.5])
+        assert vec.shape == (3,) and vec.device.type == "meta" and vec.requires_grad
+        cpu = stack([torch.tensor(2.0), torch.tensor(0.0), 0.5])  # all on the CPU: as before
+        assert cpu.device.type == "cpu" and cpu.tolist() == [2.0, 0.0, 0.5]

@@ -84,6 +84,39 @@ def test_dwa_by_hand():
     assert torch.allclose(w, torch.tensor([2 * e1 / (e1 + e2), 2 * e2 / (e1 + e2)]))
 
 
+def test_dwa_and_gradnorm_steps_read_nothing_from_the_device(make_toy, device_traffic):
+    # int(self.epochs) (DWA, each step) and bool(self.initialized) (GradNorm) in a branch were a
+    # CUDA sync every step
+    dwa, gradnorm = W.DWA(2), W.build("gradnorm", 3, optimizer="sgd")
+    reads = 0
+    for epoch in range(3):
+        with device_traffic() as traffic:
+            dwa.backward(const_losses(1 + epoch, 2))
+            toy = make_toy()
+            gradnorm.backward(toy.losses()[0], toy.shared())
+            w = dwa.backward(const_losses(3, 4))
+        reads += traffic.total_reads
+        assert torch.equal(w, torch.ones(2)) == (epoch < 2)
+        dwa.epoch_end()  # the caller's, once an epoch
+    assert reads == 0
+    torch.testing.assert_close(gradnorm.initial_losses, make_toy().losses()[0].detach())
+
+
+def test_random_weights_go_to_the_device_without_waiting_for_it(device_traffic):
+    method = W.build("random", 3, seed=0)
+    losses = torch.ones(3, device="meta", requires_grad=True)  # meta stands in for the GPU
+    with device_traffic() as traffic:
+        _, w = method.combine(losses)
+    assert traffic.blocking_copies == 0 and w.device.type == "meta"
+    cpu = W.build("random", 3, seed=0).combine(torch.ones(3))[1]  # drawn on the CPU as before
+    torch.testing.assert_close(
+        cpu,
+        torch.softmax(
+            torch.randn(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64), 0
+        ).float(),
+    )
+
+
 def test_dwa_steps_per_epoch():
     method = W.DWA(2, steps_per_epoch=2)
     for losses in [(1, 2), (3, 4), (1, 3), (1, 3)]:
