@@ -284,3 +284,30 @@ def test_help_explains_the_a_and_b_its_options_refer_to(capsys):
     assert "(a) Test metrics averaged over seeds" in out
     assert "(b) One training step" in out
     assert "python bench/mtl.py speed" in out
+
+
+def test_toy2d_bench_table_figure_and_dump(tmp_path, capsys):
+    """bench/mtl_toy2d.py end to end on a tiny budget: a table row per method, the figure, and
+    a dump whose runs start at the five standard points, hold every step and agree with the
+    table; torch's thread count is restored."""
+    import torch
+
+    from bench import mtl_toy2d
+    from mtrl.data import STARTING_POINTS
+
+    threads = torch.get_num_threads()
+    png, dump = tmp_path / "fig" / "toy.png", tmp_path / "runs.json"
+    argv = ["--methods", "equal", "mgda", "--steps", "20", "--png", str(png), "--json", str(dump)]
+    assert mtl_toy2d.main(argv) == 0
+    assert torch.get_num_threads() == threads
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| method | on the front | (-8.5, 7.5) | (0, 0) |")
+    assert [line.split(" | ")[:2] for line in out[2:]] == [["| equal", "0/5"], ["| mgda", "0/5"]]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = json.loads(dump.read_text())
+    assert list(runs) == ["equal", "mgda"]
+    for method in runs:
+        for run, start in zip(runs[method], STARTING_POINTS.tolist(), strict=True):
+            assert run["start"] == run["path"][0] == start
+            assert len(run["path"]) == 21 and run["final"] == run["path"][-1]
+            assert not run["front"] and run["gap"] > 1e-3  # 20 steps from the starts: far off
