@@ -44,6 +44,17 @@ class NonFiniteGuard:
                 stacklevel=3,
             )
 
+    def finish(self) -> None:
+        """Training ended: warn if it ended inside a streak (shorter than ``limit``), whose
+        steps were all skipped, so the parameters are those from before it."""
+        if self.streak:
+            warnings.warn(
+                f"training ended with its last {self.streak} steps skipped as non-finite; the "
+                "parameters are those from before them (lower the learning rate or set grad_clip)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
 
 def check_parameters(
     params: Iterable[Tensor],

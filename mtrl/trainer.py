@@ -378,6 +378,8 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        if not stopped:
+            self.guard.finish()
         summary: dict[str, Any] = {
             "train": train,
             "steps": self.step,

@@ -691,7 +691,33 @@ def test_max_nonfinite_steps_zero_never_stops():
         warnings.simplefilter("always")
         summary = trainer.fit()
     assert summary["steps"] == 8 and summary["nonfinite_steps"] == 8
-    assert len(caught) == 1  # one warning per streak, not per step
+    # one warning per streak, not per step, and one that training ended inside it
+    assert [str(w.message).split(";")[0] for w in caught] == [
+        "non-finite loss or gradient at step 0",
+        "training ended with its last 8 steps skipped as non-finite",
+    ]
+
+
+def test_training_that_ends_inside_a_streak_says_so():
+    # the last 3 of 8 steps non-finite, below the limit (5): fit() returns, with a warning
+    trainer, switch = _guarded_trainer("equal", limit=5)
+    steps = []
+
+    def train_step(x, ys, _orig=trainer.train_step):
+        steps.append(trainer.step)
+        switch.factor = float("nan") if trainer.step >= 5 else 1.0
+        return _orig(x, ys)
+
+    trainer.train_step = train_step
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = trainer.fit()
+    assert steps == list(range(8)) and summary["nonfinite_steps"] == 3
+    assert [str(w.message) for w in caught][-1] == (
+        "training ended with its last 3 steps skipped as non-finite; the parameters are those "
+        "from before them (lower the learning rate or set grad_clip)"
+    )
+    switch.factor = 1.0
 
 
 def test_non_finite_parameters_are_never_checkpointed(tmp_path):
