@@ -156,11 +156,22 @@ def one_line(message: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
 
 
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in the YAML file at ``path`` ({} if empty); any problem is a ConfigError."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file")
+        # a preset named from outside the repository (a user's launcher, docs/extending.md):
+        # relative paths are read from the current directory, not from the repository
+        shipped = _REPO_ROOT / p
+        hint = (
+            f" (relative to the current directory; the repository's is {str(shipped)!r})"
+            if not p.is_absolute() and shipped.is_file()
+            else ""
+        )
+        raise ConfigError(f"config file {str(p)!r} not found{hint}; pass an existing YAML file")
     try:
         data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
     except _DuplicateKey as e:

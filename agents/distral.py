@@ -192,18 +192,22 @@ class DistralAgent(Agent):
             terms["entropy_pi0"] = entropy(h0.detach()).mean(dim=(0, 2))
             terms["regularised_reward"] = rewards.detach().mean(dim=(0, 2))
             rollout.learning_rewards = rewards.detach()
-            weights = (
-                self.cfg.gamma**rollout.ep_time
-                if self.cfg.distill_discount
-                else torch.ones_like(rollout.ep_time)
-            )
             # Distillation: (alpha/beta) gamma^t CE(pi_i || pi0), pi_i detached; gradient wrt h0 is
             # (alpha/beta) gamma^t (pi0 - pi_i) per state. Normalised like the A2C terms.
+            weights = self.distill_weights(rollout)
             ce = distillation_loss(h0, logits, weights=weights, reduction="none")
             distill = (self.alpha / self.beta) * ce
             losses = losses + distill.sum(dim=(0, 2)) / distill.numel()
             terms["distill"] = distill.detach().mean()
         return losses, terms
+
+    def distill_weights(self, rollout: Rollout) -> Tensor:
+        """Each state's weight (T, K, E) in the distillation loss, before its factor alpha/beta:
+        gamma^t (t the step in its episode), or 1 with ``agent.distill_discount=false``. Override
+        it for another schedule (docs/extending.md); the regularised reward does not read it."""
+        if self.cfg.distill_discount:
+            return self.cfg.gamma**rollout.ep_time
+        return torch.ones_like(rollout.ep_time)
 
     # ------------------------------------------------------------------ parameters
     def pi0_parameters(self) -> list[nn.Parameter]:

@@ -158,6 +158,35 @@ def test_distillation_discount_can_be_turned_off():
     torch.testing.assert_close(h0.grad, expected.detach())
 
 
+def test_distill_weights_is_the_schedule_a_subclass_overrides():
+    """A variant with another distillation schedule overrides distill_weights (docs/extending.md):
+    the distillation gradient and the logged term follow it; the regularised reward does not."""
+
+    class Halved(DistralAgent):
+        def distill_weights(self, rollout):
+            return super().distill_weights(rollout) * torch.tensor([0.0, 0.5]).view(T, 1, 1)
+
+    alpha, beta, gamma = 0.5, 4.0, 0.5
+    base = _agent("distral_klent_1col", alpha=alpha, beta=beta, gamma=gamma)
+    agent = Halved(base.cfg, "gridworld", (5,), A, K, two_column=False, kl_only=False)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(T, K, E, A, generator=g)
+    h0 = torch.randn(T, K, E, A, generator=g).requires_grad_(True)
+    actions = torch.randint(0, A, (T, K, E), generator=g)
+    ro = _rollout(actions)
+    torch.testing.assert_close(base.distill_weights(ro), gamma**ro.ep_time)
+    losses, terms = agent.losses_from_outputs(
+        ro, logits, h0, torch.zeros(T, K, E), torch.zeros(K, E)
+    )
+    losses.sum().backward()
+    scale = torch.tensor([0.0, 0.5 * gamma]).view(T, 1, 1, 1)
+    expected = (alpha / beta) * scale * (F.softmax(h0, -1) - F.softmax(logits, -1)) / (T * K * E)
+    torch.testing.assert_close(h0.grad, expected.detach())
+    _, base_terms = _losses(base, logits, h0.detach(), actions)
+    assert float(terms["distill"]) < float(base_terms["distill"])
+    torch.testing.assert_close(terms["regularised_reward"], base_terms["regularised_reward"])
+
+
 def test_two_column_composition():
     agent = _agent("distral_klent_2col", alpha=0.5, beta=3.0)
     obs = torch.randn(K, 4, 5)

@@ -104,6 +104,8 @@ def test_build_prints_the_agents_notes(tmp_path, capsys):
         (["total_steps=-5"], "total_steps"),
         (["notakeyvalue"], "key=value"),
         (["--config", "/nonexistent.yaml"], "not found"),
+        # run from another directory (a user's project): the hint names the repository's preset
+        (["--config", "configs/gridworld_a2c.yaml"], str(ROOT / "configs" / "gridworld_a2c.yaml")),
         (["env.suite=atari", "env.tasks=[Pongg]"], "Pong"),
         (["env.suite=minatar", "env.tasks=[breakot]"], "breakout"),
         (["env.gridworld.map=no_such_map"], "no_such_map"),
