@@ -35,7 +35,7 @@ def _distral(two_column: bool, kl_only: bool, regularise: bool = True) -> Builde
     return build
 
 
-AGENTS: Registry[Builder] = Registry("agent")
+AGENTS: Registry[Agent] = Registry("agent")  # builder functions returning an Agent
 AGENTS.register("a2c_multitask")(_a2c_multitask)
 AGENTS.register("a2c_independent")(_a2c_independent)
 AGENTS.register("a2c_2col")(_distral(two_column=True, kl_only=False, regularise=False))

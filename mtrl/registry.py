@@ -17,6 +17,8 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+#: What a registry holds: a class, or a factory function, building a ``T``.
+E = TypeVar("E", bound=Callable[..., Any])
 
 
 class UnknownNameError(KeyError, ValueError):
@@ -35,13 +37,15 @@ class MissingOptionError(TypeError):
 
 
 class Registry(Generic[T]):
-    """A mapping from names to classes (or factories) of one kind, e.g. ``"weighting"``."""
+    """A mapping from names to classes (or factories) of one kind, e.g. ``"weighting"``;
+    ``T`` is what they build (``Registry[LossWeighting]`` holds classes, the agents' registry
+    builder functions returning an ``Agent``)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._entries: dict[str, type[T]] = {}
+        self._entries: dict[str, Callable[..., T]] = {}
 
-    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+    def register(self, name: str) -> Callable[[E], E]:
         """Decorator registering a class (or factory) under ``name`` (snake_case, unique).
 
         A name taken by another class raises ``ValueError``. The same definition again (a
@@ -55,7 +59,7 @@ class Registry(Generic[T]):
                 f"not a bare .register (got {getattr(name, '__name__', name)!r})"
             )
 
-        def deco(cls: type[T]) -> type[T]:
+        def deco(cls: E) -> E:
             old = self._entries.get(name)
             if old is not None and _where(old) != _where(cls):
                 raise ValueError(
@@ -67,8 +71,9 @@ class Registry(Generic[T]):
 
         return deco
 
-    def get(self, name: str) -> type[T]:
-        """Return the class registered as ``name`` or raise :class:`UnknownNameError`."""
+    def get(self, name: str) -> Callable[..., T]:
+        """Return the class (or factory) registered as ``name`` or raise
+        :class:`UnknownNameError`."""
         try:
             return self._entries[name]
         except KeyError:
