@@ -84,5 +84,9 @@ class FAMO(InternalOptimizerMixin, WeightedLoss):
         delta = (self._shifted(self.prev_losses, check=False) / self._shifted(new)).log()
         z = torch.softmax(self.logits, 0)
         grad = z * (delta - (z * delta).sum())  # J_softmax^T delta
+        # A non-finite new loss (the step overflowed it; the Trainer's same-batch update comes
+        # after its finite check) measures nothing: log(D / inf) = -inf made the logits NaN for
+        # good. Such an update steps on a zero gradient (selected on the device, no host sync).
+        grad = torch.where(torch.isfinite(grad).all(), grad, torch.zeros_like(grad))
         self._apply_grad(self.logits, grad)
         self.has_prev.fill_(False)

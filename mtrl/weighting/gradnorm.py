@@ -13,6 +13,7 @@ from mtrl.weighting.base import (
     InternalOptimizerMixin,
     LossWeighting,
     last_weight,
+    row_norms,
     task_gradients,
 )
 
@@ -93,7 +94,9 @@ class GradNorm(InternalOptimizerMixin, LossWeighting):
         parts = None if isinstance(losses, Tensor) else list(losses)  # scalars: see task_gradients
         losses = self._check(losses)
         layer = self._layer(shared_params, features)
-        norms = task_gradients(losses if parts is None else parts, layer).norm(dim=1)
+        # row_norms: .norm(dim=1) overflowed to inf for float32 gradients of norm > ~1e19 (losses
+        # of ~1e19), which made the weights NaN for good (the step itself was still finite)
+        norms = row_norms(task_gradients(losses if parts is None else parts, layer))
         detached = losses.detach()
         # L_i(0) from the first call, selected on the device (bool() of the flag in a branch was
         # a host sync every step on CUDA)
@@ -110,6 +113,10 @@ class GradNorm(InternalOptimizerMixin, LossWeighting):
         with torch.enable_grad():
             l_grad = (self.task_weights * norms - target).abs().sum()
             grad = torch.autograd.grad(l_grad, self.task_weights)[0]
+        # A step with no finite gradient for w (w_i G_i or the target beyond the dtype's range)
+        # steps on zeros: the weights never become NaN from finite losses (they did, and stayed
+        # NaN, while this step's own gradients were finite). Selected on the device: no sync.
+        grad = torch.where(torch.isfinite(grad).all(), grad, torch.zeros_like(grad))
         self._apply_grad(self.task_weights, grad)
         with torch.no_grad():
             self.task_weights.clamp_(min=1e-6)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.weighting.base import WEIGHTINGS, GradientAggregator, nonzero_rows
+from mtrl.weighting.base import WEIGHTINGS, GradientAggregator, combine, gram_matrix, nonzero_rows
 
 
 def nash_weights(
@@ -64,7 +64,7 @@ def nash_weights(
 
 def nash_mtl(grads: Tensor, normalize: bool = False) -> Tensor:
     """Nash-MTL direction ``d = sum alpha_i g_i`` (P,) for ``grads`` (T, P)."""
-    return nash_weights(grads @ grads.T, normalize) @ grads
+    return combine(nash_weights(gram_matrix(grads), normalize), grads)
 
 
 @WEIGHTINGS.register("nash_mtl")
@@ -86,4 +86,4 @@ class NashMTL(GradientAggregator):
 
     def weights(self, grads: Tensor, losses: Tensor | None = None) -> Tensor:
         """grads (T, P) -> alpha (T,), positive."""
-        return nash_weights(grads @ grads.T, self.normalize, self.max_iter)
+        return nash_weights(gram_matrix(grads), self.normalize, self.max_iter)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.weighting.base import WEIGHTINGS, GradientAggregator, SeededMixin
+from mtrl.weighting.base import WEIGHTINGS, GradientAggregator, SeededMixin, combine, gram_matrix
 
 
 def pcgrad_weights(gram: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -35,7 +35,7 @@ def pcgrad_weights(gram: Tensor, generator: torch.Generator | None = None) -> Te
 
 def pcgrad(grads: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """PCGrad update (P,) for per-task gradients ``grads`` (T, P): sum of projected gradients."""
-    return pcgrad_weights(grads @ grads.T, generator) @ grads
+    return combine(pcgrad_weights(gram_matrix(grads), generator), grads)
 
 
 @WEIGHTINGS.register("pcgrad")
@@ -56,5 +56,6 @@ class PCGrad(SeededMixin, GradientAggregator):
 
     def weights(self, grads: Tensor, losses: Tensor | None = None) -> Tensor:
         """grads (T, P) -> weights (T,)."""
-        w = pcgrad_weights(grads @ grads.T, self.generator)
-        return w / self.num_tasks if self.reduction == "mean" else w
+        w = pcgrad_weights(gram_matrix(grads), self.generator)
+        w = w / self.num_tasks if self.reduction == "mean" else w
+        return w

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.weighting.base import WEIGHTINGS, GradientAggregator
+from mtrl.weighting.base import WEIGHTINGS, GradientAggregator, combine, gram_matrix
 
 
 def dual_cone_weights(gram: Tensor) -> Tensor:
@@ -39,7 +39,7 @@ def upgrad_weights(gram: Tensor) -> Tensor:
 
 def upgrad(grads: Tensor) -> Tensor:
     """UPGrad direction (P,) for per-task gradients ``grads`` (T, P); ``grads @ d >= 0``."""
-    return upgrad_weights(grads @ grads.T) @ grads
+    return combine(upgrad_weights(gram_matrix(grads)), grads)
 
 
 @WEIGHTINGS.register("upgrad")
@@ -52,4 +52,4 @@ class UPGrad(GradientAggregator):
 
     def weights(self, grads: Tensor, losses: Tensor | None = None) -> Tensor:
         """grads (T, P) -> weights (T,)."""
-        return upgrad_weights(grads @ grads.T)
+        return upgrad_weights(gram_matrix(grads))

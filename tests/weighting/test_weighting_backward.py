@@ -299,3 +299,20 @@ def test_registered_methods_apply_their_pure_functions_direction(make_toy, name)
     expected = pure(grads)
     assert not torch.allclose(expected, grads.mean(0), atol=1e-4)  # the toy's gradients conflict
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4), (got - expected).abs().max()
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e20, 1e30])
+@pytest.mark.parametrize("name", GRADIENT_METHODS)
+def test_float32_losses_at_extreme_scales_give_the_scaled_direction(make_toy, name, scale):
+    # float32 per-task gradients of norm ~1e20 squared to inf in G G^T (NaN in .grad, or scipy's
+    # LinAlgError for UPGrad) and ~1e-30 to 0 (zero weights): the step was lost although the
+    # losses and gradients were finite. The direction scales as the paper's method does.
+    power = 0 if name == "nash_mtl" else 1  # Nash-MTL's update has norm sqrt(T) at any scale
+    ref = make_toy()
+    W.build(name, 3).backward(ref.losses()[0], ref.shared())
+    toy = make_toy()
+    w = W.build(name, 3).backward(toy.losses()[0] * scale, toy.shared())
+    assert torch.isfinite(w).all()
+    for p, q in zip(toy.shared(), ref.shared(), strict=True):
+        assert torch.isfinite(p.grad).all()
+        torch.testing.assert_close(p.grad / scale**power, q.grad, rtol=1e-4, atol=1e-6)
