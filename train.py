@@ -148,7 +148,7 @@ def build(cfg, run_dir: Path, record_tasks: bool = True):
     agent = build_agent(cfg.agent, cfg.env.suite, obs_shape, num_actions, env.num_tasks)
     for note in agent.notes:
         print(f"note: {note}", file=sys.stderr)
-    weighting = _build_weighting(cfg.agent.weighting, env.num_tasks)
+    weighting = _build_weighting(cfg.agent.weighting, env.num_tasks, cfg.agent.weighting_kwargs)
     note = _check_weighting_sharing(weighting, cfg.agent, bool(agent.shared_parameters()))
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -204,8 +204,9 @@ def _rl_refusal(name: str) -> str | None:
     if name == "gradient_reversal":  # with no adversarial task it is `equal`: refuse as dwa
         return (
             "agent.weighting='gradient_reversal' reverses the gradients of the tasks it is told "
-            "are adversarial, which the RL config cannot name (with none it trains as 'equal'); "
-            "use it with mtrl's supervised Trainer (supervised.weighting.kwargs.adversarial)"
+            "are adversarial, which the RL runner does not support (with none it trains as "
+            "'equal'); use it with mtrl's supervised Trainer (supervised.weighting.kwargs."
+            "adversarial)"
         )
     cls = weighting.WEIGHTINGS.get(name)
     for hook, when in (("update", "after each optimiser step"), ("epoch_end", "after each epoch")):
@@ -230,7 +231,9 @@ def _rl_weightings() -> list[str]:
     return [n for n in weighting.names() if _rl_refusal(n) is None]
 
 
-def _build_weighting(name: str, num_tasks: int):
+def _build_weighting(name: str, num_tasks: int, kwargs: dict | None = None):
+    """agent.weighting with its options agent.weighting_kwargs, checked: a ConfigError names an
+    unknown or RL-refused method, or an option that is missing, unknown or out of range."""
     import difflib
 
     from agents.config import ConfigError
@@ -247,7 +250,13 @@ def _build_weighting(name: str, num_tasks: int):
     refusal = _rl_refusal(name)
     if refusal:
         raise ConfigError(refusal)
-    return weighting.build(name, num_tasks)
+    try:
+        return weighting.build(name, num_tasks, **(kwargs or {}))
+    except (TypeError, ValueError) as e:
+        hint = "".join(
+            f"; set agent.weighting_kwargs.{m}=<value>" for m in getattr(e, "missing", [])
+        )
+        raise ConfigError(f"agent.weighting={name!r}: {str(e).splitlines()[0]}{hint}") from None
 
 
 def resume(run_dir: Path, overrides: list[str]):

@@ -98,6 +98,9 @@ class AgentConfig:
         True, "loss pass reuses the acting passes' activations (same values; False = recompute)"
     )
     weighting: str = _f("equal", "task loss weighting (names listed at the end of --help)")
+    weighting_kwargs: dict[str, Any] = _f(
+        {}, "options of agent.weighting, e.g. agent.weighting_kwargs.c=0.4 for cagrad"
+    )
     hidden: list[int] = _f([], "MLP encoder hidden sizes (gridworld); empty = suite default")
     task_heads: bool = _f(True, "a2c_multitask: per-task policy/value heads (False = one head)")
     alpha: float = _f(0.5, "Distral alpha = c_KL/(c_KL+c_Ent); forced to 1 by the *_kl_* agents")

@@ -87,6 +87,18 @@ def test_a_weighting_with_a_supervised_only_hook_is_refused_for_rl(tmp_path, cap
         WEIGHTINGS._entries = entries
 
 
+def test_weighting_options_reach_the_method_and_the_record(tmp_path):
+    # agent.weighting took no options: CAGrad ran with c = 0.5, MGDA unnormalised, whatever wanted
+    args = ["agent.weighting=cagrad", "agent.weighting_kwargs.c=0.25", "progress=false"]
+    runner = train.build(load_config(GRID, args), tmp_path / "run")
+    runner.env.close()
+    assert runner.weighting.c == 0.25
+    assert runner.cfg.agent.weighting_kwargs == {"c": 0.25}
+    plain = train.build(load_config(GRID, ["agent.weighting=cagrad"]), tmp_path / "run2")
+    plain.env.close()
+    assert plain.weighting.c == 0.5
+
+
 def test_an_unknown_weighting_lists_only_the_methods_the_rl_agents_accept(tmp_path, capsys):
     # the list used to offer dwa, famo and great, which are then refused for RL
     args = ["--config", GRID, "agent.weighting=famo_x", f"run_dir={tmp_path / 'run'}"]

@@ -468,6 +468,20 @@ def test_refused_seeds_and_weightings(tmp_path, capsys, override, needle):
 
 
 @pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["agent.weighting_kwargs.cc=1"], "'cagrad' has no option 'cc'; its options: c, rescale"),
+        (["agent.weighting_kwargs.c=-1"], "agent.weighting='cagrad': c must be >= 0, got -1"),
+        (["agent.weighting=mgda", "agent.weighting_kwargs.normalization=l3"], "normalization"),
+    ],
+)
+def test_weighting_options_are_checked_when_the_run_is_built(tmp_path, capsys, overrides, needle):
+    cfg = ROOT / "configs" / SUITES["gridworld"][0]
+    argv = ["--config", str(cfg), "agent.weighting=cagrad", *overrides]
+    _expect_error(capsys, tmp_path, argv, needle)
+
+
+@pytest.mark.parametrize(
     ("override", "needle"),
     [  # newcomers' mistakes: OmegaConf's wording ("AnyNode is not a ListConfig ...") named no fix
         ("env.tasks=Pong", "env.tasks must be a list: write env.tasks=[a,b]"),
