@@ -23,6 +23,7 @@ import copy
 import io
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Integral
 from pathlib import Path
@@ -42,6 +43,7 @@ from mtrl.weighting.base import (
     GradientAggregator,
     InternalOptimizerMixin,
     LossWeighting,
+    WeightedLoss,
     loss_device,
 )
 
@@ -61,6 +63,38 @@ class NoSharedParametersWarning(UserWarning):
     """A gradient method on a model that shares no parameters: it trains as equal weighting."""
 
 
+def state_snapshot(module: nn.Module) -> dict[str, Any]:
+    """``module.state_dict()``, copied to be loaded back later: what ``copy.deepcopy`` of it
+    gives for that purpose, at a fifth to a third of its cost (the Trainer takes one every step).
+    Plain tensors are cloned (``Tensor.__deepcopy__`` costs several clones), dicts, lists and
+    tuples rebuilt, anything else deep-copied; a tensor seen twice is cloned once, as deepcopy's
+    memo does. The ``_metadata`` (module versions) is built afresh by each ``state_dict()`` call
+    and only read by ``load_state_dict``: it is kept as it is."""
+    state = module.state_dict()
+    out = _copy_state(state, {})
+    if hasattr(state, "_metadata"):
+        out._metadata = state._metadata
+    return out
+
+
+def _copy_state(obj: Any, memo: dict[int, Any]) -> Any:
+    if type(obj) is Tensor and not obj.requires_grad:
+        if id(obj) not in memo:
+            memo[id(obj)] = obj.clone()
+        return memo[id(obj)]
+    if type(obj) in (dict, OrderedDict):
+        return type(obj)((k, _copy_state(v, memo)) for k, v in obj.items())
+    if type(obj) in (list, tuple):
+        return type(obj)(_copy_state(v, memo) for v in obj)
+    return copy.deepcopy(obj, memo)
+
+
+def _is(method: Any, function: Callable[..., Any]) -> bool:
+    """Whether the bound ``method`` is ``function`` itself (not an override, nor a replacement
+    set on the instance)."""
+    return getattr(method, "__func__", None) is function
+
+
 def save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` ``obj`` to ``path`` through :func:`mtrl.io.atomic_write`: a crash leaves
     either the old or the new checkpoint, never a torn one."""
@@ -69,14 +103,57 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
+class _Sums:
+    """Size-weighted sums of each task's loss and metrics over one pass: one float64 vector on
+    the device (the T losses, then every task's metrics in order), added to once per batch and
+    read once per pass, in :meth:`means` (no host sync per batch: on CUDA a sync per task and
+    metric each step stalled the GPU; one vector instead of a tensor per value also saves the
+    per-value Python and dispatch work). Each entry takes the values and operations a separate
+    sum of its own did: ``0 + value.to(float64) * n`` added up batch by batch."""
+
+    def __init__(self, task_names: Sequence[str], metrics: Sequence[Mapping[str, Metric]]) -> None:
+        self.task_names = list(task_names)
+        self.metrics = [list(m.items()) for m in metrics]
+        self.total: Tensor | None = None
+        self.n = 0.0
+
+    def add(self, losses: Tensor, outs: Sequence[Tensor], ys: Sequence[Tensor]) -> None:
+        n = ys[0].shape[0]
+        f64, device = torch.float64, losses.device
+        values = [losses.to(f64)]
+        for t, metrics in enumerate(self.metrics):
+            for _, fn in metrics:
+                value = torch.as_tensor(fn(outs[t], ys[t]), dtype=f64, device=device)
+                values.append(value.reshape(1))
+        batch = torch.cat(values) * n
+        if self.total is None:
+            self.total = torch.zeros_like(batch)
+        self.total += batch
+        self.n += n
+
+    def means(self) -> dict[str, dict[str, float]]:
+        assert self.total is not None
+        totals = self.total.tolist()  # the one read of the pass
+        div = max(self.n, 1.0)
+        out: dict[str, dict[str, float]] = {}
+        i = len(self.task_names)  # the metrics follow the T losses
+        for t, name in enumerate(self.task_names):
+            out[name] = {"loss": totals[t] / div}
+            for key, _ in self.metrics[t]:
+                out[name][key] = totals[i] / div
+                i += 1
+        return out
+
+
 class Trainer:
     """Train and evaluate a :class:`MultiTaskModel` with a :class:`LossWeighting` on T tasks.
 
     ``losses[t](output_t, target_t) -> ()`` and ``metrics[t] = {name: fn}`` (see
-    :mod:`mtrl.metrics`) are per task. ``representation``: ``"auto"`` takes per-task gradients
-    w.r.t. the shared representation z (B, D) (MGDA-UB, Sener and Koltun 2018) when the weighting is a
-    gradient method and the model ``supports_features``; ``True`` forces it, ``False`` uses the
-    shared parameters. Weighting parameters trained by the user's optimiser (uncertainty) are
+    :mod:`mtrl.metrics`; any name but ``"loss"``, the task's loss) are per task.
+    ``representation``: ``"auto"`` takes per-task gradients w.r.t. the shared representation z
+    (B, D) (MGDA-UB, Sener and Koltun 2018) when the weighting is a gradient method and the
+    model ``supports_features``; ``True`` forces it, ``False`` uses the shared parameters.
+    Weighting parameters trained by the user's optimiser (uncertainty) are
     added to ``optimizer`` if missing. ``grad_clip`` > 0 clips the total gradient norm.
     ``famo_update``: FAMO (Liu et al. 2023) updates its logits from the loss change of a step;
     ``"same_batch"`` (paper) re-evaluates the batch after the step (one more forward pass),
@@ -128,6 +205,8 @@ class Trainer:
         self.metrics = [dict(m) for m in metrics] if metrics else [{} for _ in losses]
         if len(self.metrics) != self.num_tasks:
             raise ValueError(f"expected {self.num_tasks} metric dicts, got {len(self.metrics)}")
+        if any("loss" in m for m in self.metrics):  # summed into the loss, which it then was
+            raise ValueError("a metric may not be called 'loss': that name is the task's loss")
         self.task_names = list(task_names or [f"task{t}" for t in range(self.num_tasks)])
         if len(self.task_names) != self.num_tasks or len(set(self.task_names)) != self.num_tasks:
             # zip() in the summary and the logs would silently drop or merge tasks
@@ -260,23 +339,25 @@ class Trainer:
         if finite and callable(update) and self.famo_update == "next_batch" and pending:
             update(losses.detach())  # this batch's losses stand in for the last one's (no forward)
         self.optimizer.zero_grad(set_to_none=True)
-        weights = torch.full((self.num_tasks,), float("nan"), device=losses.device)
-        if finite:
-            saved = copy.deepcopy(self.weighting.state_dict())
+        if not finite:
+            weights = torch.full((self.num_tasks,), float("nan"), device=losses.device)
+        else:
+            saved = state_snapshot(self.weighting)
             # The architecture's penalty first, keeping the graph: it may read this forward's
             # activations (sluice's subspace orthogonality), which the weighting's backward frees.
-            penalty = self.model.penalty()
-            if penalty.requires_grad:
-                penalty.backward(retain_graph=True)
+            # The base class's constant 0 has no gradient: not built at all.
+            if not _is(self.model.penalty, MultiTaskModel.penalty):
+                penalty = self.model.penalty()
+                if penalty.requires_grad:
+                    penalty.backward(retain_graph=True)
             # the T scalars, not the stacked vector: per-task gradients then skip the other heads
-            weights = self.weighting.backward(
-                self._parts, self.model.shared_parameters(), features=z
-            )
+            weights = self.weighting.backward(self._parts, self._shared_params(), features=z)
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             norm = nn.utils.get_total_norm(grads) if grads else torch.zeros(())
             finite = bool(torch.isfinite(norm))
             if not finite:  # undo what the weighting method learned from this batch
                 self.weighting.load_state_dict(saved)
+                weights = torch.full_like(weights, float("nan"))  # as documented: not applied
             elif self.grad_clip > 0:
                 nn.utils.clip_grads_with_norm_(self.model.parameters(), self.grad_clip, norm)
         if finite:
@@ -291,35 +372,39 @@ class Trainer:
         self.step += 1
         return losses.detach(), weights.detach(), [o.detach() for o in outs]
 
+    def _shared_params(self) -> list[nn.Parameter] | None:
+        """``model.shared_parameters()`` for the weighting's backward, or None where the method
+        in use provably never reads it (a walk over every parameter each step): the base
+        backward of a loss weighting, or of a gradient method given the representation z."""
+        backward = self.weighting.backward
+        if _is(backward, WeightedLoss.backward):
+            return None
+        if self.use_features and _is(backward, GradientAggregator.backward):
+            return None
+        return self.model.shared_parameters()
+
     # --- loops --------------------------------------------------------------------------------
     def _accumulate(
-        self, sums: list[dict[str, float]], losses: Tensor, outs: list[Tensor], ys: list[Tensor]
-    ) -> None:
-        """Add the batch's size-weighted losses and metrics to ``sums``, in float64 on the
-        device: no host sync per batch (one per value in :meth:`_means`; on CUDA a sync per task
-        and metric each step stalled the GPU)."""
-        n = ys[0].shape[0]
-        f64 = torch.float64
-        for t in range(self.num_tasks):
-            sums[t]["loss"] = sums[t].get("loss", 0.0) + losses[t].to(f64) * n
-            for name, fn in self.metrics[t].items():
-                value = torch.as_tensor(fn(outs[t], ys[t]), dtype=f64)
-                sums[t][name] = sums[t].get(name, 0.0) + value * n
-            sums[t]["_n"] = sums[t].get("_n", 0.0) + n
+        self, sums: _Sums | None, losses: Tensor, outs: list[Tensor], ys: list[Tensor]
+    ) -> _Sums:
+        """Add the batch's size-weighted losses and metrics to ``sums`` (a new one if None)."""
+        if sums is None:
+            sums = _Sums(self.task_names, self.metrics)
+        sums.add(losses, outs, ys)
+        return sums
 
-    def _means(self, sums: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-        return {
-            name: {k: float(v) / max(s["_n"], 1.0) for k, v in s.items() if k != "_n"}
-            for name, s in zip(self.task_names, sums)
-        }
+    def _means(self, sums: _Sums | None) -> dict[str, dict[str, float]]:
+        if sums is None:  # no batches
+            return {name: {} for name in self.task_names}
+        return sums.means()
 
     def train_epoch(self, bar: Any = None) -> dict[str, dict[str, float]]:
         """One pass over the training data; per-task mean loss and metrics (training batches)."""
-        sums: list[dict[str, Any]] = [{} for _ in range(self.num_tasks)]
+        sums = None
         tick, steps0 = time.perf_counter(), self.step
         for x, ys in self.batches(self.train_data, shuffle=True):
             losses, weights, outs = self.train_step(x, ys)
-            self._accumulate(sums, losses, outs, ys)
+            sums = self._accumulate(sums, losses, outs, ys)
             if bar is not None and bar.update(1):  # read the losses only when the bar redraws
                 losses_now = dict(zip(self.task_names, losses.tolist(), strict=True))
                 bar.set_postfix({n: f"{v:.3g}" for n, v in losses_now.items()}, refresh=False)
@@ -340,11 +425,11 @@ class Trainer:
             raise ValueError("no data to evaluate: pass data or test_data=")
         was_training = self.model.training
         self.model.eval()
-        sums: list[dict[str, Any]] = [{} for _ in range(self.num_tasks)]
+        sums = None
         try:
             for x, ys in self.batches(data, shuffle=False):
                 losses, outs, _ = self.task_losses(x, ys)
-                self._accumulate(sums, losses, outs, ys)
+                sums = self._accumulate(sums, losses, outs, ys)
         finally:
             self.model.train(was_training)  # the caller's mode, e.g. for its own loop after fit()
         return self._means(sums)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 import warnings
 from pathlib import Path
@@ -72,7 +73,7 @@ def test_epoch_metrics_are_read_from_the_device_once_per_epoch_not_per_batch(mon
     stats = trainer.train_epoch()
     monkeypatch.undo()
     assert trainer.step == 8  # 128 samples in batches of 16
-    assert reads == [1] * 4  # loss and mse of two tasks, once each
+    assert reads == [4]  # loss and mse of two tasks, all at once
     assert set(stats) == {"small", "big"} and all(v["mse"] > 0 for v in stats.values())
 
 
@@ -175,6 +176,63 @@ def test_representation_mode_auto():
             train_data=regression_data(),
             representation=True,
         )
+
+
+@pytest.mark.parametrize(
+    ("weighting", "representation"), [("equal", False), ("mgda", True), ("mgda", False)]
+)
+def test_a_backward_of_its_own_still_gets_the_shared_parameters(weighting, representation):
+    # The Trainer skips model.shared_parameters() (a walk over every parameter each step) only
+    # where the library's own backward provably ignores it: a loss weighting's, a gradient
+    # method's given z. An override, in a subclass or set on the instance, gets them as before.
+    seen = []
+    trainer = make_trainer(weighting, epochs=1, representation=representation)
+    w = trainer.weighting
+    cls = type(w)
+    base = cls.backward
+
+    class Own(cls):
+        def backward(self, losses, shared_params=None, **kw):
+            seen.append(shared_params)
+            return base(self, losses, shared_params, **kw)
+
+    w.__class__ = Own
+    x, ys = next(iter(trainer.batches(trainer.train_data, shuffle=False)))
+    trainer.train_step(x, ys)
+    w.__class__ = cls
+    w.backward = lambda losses, shared_params=None, **kw: (
+        seen.append(shared_params) or base(w, losses, shared_params, **kw)
+    )
+    trainer.train_step(x, ys)
+    expected = trainer.model.shared_parameters()
+    assert len(seen) == 2 and all([id(p) for p in got] == [id(p) for p in expected] for got in seen)
+
+
+@pytest.mark.parametrize(
+    ("weighting", "representation", "skips"),
+    [
+        ("equal", "auto", True),
+        ("uncertainty", "auto", True),
+        ("pcgrad", "auto", True),  # on z
+        ("mgda", "auto", True),
+        ("mgda", False, False),  # on the shared parameters: it reads them
+    ],
+)
+def test_skipping_the_unread_shared_parameters_changes_nothing(weighting, representation, skips):
+    # The premise of the skip above: the library's backward of a loss weighting, and of a
+    # gradient method given z, gives the same gradients with the shared parameters as without
+    # (a backward set on the instance turns the skip off).
+    skipped = make_trainer(weighting, epochs=2, representation=representation)
+    given = make_trainer(weighting, epochs=2, representation=representation)
+    w = given.weighting
+    base = type(w).backward
+    w.backward = lambda *args, **kw: base(w, *args, **kw)  # the same, not recognised as it
+    assert given._shared_params() is not None
+    assert (skipped._shared_params() is None) == skips
+    skipped.fit()
+    given.fit()
+    for a, b in zip(skipped.model.parameters(), given.model.parameters(), strict=True):
+        assert torch.equal(a, b), weighting
 
 
 def test_great_with_representation_off_says_so():
@@ -360,6 +418,49 @@ def test_metrics_by_hand():
     assert stats["task1"]["mae"] == pytest.approx(1.0)
     ce = F.cross_entropy(logits, y0).item()
     assert stats["task0"]["loss"] == pytest.approx(ce, rel=1e-6)
+
+
+def test_epoch_means_are_the_exact_size_weighted_means_in_float64():
+    # The sums of a pass are one float64 vector now (losses, then every task's metrics); each
+    # entry must stay what its own sum was: 0 + value.to(float64) * n, batch by batch, / N.
+    # Uneven batches, and tasks with different metrics (task 1 none).
+    trainer = make_trainer(epochs=1)
+    trainer.metrics = [{"mse": mse, "mae": mtrl.metrics.mae}, {}]
+    trainer.batch_size = 12  # 32 test samples: 12, 12, 8
+    stats = trainer.evaluate()
+    sums = {("small", "loss"): 0.0, ("small", "mse"): 0.0, ("small", "mae"): 0.0}
+    sums[("big", "loss")] = 0.0
+    total = 0.0
+    with torch.no_grad():
+        for x, ys in trainer.batches(trainer.test_data, shuffle=False):
+            outs = trainer.model(x)
+            n = x.shape[0]
+            for t, name in enumerate(("small", "big")):
+                loss = F.mse_loss(outs[t], ys[t]).to(torch.float64) * n
+                sums[(name, "loss")] = sums[(name, "loss")] + loss
+            sums[("small", "mse")] += mse(outs[0], ys[0]).to(torch.float64) * n
+            sums[("small", "mae")] += mtrl.metrics.mae(outs[0], ys[0]).to(torch.float64) * n
+            total += n
+    assert list(stats) == ["small", "big"]
+    assert list(stats["small"]) == ["loss", "mse", "mae"] and list(stats["big"]) == ["loss"]
+    for (name, key), value in sums.items():
+        assert stats[name][key] == float(value) / total, (name, key)  # exactly
+
+
+def test_a_metric_called_loss_is_refused():
+    # its sums were added into the task's loss, which then reported neither
+    model = build_mlp("hard_sharing", 4, [8], [1, 1])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    metrics = [{"mse": mse}, {"loss": mse}]
+    with pytest.raises(ValueError, match="a metric may not be called 'loss'"):
+        Trainer(
+            model,
+            build_weighting("equal", 2),
+            opt,
+            [F.mse_loss] * 2,
+            metrics,
+            train_data=regression_data(8),
+        )
 
 
 def test_iterable_data_and_target_validation():
@@ -655,22 +756,74 @@ def test_a_non_finite_loss_skips_the_step_and_leaves_every_state_alone(weighting
     assert trainer.guard.streak == 0 and trainer.guard.total == 1
 
 
-def test_a_non_finite_gradient_restores_the_weighting_state():
-    # Finite losses, an infinite gradient (a hook on the head's output): GradNorm has already
-    # updated its weights and its Adam state from the batch; both must be undone.
-    trainer, _ = _guarded_trainer("gradnorm")
+def _same_state(a, b) -> bool:
+    """Nested state_dict values equal, tensors by torch.equal (repr() elides long tensors)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("weighting", ["gradnorm", "pcgrad", "random"])
+def test_a_non_finite_gradient_restores_the_weighting_state(weighting):
+    # Finite losses, an infinite gradient (a hook on the head's output): the weighting has
+    # already learned from the batch (GradNorm its weights and its Adam state, PCGrad and RLW
+    # drew from their generators, in the extra state); all of it must be undone. The state is
+    # snapshotted by cheap clones now (mtrl.trainer.state_snapshot), not copy.deepcopy.
+    trainer, _ = _guarded_trainer(weighting)
     x, ys = next(iter(trainer.batches(trainer.train_data, shuffle=False)))
     trainer.train_step(x, ys)
     before = _snapshot(trainer)
-    extra = repr(trainer.weighting.get_extra_state())
+    state = copy.deepcopy(trainer.weighting.state_dict())
     head = trainer.model.task_parameters(1)[0]
     handle = head.register_hook(lambda g: g * float("inf"))
     with pytest.warns(RuntimeWarning):
-        trainer.train_step(x, ys)
+        _, weights, _ = trainer.train_step(x, ys)
     handle.remove()
+    assert torch.isnan(weights).all()  # not applied: NaN, as for a non-finite loss
     assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(trainer), strict=True))
-    assert repr(trainer.weighting.get_extra_state()) == extra
+    assert _same_state(trainer.weighting.state_dict(), state)
     assert trainer.guard.total == 1
+    trainer.train_step(x, ys)  # the same step, finite: it does change the state (not vacuous)
+    assert not _same_state(trainer.weighting.state_dict(), state)
+
+
+def test_state_snapshot_copies_like_deepcopy():
+    from mtrl.trainer import state_snapshot
+
+    class Holder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.arange(3.0))
+            self.register_buffer("count", torch.zeros((), dtype=torch.long))
+            self.shared = torch.ones(2)
+            self.extra = {"pair": (self.shared, [self.shared, 7]), "name": "x", "obj": {1: 2.5}}
+
+        def get_extra_state(self):
+            return self.extra
+
+        def set_extra_state(self, state):
+            self.extra = state
+
+    m = Holder()
+    saved, reference = state_snapshot(m), copy.deepcopy(m.state_dict())
+    assert _same_state(saved, reference)
+    assert saved._metadata == reference._metadata  # module versions, for load_state_dict
+    pair = saved["_extra_state"]["pair"]
+    assert pair[0] is pair[1][0] and pair[0] is not m.shared  # one clone per tensor, as deepcopy
+    assert saved["_extra_state"]["obj"] is not m.extra["obj"]  # other objects deep-copied
+    with torch.no_grad():  # the live state moves on; the snapshot does not
+        m.w.add_(1.0)
+        m.count.add_(1)
+        m.shared.add_(1.0)
+    m.extra["obj"][1] = 0.0
+    assert _same_state(saved, reference)
+    m.load_state_dict(saved)
+    assert torch.equal(m.w, torch.arange(3.0)) and int(m.count) == 0
+    assert m.extra["obj"] == {1: 2.5} and torch.equal(m.extra["pair"][0], torch.ones(2))
 
 
 @pytest.mark.parametrize("limit", [1, 3])
