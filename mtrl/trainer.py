@@ -132,7 +132,9 @@ class _Sums:
         self.n += n
 
     def means(self) -> dict[str, dict[str, float]]:
-        assert self.total is not None
+        """Per-task means (``{}`` for every task if no batch was added)."""
+        if self.total is None:
+            return {name: {} for name in self.task_names}
         totals = self.total.tolist()  # the one read of the pass
         div = max(self.n, 1.0)
         out: dict[str, dict[str, float]] = {}
@@ -384,27 +386,13 @@ class Trainer:
         return self.model.shared_parameters()
 
     # --- loops --------------------------------------------------------------------------------
-    def _accumulate(
-        self, sums: _Sums | None, losses: Tensor, outs: list[Tensor], ys: list[Tensor]
-    ) -> _Sums:
-        """Add the batch's size-weighted losses and metrics to ``sums`` (a new one if None)."""
-        if sums is None:
-            sums = _Sums(self.task_names, self.metrics)
-        sums.add(losses, outs, ys)
-        return sums
-
-    def _means(self, sums: _Sums | None) -> dict[str, dict[str, float]]:
-        if sums is None:  # no batches
-            return {name: {} for name in self.task_names}
-        return sums.means()
-
     def train_epoch(self, bar: Any = None) -> dict[str, dict[str, float]]:
         """One pass over the training data; per-task mean loss and metrics (training batches)."""
-        sums = None
+        sums = _Sums(self.task_names, self.metrics)
         tick, steps0 = time.perf_counter(), self.step
         for x, ys in self.batches(self.train_data, shuffle=True):
             losses, weights, outs = self.train_step(x, ys)
-            sums = self._accumulate(sums, losses, outs, ys)
+            sums.add(losses, outs, ys)
             if bar is not None and bar.update(1):  # read the losses only when the bar redraws
                 losses_now = dict(zip(self.task_names, losses.tolist(), strict=True))
                 bar.set_postfix({n: f"{v:.3g}" for n, v in losses_now.items()}, refresh=False)
@@ -415,7 +403,7 @@ class Trainer:
         if callable(end):  # DWA
             end()
         self.epoch += 1
-        return self._means(sums)
+        return sums.means()
 
     @torch.no_grad()
     def evaluate(self, data: Data | None = None) -> dict[str, dict[str, float]]:
@@ -425,14 +413,14 @@ class Trainer:
             raise ValueError("no data to evaluate: pass data or test_data=")
         was_training = self.model.training
         self.model.eval()
-        sums = None
+        sums = _Sums(self.task_names, self.metrics)
         try:
             for x, ys in self.batches(data, shuffle=False):
                 losses, outs, _ = self.task_losses(x, ys)
-                sums = self._accumulate(sums, losses, outs, ys)
+                sums.add(losses, outs, ys)
         finally:
             self.model.train(was_training)  # the caller's mode, e.g. for its own loop after fit()
-        return self._means(sums)
+        return sums.means()
 
     def fit(self, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Train from the current epoch up to ``epochs`` (resumes after :meth:`load`), evaluate,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mtrl.weighting.base import loss_device, task_gradients
+from mtrl.weighting.base import as_loss_vector, task_gradients
 
 
 def _shared_params(model_or_params: nn.Module | Iterable[Tensor]) -> list[Tensor]:
@@ -51,11 +51,8 @@ def gradient_cosine(
 
 
 def _as_loss_vector(losses: Tensor | Sequence[Tensor]) -> Tensor:
-    if isinstance(losses, Tensor):
-        return losses.flatten()
-    losses = list(losses)
-    device = loss_device(losses)  # a CPU constant next to CUDA losses (as_loss_vector)
-    return torch.stack([torch.as_tensor(v, device=device).reshape(()) for v in losses])
+    """The task losses as a (T,) vector: a tensor of any shape flattened, else as_loss_vector."""
+    return as_loss_vector(losses.flatten() if isinstance(losses, Tensor) else losses)
 
 
 @torch.no_grad()
