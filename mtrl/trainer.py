@@ -44,8 +44,8 @@ from mtrl.weighting.base import (
     InternalOptimizerMixin,
     LossWeighting,
     WeightedLoss,
-    loss_device,
 )
+from mtrl.weighting.grads import loss_device
 
 Loss = Callable[[Tensor, Tensor], Tensor]
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from mtrl.architectures.stacked import check_task_ids, group_by_task
-from mtrl.weighting.base import last_weight
+from mtrl.weighting.grads import last_weight
 
 __all__ = ["MultiTaskModel", "mlp", "require_hidden"]
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from mtrl.architectures._registry import ARCHITECTURES
 from mtrl.architectures.base import MultiTaskModel, mlp, require_hidden
 from mtrl.architectures.stacked import group_by_task
-from mtrl.weighting.base import last_weight
+from mtrl.weighting.grads import last_weight
 
 
 @ARCHITECTURES.register("mmoe")

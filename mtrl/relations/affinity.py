@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mtrl.weighting.base import as_loss_vector, task_gradients
+from mtrl.weighting.grads import as_loss_vector, task_gradients
 
 
 def _shared_params(model_or_params: nn.Module | Iterable[Tensor]) -> list[Tensor]:

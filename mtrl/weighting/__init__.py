@@ -29,19 +29,14 @@ it writes ``.grad`` (accumulating, like ``loss.backward()``) and returns the app
 from __future__ import annotations
 
 from mtrl.registry import UnknownNameError
-from mtrl.weighting.base import (
-    WEIGHTINGS,
-    GradientAggregator,
-    LossWeighting,
-    WeightedLoss,
-    task_gradients,
-)
+from mtrl.weighting.base import WEIGHTINGS, GradientAggregator, LossWeighting, WeightedLoss
 from mtrl.weighting.cagrad import CAGrad, cagrad, cagrad_weights
 from mtrl.weighting.dwa import DWA
 from mtrl.weighting.equal import Equal
 from mtrl.weighting.famo import FAMO
 from mtrl.weighting.gradient_reversal import GradientReversal, GradReverse, grad_reverse
 from mtrl.weighting.gradnorm import GradNorm
+from mtrl.weighting.grads import task_gradients
 from mtrl.weighting.great import GREAT
 from mtrl.weighting.imtl_g import IMTLG, imtl_g, imtl_g_weights
 from mtrl.weighting.mgda import MGDA, mgda, min_norm_weights

@@ -1,4 +1,5 @@
-"""Base classes and shared helpers for loss / gradient weighting.
+"""Base classes for loss / gradient weighting (their helpers: :mod:`mtrl.weighting.grads`,
+:mod:`mtrl.weighting.numerics`).
 
 Two families share one interface, :meth:`LossWeighting.backward`:
 
@@ -25,253 +26,20 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from mtrl.registry import Registry
+from mtrl.weighting.grads import (
+    accumulate_grad,
+    as_loss_vector,
+    backward_task_params,
+    shared_targets,
+    task_gradients,
+)
+from mtrl.weighting.numerics import combine
 
 WEIGHTINGS: Registry[LossWeighting] = Registry("weighting")
-
-
-def as_loss_vector(losses: Tensor | Sequence[Tensor]) -> Tensor:
-    """Stack a sequence of scalar losses into a ``(T,)`` tensor (a tensor is checked and kept).
-
-    Entries off the device of the others (a constant ``torch.tensor(0.0)`` or a number for a task
-    without samples, next to CUDA losses) join them there: torch.stack refuses to mix devices,
-    so such a list worked on the CPU and failed on CUDA."""
-    if not isinstance(losses, Tensor):
-        losses = list(losses)
-        device = loss_device(losses)
-        losses = torch.stack([torch.as_tensor(x, device=device).reshape(()) for x in losses])
-    if losses.dim() != 1:
-        raise ValueError(f"losses must have shape (T,), got {tuple(losses.shape)}")
-    return losses
-
-
-def loss_device(losses: Sequence[Tensor | float]) -> torch.device | None:
-    """The device of the first loss not on the CPU, if any (else None: the CPU, as before)."""
-    return next(
-        (x.device for x in losses if isinstance(x, Tensor) and x.device.type != "cpu"), None
-    )
-
-
-def last_weight(params: Sequence[Tensor]) -> list[Tensor]:
-    """The last tensor of ``params`` that is a weight matrix (at least two dimensions larger
-    than 1: not a bias, not a scalar gain) as a one-element list; the last tensor if none is; []
-    if ``params`` is empty. Parameters that do not require grad are skipped."""
-    params = [p for p in params if p.requires_grad]
-    weights = [p for p in params if sum(n > 1 for n in p.shape) >= 2]
-    return weights[-1:] if weights else params[-1:]
-
-
-def flatten(grads: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:
-    """Concatenate ``grads`` into one ``(P,)`` vector; ``None`` entries become zeros of ``like``."""
-    parts = [
-        (torch.zeros_like(p) if g is None else g).reshape(-1)
-        for g, p in zip(grads, like, strict=True)
-    ]
-    return torch.cat(parts) if parts else torch.zeros(0)
-
-
-def unflatten(vec: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
-    """Split a ``(P,)`` vector into views shaped like the tensors of ``like``."""
-    out, start = [], 0
-    for p in like:
-        n = p.numel()
-        out.append(vec[start : start + n].view_as(p))
-        start += n
-    if start != vec.numel():
-        raise ValueError(f"vector has {vec.numel()} entries, parameters have {start}")
-    return out
-
-
-def task_gradients(
-    losses: Tensor | Sequence[Tensor], inputs: Sequence[Tensor], *, batched: bool = False
-) -> Tensor:
-    """Per-task gradients ``G[i] = d losses[i] / d inputs`` flattened to a ``(T, P)`` matrix.
-
-    One ``torch.autograd.grad`` per task (graph retained), or a single vmapped call over the
-    one-hot basis when ``batched=True`` (not every op supports vmap). Pass the T scalar losses as
-    a *sequence* when you have them: differentiating ``stacked[i]`` back-propagates zeros through
-    every other task's branch of ``torch.stack`` (T^2 head backward passes), the scalars do not.
-    """
-    inputs = list(inputs)
-    parts = None if isinstance(losses, Tensor) else list(losses)
-    if parts is not None:
-        losses = as_loss_vector(parts)
-    t = losses.shape[0]
-    if batched and losses.requires_grad:
-        basis = torch.eye(t, dtype=losses.dtype, device=losses.device)
-        gs = torch.autograd.grad(
-            losses, inputs, basis, retain_graph=True, allow_unused=True, is_grads_batched=True
-        )
-        gs = [
-            torch.zeros((t, *p.shape), dtype=p.dtype, device=p.device) if g is None else g
-            for g, p in zip(gs, inputs, strict=True)
-        ]
-        return torch.cat([g.reshape(t, -1) for g in gs], dim=1)
-    if not inputs:
-        return losses.new_zeros(t, 0)
-    sizes = [p.numel() for p in inputs]
-    # filled in place: one copy of each gradient instead of cat + stack
-    out = torch.zeros(t, sum(sizes), dtype=inputs[0].dtype, device=inputs[0].device)
-    for i in range(t):
-        loss = losses[i] if parts is None else parts[i]
-        if not loss.requires_grad:
-            continue
-        gs = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
-        for g, dst in zip(gs, out[i].split(sizes)):
-            if g is not None:
-                dst.copy_(g.reshape(-1))
-    return out
-
-
-def accumulate_grad(params: Sequence[Tensor], vec: Tensor) -> None:
-    """Add the flat gradient ``vec`` (P,) into ``p.grad`` of ``params`` (created if ``None``)."""
-    for p, g in zip(params, unflatten(vec.detach(), params), strict=True):
-        if p.grad is None:
-            p.grad = g.to(p.dtype).clone()
-        else:
-            p.grad.add_(g.to(p.grad.dtype))
-
-
-def graph_leaves(root: Tensor, stop: Tensor | None = None) -> list[Tensor]:
-    """Leaf tensors requiring grad in the autograd graph of ``root`` (not expanding ``stop``)."""
-    if root.grad_fn is None:
-        return [root] if root.requires_grad else []
-    stop_fn = None if stop is None else stop.grad_fn
-    seen, leaves, stack = set(), [], [root.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        var = getattr(fn, "variable", None)
-        if var is not None:
-            leaves.append(var)
-            continue
-        if fn is stop_fn:
-            continue
-        stack.extend(nxt for nxt, _ in fn.next_functions)
-    return leaves
-
-
-def backward_task_params(
-    losses: Tensor,
-    exclude: Sequence[Tensor],
-    task_params: Sequence[Tensor] | None = None,
-    stop: Tensor | None = None,
-) -> None:
-    """Backward ``losses.sum()`` into the task-specific parameters only (see module docstring)."""
-    total = losses.sum()
-    if not total.requires_grad:
-        return
-    if task_params is None:
-        ex = {id(p) for p in exclude}
-        task_params = [p for p in graph_leaves(total, stop) if id(p) not in ex]
-    else:
-        task_params = [p for p in task_params if p.requires_grad]
-    if task_params:
-        torch.autograd.backward(total, inputs=list(task_params))
-
-
-def shared_targets(
-    shared_params: Sequence[Tensor] | None, features: Tensor | None, method: str
-) -> list[Tensor]:
-    """The tensors per-task gradients are taken w.r.t.: ``[features]`` or the shared params
-    (an empty list means nothing is shared: every parameter gets the plain-sum gradient)."""
-    if features is not None:
-        return [features]
-    if shared_params is None:
-        raise ValueError(f"{method} needs shared_params or features= to compute task gradients")
-    return [p for p in shared_params if p.requires_grad]
-
-
-def gram_matrix(grads: Tensor) -> Tensor:
-    """The Gram matrix ``G G^T`` (T, T) of ``grads`` (T, P) in float64, on their device.
-
-    The product is taken in the gradients' dtype (one pass, as before), and again on rows scaled
-    by powers of two (exact) if it lost range: float32 squares overflow above ~1e19 and underflow
-    below ~1e-19, so gradients of norm 1e20 gave an inf Gram (NaN or zero weights) and 1e-30 a
-    zero one, although every aggregator's answer is defined at any scale. When nothing overflows
-    or underflows the scaled product is the plain one times exact powers of two: same values.
-    """
-    gram = (grads @ grads.T).double()
-    tiny = torch.finfo(grads.dtype).tiny / torch.finfo(grads.dtype).eps  # squares lose bits
-    host = gram.detach().cpu().numpy()  # (T, T): the solvers read it on the host anyway
-    if grads.numel() == 0 or (np.isfinite(host).all() and (np.diag(host) >= tiny).all()):
-        return gram
-    if not bool(torch.isfinite(grads).all()):
-        return gram
-    exponent, scaled = _scaled_rows(grads.detach())
-    gram = (scaled @ scaled.T).double()
-    exponent = exponent.to(gram.dtype)[:, None]
-    return gram * torch.exp2(exponent) * torch.exp2(exponent.T)
-
-
-def _scaled_rows(grads: Tensor) -> tuple[Tensor, Tensor]:
-    """``(e, S)``: row i of ``grads`` is ``2^e_i S_i`` with ``max |S_i| < 1`` (exact; e = 0 for a
-    zero row). Scaled in two halves: 2^149 (a subnormal float32 row) is out of float32's range."""
-    if grads.shape[1] == 0:  # no entries (amax of nothing raises)
-        return torch.zeros(grads.shape[0], dtype=torch.int32, device=grads.device), grads
-    exponent = torch.frexp(grads.abs().amax(dim=1)).exponent  # (T,)
-    return exponent, _ldexp(grads, -exponent[:, None])
-
-
-def _ldexp(x: Tensor, exponent: Tensor) -> Tensor:
-    """``x * 2^exponent`` exactly, in two halves (one power of two may be out of x's range)."""
-    half = torch.div(exponent, 2, rounding_mode="floor")
-    return torch.ldexp(torch.ldexp(x, half.to(x.dtype)), (exponent - half).to(x.dtype))
-
-
-def row_norms(grads: Tensor) -> Tensor:
-    """Euclidean norms (T,) of the rows of ``grads`` (T, P) without overflow or underflow:
-    ``grads.norm(dim=1)``, unless a norm came out non-finite or below ~1e-18 (float32's squares
-    overflow above ~1e19 and vanish under ~1e-19; a zero row too), then on rows scaled by powers
-    of two (exact: the same values; ~9x the plain norm's time on the CPU, so only then). On a
-    GPU always scaled: reading the norms to decide would be a host sync every step."""
-    if _reads_are_free(grads):
-        plain = grads.norm(dim=1)
-        floor = (torch.finfo(grads.dtype).tiny / torch.finfo(grads.dtype).eps) ** 0.5
-        if grads.shape[1] == 0 or bool((torch.isfinite(plain) & (plain >= floor)).all()):
-            return plain
-    exponent, scaled = _scaled_rows(grads)
-    return _ldexp(scaled.norm(dim=1), exponent)
-
-
-def _reads_are_free(x: Tensor) -> bool:
-    """Whether reading ``x``'s values on the host costs no device sync (a CPU tensor)."""
-    return x.device.type == "cpu"
-
-
-def combine(weights: Tensor, grads: Tensor) -> Tensor:
-    """``weights @ grads`` (P,) in the gradients' dtype, for solver weights (T,) of any dtype.
-
-    A weight can be out of the gradients' range while its term is not: PCGrad's coefficient on a
-    subnormal float32 gradient (~1e-42) is ~1e42, Nash-MTL's 1 / |g_i| the same; cast to float32
-    it was inf and the direction inf. Then the sum is taken as ``sum (w_i 2^e_i) S_i`` over the
-    rows scaled by powers of two (:func:`_scaled_rows`); otherwise exactly ``w @ grads``."""
-    # the checks read a host copy of the (T,) weights: the solvers' come from numpy, and a
-    # weight on another device than the gradients (CPU weights, CUDA gradients) may not meet them
-    host = weights.detach().to("cpu", torch.float64).numpy()
-    info = torch.finfo(grads.dtype)
-    size = np.abs(host)
-    fits = (size == 0) | ((size >= info.tiny) & (size <= info.max))  # NaN fails both
-    if fits.all() or not np.isfinite(host).all():
-        return weights.to(device=grads.device, dtype=grads.dtype) @ grads
-    exponent, scaled = _scaled_rows(grads)
-    ws = weights.to(device=grads.device, dtype=torch.float64) * torch.exp2(exponent.double())
-    return ws.to(grads.dtype) @ scaled
-
-
-def nonzero_rows(k: np.ndarray, rtol: float = 0.0) -> np.ndarray:
-    """Indices of the tasks whose gradient is not zero, from a Gram matrix (T, T): squared norm
-    above ``rtol`` times the largest. ``rtol`` 0 (exact zeros only): Nash-MTL and IMTL-G are
-    invariant to a task's gradient scale, so a task 1e8 times smaller than another is still a
-    task (a relative 1e-12 on the squared norms dropped every task under 1e-6 of the largest)."""
-    diag = np.diag(k)
-    return np.flatnonzero(diag > rtol * max(float(diag.max(initial=0.0)), 1e-300))
 
 
 class LossWeighting(torch.nn.Module):

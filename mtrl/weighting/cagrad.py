@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.weighting.base import WEIGHTINGS, GradientAggregator, combine, gram_matrix, row_norms
+from mtrl.weighting.base import WEIGHTINGS, GradientAggregator
+from mtrl.weighting.numerics import combine, gram_matrix, row_norms
 
 
 def _project_simplex(v: np.ndarray) -> np.ndarray:

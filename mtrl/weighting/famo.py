@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from mtrl.weighting.base import WEIGHTINGS, InternalOptimizerMixin, WeightedLoss, as_loss_vector
+from mtrl.weighting.base import WEIGHTINGS, InternalOptimizerMixin, WeightedLoss
+from mtrl.weighting.grads import as_loss_vector
 
 
 @WEIGHTINGS.register("famo")

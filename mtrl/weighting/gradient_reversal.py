@@ -9,12 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mtrl.weighting.base import (
-    WEIGHTINGS,
-    LossWeighting,
-    backward_task_params,
-    shared_targets,
-)
+from mtrl.weighting.base import WEIGHTINGS, LossWeighting
+from mtrl.weighting.grads import backward_task_params, shared_targets
 
 
 class GradReverse(torch.autograd.Function):

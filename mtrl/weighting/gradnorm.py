@@ -8,14 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from mtrl.weighting.base import (
-    WEIGHTINGS,
-    InternalOptimizerMixin,
-    LossWeighting,
-    last_weight,
-    row_norms,
-    task_gradients,
-)
+from mtrl.weighting.base import WEIGHTINGS, InternalOptimizerMixin, LossWeighting
+from mtrl.weighting.grads import last_weight, task_gradients
+from mtrl.weighting.numerics import row_norms
 
 
 @WEIGHTINGS.register("gradnorm")
@@ -28,7 +23,7 @@ class GradNorm(InternalOptimizerMixin, LossWeighting):
     weight as in the paper; :class:`~mtrl.trainer.Trainer` passes the model's
     ``last_shared_layer()`` through :meth:`adopt_layer`), else ``features`` when given (norms
     w.r.t. the shared representation: the cheaper departure from the paper), else the last
-    weight in ``shared_params`` (:func:`~mtrl.weighting.base.last_weight`: not a bias). Each
+    weight in ``shared_params`` (:func:`~mtrl.weighting.grads.last_weight`: not a bias). Each
     step takes T per-task gradients of ``W`` (an outer product over the batch each), which
     dominates on a wide layer.
     ``L_i(0)`` are the losses of the first call. ``w`` is updated by an internal optimiser

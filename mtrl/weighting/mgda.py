@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.weighting.base import WEIGHTINGS, GradientAggregator, combine, gram_matrix
+from mtrl.weighting.base import WEIGHTINGS, GradientAggregator
+from mtrl.weighting.numerics import combine, gram_matrix
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
@@ -147,7 +148,7 @@ def gradient_normalizers(
 ) -> Tensor:
     """Per-task scale (T,) dividing each gradient, as in the MGDA-UB code: 'none' -> 1,
     'l2' -> |g_i|, 'loss' -> L_i, 'loss+' -> L_i |g_i|. ``norms`` (T,): the gradients' norms if
-    known (e.g. from :func:`~mtrl.weighting.base.gram_matrix`, which does not overflow)."""
+    known (e.g. from :func:`~mtrl.weighting.numerics.gram_matrix`, which does not overflow)."""
     if norms is None:
         norms = grads.norm(dim=1)
     if kind == "none":

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.weighting.base import WEIGHTINGS, GradientAggregator, combine, gram_matrix, nonzero_rows
+from mtrl.weighting.base import WEIGHTINGS, GradientAggregator
+from mtrl.weighting.numerics import combine, gram_matrix, nonzero_rows
 
 
 def nash_weights(

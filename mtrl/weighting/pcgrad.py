@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.weighting.base import WEIGHTINGS, GradientAggregator, SeededMixin, combine, gram_matrix
+from mtrl.weighting.base import WEIGHTINGS, GradientAggregator, SeededMixin
+from mtrl.weighting.numerics import combine, gram_matrix
 
 
 def pcgrad_weights(gram: Tensor, generator: torch.Generator | None = None) -> Tensor:

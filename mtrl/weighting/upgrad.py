@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.weighting.base import WEIGHTINGS, GradientAggregator, combine, gram_matrix
+from mtrl.weighting.base import WEIGHTINGS, GradientAggregator
+from mtrl.weighting.numerics import combine, gram_matrix
 
 
 def dual_cone_weights(gram: Tensor) -> Tensor:

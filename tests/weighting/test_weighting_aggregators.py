@@ -366,7 +366,7 @@ def test_pcgrad_projects_on_a_subnormal_float32_gradient():
 def test_combine_takes_host_weights_for_gradients_on_another_device():
     # CAGrad passes its numpy-born (CPU) weights with the gradients, which may be on a GPU (the
     # meta device stands in): the range checks read the host copy, the product runs on the device
-    from mtrl.weighting.base import combine
+    from mtrl.weighting.numerics import combine
 
     grads = torch.empty(2, 3, device="meta")
     out = combine(torch.tensor([0.5, 0.5], dtype=torch.float64), grads)

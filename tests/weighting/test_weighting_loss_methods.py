@@ -88,9 +88,9 @@ def test_dwa_and_gradnorm_steps_read_nothing_from_the_device(make_toy, device_tr
     # int(self.epochs) (DWA, each step) and bool(self.initialized) (GradNorm) in a branch were a
     # CUDA sync every step. GradNorm's overflow-safe norms read them on the CPU only (free
     # there): as on a GPU, they are not read
-    import mtrl.weighting.base as base
+    import mtrl.weighting.numerics as numerics
 
-    monkeypatch.setattr(base, "_reads_are_free", lambda x: False)
+    monkeypatch.setattr(numerics, "_reads_are_free", lambda x: False)
     dwa, gradnorm = W.DWA(2), W.build("gradnorm", 3, optimizer="sgd")
     reads = 0
     for epoch in range(3):
@@ -334,7 +334,7 @@ def test_gradnorm_weights_stay_finite_with_huge_float32_losses(make_toy):
                 method.backward(toy.losses()[0] * scale, toy.shared())
                 assert torch.isfinite(method.task_weights).all(), (optimizer, scale)
                 assert torch.isclose(method.task_weights.sum(), torch.tensor(3.0))
-    from mtrl.weighting.base import row_norms
+    from mtrl.weighting.numerics import row_norms
 
     toy = make_toy()
     grads = W.task_gradients(toy.losses()[0], toy.shared()[:1])
@@ -343,14 +343,14 @@ def test_gradnorm_weights_stay_finite_with_huge_float32_losses(make_toy):
         torch.testing.assert_close(row_norms(grads * scale), exact, rtol=1e-6, atol=0)
     assert torch.equal(row_norms(grads), grads.norm(dim=1))  # the same values where no overflow
     # the scaled path (always taken on a GPU) gives the plain norms' values too
-    import mtrl.weighting.base as base
+    import mtrl.weighting.numerics as numerics
 
-    base_free = base._reads_are_free
+    base_free = numerics._reads_are_free
     try:
-        base._reads_are_free = lambda x: False
+        numerics._reads_are_free = lambda x: False
         assert torch.equal(row_norms(grads), grads.norm(dim=1))
     finally:
-        base._reads_are_free = base_free
+        numerics._reads_are_free = base_free
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])

@@ -1,0 +1,165 @@
+"""Per-task gradient plumbing shared by the weightings: stacking task losses, per-task gradients
+``(T, P)`` of the shared parameters or features, and writing a combined direction back into
+``.grad`` (the task-specific parameters get the plain-sum gradient: see :mod:`mtrl.weighting.base`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def as_loss_vector(losses: Tensor | Sequence[Tensor]) -> Tensor:
+    """Stack a sequence of scalar losses into a ``(T,)`` tensor (a tensor is checked and kept).
+
+    Entries off the device of the others (a constant ``torch.tensor(0.0)`` or a number for a task
+    without samples, next to CUDA losses) join them there: torch.stack refuses to mix devices,
+    so such a list worked on the CPU and failed on CUDA."""
+    if not isinstance(losses, Tensor):
+        losses = list(losses)
+        device = loss_device(losses)
+        losses = torch.stack([torch.as_tensor(x, device=device).reshape(()) for x in losses])
+    if losses.dim() != 1:
+        raise ValueError(f"losses must have shape (T,), got {tuple(losses.shape)}")
+    return losses
+
+
+def loss_device(losses: Sequence[Tensor | float]) -> torch.device | None:
+    """The device of the first loss not on the CPU, if any (else None: the CPU, as before)."""
+    return next(
+        (x.device for x in losses if isinstance(x, Tensor) and x.device.type != "cpu"), None
+    )
+
+
+def last_weight(params: Sequence[Tensor]) -> list[Tensor]:
+    """The last tensor of ``params`` that is a weight matrix (at least two dimensions larger
+    than 1: not a bias, not a scalar gain) as a one-element list; the last tensor if none is; []
+    if ``params`` is empty. Parameters that do not require grad are skipped."""
+    params = [p for p in params if p.requires_grad]
+    weights = [p for p in params if sum(n > 1 for n in p.shape) >= 2]
+    return weights[-1:] if weights else params[-1:]
+
+
+def flatten(grads: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:
+    """Concatenate ``grads`` into one ``(P,)`` vector; ``None`` entries become zeros of ``like``."""
+    parts = [
+        (torch.zeros_like(p) if g is None else g).reshape(-1)
+        for g, p in zip(grads, like, strict=True)
+    ]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def unflatten(vec: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """Split a ``(P,)`` vector into views shaped like the tensors of ``like``."""
+    out, start = [], 0
+    for p in like:
+        n = p.numel()
+        out.append(vec[start : start + n].view_as(p))
+        start += n
+    if start != vec.numel():
+        raise ValueError(f"vector has {vec.numel()} entries, parameters have {start}")
+    return out
+
+
+def task_gradients(
+    losses: Tensor | Sequence[Tensor], inputs: Sequence[Tensor], *, batched: bool = False
+) -> Tensor:
+    """Per-task gradients ``G[i] = d losses[i] / d inputs`` flattened to a ``(T, P)`` matrix.
+
+    One ``torch.autograd.grad`` per task (graph retained), or a single vmapped call over the
+    one-hot basis when ``batched=True`` (not every op supports vmap). Pass the T scalar losses as
+    a *sequence* when you have them: differentiating ``stacked[i]`` back-propagates zeros through
+    every other task's branch of ``torch.stack`` (T^2 head backward passes), the scalars do not.
+    """
+    inputs = list(inputs)
+    parts = None if isinstance(losses, Tensor) else list(losses)
+    if parts is not None:
+        losses = as_loss_vector(parts)
+    t = losses.shape[0]
+    if batched and losses.requires_grad:
+        basis = torch.eye(t, dtype=losses.dtype, device=losses.device)
+        gs = torch.autograd.grad(
+            losses, inputs, basis, retain_graph=True, allow_unused=True, is_grads_batched=True
+        )
+        gs = [
+            torch.zeros((t, *p.shape), dtype=p.dtype, device=p.device) if g is None else g
+            for g, p in zip(gs, inputs, strict=True)
+        ]
+        return torch.cat([g.reshape(t, -1) for g in gs], dim=1)
+    if not inputs:
+        return losses.new_zeros(t, 0)
+    sizes = [p.numel() for p in inputs]
+    # filled in place: one copy of each gradient instead of cat + stack
+    out = torch.zeros(t, sum(sizes), dtype=inputs[0].dtype, device=inputs[0].device)
+    for i in range(t):
+        loss = losses[i] if parts is None else parts[i]
+        if not loss.requires_grad:
+            continue
+        gs = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
+        for g, dst in zip(gs, out[i].split(sizes)):
+            if g is not None:
+                dst.copy_(g.reshape(-1))
+    return out
+
+
+def accumulate_grad(params: Sequence[Tensor], vec: Tensor) -> None:
+    """Add the flat gradient ``vec`` (P,) into ``p.grad`` of ``params`` (created if ``None``)."""
+    for p, g in zip(params, unflatten(vec.detach(), params), strict=True):
+        if p.grad is None:
+            p.grad = g.to(p.dtype).clone()
+        else:
+            p.grad.add_(g.to(p.grad.dtype))
+
+
+def graph_leaves(root: Tensor, stop: Tensor | None = None) -> list[Tensor]:
+    """Leaf tensors requiring grad in the autograd graph of ``root`` (not expanding ``stop``)."""
+    if root.grad_fn is None:
+        return [root] if root.requires_grad else []
+    stop_fn = None if stop is None else stop.grad_fn
+    seen, leaves, stack = set(), [], [root.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        var = getattr(fn, "variable", None)
+        if var is not None:
+            leaves.append(var)
+            continue
+        if fn is stop_fn:
+            continue
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+    return leaves
+
+
+def backward_task_params(
+    losses: Tensor,
+    exclude: Sequence[Tensor],
+    task_params: Sequence[Tensor] | None = None,
+    stop: Tensor | None = None,
+) -> None:
+    """Backward ``losses.sum()`` into the task-specific parameters only (see module docstring)."""
+    total = losses.sum()
+    if not total.requires_grad:
+        return
+    if task_params is None:
+        ex = {id(p) for p in exclude}
+        task_params = [p for p in graph_leaves(total, stop) if id(p) not in ex]
+    else:
+        task_params = [p for p in task_params if p.requires_grad]
+    if task_params:
+        torch.autograd.backward(total, inputs=list(task_params))
+
+
+def shared_targets(
+    shared_params: Sequence[Tensor] | None, features: Tensor | None, method: str
+) -> list[Tensor]:
+    """The tensors per-task gradients are taken w.r.t.: ``[features]`` or the shared params
+    (an empty list means nothing is shared: every parameter gets the plain-sum gradient)."""
+    if features is not None:
+        return [features]
+    if shared_params is None:
+        raise ValueError(f"{method} needs shared_params or features= to compute task gradients")
+    return [p for p in shared_params if p.requires_grad]
