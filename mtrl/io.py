@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 TEMP_SUFFIX = ".tmp"  # temporary files of an interrupted write end with this
 
@@ -82,3 +84,13 @@ def fsync_dir(d: str | Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` ``obj`` to ``path`` through :func:`atomic_write`: a crash leaves
+    either the old or the new checkpoint, never a torn one."""
+    import torch  # only here: importing mtrl.io does not load torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())

@@ -19,11 +19,8 @@ tqdm and TensorBoard (``torch.utils.tensorboard``) are imported lazily, only whe
 
 from __future__ import annotations
 
-import copy
-import io
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Integral
 from pathlib import Path
@@ -34,9 +31,9 @@ from torch import Tensor, nn
 
 from mtrl.architectures.base import MultiTaskModel
 from mtrl.batches import Data, iterate_batches, num_batches, split_targets
-from mtrl.guard import DivergenceError, NonFiniteGuard, check_parameters
-from mtrl.io import atomic_write
-from mtrl.metrics import Metric
+from mtrl.guard import DivergenceError, NonFiniteGuard, check_parameters, state_snapshot
+from mtrl.io import save_atomic
+from mtrl.metrics import Metric, MetricSums
 from mtrl.rng import cuda_rng_states, set_cuda_rng_states
 from mtrl.trainer_log import TrainerLog
 from mtrl.weighting.base import (
@@ -63,88 +60,10 @@ class NoSharedParametersWarning(UserWarning):
     """A gradient method on a model that shares no parameters: it trains as equal weighting."""
 
 
-def state_snapshot(module: nn.Module) -> dict[str, Any]:
-    """``module.state_dict()``, copied to be loaded back later: what ``copy.deepcopy`` of it
-    gives for that purpose, at a fifth to a third of its cost (the Trainer takes one every step).
-    Plain tensors are cloned (``Tensor.__deepcopy__`` costs several clones), dicts, lists and
-    tuples rebuilt, anything else deep-copied; a tensor seen twice is cloned once, as deepcopy's
-    memo does. The ``_metadata`` (module versions) is built afresh by each ``state_dict()`` call
-    and only read by ``load_state_dict``: it is kept as it is."""
-    state = module.state_dict()
-    out = _copy_state(state, {})
-    if hasattr(state, "_metadata"):
-        out._metadata = state._metadata
-    return out
-
-
-def _copy_state(obj: Any, memo: dict[int, Any]) -> Any:
-    if type(obj) is Tensor and not obj.requires_grad:
-        if id(obj) not in memo:
-            memo[id(obj)] = obj.clone()
-        return memo[id(obj)]
-    if type(obj) in (dict, OrderedDict):
-        return type(obj)((k, _copy_state(v, memo)) for k, v in obj.items())
-    if type(obj) in (list, tuple):
-        return type(obj)(_copy_state(v, memo) for v in obj)
-    return copy.deepcopy(obj, memo)
-
-
 def _is(method: Any, function: Callable[..., Any]) -> bool:
     """Whether the bound ``method`` is ``function`` itself (not an override, nor a replacement
     set on the instance)."""
     return getattr(method, "__func__", None) is function
-
-
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` ``obj`` to ``path`` through :func:`mtrl.io.atomic_write`: a crash leaves
-    either the old or the new checkpoint, never a torn one."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write(path, buf.getvalue())
-
-
-class _Sums:
-    """Size-weighted sums of each task's loss and metrics over one pass: one float64 vector on
-    the device (the T losses, then every task's metrics in order), added to once per batch and
-    read once per pass, in :meth:`means` (no host sync per batch: on CUDA a sync per task and
-    metric each step stalled the GPU; one vector instead of a tensor per value also saves the
-    per-value Python and dispatch work). Each entry takes the values and operations a separate
-    sum of its own did: ``0 + value.to(float64) * n`` added up batch by batch."""
-
-    def __init__(self, task_names: Sequence[str], metrics: Sequence[Mapping[str, Metric]]) -> None:
-        self.task_names = list(task_names)
-        self.metrics = [list(m.items()) for m in metrics]
-        self.total: Tensor | None = None
-        self.n = 0.0
-
-    def add(self, losses: Tensor, outs: Sequence[Tensor], ys: Sequence[Tensor]) -> None:
-        n = ys[0].shape[0]
-        f64, device = torch.float64, losses.device
-        values = [losses.to(f64)]
-        for t, metrics in enumerate(self.metrics):
-            for _, fn in metrics:
-                value = torch.as_tensor(fn(outs[t], ys[t]), dtype=f64, device=device)
-                values.append(value.reshape(1))
-        batch = torch.cat(values) * n
-        if self.total is None:
-            self.total = torch.zeros_like(batch)
-        self.total += batch
-        self.n += n
-
-    def means(self) -> dict[str, dict[str, float]]:
-        """Per-task means (``{}`` for every task if no batch was added)."""
-        if self.total is None:
-            return {name: {} for name in self.task_names}
-        totals = self.total.tolist()  # the one read of the pass
-        div = max(self.n, 1.0)
-        out: dict[str, dict[str, float]] = {}
-        i = len(self.task_names)  # the metrics follow the T losses
-        for t, name in enumerate(self.task_names):
-            out[name] = {"loss": totals[t] / div}
-            for key, _ in self.metrics[t]:
-                out[name][key] = totals[i] / div
-                i += 1
-        return out
 
 
 class Trainer:
@@ -388,7 +307,7 @@ class Trainer:
     # --- loops --------------------------------------------------------------------------------
     def train_epoch(self, bar: Any = None) -> dict[str, dict[str, float]]:
         """One pass over the training data; per-task mean loss and metrics (training batches)."""
-        sums = _Sums(self.task_names, self.metrics)
+        sums = MetricSums(self.task_names, self.metrics)
         tick, steps0 = time.perf_counter(), self.step
         for x, ys in self.batches(self.train_data, shuffle=True):
             losses, weights, outs = self.train_step(x, ys)
@@ -413,7 +332,7 @@ class Trainer:
             raise ValueError("no data to evaluate: pass data or test_data=")
         was_training = self.model.training
         self.model.eval()
-        sums = _Sums(self.task_names, self.metrics)
+        sums = MetricSums(self.task_names, self.metrics)
         try:
             for x, ys in self.batches(data, shuffle=False):
                 losses, outs, _ = self.task_losses(x, ys)
