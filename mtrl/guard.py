@@ -1,18 +1,15 @@
 """Divergence guard of :class:`mtrl.trainer.Trainer`: skip non-finite steps (restoring the
-weighting's state from a :func:`state_snapshot`), stop when they persist, and never checkpoint
+weighting's state from a :func:`mtrl.state.state_snapshot`), stop when they persist, and never checkpoint
 non-finite parameters (the RL runner's rules, without its config)."""
 
 from __future__ import annotations
 
-import copy
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
 class DivergenceError(RuntimeError):
@@ -83,29 +80,3 @@ def check_parameters(
     raise DivergenceError(
         f"training diverged: parameters became non-finite by step {step} ({hint}); {kept}"
     )
-
-
-def state_snapshot(module: nn.Module) -> dict[str, Any]:
-    """``module.state_dict()``, copied to be loaded back later: what ``copy.deepcopy`` of it
-    gives for that purpose, at a fifth to a third of its cost (the Trainer takes one every step).
-    Plain tensors are cloned (``Tensor.__deepcopy__`` costs several clones), dicts, lists and
-    tuples rebuilt, anything else deep-copied; a tensor seen twice is cloned once, as deepcopy's
-    memo does. The ``_metadata`` (module versions) is built afresh by each ``state_dict()`` call
-    and only read by ``load_state_dict``: it is kept as it is."""
-    state = module.state_dict()
-    out = _copy_state(state, {})
-    if hasattr(state, "_metadata"):
-        out._metadata = state._metadata
-    return out
-
-
-def _copy_state(obj: Any, memo: dict[int, Any]) -> Any:
-    if type(obj) is Tensor and not obj.requires_grad:
-        if id(obj) not in memo:
-            memo[id(obj)] = obj.clone()
-        return memo[id(obj)]
-    if type(obj) in (dict, OrderedDict):
-        return type(obj)((k, _copy_state(v, memo)) for k, v in obj.items())
-    if type(obj) in (list, tuple):
-        return type(obj)(_copy_state(v, memo) for v in obj)
-    return copy.deepcopy(obj, memo)

@@ -31,10 +31,11 @@ from torch import Tensor, nn
 
 from mtrl.architectures.base import MultiTaskModel
 from mtrl.batches import Data, iterate_batches, num_batches, split_targets
-from mtrl.guard import DivergenceError, NonFiniteGuard, check_parameters, state_snapshot
+from mtrl.guard import DivergenceError, NonFiniteGuard, check_parameters
 from mtrl.io import save_atomic
 from mtrl.metrics import Metric, MetricSums
 from mtrl.rng import cuda_rng_states, set_cuda_rng_states
+from mtrl.state import state_snapshot
 from mtrl.trainer_log import TrainerLog
 from mtrl.weighting.base import (
     GradientAggregator,

@@ -772,7 +772,7 @@ def test_a_non_finite_gradient_restores_the_weighting_state(weighting):
     # Finite losses, an infinite gradient (a hook on the head's output): the weighting has
     # already learned from the batch (GradNorm its weights and its Adam state, PCGrad and RLW
     # drew from their generators, in the extra state); all of it must be undone. The state is
-    # snapshotted by cheap clones now (mtrl.guard.state_snapshot), not copy.deepcopy.
+    # snapshotted by cheap clones now (mtrl.state.state_snapshot), not copy.deepcopy.
     trainer, _ = _guarded_trainer(weighting)
     x, ys = next(iter(trainer.batches(trainer.train_data, shuffle=False)))
     trainer.train_step(x, ys)
@@ -792,7 +792,7 @@ def test_a_non_finite_gradient_restores_the_weighting_state(weighting):
 
 
 def test_state_snapshot_copies_like_deepcopy():
-    from mtrl.guard import state_snapshot
+    from mtrl.state import state_snapshot
 
     class Holder(nn.Module):
         def __init__(self) -> None:

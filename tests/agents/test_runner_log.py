@@ -1,6 +1,10 @@
 """agents.runner: the TensorBoard scalars of a log interval (means over its pending updates)."""
 
+import copy
+import math
 from types import SimpleNamespace
+
+import torch
 
 from agents.runner import Runner
 
@@ -94,3 +98,59 @@ def test_an_update_reads_its_logged_scalars_from_the_device_in_one_copy(tmp_path
     expected["losses/grad_norm"] = logged["losses/grad_norm"]
     expected |= {f"weights/{n}": 1.0 for n in names}  # equal weighting
     assert list(logged.items()) == list(expected.items())
+
+
+def test_an_update_skipped_for_a_non_finite_gradient_undoes_the_weightings_step(
+    tmp_path, monkeypatch
+):
+    # GradNorm updates its weights inside backward(); when the clipped gradient then turns out
+    # non-finite the update is skipped, and what the weighting learned from the batch is undone
+    from pathlib import Path
+
+    import agents.runner as runner_module
+    import train
+    from agents.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(
+        str(root / "configs" / "gridworld_a2c.yaml"),
+        [
+            "progress=false",
+            "eval.episodes=0",
+            "env.num_envs_per_task=2",
+            "agent.hidden=[8]",
+            "agent.weighting=gradnorm",
+        ],
+    )
+    runner = train.build(cfg, tmp_path / "run")
+    try:
+        runner.collect(runner.reset())
+        before = copy.deepcopy(runner.weighting.state_dict())  # weights, L_i(0), Adam's moments
+        params = [p.detach().clone() for p in runner.agent.parameters()]
+        runner.train_step()  # a taken step moves GradNorm's weights: the test can see a change
+        assert not torch.equal(
+            runner.weighting.state_dict()["task_weights"], before["task_weights"]
+        )
+        runner.weighting.load_state_dict(copy.deepcopy(before))
+        for p, saved in zip(runner.agent.parameters(), params, strict=True):
+            p.data.copy_(saved)
+        monkeypatch.setattr(
+            runner_module, "clip_and_check", lambda opts, max_norm: (torch.tensor(math.nan), False)
+        )
+        logged = runner.train_step()
+    finally:
+        runner.env.close()
+    assert _same(runner.weighting.state_dict(), before)
+    assert all(torch.equal(p, q) for p, q in zip(runner.agent.parameters(), params, strict=True))
+    assert runner.nonfinite_streak == 1 and math.isnan(logged["losses/grad_norm"])
+
+
+def _same(a, b) -> bool:
+    """Equal nested states: tensors exactly (dtype and values), everything else by ==."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b

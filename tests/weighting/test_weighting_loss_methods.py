@@ -367,3 +367,23 @@ def test_famo_update_with_a_non_finite_loss_keeps_the_logits_finite(optimizer, b
     method.update(torch.tensor([0.5, 2.0]))  # a measurable step still moves the logits
     z = torch.softmax(method.logits.detach(), 0)
     assert z[1] > z[0]
+
+
+def test_internal_optimiser_state_is_copied_out_and_in_not_aliased(make_toy):
+    # Adam updates its moments in place: a state_dict taken (or loaded) earlier must not change
+    # when the method steps again, or a kept snapshot / checkpoint would drift with training
+    toy = make_toy()
+    gradnorm = W.build("gradnorm", 3, optimizer="adam")
+    gradnorm.backward(toy.losses()[0], toy.shared())
+    saved = gradnorm.state_dict()
+    moments = saved["_extra_state"]["optimizer"]["state"][0]["exp_avg"].clone()
+    toy.zero_grad()
+    gradnorm.backward(toy.losses()[0], toy.shared())
+    live = gradnorm._opt.state_dict()["state"][0]["exp_avg"]
+    assert not torch.equal(live, moments)  # the second step did move the moments
+    assert torch.equal(saved["_extra_state"]["optimizer"]["state"][0]["exp_avg"], moments)
+    other = W.build("gradnorm", 3, optimizer="adam")
+    other.load_state_dict(saved)
+    toy.zero_grad()
+    other.backward(toy.losses()[0], toy.shared())
+    assert torch.equal(saved["_extra_state"]["optimizer"]["state"][0]["exp_avg"], moments)
