@@ -61,6 +61,8 @@ SCHEDULERS: Registry[TaskScheduler] = Registry("scheduler")
 class UniformScheduler(TaskScheduler):
     """Every task equally likely: p_i = 1/T (the usual round-robin-in-expectation baseline)."""
 
+    probs: Tensor
+
     def __init__(self, num_tasks: int, seed: int = 0) -> None:
         super().__init__(num_tasks, seed)
         self.register_buffer("probs", torch.full((num_tasks,), 1.0 / num_tasks))
@@ -72,6 +74,8 @@ class UniformScheduler(TaskScheduler):
 @SCHEDULERS.register("proportional")
 class ProportionalScheduler(TaskScheduler):
     """Tasks sampled in proportion to their dataset sizes: p_i = n_i / sum_j n_j."""
+
+    probs: Tensor
 
     def __init__(self, sizes: Sequence[float] | Tensor, seed: int = 0) -> None:
         sizes_t = torch.as_tensor(sizes, dtype=torch.float64).flatten()
@@ -100,6 +104,10 @@ class PerformanceScheduler(TaskScheduler):
         tau: softmax temperature; small tau focuses on the worst task.
         momentum: EMA factor for the scores in [0, 1); 0 uses the latest report.
     """
+
+    targets: Tensor
+    scores: Tensor
+    seen: Tensor
 
     def __init__(
         self,

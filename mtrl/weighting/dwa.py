@@ -20,6 +20,11 @@ class DWA(WeightedLoss):
     after that many :meth:`backward` calls. During the first two epochs the weights are 1.
     """
 
+    epoch_sum: Tensor
+    epoch_steps: Tensor
+    history: Tensor
+    epochs: Tensor
+
     def __init__(self, num_tasks: int, temp: float = 2.0, steps_per_epoch: int | None = None):
         super().__init__(num_tasks)
         if not temp > 0:  # softmax(r / temp): 0 divides by zero, < 0 favours the fastest task

@@ -27,6 +27,10 @@ class FAMO(InternalOptimizerMixin, WeightedLoss):
     stay above ``min_losses`` (default 0; e.g. policy-gradient losses can be negative: pass bounds).
     """
 
+    min_losses: Tensor
+    prev_losses: Tensor
+    has_prev: Tensor
+
     def __init__(
         self,
         num_tasks: int,

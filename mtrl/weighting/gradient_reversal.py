@@ -41,6 +41,9 @@ class GradientReversal(LossWeighting):
     Returned weights are the trunk's: 1 for normal tasks, ``-lambda`` for adversarial ones.
     """
 
+    adversarial: Tensor
+    lambda_: Tensor
+
     def __init__(self, num_tasks: int, adversarial: Sequence[int] = (), lambda_: float = 1.0):
         super().__init__(num_tasks)
         mask = torch.zeros(num_tasks, dtype=torch.bool)

@@ -31,6 +31,9 @@ class GradNorm(InternalOptimizerMixin, LossWeighting):
     positive and renormalised to sum T; keep it out of the model's optimiser.
     """
 
+    initial_losses: Tensor
+    initialized: Tensor
+
     def __init__(
         self,
         num_tasks: int,

@@ -32,6 +32,8 @@ class GREAT(InternalOptimizerMixin, LossWeighting):
     ``last_accuracy`` is C's accuracy on the last batch (1/T: the tasks are indistinguishable).
     """
 
+    lambda_: Tensor
+
     needs_features = True  # the Trainer passes features= (representation mode) for it
 
     def __init__(

@@ -23,6 +23,8 @@ class Uncertainty(WeightedLoss):
     either form weighs a task by ``1 / (2 L_i)``. Returned weights are ``c_i exp(-s_i)``.
     """
 
+    scale: Tensor
+
     def __init__(
         self, num_tasks: int, init_log_var: float = 0.0, classification: Sequence[int] = ()
     ) -> None:
