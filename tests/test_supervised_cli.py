@@ -156,6 +156,11 @@ def test_option_of_the_wrong_type_exits_2(tmp_path, override, needle, capsys):
             ],
             "supervised.architecture: num_subspaces must be >= 1, got 0",
         ),
+        (  # no shared representation to measure: the Trainer's refusal, not a crash in features()
+            ["supervised.architecture.name=soft_sharing"],
+            "error: supervised.representation: GREAT needs the shared representation: use a model "
+            "with one (hard_sharing, mmoe; SoftSharing has none)",
+        ),
     ],
 )
 def test_options_that_failed_mid_run_exit_2(tmp_path, overrides, needle, capsys):
@@ -601,6 +606,33 @@ def test_optimisation_fields_reach_the_trainer():
     assert on.optimizer.param_groups[0]["weight_decay"] == 0.0
 
 
+def test_famo_on_toy2d_gets_the_lower_bounds_of_the_scaled_losses():
+    # toy2d's losses go below FAMO's default bound 0; L1's bound scales with benchmark.scale
+    famo = ["supervised.weighting.name=famo"]
+    t = _build("toy2d.yaml", *famo, "supervised.benchmark.scale=3")
+    assert t.weighting.min_losses.tolist() == [-60.0, -20.0]
+    given = _build("toy2d.yaml", *famo, "supervised.weighting.kwargs.min_losses=[-5,-6]")
+    assert given.weighting.min_losses.tolist() == [-5.0, -6.0]
+
+
+def test_a_warning_while_building_the_trainer_is_passed_on(monkeypatch):
+    # the build records warnings to turn the no-shared-parameters one into a note line: any
+    # other warning must still reach the user, not be swallowed with the record
+    import warnings
+
+    from mtrl import trainer
+
+    init = trainer.Trainer.__init__
+
+    def warning_init(self, *args, **kwargs):
+        warnings.warn("a warning from the build", UserWarning, stacklevel=2)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "__init__", warning_init)
+    with pytest.warns(UserWarning, match="a warning from the build"):
+        _build("toy2d.yaml")
+
+
 def test_benchmark_fields_reach_the_data_and_the_model():
     from mtrl.data import STARTING_POINTS, make_gradnorm_toy, make_two_digits
 
@@ -661,6 +693,8 @@ def _bare(tmp_path: Path, text: str = "supervised: {}\n") -> Path:
         ("seed=-1", False),
         ("weight_decay=0", True),
         ("weight_decay=-0.1", False),
+        ("max_nonfinite_steps=0", True),  # 0 = never stop
+        ("max_nonfinite_steps=-1", False),
     ],
 )
 def test_supervised_range_edges(tmp_path, override, ok):
@@ -676,6 +710,7 @@ def test_supervised_range_edges(tmp_path, override, ok):
 def test_supervised_defaults_are_the_documented_ones(tmp_path):
     cfg = load_supervised(_bare(tmp_path))
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.optimizer) == (10, 64, 1e-3, "adam")
+    assert cfg.max_nonfinite_steps == 10
     assert (cfg.benchmark.name, cfg.weighting.name, cfg.architecture.name) == (
         "two_digits",
         "equal",

@@ -319,3 +319,26 @@ def test_an_unknown_key_suggests_close_fields_and_where_the_list_is(load, overri
         else:
             load_supervised(ROOT / "configs" / "supervised" / "two_digits.yaml", [override])
     assert str(e.value) == message
+
+
+def test_a_weighting_option_without_a_default_names_the_key_to_set(tmp_path, capsys):
+    # every built-in method the RL agents accept has defaults: only a user's method can miss one
+    from mtrl.weighting import WEIGHTINGS, Equal
+
+    class Needy(Equal):
+        def __init__(self, num_tasks: int, scale: float) -> None:
+            super().__init__(num_tasks)
+            self.scale = scale
+
+    entries = dict(WEIGHTINGS._entries)
+    WEIGHTINGS.register("needy")(Needy)
+    try:
+        run_dir = tmp_path / "run"
+        assert train.main(["--config", GRID, "agent.weighting=needy", f"run_dir={run_dir}"]) == 2
+        assert _one_error_line(capsys.readouterr().err) == (
+            "error: agent.weighting='needy': weighting 'needy' needs scale=... (no default); "
+            "set agent.weighting_kwargs.scale=<value>"
+        )
+        assert not run_dir.exists()
+    finally:
+        WEIGHTINGS._entries = entries

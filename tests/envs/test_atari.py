@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs.atari import AtariVecEnv, canonical_game, make_atari_env
+from envs.atari import ATARI_DEFAULTS, AtariVecEnv, atari_config, canonical_game, make_atari_env
 from envs.base import EnvError
 
 pytestmark = pytest.mark.atari
@@ -287,8 +287,38 @@ def test_bad_task_groups_and_use_after_close_raise_env_errors():
     for tasks in (0, [0]):  # AttributeError / TypeError before
         with pytest.raises(EnvError, match="tasks must be a slice of task indices or None"):
             env.step_async(np.zeros(1, np.int64), tasks=tasks)
+    env.step_async(np.zeros(2, np.int64))  # closed with a step pending: no AttributeError
     env.close()
     env.close()
-    for use in (lambda: env.reset(seed=0), lambda: env.step(np.zeros(2, np.int64))):
+    uses = (env.step_wait, lambda: env.reset(seed=0), lambda: env.step(np.zeros(2, np.int64)))
+    for use in uses:
         with pytest.raises(EnvError, match="this Atari env is closed"):
             use()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("frameskip", 0, "frameskip must be >= 1, got 0"),
+        ("frame_stack", 0, "frame_stack must be >= 1, got 0"),
+        ("screen_size", 0, "screen_size must be >= 1, got 0"),
+        ("screen_size", 84.0, "screen_size must be an integer, got float 84.0"),
+        ("max_episode_steps", 0, "max_episode_steps must be >= 1, got 0"),
+        ("noop_max", -1, "noop_max must be >= 0, got -1"),
+        ("repeat_action_probability", 1.5, r"repeat_action_probability must be in \[0, 1\]"),
+        ("repeat_action_probability", -0.1, r"repeat_action_probability must be in \[0, 1\]"),
+        ("repeat_action_probability", "high", r"repeat_action_probability must be in \[0, 1\]"),
+    ],
+)
+def test_atari_config_refuses_each_bad_option(option, value, message):
+    # checked before any emulator starts; screen_size=0 and probabilities outside [0, 1] went on
+    with pytest.raises(EnvError, match=message):
+        atari_config({option: value})
+
+
+def test_atari_config_fills_defaults_and_accepts_the_edges():
+    assert atari_config({}) == ATARI_DEFAULTS
+    cfg = atari_config({"noop_max": 0, "repeat_action_probability": 1, "screen_size": np.int64(42)})
+    assert cfg["noop_max"] == 0 and cfg["repeat_action_probability"] == 1
+    assert cfg["screen_size"] == 42 and type(cfg["screen_size"]) is int
+    assert atari_config({"repeat_action_probability": 0.0})["repeat_action_probability"] == 0.0

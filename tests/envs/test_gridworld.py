@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 from envs.base import EnvError
-from envs.gridworld import GridworldEnv, GridworldVecEnv, available_maps, load_map, parse_map
+from envs.gridworld import (
+    MAPS_DIR,
+    GridworldEnv,
+    GridworldVecEnv,
+    available_maps,
+    load_map,
+    parse_map,
+)
 
 # Goal 0 top-left, goal 1 bottom-right, one wall block in the middle.
 TINY = """\
@@ -436,3 +444,48 @@ def test_counts_must_be_whole_numbers(value):
     assert GridworldVecEnv("corridor", num_envs_per_task=np.int64(2)).num_envs == 4
     with pytest.raises(EnvError, match=r"no gridworld tasks given on map 'corridor'"):
         GridworldVecEnv("corridor", tasks=[])
+
+
+def test_a_snapshot_from_before_the_layout_was_recorded_is_restored():
+    env = GridworldVecEnv("four_rooms", num_envs_per_task=2)
+    env.reset(seed=5)
+    env.step(np.array([RIGHT, DOWN, LEFT, UP] * 2))
+    state = env.get_state()
+    del state["layout"]  # as saved by older runs
+    after = env.step(np.array([DOWN] * 8)).obs
+    env.set_state(state)
+    np.testing.assert_array_equal(env.step(np.array([DOWN] * 8)).obs, after)
+
+
+def test_one_goal_string_is_one_task_not_its_digits():
+    with pytest.raises(EnvError, match=r"unknown gridworld task\(s\) \['12'\]"):
+        GridworldVecEnv("four_rooms", tasks="12")  # not the goals 1 and 2
+    assert GridworldVecEnv("four_rooms", tasks=2).task_names == ["2"]
+
+
+def test_a_snapshot_is_refused_on_a_map_whose_goals_were_swapped(tmp_path):
+    # same walls and start cells, goals 0 and 1 exchanged: each slot would chase the other goal
+    path = tmp_path / "pair.txt"
+    path.write_text("#####\n#0S1#\n#####\n")
+    env = GridworldVecEnv(path)
+    env.reset(seed=0)
+    state = env.get_state()
+    path.write_text("#####\n#1S0#\n#####\n")
+    with pytest.raises(EnvError, match="gridworld map 'pair' changed since this snapshot"):
+        GridworldVecEnv(path).set_state(state)
+
+
+def test_a_map_file_that_cannot_be_read_is_one_env_error(tiny_path, monkeypatch):
+    def refuse(self: Path, *args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(EnvError, match=r"map file '.*tiny\.txt' cannot be read: Permission denied"):
+        load_map(tiny_path)
+
+
+def test_a_shipped_map_name_wins_over_a_file_of_that_name(tmp_path, monkeypatch):
+    (tmp_path / "corridor").write_text(TINY)
+    monkeypatch.chdir(tmp_path)
+    assert load_map("corridor").goals == parse_map((MAPS_DIR / "corridor.txt").read_text()).goals
+    assert load_map(tmp_path / "corridor").goals == {"0": 6, "1": 18}  # the file, by its path

@@ -450,7 +450,8 @@ def test_resume_refuses_changed_or_garbage_overrides(tmp_path, capsys, finished_
     [
         ("seed=100000000000000000000000", "seed"),  # used to end in a numpy overflow traceback
         ("seed=2147483647", "seed"),  # slot seeds add 1000 * task + env
-        ("agent.weighting=dwa", "agent.weighting='dwa'"),  # its weights would stay 1 for ever
+        # its weights would stay 1 for ever (its own reason, not the generic epoch_end() one)
+        ("agent.weighting=dwa", "agent.weighting='dwa' averages each task's loss over epochs"),
         ("agent.weighting=famo", "agent.weighting='famo' needs the losses re-evaluated"),
         ("agent.weighting=pcgard", "agent.weighting: unknown weighting 'pcgard' (did you mean"),
         ("agent.weighting=great", "agent.weighting='great' classifies per-sample gradients"),

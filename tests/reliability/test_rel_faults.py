@@ -332,3 +332,25 @@ def test_checkpoint_waits_for_a_dead_worker_to_be_restarted(tmp_path, capsys):
     assert runner.env.restarts == 1
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["counters"]["update"] == runner.update
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5])
+def test_worker_env_refuses_a_bad_seed_before_starting_workers(seed):
+    from envs import EnvError
+
+    with pytest.raises(EnvError, match="seed must be a non-negative integer or None"):
+        WorkerVecEnv("gridworld", ["0"], 1, {"map": "corridor"}, seed=seed)
+
+
+def test_a_worker_dying_during_set_state_is_an_env_error():
+    from envs import EnvError
+
+    env = WorkerVecEnv("gridworld", ["0", "1"], 1, {"map": "corridor"}, seed=0)
+    try:
+        env.reset(seed=1)
+        state = env.get_state()
+        env.kill_worker(1)
+        with pytest.raises(EnvError, match=r"env worker for task '1' died \(exit code -9\)"):
+            env.set_state(state)
+    finally:
+        env.close()
