@@ -669,6 +669,8 @@ def test_training_batches_are_shuffled_each_epoch():
         ("batch_size", -1, "batch_size must be an integer >= 1"),  # was: 0 steps, empty metrics
         ("log_every", 0, "log_every must be an integer >= 1"),  # was: ZeroDivisionError
         ("epochs", -1, "epochs must be an integer >= 0"),
+        ("batch_size", True, "batch_size must be an integer >= 1, got True"),  # bool is an int
+        ("epochs", True, "epochs must be an integer >= 0, got True"),
     ],
 )
 def test_bad_trainer_options_raise_one_clear_error(option, value, needle):
@@ -784,6 +786,7 @@ def test_a_non_finite_gradient_restores_the_weighting_state(weighting):
         _, weights, _ = trainer.train_step(x, ys)
     handle.remove()
     assert torch.isnan(weights).all()  # not applied: NaN, as for a non-finite loss
+    assert all(p.grad is None for p in trainer.model.parameters())  # no non-finite .grad left
     assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(trainer), strict=True))
     assert _same_state(trainer.weighting.state_dict(), state)
     assert trainer.guard.total == 1
@@ -932,3 +935,149 @@ def test_a_gradient_method_with_nothing_shared_warns_that_it_is_equal_weighting(
         warnings.simplefilter("error")  # a loss weighting or shared parameters: no warning
         _soft_sharing_trainer("uncertainty")
         make_trainer("mgda")
+
+
+def test_a_non_finite_loss_keeps_famos_pending_next_batch_update():
+    # famo_update="next_batch": a step's FAMO update waits for the next batch's losses; a
+    # non-finite batch is skipped without consuming it (its NaN losses measure nothing)
+    trainer, switch = _guarded_trainer("famo", famo_update="next_batch")
+    x, ys = next(iter(trainer.batches(trainer.train_data, shuffle=False)))
+    trainer.train_step(x, ys)
+    before = _snapshot(trainer)
+    switch.factor = float("nan")
+    with pytest.warns(RuntimeWarning, match="non-finite loss or gradient at step 1"):
+        trainer.train_step(x, ys)
+    assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(trainer), strict=True))
+    assert bool(trainer.weighting.has_prev)  # still pending
+    switch.factor = 1.0
+    trainer.train_step(x, ys)  # a finite batch: its losses complete the pending update
+    assert not torch.equal(trainer.weighting.logits.detach(), torch.zeros(2))
+
+
+def test_a_stopped_run_inside_a_streak_does_not_say_training_ended():
+    # stop() ends a run that will be resumed: its streak goes on after the resume, so the
+    # "training ended inside a streak" warning is for a run that reached its last epoch
+    trainer, switch = _guarded_trainer("equal", limit=0, epochs=2)
+    switch.factor = float("nan")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = trainer.fit(stop=lambda: True)
+    assert summary["stopped"] and summary["nonfinite_steps"] == 8
+    assert [str(w.message) for w in caught] == [
+        "non-finite loss or gradient at step 0; step skipped (1 so far)"
+    ]
+
+
+def test_gradnorm_in_representation_mode_is_not_handed_the_last_shared_layer():
+    # with representation=True GradNorm balances the gradients of z: the Trainer hands it the
+    # model's last shared layer in parameter mode only (a given layer would take precedence)
+    trainer = make_trainer("gradnorm", representation=True)
+    assert trainer.use_features and trainer.weighting.layer is None
+    params = make_trainer("gradnorm")
+    (layer,) = params.weighting.layer
+    assert layer is params.model.last_shared_layer()[0]
+
+
+class _Writer:
+    """Records add_scalar calls (a SummaryWriter stand-in)."""
+
+    def __init__(self) -> None:
+        self.scalars: list[tuple[str, float, int]] = []
+        self.closed = False
+
+    def add_scalar(self, key: str, value: float, step: int) -> None:
+        self.scalars.append((key, value, step))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_trainer_log_writes_the_runner_keys_with_their_values(tmp_path):
+    from mtrl.trainer_log import TrainerLog
+
+    log = TrainerLog(tmp_path, ["a", "b"])
+    writer = log._writer = _Writer()
+    log.step(7, torch.tensor([1.0, 3.0]), torch.tensor([0.25, 0.75]), 12.5, 2)
+    log.metrics(8, {"a": {"loss": 1.0, "mse": 2.0}, "b": {"loss": 3.0}}, "")
+    log.metrics(8, {"a": {"loss": 4.0}}, "test_")
+    assert writer.scalars == [
+        ("task/a/loss", 1.0, 7),
+        ("weights/a", 0.25, 7),
+        ("task/b/loss", 3.0, 7),
+        ("weights/b", 0.75, 7),
+        ("losses/total", 4.0, 7),
+        ("charts/sps", 12.5, 7),
+        ("charts/nonfinite_steps", 2, 7),
+        ("task/a/mse", 2.0, 8),  # the training loss is logged per step, not again per epoch
+        ("task/a/test_loss", 4.0, 8),
+    ]
+    log.close()
+    assert writer.closed
+    reopened = log.writer  # a later scalar opens a new writer
+    assert reopened is not writer
+    log.close()
+    assert TrainerLog(None, ["a"]).writer is None  # no log_dir: nothing at all
+
+
+def test_non_finite_guard_warns_at_the_end_only_inside_a_streak():
+    from mtrl.guard import NonFiniteGuard
+
+    guard = NonFiniteGuard(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        guard.finish()  # no skipped step: nothing to say
+        with pytest.warns(RuntimeWarning, match="step 4; step skipped"):
+            guard.skip(4)
+        guard.ok()
+        guard.finish()  # the streak ended with a real step
+    assert guard.total == 1 and guard.streak == 0
+
+
+def test_check_parameters_names_the_checkpoint_only_if_it_exists(tmp_path):
+    from mtrl.guard import check_parameters
+
+    bad = [torch.ones(2), torch.tensor([1.0, float("inf")])]
+    path = tmp_path / "last.pt"
+    check_parameters(bad[:1], 3, path)  # finite: nothing
+    with pytest.raises(DivergenceError, match=r"by step 3 \(lower the .*\); no checkpoint$"):
+        check_parameters(bad, 3, path)
+    path.write_bytes(b"x")
+    with pytest.raises(DivergenceError, match=f"last good checkpoint kept at {path}$"):
+        check_parameters(bad, 3, path)
+
+
+def test_split_targets_and_num_batches():
+    from mtrl.batches import num_batches
+
+    with pytest.raises(ValueError, match=r"shape \(B, T=2, \.\.\.\), got \(8,\)"):
+        split_targets(torch.zeros(8), 2)  # one target per sample, no task axis
+    x, y = regression_data(10)
+    assert num_batches((x, y), 4) == 3  # the last batch is partial
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]
+    assert num_batches(batches, 4) == 2  # an iterable's own length
+    assert num_batches(iter(batches), 4) is None  # unknown
+
+
+class _ConstantPenalty(HardSharing):
+    """A hard-sharing MLP whose penalty is a constant (e.g. a coupling switched off)."""
+
+    def penalty(self) -> torch.Tensor:
+        return torch.tensor(0.5)
+
+
+def test_a_constant_penalty_is_not_backpropagated():
+    # only a penalty with a graph is backpropagated: a constant one has nothing to reach
+    torch.manual_seed(0)
+    model = _ConstantPenalty(nn.Linear(4, 8), [nn.Linear(8, 1), nn.Linear(8, 1)])
+    trainer = Trainer(
+        model,
+        build_weighting("equal", 2),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        [F.mse_loss] * 2,
+        train_data=regression_data(16),
+        progress=False,
+    )
+    x, ys = next(iter(trainer.batches(trainer.train_data, shuffle=False)))
+    losses, weights, _ = trainer.train_step(x, ys)
+    assert torch.isfinite(losses).all() and torch.equal(weights, torch.ones(2))
+    assert trainer.guard.total == 0

@@ -149,6 +149,7 @@ def test_a_user_architecture_missing_a_part_says_which(monkeypatch) -> None:
         # silently the last task's output; the others: torch's bincount error
         (torch.tensor([0, 1, 3, 0]), r"must lie in \[0, 3\), got 3"),
         (torch.tensor([0.0, 1.0, 2.0, 0.0]), "must be an integer tensor"),  # 1.7 became 1
+        (torch.tensor([0, 1, 2, 0], dtype=torch.complex64), "must be an integer tensor"),
         (torch.tensor([0, 1]), r"must have shape \(B,\) = \(4,\)"),
     ],
 )

@@ -86,3 +86,14 @@ def test_a_negative_weight_is_refused() -> None:
     # it ran (the sweep), pushing the columns apart instead of together
     with pytest.raises(ValueError, match=r"weight must be >= 0, got -1.0"):
         SoftSharing.mlp(3, [4], [2, 2], weight=-1.0)
+    with pytest.raises(ValueError, match=r"weight must be >= 0, got nan"):
+        SoftSharing.mlp(3, [4], [2, 2], weight=float("nan"))  # a NaN penalty
+
+
+def test_uncoupled_names_a_submodule_not_a_name_prefix() -> None:
+    # uncoupled=["1"] leaves layer 1 free, not layers 10 and 11 as well
+    columns = [nn.Sequential(*(nn.Linear(1, 1) for _ in range(12))) for _ in range(2)]
+    model = SoftSharing(columns, uncoupled=["1"])
+    names = [n for n, _ in model.corresponding_parameters()]
+    assert "1.weight" not in names and {"10.weight", "11.bias"} <= set(names)
+    assert len(names) == 22

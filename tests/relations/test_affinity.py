@@ -129,3 +129,11 @@ def test_gradient_cosine_of_a_constant_loss_is_zero():
     losses = [(w * torch.tensor([2.0, 0.0], dtype=torch.float64)).sum(), torch.tensor(0.0)]
     cos = gradient_cosine([w], losses)
     assert cos.tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def test_lookahead_takes_losses_of_any_shape_flattened():
+    # a task_losses_fn returning (T, 1) (e.g. per-task means kept 2-D) is flattened to (T,)
+    model = TwoTaskQuadratic(torch.stack([A, -A]))
+    z = lookahead_affinity(model, None, lambda m: m.losses()[:, None], lr=0.1)
+    expected = torch.tensor([[0.36, -0.44], [-0.44, 0.36]], dtype=torch.float64)
+    torch.testing.assert_close(z, expected)

@@ -253,3 +253,22 @@ def test_best_cover_names_nan_losses():
     # was: "no set of candidate groups within budget=2.0 covers tasks [0, 1]"
     with pytest.raises(ValueError, match=r"candidate group \[0\] has NaN values for tasks \[0\]"):
         standley_cover({F({0}): [float("nan")], F({1}): [1.0]}, 2)
+
+
+def test_tag_overlapping_ties_keep_the_smallest_serving_groups():
+    # every grouping scores 0: the exact selection serves each block by itself (the smallest
+    # group containing it, as documented), and the greedy one adds no task that gains nothing
+    exact = tag_groups(torch.zeros(3, 3), 2, overlapping=True)
+    assert len(exact) == 2 and sum(len(g) for g in exact) == 3  # two disjoint blocks
+    greedy = tag_groups(torch.zeros(4, 4), 2, overlapping=True, exact_limit=2)
+    assert greedy == [F({0, 1}), F({2, 3})]  # the greedy partition, nothing added
+
+
+def test_tag_overlapping_is_exact_up_to_and_including_the_limit():
+    z = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
+    exact = tag_groups(z, 2, overlapping=True)
+    assert tag_groups(z, 2, overlapping=True, exact_limit=4) == exact
+    assert tag_groups(z, 2, overlapping=True, exact_limit=3) != exact  # greedy differs here
+    # more groups than tasks: named as the problem on the greedy path too
+    with pytest.raises(ValueError, match=r"num_groups=5 must lie in \[1, 4\]"):
+        tag_groups(z, 5, overlapping=True, exact_limit=0)

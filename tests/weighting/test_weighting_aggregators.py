@@ -1,6 +1,7 @@
 """Known answers for the pure aggregation functions on hand-sized gradient matrices (T, P)."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -371,3 +372,82 @@ def test_combine_takes_host_weights_for_gradients_on_another_device():
     grads = torch.empty(2, 3, device="meta")
     out = combine(torch.tensor([0.5, 0.5], dtype=torch.float64), grads)
     assert out.device.type == "meta" and out.shape == (3,) and out.dtype == torch.float32
+
+
+def test_gram_matrix_is_exact_where_float32_products_are_subnormal():
+    # Squared norms of 1e-34 are normal floats, but a product of entries 1e-21 (1e-42) is
+    # subnormal and keeps ~10 bits; the Gram is recomputed on scaled rows below tiny / eps
+    from mtrl.weighting.numerics import gram_matrix
+
+    g = torch.tensor([[1e-17, 0.0, 1e-21], [0.0, 1e-17, 1e-21]], dtype=torch.float32)
+    exact = g.double() @ g.double().T
+    torch.testing.assert_close(gram_matrix(g), exact, rtol=1e-6, atol=0)
+
+
+def test_combine_keeps_weights_out_of_float32s_range_in_both_directions():
+    from mtrl.weighting.numerics import combine
+
+    # a weight under float32's smallest normal on a gradient near its largest: 1e-50 * 1e38
+    # flushed to 0 in float32, the term is 1e-12
+    big = torch.tensor([[1e38, -2e38]], dtype=torch.float32)
+    out = combine(torch.tensor([1e-50], dtype=torch.float64), big)
+    torch.testing.assert_close(out, torch.tensor([1e-12, -2e-12]), rtol=1e-6, atol=0)
+    # and a huge weight on gradients without entries: an empty direction (amax of nothing)
+    empty = combine(torch.tensor([1e40], dtype=torch.float64), torch.zeros(1, 0))
+    assert empty.shape == (0,) and empty.dtype == torch.float32
+
+
+@pytest.mark.parametrize("f", [1.5, 1.3, 0.7])
+def test_cagrad_gives_the_mean_where_zero_is_in_the_hull_in_float32(f):
+    # g1, -f g1, (f - 1) g1 and g3 orthogonal to g1: the mean is g3 / 4 and g_w* = 0, so d = g0.
+    # The float32 Gram's |g_w|^2 is rounding noise there: read from it, or held to the Gram's
+    # 1e-12 once recomputed from g_w itself, it gave coefficients of 300 to 3e6 and a wrong d
+    g1 = v(0.1, 0.7, 0.3)
+    g = torch.stack([g1, -f * g1, v(0.3, 0.0, -0.1), (f - 1) * g1]).float()
+    g0 = g.double().mean(0).float()
+    torch.testing.assert_close(W.cagrad(g), g0, rtol=1e-6, atol=1e-7)
+    weights = W.CAGrad(4).weights(g)
+    torch.testing.assert_close(weights, torch.full((4,), 0.25, dtype=torch.float64))
+
+
+def test_cagrad_at_a_tiny_float32_scale_with_zero_in_the_hull():
+    # |g_w| recomputed from g_w (under 3% of the norms) must not underflow: the plain float32
+    # norm of a 1e-25-scale g_w is 0 or loses its bits, which changed the direction (scaled by
+    # a power of two, the float32 answer is the unit-scale one scaled exactly)
+    r = torch.randn(2, 6, generator=torch.Generator().manual_seed(0))
+    g = torch.stack([r[0], -r[0], r[1]])
+    scale = 2.0**-83  # ~1e-25
+    torch.testing.assert_close(W.cagrad(g * scale) / scale, W.cagrad(g), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3])
+def test_mgda_with_every_gradient_zero_gives_finite_simplex_weights(num_tasks):
+    # every task solved (or a batch without signal): the line search's 0 / 0 gave NaN weights
+    # (T = 2) or a crash in the affine step (T = 3); any simplex point is the min-norm point
+    w = W.min_norm_weights(torch.zeros(num_tasks, num_tasks, dtype=torch.float64))
+    assert torch.isfinite(w).all() and (w >= 0).all()
+    assert torch.isclose(w.sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert torch.equal(W.mgda(torch.zeros(num_tasks, 4)), torch.zeros(4))
+
+
+def test_mgda_puts_all_weight_on_a_zero_gradient():
+    # a zero gradient is the hull's min-norm point (every other point has a positive norm)
+    g = t([1.0, 0.0], [0.0, 0.0], [0.0, 1.0])
+    assert torch.equal(W.min_norm_weights(g @ g.T), v(0.0, 1.0, 0.0))
+
+
+def test_mgda_l2_normalization_of_huge_float32_gradients():
+    # the normalisers come from the (range-safe) Gram's diagonal: grads.norm() of float32
+    # gradients of norm 1e20 overflowed to inf and every weight collapsed
+    g = torch.randn(3, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    g = g * v(1.0, 2.0, 0.5)[:, None]
+    method = W.MGDA(3, normalization="l2")
+    ref = method.weights(g)
+    torch.testing.assert_close(method.weights((g * 1e20).float()), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_nash_weights_of_a_non_finite_gram_are_zero():
+    # no direction from a Gram with NaN or inf entries (the solver's NaN would reach the
+    # caller's weights); an inf norm zeroes the tolerance of the zero-gradient test as well
+    for k in (t([1.0, math.nan], [math.nan, 1.0]), t([math.inf, 0.0], [0.0, 1.0])):
+        assert torch.equal(W.nash_weights(k), torch.zeros(2, dtype=torch.float64))

@@ -1,5 +1,7 @@
 """backward(): gradient write-back, representation mode, accumulation, checkpoints, reversal."""
 
+import math
+
 import pytest
 import torch
 
@@ -316,3 +318,30 @@ def test_float32_losses_at_extreme_scales_give_the_scaled_direction(make_toy, na
     for p, q in zip(toy.shared(), ref.shared(), strict=True):
         assert torch.isfinite(p.grad).all()
         torch.testing.assert_close(p.grad / scale**power, q.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", GRADIENT_METHODS)
+def test_backward_returns_the_weights_in_the_gradients_dtype(make_toy, name):
+    # the solvers' weights are float64; backward hands them back in the model's dtype
+    toy = make_toy()
+    w = W.build(name, 3).backward(toy.losses()[0], toy.shared())
+    assert w.dtype == torch.float32 and torch.isfinite(w).all()
+
+
+def test_backward_combines_a_weight_out_of_float32s_range_on_scaled_rows():
+    # g2 is subnormal in float32 (1e-40): PCGrad projects g1 on it with a coefficient ~1e40,
+    # inf in float32; the sum is taken on rows scaled by powers of two, in backward as in
+    # aggregate: g1' = (0.5, 0.5), g2' = g2 + 1e-40 g1 = (0, 1e-40)
+    theta = torch.zeros(2, requires_grad=True)
+    g = torch.tensor([[1.0, 0.0], [-1e-40, 1e-40]])
+    w = W.PCGrad(2).backward([g[0] @ theta, g[1] @ theta], [theta])
+    torch.testing.assert_close(theta.grad, torch.tensor([0.5, 0.5]))
+    assert w.dtype == torch.float32 and w[0] == 1.0 and w[1] == math.inf  # as documented
+
+
+def test_gradient_reversal_with_losses_that_need_no_gradient():
+    # constant losses (e.g. an evaluation pass): the trunk weights, and no backward to raise
+    theta = torch.zeros(2, requires_grad=True)
+    method = W.build("gradient_reversal", 2, adversarial=[1], lambda_=0.5)
+    w = method.backward(torch.tensor([1.0, 2.0]), [theta])
+    assert torch.equal(w, torch.tensor([1.0, -0.5])) and theta.grad is None

@@ -1,6 +1,8 @@
 """Losses given as a sequence of T scalars (the fast path) give the same gradients as a stacked
 (T,) vector, for every method."""
 
+import re
+
 import pytest
 import torch
 
@@ -39,3 +41,13 @@ def test_a_cpu_constant_among_device_losses_joins_them():
         assert vec.shape == (3,) and vec.device.type == "meta" and vec.requires_grad
         cpu = stack([torch.tensor(2.0), torch.tensor(0.0), 0.5])  # all on the CPU: as before
         assert cpu.device.type == "cpu" and cpu.tolist() == [2.0, 0.0, 0.5]
+
+
+def test_a_scalar_loss_tensor_is_refused_with_its_shape():
+    # a 0-d tensor is not a (T,) vector: as_loss_vector names the shape it got
+    for bad in (torch.tensor(1.0), torch.ones(2, 1)):
+        expected = f"losses must have shape (T,), got {tuple(bad.shape)}"
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            W.base.as_loss_vector(bad)
+    with pytest.raises(ValueError, match=r"got \(\)"):
+        W.build("equal", 1).backward(torch.tensor(1.0, requires_grad=True))

@@ -387,3 +387,43 @@ def test_internal_optimiser_state_is_copied_out_and_in_not_aliased(make_toy):
     toy.zero_grad()
     other.backward(toy.losses()[0], toy.shared())
     assert torch.equal(saved["_extra_state"]["optimizer"]["state"][0]["exp_avg"], moments)
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+def test_gradnorm_steps_by_hand_at_extreme_float32_scales(scale):
+    # test_gradnorm_steps_by_hand's first step with every gradient scaled by 1e30 (whose
+    # float32 .norm() overflowed to inf: NaN target, no step) or 1e-30 (squares underflowing
+    # to a zero norm: no step), and the learning rate by its inverse: the same weights
+    s = torch.tensor([1.0, 2.0]) * scale
+    theta = torch.zeros(2, requires_grad=True)
+    method = W.GradNorm(2, alpha=1.5, lr=0.1 / scale, optimizer="sgd")
+    with torch.no_grad():
+        method.task_weights.copy_(torch.tensor([1.5, 0.5]))
+    method.backward(torch.tensor([1.0, 1.0]) + s * theta, [theta])
+    w1 = torch.tensor([1.4, 0.7]) * 2 / 2.1
+    torch.testing.assert_close(method.task_weights.detach(), w1)
+
+
+def test_gradnorm_skips_a_weight_update_without_a_finite_gradient():
+    # |dL_0/dW| = |(3e38, 3e38)| is beyond float32's range (even computed exactly): w_0 G_0 and
+    # the update's gradient are inf; that update steps on zeros instead of making w NaN for good
+    theta = torch.zeros(2, requires_grad=True)
+    for optimizer in ("sgd", "adam"):
+        method = W.GradNorm(2, lr=0.1, optimizer=optimizer)
+        for _ in range(2):
+            theta.grad = None
+            losses = [1.0 + torch.tensor([3e38, 3e38]) @ theta, 1.0 + theta.sum()]
+            w = method.backward(losses, [theta])
+            assert torch.equal(w, torch.ones(2)), optimizer
+        assert torch.equal(method.task_weights.detach(), torch.ones(2)), optimizer
+
+
+def test_gradnorm_layer_is_the_given_or_adopted_weight():
+    given, adopted = torch.zeros(2, 2, requires_grad=True), torch.ones(2, 2, requires_grad=True)
+    method = W.GradNorm(2)
+    assert method.layer is None  # until a layer is given or adopted
+    method.adopt_layer([adopted])
+    assert method.layer == [adopted]
+    explicit = W.GradNorm(2, last_shared_layer=given)
+    explicit.adopt_layer([adopted])  # a given layer wins
+    assert explicit.layer == [given]

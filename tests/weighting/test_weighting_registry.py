@@ -174,3 +174,26 @@ def test_a_missing_or_unknown_option_is_named_with_the_valid_ones():
         match=r"architecture 'mmoe' \(mlp\) has no option 'experts'; its options: num_experts,",
     ):
         build_mlp("mmoe", 4, [8], [1, 1], experts=3)
+
+
+def test_check_arguments_edge_kinds():
+    from mtrl.registry import MissingOptionError, Registry, check_arguments
+
+    with pytest.raises(TypeError, match=r"widget registration needs a name: .* \(got ''\)"):
+        Registry("widget").register("")  # an empty name cannot be selected from a config
+
+    def positional_only(a, /, b=1):
+        return a, b
+
+    # a positional-only parameter cannot be passed by keyword: unknown as an option
+    with pytest.raises(TypeError, match=r"^f has no option 'a'; its options: b$"):
+        check_arguments(positional_only, (), {"a": 1}, "f")
+
+    def keyword_only(x, *, c):
+        return x, c
+
+    with pytest.raises(MissingOptionError, match=r"^g needs c=\.\.\. \(no default\)$") as e:
+        check_arguments(keyword_only, (1,), {}, "g")
+    assert e.value.missing == ["c"]
+    # callables without a readable signature (inspect raises ValueError) are not checked
+    check_arguments(dict, (), {"anything": 1}, "dict")
