@@ -354,3 +354,7 @@ def test_one_task_agnostic_a2c_network_acts_for_any_number_of_tasks():
     assert agent.act(torch.zeros(K + 3, 2, 4)).shape == (K + 3, 2)
     with pytest.raises(ValueError, match="got"):
         agent.act(torch.zeros(K, 2, 5))
+    # any number of rows: neither a row count nor the tasks' slice belongs in the layout named
+    with pytest.raises(ValueError) as e:
+        agent.act(torch.zeros(K, 2, 5), tasks=slice(1, 2))
+    assert str(e.value) == "a2c_multitask: observations must be task-major (K, E, 4); got (2, 2, 5)"

@@ -69,6 +69,10 @@ def test_the_fallback_never_reports_more_episodes_than_asked():
     env = _Slots(periods=[1, 1, 1, 0], rets=[1.0, 0.0, 0.0, 0.0], lengths=[1, 1, 1, 1])
     res = evaluate(env, _zeros, 5, 0, torch.device("cpu"), 5)["t0"]  # 2 per slot, 6 finished
     assert res["episodes"] == 5 and res["mean_return"] == 2 / 5  # round-robin: 0, 1, 2, 0, 1
+    env = _Slots(periods=[1, 1, 1, 1, 0], rets=[0.0, 0.0, 0.0, 1.0, 0.0], lengths=[1] * 5)
+    res = evaluate(env, _zeros, 6, 0, torch.device("cpu"), 5)["t0"]  # 2 per slot, 8 finished
+    # round-robin 0, 1, 2, 3, 0, 1 takes slot 3's episode; slot by slot (0, 0, 1, 1, 2, 2) did not
+    assert res["episodes"] == 6 and res["mean_return"] == 1 / 6
 
 
 def test_eval_greedy_false_samples_both_distral_policies(tmp_path):

@@ -81,6 +81,8 @@ def test_encoders_by_hand_scale_uint8_and_apply_every_relu():
     out = enc(x)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
     assert (out == 0).any()
+    # only uint8 frames are scaled: float observations are taken as they are
+    torch.testing.assert_close(enc(x.float() / 255.0), expected, rtol=1e-5, atol=1e-6)
     mlp = MLPEncoder(5, [6, 4])
     with torch.no_grad():
         for layer in mlp.layers:

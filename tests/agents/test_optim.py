@@ -258,6 +258,15 @@ def test_non_finite_gradients_and_parameters_are_reported(tmp_path):
     check_parameters([good, good], 1, tmp_path)
     with pytest.raises(DivergenceError, match="non-finite"):
         check_parameters([good, bad], 1, tmp_path)
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    with pytest.raises(DivergenceError) as e:
+        check_parameters([good, bad], 7, tmp_path)
+    assert str(e.value) == (
+        "training diverged: parameters became non-finite by step 7 (lower agent.lr or "
+        f"agent.max_grad_norm); last good checkpoint kept at {last}"
+    )
     check_divergence(2, 3, 1, tmp_path)
     check_divergence(5, 0, 1, tmp_path)  # 0 = never stop
     with pytest.raises(DivergenceError, match="3 non-finite updates"):

@@ -156,6 +156,7 @@ def test_build_notes_a_weighting_that_reduces_to_equal(tmp_path, capsys, agent, 
         ),
         ("a2c_2col", "agent.shared_encoder=true", None),  # read: no note
         ("a2c_2col", "agent.distill_lr=1e-3", None),  # its h0 column's optimiser
+        ("distral_kl_1col", "agent.beta=7", None),  # the KL-only agents read beta (alpha = 1)
         ("a2c_multitask", "agent.shared_encoder=false", None),  # the default: nothing to say
     ],
 )
@@ -214,7 +215,38 @@ def test_a_registered_agent_gets_no_notes_on_agent_settings():
     assert ignored_settings(AgentConfig(name="my_agent", shared_encoder=True, alpha=0.1)) == []
 
 
+def test_agent_hidden_is_noted_only_for_a_suite_known_to_use_a_conv_encoder():
+    from agents.config_schema import AgentConfig
+    from agents.factory import ignored_settings
+
+    cfg = AgentConfig(hidden=[8])
+    assert ignored_settings(cfg) == ignored_settings(cfg, "gridworld") == []  # no suite: unknown
+    assert ignored_settings(cfg, "atari") == [
+        "agent.hidden=[8] has no effect on atari (it sets the gridworld MLP's sizes; atari uses "
+        "a fixed conv encoder)"
+    ]
+
+
 # --- evaluation seeds ------------------------------------------------------------------------
+def test_a_missing_preset_names_the_repository_copy_only_when_there_is_one(tmp_path, monkeypatch):
+    # a relative preset path is read from the current directory, not from the repository
+    from agents.config import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    shipped = ROOT / "configs" / "gridworld_a2c.yaml"
+    with pytest.raises(ConfigError) as e:
+        load_config("configs/gridworld_a2c.yaml")
+    assert str(e.value) == (
+        "config file 'configs/gridworld_a2c.yaml' not found (relative to the current directory; "
+        f"the repository's is {str(shipped)!r}); pass an existing YAML file"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config("configs/no_such_preset.yaml")
+    assert str(e.value) == (
+        "config file 'configs/no_such_preset.yaml' not found; pass an existing YAML file"
+    )
+
+
 def test_eval_seed_is_offset_and_stays_in_the_run_seed_range():
     assert eval_seed(3) == 3 + EVAL_SEED_OFFSET  # unchanged for every ordinary seed
     assert eval_seed(SEED_LIMIT - EVAL_SEED_OFFSET - 1) == SEED_LIMIT - 1
@@ -340,5 +372,6 @@ def test_a_weighting_option_without_a_default_names_the_key_to_set(tmp_path, cap
             "set agent.weighting_kwargs.scale=<value>"
         )
         assert not run_dir.exists()
+        assert train._build_weighting("needy", 2, {"scale": 0.5}).scale == 0.5  # given: built
     finally:
         WEIGHTINGS._entries = entries

@@ -1,10 +1,6 @@
 """agents.runner: the TensorBoard scalars of a log interval (means over its pending updates)."""
 
-import copy
-import math
 from types import SimpleNamespace
-
-import torch
 
 from agents.runner import Runner
 
@@ -61,11 +57,16 @@ def test_log_means_leave_out_skipped_non_finite_updates():
     assert key == "losses/a" and value != value
 
 
-def test_an_update_reads_its_logged_scalars_from_the_device_in_one_copy(tmp_path, device_traffic):
+def test_an_update_reads_its_logged_scalars_from_the_device_in_one_copy(
+    tmp_path, device_traffic, monkeypatch
+):
     # float() of every term's mean and .cpu() of every per-task term were one CUDA sync each
     # (19 per update for Distral, now 4 syncs); values and order are unchanged
     from pathlib import Path
 
+    import torch
+
+    import agents.runner
     import train
     from agents.config import load_config
 
@@ -78,6 +79,13 @@ def test_an_update_reads_its_logged_scalars_from_the_device_in_one_copy(tmp_path
     seen = []
     task_losses = runner.agent.task_losses
     runner.agent.task_losses = lambda ro: seen.append(task_losses(ro)) or seen[-1]
+    backward = runner.weighting.backward
+    weights = torch.arange(1.0, 1.0 + runner.num_tasks) / 8  # the method's, logged as they are
+    runner.weighting.backward = lambda *a: backward(*a) * 0 + weights
+    clip, norms = agents.runner.clip_and_check, []
+    monkeypatch.setattr(
+        agents.runner, "clip_and_check", lambda *a: norms.append(clip(*a)) or norms[-1]
+    )
     try:
         runner.collect(runner.reset())
         with device_traffic() as traffic:
@@ -95,62 +103,72 @@ def test_an_update_reads_its_logged_scalars_from_the_device_in_one_copy(tmp_path
         if value.ndim == 1:
             expected |= {f"task/{n}/{key}": v for n, v in zip(names, value.tolist(), strict=True)}
     expected["losses/total"] = float(losses.detach().sum())
-    expected["losses/grad_norm"] = logged["losses/grad_norm"]
-    expected |= {f"weights/{n}": 1.0 for n in names}  # equal weighting
+    expected["losses/grad_norm"] = float(norms[0][0])  # the joint norm before clipping
+    assert expected["losses/grad_norm"] > 0
+    expected |= {f"weights/{n}": w for n, w in zip(names, weights.tolist(), strict=True)}
     assert list(logged.items()) == list(expected.items())
 
 
-def test_an_update_skipped_for_a_non_finite_gradient_undoes_the_weightings_step(
-    tmp_path, monkeypatch
-):
-    # GradNorm updates its weights inside backward(); when the clipped gradient then turns out
-    # non-finite the update is skipped, and what the weighting learned from the batch is undone
+def test_a_resumed_writer_drops_only_the_events_after_its_checkpoint(tmp_path):
+    """A new run's writer records the config at step 0; one resumed at step 40 hides what the
+    stopped session logged after step 40, and keeps step 40 itself (logged before the
+    checkpoint, never logged again)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from agents.config_schema import Config
+    from agents.run_log import open_writer
+
+    first = open_writer(tmp_path, Config(), None)
+    for step in (20, 40, 50):
+        first.add_scalar("losses/a", float(step), step)
+    first.close()
+    resumed = open_writer(tmp_path, Config(), 40)
+    resumed.add_scalar("losses/a", 60.0, 60)
+    resumed.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "tensors": 0}).Reload()
+    assert [e.step for e in events.Scalars("losses/a")] == [20, 40, 60]
+    assert [e.step for e in events.Tensors("config/text_summary")] == [0]
+
+
+def test_the_loss_log_is_cut_to_the_checkpoints_records(tmp_path):
+    """losses.jsonl on resume: cut to ``keep_bytes`` (0: a checkpoint before the first update),
+    a last kept record missing its newline completed before new records follow."""
+    from agents.run_log import open_loss_log
+
+    path = tmp_path / "losses.jsonl"
+    for keep, kept in ((0, ""), (7, '{"a":1}\n'), (8, '{"a":1}\n')):
+        path.write_text('{"a":1}\n{"a":2}\n')
+        with open_loss_log(path, keep) as f:
+            f.write('{"a":3}\n')
+        assert path.read_text() == kept + '{"a":3}\n'
+    with open_loss_log(path, None) as f:  # a new run: a new file
+        f.write("{}\n")
+    assert path.read_text() == "{}\n"
+
+
+def test_a_run_has_total_steps_rounded_up_to_whole_rollouts():
+    def updates(total_steps: int) -> int:
+        cfg = SimpleNamespace(total_steps=total_steps, agent=SimpleNamespace(n_steps=5))
+        return Runner.num_updates(SimpleNamespace(cfg=cfg, env=SimpleNamespace(num_envs=8)))
+
+    assert [updates(n) for n in (1, 40, 41, 80, 81)] == [1, 1, 2, 2, 3]
+
+
+def test_the_progress_bar_shows_each_tasks_recent_return(tmp_path, capsys):
+    import re
     from pathlib import Path
 
-    import agents.runner as runner_module
     import train
     from agents.config import load_config
 
     root = Path(__file__).resolve().parents[2]
-    cfg = load_config(
-        str(root / "configs" / "gridworld_a2c.yaml"),
-        [
-            "progress=false",
-            "eval.episodes=0",
-            "env.num_envs_per_task=2",
-            "agent.hidden=[8]",
-            "agent.weighting=gradnorm",
-        ],
-    )
+    overrides = ["progress=true", "eval.episodes=0", "total_steps=320", "agent.hidden=[8]"]
+    cfg = load_config(str(root / "configs" / "gridworld_a2c.yaml"), overrides)
     runner = train.build(cfg, tmp_path / "run")
     try:
-        runner.collect(runner.reset())
-        before = copy.deepcopy(runner.weighting.state_dict())  # weights, L_i(0), Adam's moments
-        params = [p.detach().clone() for p in runner.agent.parameters()]
-        runner.train_step()  # a taken step moves GradNorm's weights: the test can see a change
-        assert not torch.equal(
-            runner.weighting.state_dict()["task_weights"], before["task_weights"]
-        )
-        runner.weighting.load_state_dict(copy.deepcopy(before))
-        for p, saved in zip(runner.agent.parameters(), params, strict=True):
-            p.data.copy_(saved)
-        monkeypatch.setattr(
-            runner_module, "clip_and_check", lambda opts, max_norm: (torch.tensor(math.nan), False)
-        )
-        logged = runner.train_step()
+        runner.run()
     finally:
         runner.env.close()
-    assert _same(runner.weighting.state_dict(), before)
-    assert all(torch.equal(p, q) for p, q in zip(runner.agent.parameters(), params, strict=True))
-    assert runner.nonfinite_streak == 1 and math.isnan(logged["losses/grad_norm"])
-
-
-def _same(a, b) -> bool:
-    """Equal nested states: tensors exactly (dtype and values), everything else by ==."""
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
-    return a == b
+    final = capsys.readouterr().err.strip().splitlines()[-1].split("\r")[-1]
+    # the last refresh: the steps, then name=mean return (or -) of every task
+    assert final.startswith("100%") and re.search(r", 0=\S+ 1=\S+ 2=\S+ 3=\S+\]$", final), final

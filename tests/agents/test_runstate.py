@@ -121,3 +121,7 @@ def test_a_runner_warns_when_the_checkpoint_had_other_settings(tmp_path):
         other.load_state_dict(state)
     other.env.close()
     assert runstate.changed_settings(other, {**state, "config": None}) == []
+    foreign = {**state, "config": {**state["config"], "no_such_key": 1}}
+    assert runstate.changed_settings(other, foreign) == [
+        "(the checkpoint's config does not fit this version's schema)"
+    ]

@@ -1,5 +1,6 @@
 """Divergence guard, env worker restarts and interrupted checkpoint writes."""
 
+import copy
 import math
 import os
 import signal
@@ -56,7 +57,11 @@ def test_non_finite_updates_are_skipped_and_counted(tmp_path, monkeypatch, kind)
         assert all(torch.equal(a, b) for a, b in zip(params[u - 2], params[u - 1]))
     assert not all(torch.equal(a, b) for a, b in zip(params[0], params[1]))
     assert all(torch.isfinite(p).all() for p in runner.agent.parameters())
-    assert math.isnan(runner.loss_records()[2]["losses/total"]) == (kind == "loss")
+    records = runner.loss_records()
+    assert math.isnan(records[2]["losses/total"]) == (kind == "loss")
+    # a non-finite loss reaches no weighting: its weights are logged NaN, not made up
+    weights = [v for k, v in records[2].items() if k.startswith("weights/")]
+    assert weights and all(math.isnan(w) == (kind == "loss") for w in weights)
 
 
 def test_a_run_ending_inside_a_streak_of_skipped_updates_says_so(tmp_path, monkeypatch, capsys):
@@ -73,6 +78,21 @@ def test_a_run_ending_inside_a_streak_of_skipped_updates_says_so(tmp_path, monke
         "warning: the run's last 5 updates were non-finite and skipped, so it ended with the "
         "parameters from before them; lower agent.lr or agent.max_grad_norm",
     ]
+
+
+def test_a_run_whose_last_update_alone_was_skipped_says_so(tmp_path, monkeypatch, capsys):
+    runner = train.build(
+        make_cfg("gridworld", tmp_path / "run", "total_steps=48"), tmp_path / "run"
+    )
+    last = runner.num_updates()
+    _poison(monkeypatch, {last})
+    runner.run()
+    runner.env.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert runner.update == last and err[-1] == (
+        "warning: the run's last 1 updates were non-finite and skipped, so it ended with the "
+        "parameters from before them; lower agent.lr or agent.max_grad_norm"
+    )
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -354,3 +374,37 @@ def test_a_worker_dying_during_set_state_is_an_env_error():
             env.set_state(state)
     finally:
         env.close()
+
+
+def _same(a, b) -> bool:
+    """Nested state dicts equal, tensors exactly."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+
+def test_a_skipped_update_leaves_the_weighting_methods_state_as_it_was(tmp_path, monkeypatch):
+    # GradNorm learns its weights (and takes its initial losses) inside backward(): a step skipped
+    # for a non-finite gradient must not keep what it learned from that batch
+    _poison(monkeypatch, {1}, "grad")
+    cfg = make_cfg("gridworld", tmp_path / "run", "agent.weighting=gradnorm", "total_steps=48")
+    runner = train.build(cfg, tmp_path / "run")
+    before = copy.deepcopy(runner.weighting.state_dict())
+    states = []
+    orig = runner.train_step
+
+    def train_step():
+        out = orig()
+        states.append(copy.deepcopy(runner.weighting.state_dict()))
+        return out
+
+    runner.train_step = train_step
+    runner.run()
+    runner.env.close()
+    assert runner.nonfinite_total == 1 and len(states) >= 2
+    assert _same(states[0], before)
+    assert not _same(states[1], before)  # the next update learns

@@ -80,6 +80,11 @@ def test_twice_interrupted_distral_with_learned_weighting(tmp_path, reference):
     info = _resume_and_interrupt(tmp_path / "run", at_update=9, sig=signal.SIGTERM)
     assert info.exit_code == 143
     assert_same_training(ref, resume_full(tmp_path / "run"))
+    # each session continues the run's TensorBoard timeline: the config is logged once, at step 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"tensors": 0}).Reload()
+    assert [e.step for e in events.Tensors("config/text_summary")] == [0]
 
 
 def _resume_and_interrupt(run_dir: Path, at_update: int, sig: int) -> Interrupted:
@@ -89,12 +94,18 @@ def _resume_and_interrupt(run_dir: Path, at_update: int, sig: int) -> Interrupte
     return expect_interrupt(runner)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # run_dir is no setting that changed
 def test_resume_after_a_resume_through_another_spelling_of_the_path(tmp_path, reference):
     """A resume records the path it was given in later checkpoints while config.yaml keeps the
     original spelling; that is not a mismatch (it refused the second resume with exit 2)."""
     ref = reference("gridworld")
     run_interrupted(make_cfg("gridworld", tmp_path / "run"), at_update=2)
     _resume_and_interrupt(Path(os.path.relpath(tmp_path / "run")), 6, signal.SIGINT)
+    # config.yaml as an older version left it: the first session's spelling of run_dir
+    config = tmp_path / "run" / "config.yaml"
+    spelled = f"run_dir: {os.path.relpath(tmp_path / 'run')}\n"
+    assert spelled in config.read_text()
+    config.write_text(config.read_text().replace(spelled, f"run_dir: {tmp_path / 'run'}\n"))
     assert_same_training(ref, resume_full(tmp_path / "run"))
 
 
@@ -192,8 +203,13 @@ def test_resume_of_a_finished_run_only_re_evaluates(tmp_path, reference):
     ref = reference("gridworld")
     run_full(make_cfg("gridworld", tmp_path / "run"))
     losses = (tmp_path / "run" / "losses.jsonl").read_text()
+    ckpts = tmp_path / "run" / "checkpoints"
+    kept = [p.name for p in step_files(ckpts)]
+    (ckpts / f"step_{ref.global_step + 8}.pt").write_bytes(b"")  # a later session's timeline
     again = resume_full(tmp_path / "run", ["eval.episodes=2"])
     assert_same_training(ref, again)
+    # the later file is gone; the checkpoint resumed from, step_<total>.pt, is kept
+    assert [p.name for p in step_files(ckpts)] == kept and kept[-1] == f"step_{ref.global_step}.pt"
     assert (tmp_path / "run" / "losses.jsonl").read_text() == losses  # no update was added
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["total_steps"] == ref.global_step
@@ -273,8 +289,11 @@ def test_atari_resume_of_a_large_seed_late_in_the_run(tmp_path):
     try:
         state = runner.state_dict()  # before any reset: no env snapshot, as Atari's
         state["counters"]["global_step"] = 2_000_000
+        seeds, reset = [], runner.reset
+        runner.reset = lambda seed=None: seeds.append(seed) or reset(seed=seed)
         runner.load_state_dict(state)
         assert not runner.env_restored and runner.global_step == 2_000_000
+        assert seeds == [1_999_999]  # seed + global_step, wrapped into [0, SEED_LIMIT)
         assert tuple(runner.obs.shape[:2]) == (2, 1)
     finally:
         runner.env.close()
