@@ -111,25 +111,33 @@ def test_build_prints_the_agents_notes(tmp_path, capsys):
         (["env.gridworld.map=no_such_map"], "no_such_map"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_no_run_dir(tmp_path, args, needle):
+def test_bad_input_exits_2_with_one_line_and_no_run_dir(
+    tmp_path, args, needle, capsys, monkeypatch
+):
+    # in process (a subprocess each cost ~3 s of imports); test_rel_bad_input.py runs a few
+    # cases through a real process
+    monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
     if "--config" not in args:
         args = ["--config", str(ROOT / "configs" / "gridworld_a2c.yaml"), *args]
-    proc = _run(*args, f"run_dir={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    code = train.main([*args, f"run_dir={run_dir}"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert needle in lines[0]
     assert not run_dir.exists()
     assert not (tmp_path / "runs").exists()
 
 
-def test_malformed_yaml_exits_2(tmp_path):
+def test_malformed_yaml_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("env:\n  suite: [gridworld\n")
-    proc = _run("--config", str(bad), cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "not valid YAML" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert train.main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "not valid YAML" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unwritable_run_dir_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch):
