@@ -1,6 +1,6 @@
-"""Divergence guard of :class:`mtrl.trainer.Trainer`: skip non-finite steps (restoring the
-weighting's state from a :func:`mtrl.state.state_snapshot`), stop when they persist, and never checkpoint
-non-finite parameters (the RL runner's rules, without its config)."""
+"""Divergence guard of :class:`mtrl.trainer.Trainer`: skip non-finite steps (the Trainer puts
+the weighting's state back from a :func:`mtrl.state.state_snapshot`), stop when they persist,
+and never checkpoint non-finite parameters (the RL runner's rules, without its config)."""
 
 from __future__ import annotations
 

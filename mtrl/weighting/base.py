@@ -111,9 +111,10 @@ class GradientAggregator(LossWeighting):
 
     Subclasses implement :meth:`weights` returning ``w`` (T,) with ``aggregate(G) = w @ G``.
     ``batched=True`` computes per-task gradients with one vmapped autograd call. The built-in
-    solvers work on :func:`gram_matrix` and return float64 weights: a weight can be out of
-    float32's range while its term is not (:func:`combine` takes the sum then);
-    :meth:`backward` returns them in the gradients' dtype (such a weight shows as inf there).
+    solvers work on :func:`~mtrl.weighting.numerics.gram_matrix` and return float64 weights: a
+    weight can be out of float32's range while its term is not
+    (:func:`~mtrl.weighting.numerics.combine` takes the sum then); :meth:`backward` returns them
+    in the gradients' dtype (such a weight shows as inf there).
     """
 
     def __init__(self, num_tasks: int, batched: bool = False) -> None:
