@@ -83,3 +83,20 @@ def device_traffic() -> Callable[[], DeviceTraffic]:
     block would cost on CUDA (:class:`DeviceTraffic`); the meta device stands in for the GPU where
     a test needs a second device."""
     return DeviceTraffic
+
+
+def _same_state(a: object, b: object) -> bool:
+    """Nested state_dict values equal, tensors by torch.equal (repr() elides long tensors)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.fixture
+def same_state() -> Callable[[object, object], bool]:
+    """Compare two (nested) saved states exactly: a weighting's, an optimiser's, a run's."""
+    return _same_state

@@ -758,19 +758,8 @@ def test_a_non_finite_loss_skips_the_step_and_leaves_every_state_alone(weighting
     assert trainer.guard.streak == 0 and trainer.guard.total == 1
 
 
-def _same_state(a, b) -> bool:
-    """Nested state_dict values equal, tensors by torch.equal (repr() elides long tensors)."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return list(a) == list(b) and all(_same_state(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
-    return a == b
-
-
 @pytest.mark.parametrize("weighting", ["gradnorm", "pcgrad", "random"])
-def test_a_non_finite_gradient_restores_the_weighting_state(weighting):
+def test_a_non_finite_gradient_restores_the_weighting_state(weighting, same_state):
     # Finite losses, an infinite gradient (a hook on the head's output): the weighting has
     # already learned from the batch (GradNorm its weights and its Adam state, PCGrad and RLW
     # drew from their generators, in the extra state); all of it must be undone. The state is
@@ -788,13 +777,13 @@ def test_a_non_finite_gradient_restores_the_weighting_state(weighting):
     assert torch.isnan(weights).all()  # not applied: NaN, as for a non-finite loss
     assert all(p.grad is None for p in trainer.model.parameters())  # no non-finite .grad left
     assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(trainer), strict=True))
-    assert _same_state(trainer.weighting.state_dict(), state)
+    assert same_state(trainer.weighting.state_dict(), state)
     assert trainer.guard.total == 1
     trainer.train_step(x, ys)  # the same step, finite: it does change the state (not vacuous)
-    assert not _same_state(trainer.weighting.state_dict(), state)
+    assert not same_state(trainer.weighting.state_dict(), state)
 
 
-def test_state_snapshot_copies_like_deepcopy():
+def test_state_snapshot_copies_like_deepcopy(same_state):
     from mtrl.state import state_snapshot
 
     class Holder(nn.Module):
@@ -813,7 +802,7 @@ def test_state_snapshot_copies_like_deepcopy():
 
     m = Holder()
     saved, reference = state_snapshot(m), copy.deepcopy(m.state_dict())
-    assert _same_state(saved, reference)
+    assert same_state(saved, reference)
     assert saved._metadata == reference._metadata  # module versions, for load_state_dict
     pair = saved["_extra_state"]["pair"]
     assert pair[0] is pair[1][0] and pair[0] is not m.shared  # one clone per tensor, as deepcopy
@@ -823,7 +812,7 @@ def test_state_snapshot_copies_like_deepcopy():
         m.count.add_(1)
         m.shared.add_(1.0)
     m.extra["obj"][1] = 0.0
-    assert _same_state(saved, reference)
+    assert same_state(saved, reference)
     m.load_state_dict(saved)
     assert torch.equal(m.w, torch.arange(3.0)) and int(m.count) == 0
     assert m.extra["obj"] == {1: 2.5} and torch.equal(m.extra["pair"][0], torch.ones(2))

@@ -376,18 +376,9 @@ def test_a_worker_dying_during_set_state_is_an_env_error():
         env.close()
 
 
-def _same(a, b) -> bool:
-    """Nested state dicts equal, tensors exactly."""
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
-    return a == b
-
-
-def test_a_skipped_update_leaves_the_weighting_methods_state_as_it_was(tmp_path, monkeypatch):
+def test_a_skipped_update_leaves_the_weighting_methods_state_as_it_was(
+    tmp_path, monkeypatch, same_state
+):
     # GradNorm learns its weights (and takes its initial losses) inside backward(): a step skipped
     # for a non-finite gradient must not keep what it learned from that batch
     _poison(monkeypatch, {1}, "grad")
@@ -406,5 +397,5 @@ def test_a_skipped_update_leaves_the_weighting_methods_state_as_it_was(tmp_path,
     runner.run()
     runner.env.close()
     assert runner.nonfinite_total == 1 and len(states) >= 2
-    assert _same(states[0], before)
-    assert not _same(states[1], before)  # the next update learns
+    assert same_state(states[0], before)
+    assert not same_state(states[1], before)  # the next update learns
