@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:  # torch and the config load lazily, after argument parsing
     from agents.config_schema import AgentConfig
+    from envs.base import MultiTaskVecEnv
     from mtrl.weighting.base import LossWeighting
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
@@ -133,7 +134,9 @@ def build(cfg, run_dir: Path, record_tasks: bool = True):
     if cfg.env.workers:
         from envs.workers import WorkerVecEnv
 
-        env = WorkerVecEnv(cfg.env.suite, tasks, cfg.env.num_envs_per_task, kwargs, cfg.seed)
+        env: MultiTaskVecEnv = WorkerVecEnv(
+            cfg.env.suite, tasks, cfg.env.num_envs_per_task, kwargs, cfg.seed
+        )
     else:
         env = make_multitask_env(cfg.env.suite, tasks, cfg.env.num_envs_per_task, **kwargs)
     if record_tasks:
@@ -146,8 +149,8 @@ def build(cfg, run_dir: Path, record_tasks: bool = True):
     obs_shape = tuple(env.single_observation_space.shape)
     num_actions = int(env.single_action_space.n)
     agent = build_agent(cfg.agent, cfg.env.suite, obs_shape, num_actions, env.num_tasks)
-    for note in agent.notes:
-        print(f"note: {note}", file=sys.stderr)
+    for agent_note in agent.notes:
+        print(f"note: {agent_note}", file=sys.stderr)
     weighting = _build_weighting(cfg.agent.weighting, env.num_tasks, cfg.agent.weighting_kwargs)
     note = _check_weighting_sharing(weighting, cfg.agent, bool(agent.shared_parameters()))
     if note:

@@ -9,7 +9,7 @@ or (K,) per-task diagnostics). Agents hold no env or logging code.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -83,7 +83,7 @@ class Agent(nn.Module):
         return self._encoders
 
     def _tapes(self) -> list[Tape]:
-        return [enc.tape for enc in self._encoder_modules()]
+        return [cast(Tape, enc.tape) for enc in self._encoder_modules()]
 
     def begin_rollout(self, num_steps: int) -> None:
         """Start recording the acting passes of a rollout for the loss pass (agents.replay);
@@ -91,8 +91,8 @@ class Agent(nn.Module):
         if not self.cfg.replay_forward:
             return
         # a record is stale once its own encoder's weights change
-        for enc in self._encoder_modules():
-            enc.tape.begin(num_steps, self.num_tasks, list(enc.parameters()))
+        for enc, tape in zip(self._encoder_modules(), self._tapes(), strict=True):
+            tape.begin(num_steps, self.num_tasks, list(enc.parameters()))
 
     @torch.no_grad()
     def step(self, obs: Tensor, tasks: slice | None = None, t: int | None = None) -> Tensor:
@@ -143,6 +143,7 @@ def make_optimizer(cfg: AgentConfig, params, lr: float | None = None) -> torch.o
     replay tape relies on versions to see that the weights changed since it recorded.
     """
     lr = cfg.lr if lr is None else lr
+    opt: torch.optim.Optimizer
     if cfg.optimizer == "rmsprop":
         opt = FusedRMSprop(
             params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.eps,

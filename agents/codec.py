@@ -133,7 +133,7 @@ class _Decoder:
             cls = getattr(cls, part)
         if not isinstance(cls, type):
             raise CodecError(f"{module}:{qualname} is not a class")
-        obj = object.__new__(cls)
+        obj: Any = object.__new__(cls)
         self.objects[int(d["id"])] = obj
         obj.__dict__.update({k: self.dec(x) for k, x in d["attrs"].items()})
         return obj

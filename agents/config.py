@@ -15,13 +15,16 @@ import math
 import re
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from agents.config_schema import _CHOICES, _RANGES, Config
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 class ConfigError(ValueError):
@@ -85,7 +88,7 @@ def _omegaconf_message(err: OmegaConfBaseException) -> str:
     return _friendlier(key, first)
 
 
-def _is_schema(obj: object) -> bool:
+def _is_schema(obj: object) -> TypeGuard[type[DataclassInstance]]:
     return isinstance(obj, type) and dataclasses.is_dataclass(obj)
 
 
@@ -141,7 +144,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, str | int | float | bool):
                 continue  # unhashable keys: PyYAML's own error follows
             if key in seen:
@@ -225,7 +228,7 @@ def merge_structured(
         raise ConfigError(str(e).splitlines()[0]) from None
 
 
-def _check_bools(schema: type, data: Any, prefix: str = "") -> None:
+def _check_bools(schema: object, data: Any, prefix: str = "") -> None:
     """Refuse an integer other than 0 or 1 for a bool field: OmegaConf reads any non-zero
     integer as true, so ``env.workers=4`` (meant as four workers) ran as ``true`` unseen."""
     if not isinstance(data, dict) or not _is_schema(schema):

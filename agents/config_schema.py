@@ -13,7 +13,11 @@ from typing import Any
 def _f(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with a one-line ``help`` shown by ``train.py --help``."""
     if isinstance(default, list | dict):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+
+        def fresh() -> Any:  # a new list/dict per instance, not the default shared
+            return type(default)(default)
+
+        return field(default_factory=fresh, metadata={"help": help}, **kw)
     return field(default=default, metadata={"help": help}, **kw)
 
 
@@ -212,11 +216,10 @@ def help_text() -> str:
     def walk(cls: type, prefix: str) -> None:
         for f in dataclasses.fields(cls):
             key = f"{prefix}{f.name}"
-            if dataclasses.is_dataclass(f.type) or (
-                isinstance(f.type, str) and f.type.endswith("Config")
-            ):
-                sub = _SECTIONS[f.type if isinstance(f.type, str) else f.type.__name__]
-                walk(sub, key + ".")
+            # a string under `from __future__ import annotations`, else the class itself
+            type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            if type_name in _SECTIONS:  # a nested section: its fields, prefixed
+                walk(_SECTIONS[type_name], key + ".")
                 continue
             default = (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

@@ -62,7 +62,9 @@ class FusedRMSprop(torch.optim.Optimizer):
         super().zero_grad(set_to_none)
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+    # Optimizer.step is two overloads in torch's annotations (its own optimisers leave step()
+    # unannotated); the one signature with the union is what it does
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         loss = None
         if closure is not None:
             with torch.enable_grad():

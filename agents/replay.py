@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -146,7 +147,9 @@ class Tape:
 
     def _buffer(self, index: int, value: Tensor, layout: str, k: int) -> Tensor:
         """The buffer of layer ``index`` (allocated on first use), as a logical view."""
-        t_all, k_all = self.filled.shape
+        filled = self.filled
+        assert filled is not None, "recording without begin()"
+        t_all, k_all = filled.shape
         if layout == "rows":  # memory (K, T, E, H, W, C)
             c, h, w = value.shape[1:]
             shape = (k_all, t_all, value.shape[0] // k, h, w, c)
@@ -158,7 +161,7 @@ class Tape:
         old = self.buffers.get(index)
         want = (layout, torch.Size(shape), value.dtype, value.device)
         if old is None or (old[0], old[1].shape, old[1].dtype, old[1].device) != want:
-            if old is not None and bool(self.filled.any()):  # earlier steps' records are lost
+            if old is not None and bool(filled.any()):  # earlier steps' records are lost
                 self.valid = False
             mem = torch.empty(shape, dtype=value.dtype, device=value.device)
             self.buffers[index] = (layout, mem)
@@ -231,7 +234,7 @@ def encoders(module: nn.Module) -> list[nn.Module]:
 
 def tapes(module: nn.Module) -> list[Tape]:
     """The tapes of every encoder inside ``module``."""
-    return [m.tape for m in encoders(module)]
+    return [cast(Tape, m.tape) for m in encoders(module)]
 
 
 @contextmanager

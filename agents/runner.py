@@ -40,7 +40,7 @@ from agents.signals import Interrupted, StopFlag
 from mtrl.io import atomic_write
 from mtrl.state import state_snapshot
 from mtrl.weighting import build as build_weighting
-from mtrl.weighting.base import InternalOptimizerMixin
+from mtrl.weighting.base import InternalOptimizerMixin, LossWeighting
 
 
 class Runner:
@@ -53,7 +53,7 @@ class Runner:
         agent: Agent,
         run_dir: Path,
         device: torch.device,
-        weighting: torch.nn.Module | None = None,
+        weighting: LossWeighting | None = None,
         make_eval_env: Callable[[], Any] | None = None,
     ):
         self.cfg, self.env, self.agent, self.device = cfg, env, agent.to(device), device
@@ -362,6 +362,7 @@ class Runner:
         keep = self.loss_log_end if self.resumed else None
         losses = open_loss_log(self.run_dir / "losses.jsonl", keep)
         start, base, last_ckpt_time = time.perf_counter(), self.elapsed, time.monotonic()
+        assert self.obs is not None, "the environments are reset (or restored) before training"
         try:
             while self.update < num_updates:
                 self.obs = self.collect(self.obs)

@@ -10,8 +10,12 @@ import signal
 import sys
 import threading
 from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
 
 from mtrl.guard import DivergenceError  # noqa: F401  (re-exported: one error for RL and supervised runs)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 
 class Interrupted(Exception):
@@ -52,7 +56,7 @@ class StopFlag:
         self.install = install
         self._old: dict[int, object] = {}
 
-    def __enter__(self) -> StopFlag:
+    def __enter__(self) -> Self:
         if self.install and threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self._old[s] = signal.signal(s, self._handle)

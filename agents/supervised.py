@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -91,7 +92,8 @@ def build_problem(cfg: SupervisedConfig) -> dict[str, Any]:
     if b.name == "gradnorm_toy":
         d = make_gradnorm_toy(b.num_tasks, n_train=b.n_train, n_test=b.n_test, seed=b.data_seed)
         out_dims = [d["y_train"].shape[-1]] * b.num_tasks
-        losses, metrics = [nn.functional.mse_loss] * b.num_tasks, [{"mse": mse}] * b.num_tasks
+        losses: list[Callable[[Tensor, Tensor], Tensor]] = [nn.functional.mse_loss] * b.num_tasks
+        metrics = [{"mse": mse}] * b.num_tasks
         names = [f"sigma{float(s):g}" for s in d["sigmas"]]
         train, test = (d["x_train"], d["y_train"]), (d["x_test"], d["y_test"])
     else:  # two_digits
@@ -150,7 +152,8 @@ def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
     opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     toy = cfg.benchmark.name == "toy2d"
-    representation = {"auto": "auto", "on": True, "off": False}[cfg.representation]
+    modes: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
+    representation = modes[cfg.representation]
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NoSharedParametersWarning)
@@ -333,10 +336,10 @@ class EpochStop(StopFlag):
         )
 
 
-def main(config: str | Path, overrides: list[str], resume: str | Path | None = None) -> int:
-    """``train.py`` entry point for supervised files, or ``--resume`` of a supervised run
-    directory (training continues from its last epoch): exit code 0, 2 (user error), 3
-    (diverged), 130 (SIGINT) or 143 (SIGTERM)."""
+def main(config: str | Path | None, overrides: list[str], resume: str | Path | None = None) -> int:
+    """``train.py`` entry point for supervised files (``config``), or ``--resume`` of a
+    supervised run directory (training continues from its last epoch; ``config`` None): exit
+    code 0, 2 (user error), 3 (diverged), 130 (SIGINT) or 143 (SIGTERM)."""
     from mtrl.guard import DivergenceError
     from mtrl.registry import UnknownNameError
 
@@ -346,6 +349,7 @@ def main(config: str | Path, overrides: list[str], resume: str | Path | None = N
                 run_dir = Path(resume)
                 trainer = prepare_resume(run_dir, overrides)
             else:
+                assert config is not None, "main() needs a config file or a run to resume"
                 trainer, run_dir = prepare(config, overrides)
         except (ConfigError, UnknownNameError) as e:
             print(f"error: {one_line(e)}", file=sys.stderr)

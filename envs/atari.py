@@ -129,7 +129,7 @@ def make_atari_env(game: str, **kwargs: Any) -> gym.Env:
 
     cfg = atari_config(kwargs)
     rom = canonical_game(game)
-    base_kwargs = {
+    base_kwargs: dict[str, Any] = {
         "frameskip": 1,
         "repeat_action_probability": float(cfg["repeat_action_probability"]),
         "full_action_space": bool(cfg["full_action_space"]),

@@ -5,7 +5,7 @@ game, and a gymnasium ``SyncVectorEnv`` of the single-game wrapper chain."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -124,7 +124,9 @@ class _GymnasiumBackend:
         from envs.atari import make_atari_env  # here: envs.atari imports this module
 
         envs = [make_atari_env(g, **cfg) for g in games for _ in range(num_envs)]
-        self.sets = [[int(a.value) for a in e.unwrapped._action_set] for e in envs[::num_envs]]
+        # ALE's AtariEnv keeps its action set private; gymnasium's Env type does not know it
+        sets = [cast(Any, e.unwrapped)._action_set for e in envs[::num_envs]]
+        self.sets = [[int(a.value) for a in s] for s in sets]
         if any(s != self.sets[0] for s in self.sets):  # SyncVectorEnv would refuse them
             for e in envs:
                 e.close()

@@ -46,21 +46,24 @@ def make_multitask_env(
             f"unknown {suite} option(s) {unknown} (valid: {sorted(suite_defaults(suite))})"
         )
     if isinstance(tasks, str | int):  # one task: list("pong") would be the tasks p, o, n, g
-        tasks = [tasks]
-    tasks = list(tasks) if tasks else DEFAULT_TASKS[suite]
+        tasks = [str(tasks)]
+    names = list(tasks or DEFAULT_TASKS[suite] or [])  # [] only on the gridworld: every goal
     if suite == "atari":
         from envs.atari import AtariVecEnv
 
-        return AtariVecEnv(tasks, num_envs_per_task, **suite_kwargs)
+        return AtariVecEnv(names, num_envs_per_task, **suite_kwargs)
     if suite == "minatar":
         from envs.minatar import MinAtarVecEnv
 
-        return MinAtarVecEnv(tasks, num_envs_per_task, **suite_kwargs)
+        return MinAtarVecEnv(names, num_envs_per_task, **suite_kwargs)
     from envs.gridworld import GridworldVecEnv
 
     kwargs = {**suite_defaults("gridworld"), **suite_kwargs}
     return GridworldVecEnv(
-        kwargs["map"], tasks, num_envs_per_task, max_episode_steps=kwargs["max_episode_steps"]
+        kwargs["map"],
+        names or None,
+        num_envs_per_task,
+        max_episode_steps=kwargs["max_episode_steps"],
     )
 
 

@@ -97,7 +97,7 @@ class GridworldVecEnv(MultiTaskVecEnv):
         self._pos = np.zeros(n, np.int64)
         self._t = np.zeros(n, np.int64)
         self._ret = np.zeros(n, np.float64)
-        self._seed = np.zeros(n, np.uint64)
+        self._seed: np.ndarray = np.zeros(n, np.uint64)
         self._episode = np.zeros(n, np.uint64)
         self._actions: np.ndarray | None = None
         self._optimal: np.ndarray | None = None  # (K, H*W) BFS actions, built on first use

@@ -170,10 +170,10 @@ class MinAtarVecEnv(MultiTaskVecEnv):
         done = np.flatnonzero(terminated | truncated)
         final_obs = self._obs.copy()
         episodes = []
-        for i in done:
+        for i in done.tolist():
             env = self._envs[i]
             episodes.append(
-                EpisodeStat(int(self._slot_task[i]), float(self._ret[i]), int(self._t[i]), int(i))
+                EpisodeStat(int(self._slot_task[i]), float(self._ret[i]), int(self._t[i]), i)
             )
             env.last_action = 0
             env.reset()

@@ -15,7 +15,7 @@ import multiprocessing as mp
 import signal
 import traceback
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -68,8 +68,8 @@ def _worker(conn: Any, suite: str, task: str, envs: int, kwargs: dict[str, Any])
                 out = env.reset(seed=arg)
             elif cmd == "get_state":
                 out = env.get_state() if hasattr(env, "get_state") else None
-            elif cmd == "set_state":
-                out = env.set_state(arg)
+            elif cmd == "set_state":  # sent only with a get_state snapshot, so the env has one
+                out = cast(Any, env).set_state(arg)
             elif cmd == "fault":  # test hook: the next step raises
                 fault, out = True, None
             elif cmd == "close":
@@ -294,8 +294,9 @@ class WorkerVecEnv(MultiTaskVecEnv):
         for k in range(self.num_tasks):
             sl = self._slots(k)
             try:
-                if self._pending[k] is not None:
-                    raise WorkerFault(self._pending[k])
+                pending = self._pending[k]
+                if pending is not None:
+                    raise WorkerFault(pending)
                 res: StepResult = self._recv(k)
             except WorkerFault as err:
                 self._pending[k] = None

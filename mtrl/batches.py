@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import Tensor
@@ -28,7 +28,7 @@ def split_targets(targets: Tensor | Sequence[Tensor], num_tasks: int) -> list[Te
     return targets
 
 
-def _is_tensor_pair(data: Any) -> bool:
+def _is_tensor_pair(data: Any) -> TypeGuard[Batch]:
     """``(x, targets)`` tensors (a tuple or list whose first item is a tensor), not batches."""
     return isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], Tensor)
 
@@ -44,7 +44,7 @@ def iterate_batches(
     ``batch_size``, in an order drawn from ``generator`` (None keeps their order); an iterable's
     batches are passed through as they come."""
     if _is_tensor_pair(data):
-        x, targets = data  # type: ignore[misc]
+        x, targets = data
         ys = split_targets(targets, num_tasks)
         n = x.shape[0]
         sizes = [y.shape[0] if isinstance(y, Tensor) and y.dim() else None for y in ys]
@@ -77,5 +77,5 @@ def _to(t: Tensor, device: torch.device) -> Tensor:
 def num_batches(data: Data, batch_size: int) -> int | None:
     """Batches per pass over ``data`` (None for an iterable without ``len``)."""
     if _is_tensor_pair(data):
-        return -(-data[0].shape[0] // batch_size)  # type: ignore[index]
+        return -(-data[0].shape[0] // batch_size)
     return len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]

@@ -99,7 +99,7 @@ class AdaShare(MultiTaskModel):
     def set_extra_state(self, state: dict[str, float]) -> None:
         self.tau = float(state["tau"])
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # Checkpoints from before the temperature was saved keep the current one.
         state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -62,8 +63,9 @@ class CrossStitch(MultiTaskModel):
         if per_channel and (channels is None or len(channels) != self.num_layers):
             raise ValueError("per_channel=True needs `channels`, one channel count per layer")
         base = stitch_init(self.num_tasks, alpha_self, alpha_other)
+        sizes = channels if per_channel else None
         self.alphas = nn.ParameterList(
-            nn.Parameter(base.expand(channels[i], -1, -1).clone() if per_channel else base.clone())
+            nn.Parameter(base.expand(sizes[i], -1, -1).clone() if sizes else base.clone())
             for i in range(self.num_layers)
         )
 
@@ -100,7 +102,9 @@ class CrossStitch(MultiTaskModel):
         """Each task's input to its head after the last cross-stitch unit: T x (B, C_L, ...)."""
         hs = [x] * self.num_tasks
         for layer in range(self.num_layers):
-            ys = [col[layer](h) for col, h in zip(self.columns, hs, strict=True)]
+            ys = [
+                cast(nn.ModuleList, col)[layer](h) for col, h in zip(self.columns, hs, strict=True)
+            ]
             hs = self.stitch(ys, layer)
         return hs
 

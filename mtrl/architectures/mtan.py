@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -71,9 +72,13 @@ class MTAN(MultiTaskModel):
             hs.append(x)
         return hs
 
+    def _attention(self, t: int) -> nn.ModuleList:
+        """Task t's attention modules, one per stage."""
+        return cast(nn.ModuleList, self.attention[t])
+
     def _task(self, hs: Sequence[Tensor], t: int) -> Tensor:
         f: Tensor | None = None
-        for att, h in zip(self.attention[t], hs, strict=True):
+        for att, h in zip(self._attention(t), hs, strict=True):
             inp = h if f is None else torch.cat([h, f], 1)
             f = torch.sigmoid(att(inp)) * h
         return self.heads[t](f)
@@ -81,7 +86,7 @@ class MTAN(MultiTaskModel):
     def attention_masks(self, x: Tensor, t: int) -> list[Tensor]:
         """Task t's masks a_{t,l} in (0, 1), shaped like each h_l (for inspection)."""
         masks, f = [], None
-        for att, h in zip(self.attention[t], self.shared_stages(x), strict=True):
+        for att, h in zip(self._attention(t), self.shared_stages(x), strict=True):
             a = torch.sigmoid(att(h if f is None else torch.cat([h, f], 1)))
             masks.append(a)
             f = a * h

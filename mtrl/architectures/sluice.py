@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -107,7 +108,9 @@ class Sluice(MultiTaskModel):
         hs = [x] * self.num_tasks
         outs: list[list[Tensor]] = []
         for layer in range(self.num_layers):
-            ys = [col[layer](h) for col, h in zip(self.columns, hs, strict=True)]
+            ys = [
+                cast(nn.ModuleList, col)[layer](h) for col, h in zip(self.columns, hs, strict=True)
+            ]
             hs = self.stitch(ys, layer)
             outs.append(hs)
         results = []

@@ -85,8 +85,8 @@ class SoftSharing(MultiTaskModel):
         for name, p0 in named[0].items():
             if any(name.startswith(f"{module}.") for module in self.uncoupled):
                 continue
-            ps = [d.get(name) for d in named]
-            if all(p is not None and p.shape == p0.shape for p in ps):
+            ps = [d[name] for d in named if name in d]
+            if len(ps) == len(named) and all(p.shape == p0.shape for p in ps):
                 groups.append((name, ps))
         return groups
 

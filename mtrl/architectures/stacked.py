@@ -17,9 +17,11 @@ Two call forms, shared by every class here:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +76,8 @@ def check_task_ids(task_ids: Tensor, batch: int, num_tasks: int) -> Tensor:
     (one host sync); a negative id would otherwise index the last tasks silently."""
     task_ids = _check_ids(task_ids, batch)
     if batch > 0:
-        _check_range(*torch.stack(torch.aminmax(task_ids)).tolist(), num_tasks)
+        low, high = torch.stack(torch.aminmax(task_ids)).tolist()
+        _check_range(low, high, num_tasks)
     return task_ids
 
 
@@ -264,6 +267,10 @@ class StackedMLP(nn.Module):
         self.act = activation()
         self.activate_last = activate_last
 
+    def _task_layers(self) -> list[TaskLinear]:
+        """The layers, typed (a type checker sees nn.ModuleList's items as plain Modules)."""
+        return cast("list[TaskLinear]", list(self.layers))
+
     def _act(self, h: Tensor, i: int) -> Tensor:
         last = i == len(self.layers) - 1
         return self.act(h) if (not last or self.activate_last) else h
@@ -271,17 +278,18 @@ class StackedMLP(nn.Module):
     def task_forward(self, x: Tensor, t: int) -> Tensor:
         """Task ``t``'s MLP on x (B, in_dim) -> (B, out_dim)."""
         h = x
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self._task_layers()):
             h = self._act(layer.task_forward(h, t), i)
         return h
 
     def forward(self, x: Tensor, task_ids: Tensor) -> Tensor:
         """x (B, in_dim), task_ids (B,) -> (B, out_dim)."""
         task_ids = _check_ids(task_ids, x.shape[0])
-        ws = [layer.weight.unbind(0) for layer in self.layers]
+        layers = self._task_layers()
+        ws = [layer.weight.unbind(0) for layer in layers]
         bs = [
             [None] * self.num_tasks if layer.bias is None else layer.bias.unbind(0)
-            for layer in self.layers
+            for layer in layers
         ]
 
         def mlp(h: Tensor, t: int) -> Tensor:
@@ -294,7 +302,7 @@ class StackedMLP(nn.Module):
     def forward_all(self, x: Tensor) -> Tensor:
         """x (B, in_dim) or (K, B, in_dim) -> (K, B, out_dim)."""
         h = x
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self._task_layers()):
             h = self._act(layer.forward_all(h), i)
         return h
 
@@ -325,7 +333,7 @@ def bench_task_linear(
 
     fns: dict[str, Callable[[], Tensor]] = {"loop_masks": loop}
     for mode, layer in layers.items():
-        fns[mode] = lambda layer=layer: layer(x, ids)
+        fns[mode] = functools.partial(layer, x, ids)
     times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(repeats + 3):
         for name, fn in fns.items():

@@ -19,13 +19,14 @@ from mtrl.weighting.grads import as_loss_vector, task_gradients
 def _shared_params(model_or_params: nn.Module | Iterable[Tensor]) -> list[Tensor]:
     """Shared parameters: ``model.shared_parameters()`` if defined, all parameters of a module, or
     the given iterable."""
-    if hasattr(model_or_params, "shared_parameters"):
-        params = model_or_params.shared_parameters()  # type: ignore[union-attr]
+    shared = getattr(model_or_params, "shared_parameters", None)
+    if shared is not None:
+        found: Iterable[Tensor] = shared()
     elif isinstance(model_or_params, nn.Module):
-        params = model_or_params.parameters()
+        found = model_or_params.parameters()
     else:
-        params = model_or_params
-    params = [p for p in params if p.requires_grad]
+        found = model_or_params
+    params = [p for p in found if p.requires_grad]
     if not params:
         raise ValueError("no shared parameters requiring grad")
     return params

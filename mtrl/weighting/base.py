@@ -196,6 +196,7 @@ class InternalOptimizerMixin:
     def _init_optimizer(
         self, params: list[torch.nn.Parameter], kind: str, lr: float, weight_decay: float = 0.0
     ) -> None:
+        self._opt: torch.optim.Optimizer
         if kind == "sgd":
             self._opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
         elif kind == "adam":

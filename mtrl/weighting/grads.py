@@ -6,9 +6,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import Node
+
+TensorT = TypeVar("TensorT", bound=Tensor)  # a Tensor or a subclass (nn.Parameter) kept as such
 
 
 def as_loss_vector(losses: Tensor | Sequence[Tensor]) -> Tensor:
@@ -33,7 +37,7 @@ def loss_device(losses: Sequence[Tensor | float]) -> torch.device | None:
     )
 
 
-def last_weight(params: Sequence[Tensor]) -> list[Tensor]:
+def last_weight(params: Sequence[TensorT]) -> list[TensorT]:
     """The last tensor of ``params`` that is a weight matrix (at least two dimensions larger
     than 1: not a bias, not a scalar gain) as a one-element list; the last tensor if none is; []
     if ``params`` is empty. Parameters that do not require grad are skipped."""
@@ -75,26 +79,25 @@ def task_gradients(
     """
     inputs = list(inputs)
     parts = None if isinstance(losses, Tensor) else list(losses)
-    if parts is not None:
-        losses = as_loss_vector(parts)
-    t = losses.shape[0]
-    if batched and losses.requires_grad:
-        basis = torch.eye(t, dtype=losses.dtype, device=losses.device)
+    vec = as_loss_vector(losses if parts is None else parts)
+    t = vec.shape[0]
+    if batched and vec.requires_grad:
+        basis = torch.eye(t, dtype=vec.dtype, device=vec.device)
         gs = torch.autograd.grad(
-            losses, inputs, basis, retain_graph=True, allow_unused=True, is_grads_batched=True
+            vec, inputs, basis, retain_graph=True, allow_unused=True, is_grads_batched=True
         )
-        gs = [
+        full = [
             torch.zeros((t, *p.shape), dtype=p.dtype, device=p.device) if g is None else g
             for g, p in zip(gs, inputs, strict=True)
         ]
-        return torch.cat([g.reshape(t, -1) for g in gs], dim=1)
+        return torch.cat([g.reshape(t, -1) for g in full], dim=1)
     if not inputs:
-        return losses.new_zeros(t, 0)
+        return vec.new_zeros(t, 0)
     sizes = [p.numel() for p in inputs]
     # filled in place: one copy of each gradient instead of cat + stack
     out = torch.zeros(t, sum(sizes), dtype=inputs[0].dtype, device=inputs[0].device)
     for i in range(t):
-        loss = losses[i] if parts is None else parts[i]
+        loss = vec[i] if parts is None else parts[i]
         if not loss.requires_grad:
             continue
         gs = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
@@ -118,7 +121,9 @@ def graph_leaves(root: Tensor, stop: Tensor | None = None) -> list[Tensor]:
     if root.grad_fn is None:
         return [root] if root.requires_grad else []
     stop_fn = None if stop is None else stop.grad_fn
-    seen, leaves, stack = set(), [], [root.grad_fn]
+    seen: set[Node] = set()
+    leaves: list[Tensor] = []
+    stack: list[Node | None] = [root.grad_fn]  # next_functions hold None for inputs without grad
     while stack:
         fn = stack.pop()
         if fn is None or fn in seen:

@@ -59,7 +59,7 @@ def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-6) -> Te
             # x = g_s (vertex), y = current point G^T alpha
             if alpha @ ka - ka[s] <= tol * max(float(k.max()), 1e-300):  # FW duality gap
                 break
-            gamma = _line_search(k[s, s], ka[s], alpha @ ka)
+            gamma = _line_search(float(k[s, s]), float(ka[s]), float(alpha @ ka))
             alpha = (1.0 - gamma) * alpha
             alpha[s] += gamma
         alpha = _refine(k, alpha, max_rounds=2 * t)
