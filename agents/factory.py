@@ -46,6 +46,7 @@ AGENTS.register("distral_klent_2col")(_distral(two_column=True, kl_only=False))
 
 
 _DISTRAL = ("distral_kl_1col", "distral_kl_2col", "distral_klent_1col", "distral_klent_2col")
+_A2C = ("a2c_multitask", "a2c_independent", "a2c_2col")  # the baselines, A2C's objective
 #: Agent-specific settings and the built-in agents that read them (a value other than the
 #: schema's default on another built-in agent has no effect, which build_agent notes).
 SPECIFIC_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -70,7 +71,8 @@ def ignored_settings(cfg: AgentConfig, suite: str | None = None) -> list[str]:
     """Notes on settings that a built-in agent does not read, when they differ from the schema's
     default: agent-specific ones (``agent.shared_encoder=true`` on a2c_multitask), RMSprop's
     under ``agent.optimizer=adam``, and ``agent.hidden`` (the gridworld MLP's) on ``suite``s
-    with a conv encoder."""
+    with a conv encoder; and an A2C baseline left without an entropy bonus (a Distral preset's
+    ``agent.ent_coef=0`` under ``agent.name=a2c_*``: a weaker baseline than the A2C presets)."""
     if cfg.name not in _BUILT_IN:  # a user's agent may read any of them
         return []
     default = AgentConfig()
@@ -86,6 +88,12 @@ def ignored_settings(cfg: AgentConfig, suite: str | None = None) -> list[str]:
         for key, users in OPTIMIZER_SETTINGS.items()
         if cfg.optimizer not in users and getattr(cfg, key) != getattr(default, key)
     ]
+    if cfg.name in _A2C and cfg.ent_coef == 0:
+        notes.append(
+            f"agent.ent_coef=0: {cfg.name} trains without A2C's entropy bonus (the Distral presets "
+            "set 0, Distral having its own entropy term; the A2C presets, configs/*_a2c*.yaml, "
+            "use 0.01)"
+        )
     if suite not in (None, "gridworld") and cfg.hidden:
         notes.append(
             f"agent.hidden={cfg.hidden!r} has no effect on {suite} (it sets the gridworld MLP's "

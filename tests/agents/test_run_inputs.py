@@ -20,6 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 GRID = str(ROOT / "configs" / "gridworld_a2c.yaml")
 
 
+def _own_ent_coef(agent: str) -> str:
+    """The entropy bonus of the agent's own presets: 0 for Distral (its regulariser has the
+    entropy term), 0.01 for the A2C baselines; either way build() adds no note about it."""
+    return f"agent.ent_coef={0 if agent.startswith('distral') else 0.01}"
+
+
 def _one_error_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
@@ -122,7 +128,7 @@ def test_an_unknown_weighting_lists_only_the_methods_the_rl_agents_accept(tmp_pa
     ],
 )
 def test_build_notes_a_weighting_that_reduces_to_equal(tmp_path, capsys, agent, weighting, note):
-    overrides = [f"agent.name={agent}", f"agent.weighting={weighting}", "agent.ent_coef=0"]
+    overrides = [f"agent.name={agent}", f"agent.weighting={weighting}", _own_ent_coef(agent)]
     cfg = load_config(GRID, [*overrides, "env.num_envs_per_task=1", "progress=false"])
     train.build(cfg, tmp_path / "run").env.close()
     err = capsys.readouterr().err
@@ -165,7 +171,9 @@ def test_build_notes_an_agent_setting_the_agent_does_not_read(
 ):
     # the sweep found agent.shared_encoder, task_heads and the Distral settings silently ignored
     # by the agents they do not apply to (agent.alpha even on the KL-only Distral agents)
-    cfg = load_config(GRID, [f"agent.name={agent}", "agent.ent_coef=0", override, "progress=false"])
+    cfg = load_config(
+        GRID, [f"agent.name={agent}", _own_ent_coef(agent), override, "progress=false"]
+    )
     train.build(cfg, tmp_path / "run").env.close()
     err = capsys.readouterr().err
     if note is None:
@@ -203,9 +211,33 @@ def test_build_notes_an_optimizer_or_suite_setting_that_is_not_read(
 ):
     # the sweep found RMSprop's settings under adam, and agent.hidden on MinAtar/Atari (conv
     # encoders), silently ignored
-    cfg = load_config(GRID, ["agent.ent_coef=0", *overrides, "progress=false"])
+    cfg = load_config(GRID, [*overrides, "progress=false"])
     train.build(cfg, tmp_path / "run").env.close()
     assert capsys.readouterr().err == ("" if note is None else f"note: {note}\n")
+
+
+@pytest.mark.parametrize("agent", ["a2c_multitask", "a2c_independent", "a2c_2col"])
+def test_an_a2c_baseline_without_entropy_bonus_is_noted(agent):
+    # `agent.name=a2c_multitask` on a Distral preset (ent_coef 0 there: Distral's own entropy
+    # term replaces A2C's bonus) silently trained a weaker baseline than the A2C presets
+    from agents.config_schema import AgentConfig
+    from agents.factory import ignored_settings
+
+    assert ignored_settings(AgentConfig(name=agent, ent_coef=0.0)) == [
+        f"agent.ent_coef=0: {agent} trains without A2C's entropy bonus (the Distral presets set "
+        "0, Distral having its own entropy term; the A2C presets, configs/*_a2c*.yaml, use 0.01)"
+    ]
+    assert ignored_settings(AgentConfig(name=agent, ent_coef=0.01)) == []
+    for distral in ("distral_kl_2col", "distral_klent_1col"):  # their presets' own setting
+        assert ignored_settings(AgentConfig(name=distral, ent_coef=0.0)) == []
+
+
+def test_the_entropy_note_is_printed_when_a_distral_preset_runs_a_baseline(tmp_path, capsys):
+    preset = str(ROOT / "configs" / "gridworld_distral.yaml")
+    cfg = load_config(preset, ["agent.name=a2c_multitask", "progress=false"])
+    assert cfg.agent.ent_coef == 0  # the preset's, for Distral
+    train.build(cfg, tmp_path / "run").env.close()
+    assert capsys.readouterr().err.startswith("note: agent.ent_coef=0: a2c_multitask trains ")
 
 
 def test_a_registered_agent_gets_no_notes_on_agent_settings():
