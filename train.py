@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:  # torch and the config load lazily, after argument parsing
-    from agents.config_schema import AgentConfig
+    from agents.config_schema import AgentConfig, Config
+    from agents.runner import Runner
     from envs.base import MultiTaskVecEnv
     from mtrl.weighting.base import LossWeighting
 
@@ -86,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _suite_kwargs(cfg) -> dict:
+def _suite_kwargs(cfg: Config) -> dict[str, Any]:
     from agents.config import to_dict
 
     kwargs = to_dict(cfg)["env"][cfg.env.suite]
@@ -95,7 +96,7 @@ def _suite_kwargs(cfg) -> dict:
     return kwargs
 
 
-def _absolute_map_path(cfg) -> None:
+def _absolute_map_path(cfg: Config) -> None:
     """A gridworld map given as a relative file path becomes absolute before the config is saved,
     so ``--resume`` from another directory reads the same file (it failed with "unknown map")."""
     from envs.base import EnvError
@@ -111,7 +112,7 @@ def _absolute_map_path(cfg) -> None:
         cfg.env.gridworld.map = str(path.absolute())
 
 
-def build(cfg, run_dir: Path, record_tasks: bool = True):
+def build(cfg: Config, run_dir: Path, record_tasks: bool = True) -> Runner:
     """Everything a run needs, built (and so validated) before anything is written.
 
     ``record_tasks``: ``cfg.env.tasks`` becomes the env's task list (canonical names, the
@@ -143,7 +144,7 @@ def build(cfg, run_dir: Path, record_tasks: bool = True):
         cfg.env.tasks = list(env.task_names)
     eval_envs = cfg.eval.num_envs_per_task or cfg.env.num_envs_per_task
 
-    def make_eval_env():
+    def make_eval_env() -> MultiTaskVecEnv:
         return make_multitask_env(cfg.env.suite, env.task_names, eval_envs, **kwargs)
 
     obs_shape = tuple(env.single_observation_space.shape)
@@ -234,7 +235,9 @@ def _rl_weightings() -> list[str]:
     return [n for n in weighting.names() if _rl_refusal(n) is None]
 
 
-def _build_weighting(name: str, num_tasks: int, kwargs: dict | None = None):
+def _build_weighting(
+    name: str, num_tasks: int, kwargs: dict[str, Any] | None = None
+) -> LossWeighting:
     """agent.weighting with its options agent.weighting_kwargs, checked: a ConfigError names an
     unknown or RL-refused method, or an option that is missing, unknown or out of range."""
     import difflib
@@ -262,7 +265,7 @@ def _build_weighting(name: str, num_tasks: int, kwargs: dict | None = None):
         raise ConfigError(f"agent.weighting={name!r}: {str(e).splitlines()[0]}{hint}") from None
 
 
-def resume(run_dir: Path, overrides: list[str]):
+def resume(run_dir: Path, overrides: list[str]) -> Runner:
     """A Runner that continues the run in ``run_dir`` from its last checkpoint (validated first;
     nothing in ``run_dir`` changes before :meth:`Runner.run`)."""
     from agents.resume import load_resume_state

@@ -8,6 +8,7 @@ or (K,) per-task diagnostics). Agents hold no env or logging code.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Any, cast
 
@@ -135,7 +136,9 @@ class Agent(nn.Module):
         return [make_optimizer(self.cfg, self.parameters())]
 
 
-def make_optimizer(cfg: AgentConfig, params, lr: float | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    cfg: AgentConfig, params: Iterable[Tensor], lr: float | None = None
+) -> torch.optim.Optimizer:
     """RMSprop (A2C/A3C's choice, eps 1e-5 as in the SB3 zoo) or Adam, from the agent config.
 
     Both run fused (one pass over memory per step; see agents.optim). torch's fused kernel

@@ -22,10 +22,11 @@ from agents.rollout import obs_to_tensor
 
 if TYPE_CHECKING:
     from agents.runner import Runner
+    from envs.base import MultiTaskVecEnv
 
 
 def evaluate(
-    env,
+    env: MultiTaskVecEnv,
     policy: Callable[[Tensor], Tensor],
     episodes: int,
     seed: int,

@@ -18,16 +18,22 @@ from mtrl.registry import Registry
 Builder = Callable[[AgentConfig, str, tuple[int, ...], int, int], Agent]
 
 
-def _a2c_multitask(cfg: AgentConfig, suite: str, obs, num_actions: int, k: int) -> Agent:
+def _a2c_multitask(
+    cfg: AgentConfig, suite: str, obs: tuple[int, ...], num_actions: int, k: int
+) -> Agent:
     return A2CAgent(cfg, suite, obs, num_actions, k, True, cfg.task_heads, "a2c_multitask")
 
 
-def _a2c_independent(cfg: AgentConfig, suite: str, obs, num_actions: int, k: int) -> Agent:
+def _a2c_independent(
+    cfg: AgentConfig, suite: str, obs: tuple[int, ...], num_actions: int, k: int
+) -> Agent:
     return A2CAgent(cfg, suite, obs, num_actions, k, False, True, "a2c_independent")
 
 
 def _distral(two_column: bool, kl_only: bool, regularise: bool = True) -> Builder:
-    def build(cfg: AgentConfig, suite: str, obs, num_actions: int, k: int) -> Agent:
+    def build(
+        cfg: AgentConfig, suite: str, obs: tuple[int, ...], num_actions: int, k: int
+    ) -> Agent:
         return DistralAgent(
             cfg, suite, obs, num_actions, k, two_column, kl_only, regularise, name=cfg.name
         )

@@ -13,6 +13,7 @@ path's, these backward passes are not themselves differentiable (no double backw
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -100,7 +101,7 @@ class _SharedLinear(torch.autograd.Function):
     """``x @ weight[0] + bias[0]`` over every row of x (K, B, in), through oneDNN."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         ctx.save_for_backward(x, weight)
         w = weight[0]
         y = torch.ops.mkldnn._linear_pointwise(
@@ -110,7 +111,7 @@ class _SharedLinear(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         x, weight = ctx.saved_tensors
         return linear_backward(grad, x, weight, ctx.needs_input_grad)
 
@@ -120,13 +121,13 @@ class _GroupedLinear(torch.autograd.Function):
     gradient through oneDNN in backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         ctx.save_for_backward(x, weight)
         return torch.baddbmm(bias, x, weight)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         x, weight = ctx.saved_tensors
         return linear_backward(grad, x, weight, ctx.needs_input_grad)
 

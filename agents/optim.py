@@ -27,6 +27,7 @@ default job collapsed after ~1,430 updates.)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -92,7 +93,15 @@ class FusedRMSprop(torch.optim.Optimizer):
         self._divisor = None
         return loss
 
-    def _update(self, device, ps, gs, ms, vs, group) -> None:
+    def _update(
+        self,
+        device: torch.device,
+        ps: list[Tensor],
+        gs: list[Tensor],
+        ms: list[Tensor],
+        vs: list[Tensor],
+        group: dict[str, Any],
+    ) -> None:
         lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
         divisor = None if self._divisor is None else self._divisor.to(device, torch.float32)
         fused = getattr(torch, "_fused_adam_", None)

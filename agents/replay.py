@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -30,13 +30,21 @@ class _ReplayConv(torch.autograd.Function):
     """Returns the recorded output of ``conv2d(x, weight, bias)``; backward as conv2d's."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, out, stride, groups):
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        out: Tensor,
+        stride: Sequence[int],
+        groups: int,
+    ) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.groups = list(stride), groups
         return out.view_as(out)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         one = x.shape[0] == 1  # as conv2d's forward on two copies (see conv2d below)
@@ -71,12 +79,12 @@ class _ReplayLinear(torch.autograd.Function):
     """Returns the recorded output of a :class:`~agents.networks.GroupedLinear` over all groups."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, out):
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, out: Tensor) -> Tensor:
         ctx.save_for_backward(x, weight)
         return out.view_as(out)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         gx, gw, gb = linear_backward(grad, x, weight, ctx.needs_input_grad[:3])
         return gx, gw, gb, None

@@ -18,7 +18,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from mtrl.state import state_snapshot
 from mtrl.weighting import build as build_weighting
 from mtrl.weighting.base import InternalOptimizerMixin, LossWeighting
 
+if TYPE_CHECKING:
+    from envs.base import MultiTaskVecEnv, StepResult
+
 
 class Runner:
     """Trains ``agent`` on ``env`` for ``cfg.total_steps`` environment steps, writing ``run_dir``."""
@@ -49,7 +52,7 @@ class Runner:
     def __init__(
         self,
         cfg: Config,
-        env,
+        env: MultiTaskVecEnv,
         agent: Agent,
         run_dir: Path,
         device: torch.device,
@@ -152,7 +155,7 @@ class Runner:
                     act(g, t + 1)
         return ro.obs[:, ro.num_steps]
 
-    def _record_step(self, t: int, g: slice, res) -> None:
+    def _record_step(self, t: int, g: slice, res: StepResult) -> None:
         """Store the env results of step t for task group g; track episode times and stats."""
         ro = self.rollout
         ro.insert_env(t, g, res.reward, res.terminated, res.truncated)

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +47,9 @@ from agents.supervised_run import (
 )
 from mtrl.architectures.base import MultiTaskModel
 from mtrl.io import atomic_write, check_writable, discard_if_empty
+
+if TYPE_CHECKING:
+    from mtrl.trainer import Trainer
 
 
 class PointModel(MultiTaskModel):
@@ -116,7 +119,7 @@ def build_problem(cfg: SupervisedConfig) -> dict[str, Any]:
     }
 
 
-def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
+def build_trainer(cfg: SupervisedConfig, run_dir: Path | None) -> Trainer:
     """Seed, pick the device and build the :class:`mtrl.trainer.Trainer` (validates kwargs)."""
     from mtrl import weighting
     from mtrl.trainer import NoSharedParametersWarning, Trainer
@@ -193,8 +196,11 @@ def build_trainer(cfg: SupervisedConfig, run_dir: Path | None):
     return trainer
 
 
-def prepare(config: str | Path, overrides: list[str] | None = None) -> tuple[Any, Path]:
-    """Load, validate and build everything before anything is written: ``(trainer, run_dir)``."""
+def prepare(
+    config: str | Path, overrides: list[str] | None = None
+) -> tuple[Trainer, SupervisedConfig, Path]:
+    """Load, validate and build everything before anything is written: ``(trainer, config,
+    run_dir)``."""
     cfg = load_supervised(config, overrides)
     if cfg.run_dir:
         run_dir = Path(cfg.run_dir)
@@ -213,13 +219,15 @@ def prepare(config: str | Path, overrides: list[str] | None = None) -> tuple[Any
         for path in created:
             discard_if_empty(path)
         raise
-    trainer.config = cfg
-    return trainer, run_dir
+    return trainer, cfg, run_dir
 
 
-def prepare_resume(run_dir: Path, overrides: list[str] | None = None) -> Any:
+def prepare_resume(
+    run_dir: Path, overrides: list[str] | None = None
+) -> tuple[Trainer, SupervisedConfig]:
     """Rebuild a supervised run from ``run_dir/config.yaml`` and load its last checkpoint, after
-    checking that the two agree and that ``run_dir`` is writable. Reads only: nothing changes."""
+    checking that the two agree and that ``run_dir`` is writable: ``(trainer, config)``. Reads
+    only: nothing changes."""
     ckpt = run_dir / "checkpoints" / "last.pt"
     if not ckpt.is_file():
         raise ConfigError(f"no checkpoint at {str(ckpt)!r}; nothing to resume")
@@ -257,8 +265,7 @@ def prepare_resume(run_dir: Path, overrides: list[str] | None = None) -> Any:
         trainer.load_state_dict(state)
     except Exception as e:
         raise unloadable(ckpt, e) from None
-    trainer.config = cfg
-    return trainer
+    return trainer, cfg
 
 
 def run_supervised(cfg: SupervisedConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
@@ -347,10 +354,10 @@ def main(config: str | Path | None, overrides: list[str], resume: str | Path | N
         try:
             if resume is not None:
                 run_dir = Path(resume)
-                trainer = prepare_resume(run_dir, overrides)
+                trainer, cfg = prepare_resume(run_dir, overrides)
             else:
                 assert config is not None, "main() needs a config file or a run to resume"
-                trainer, run_dir = prepare(config, overrides)
+                trainer, cfg, run_dir = prepare(config, overrides)
         except (ConfigError, UnknownNameError) as e:
             print(f"error: {one_line(e)}", file=sys.stderr)
             return 2
@@ -364,7 +371,7 @@ def main(config: str | Path | None, overrides: list[str], resume: str | Path | N
             return 128 + signum
         stop.training = True
         try:
-            summary = _execute(trainer, trainer.config, run_dir, stop)
+            summary = _execute(trainer, cfg, run_dir, stop)
         except Interrupted as e:
             print(e.resume_hint(run_dir), file=sys.stderr)
             return e.exit_code

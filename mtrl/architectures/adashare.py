@@ -12,6 +12,7 @@ no separate re-training phase with the sampled policy fixed; use ``eval()`` for 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +100,9 @@ class AdaShare(MultiTaskModel):
     def set_extra_state(self, state: dict[str, float]) -> None:
         self.tau = float(state["tau"])
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
         # Checkpoints from before the temperature was saved keep the current one.
         state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
