@@ -61,6 +61,7 @@ def test_smoke_run_writes_the_run_directory(tmp_path, config, extra):
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert list(run_dir.glob("events.out.tfevents.*"))
+    assert (run_dir / "returns.png").read_bytes().startswith(b"\x89PNG")
     saved = load_config(run_dir / "config.yaml")
     assert saved.total_steps == 400
 
