@@ -1,5 +1,5 @@
 """The run's figure, ``RUN_DIR/returns.png``: each task's training return against environment
-steps (the mean of its last ``WINDOW`` episodes, as the progress bar shows the last ones) with
+steps (the mean of its last ``WINDOW`` episodes; the progress bar shows the last 10) with
 the final evaluation beside it: the task policies and, for Distral, the distilled pi0 in every
 task. Written at the end of a run, next to ``summary.json``; TensorBoard has the same curves
 live. matplotlib is imported here only, and through its object API (no pyplot): a caller's
@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 WINDOW = 100  # episodes in the rolling mean (SB3's ep_rew_mean window)
-MAX_POINTS = (
-    2000  # per curve drawn (a day of Atari ends ~10^5 episodes; the figure is 4 inches wide)
-)
+# points drawn per curve: a long run has tens of thousands of episodes per task, a panel is
+# 4 inches wide
+MAX_POINTS = 2000
 
 
 def return_curves(
