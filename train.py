@@ -62,6 +62,7 @@ def _names_text() -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from agents.config_schema import help_text
+    from agents.supervised_config import SupervisedConfig
 
     p = _Parser(
         prog="train.py",
@@ -69,8 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=(
             "config fields (key, type, default, doc). The defaults are the schema's: "
             "configs/default.yaml,\nwhich `python train.py` runs without --config, sets many "
-            "of them (Distral on 4 Atari games).\nSupervised configs (configs/supervised/) have "
-            "their own fields: see docs/mtrl.md.\n" + help_text()
+            "of them (Distral on 4 Atari games).\n" + help_text() + "\n\nsupervised config "
+            "fields (configs/supervised/*.yaml; docs/mtrl.md):\n"
+            + help_text(SupervisedConfig, "supervised.")
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -339,12 +341,19 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     cfg = runner.cfg
-    action = f"resuming at step {runner.global_step:,}" if runner.resumed else "training"
-    print(
-        f"{action}: {cfg.agent.name} on {cfg.env.suite} ({', '.join(runner.env.task_names)}) to "
-        f"{cfg.total_steps:,} steps in {run_dir}; Ctrl-C stops with a checkpoint",
-        flush=True,
-    )
+    what = f"{cfg.agent.name} on {cfg.env.suite} ({', '.join(runner.env.task_names)})"
+    if runner.resumed and runner.update >= runner.num_updates():  # nothing left to train
+        print(
+            f"already finished at step {runner.global_step:,}: evaluating {what} in {run_dir}",
+            flush=True,
+        )
+    else:
+        action = f"resuming at step {runner.global_step:,}" if runner.resumed else "training"
+        print(
+            f"{action}: {what} to {cfg.total_steps:,} steps in {run_dir}; Ctrl-C stops with a "
+            "checkpoint",
+            flush=True,
+        )
     try:
         summary = runner.run()
     except Interrupted as e:

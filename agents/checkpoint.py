@@ -81,10 +81,10 @@ def remove_stale_temps(ckpt_dir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and verify a checkpoint written by :func:`save_checkpoint`; bad files raise
     ConfigError naming the file and the problem."""
-    name = str(path)
+    path, name = Path(path), str(path)
     try:
         if not path.is_file():
             raise ConfigError(

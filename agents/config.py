@@ -81,11 +81,27 @@ def _omegaconf_message(err: OmegaConfBaseException) -> str:
         fields = [f.name for f in dataclasses.fields(section)] if _is_schema(section) else []
         close = difflib.get_close_matches(key.rsplit(".", 1)[-1], fields, n=3)
         prefix = f"{parent}." if parent else ""
+        if not close and not parent and _is_schema(section):  # `run_dir=` for supervised.run_dir
+            close = _nested_matches(section, key)
         hint = f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
         supervised = getattr(section, "__module__", "") == "agents.supervised_config"
         listed = "in docs/mtrl.md" if supervised else "by `python train.py --help`"
         return f"unknown config key {key!r}{hint}; the valid fields{where} are listed {listed}"
     return _friendlier(key, first)
+
+
+def _nested_matches(section: type[DataclassInstance], key: str) -> list[str]:
+    """``<field>.<key>`` for each dataclass field of ``section`` that has a field ``key``."""
+    try:
+        hints = typing.get_type_hints(section)
+    except (NameError, TypeError):  # an annotation that does not resolve: no suggestion
+        return []
+    return [
+        f"{f.name}.{key}"
+        for f in dataclasses.fields(section)
+        if _is_schema(hints.get(f.name))
+        and key in {g.name for g in dataclasses.fields(hints[f.name])}
+    ]
 
 
 def _is_schema(obj: object) -> TypeGuard[type[DataclassInstance]]:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,29 +210,27 @@ _RANGES: dict[str, tuple[Any, str]] = {
 }
 
 
-def help_text() -> str:
-    """One line per config field with its type, default and doc (for ``train.py --help``)."""
-    lines: list[str] = []
+def help_text(schema: type | None = None, prefix: str = "") -> str:
+    """One line per field of ``schema`` (default :class:`Config`; nested sections' fields
+    dotted, after ``prefix``) with its type, default and doc (for ``train.py --help``)."""
+    rows: list[tuple[str, str, str, str]] = []
 
     def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)  # the classes behind the annotations' strings
         for f in dataclasses.fields(cls):
             key = f"{prefix}{f.name}"
-            # a string under `from __future__ import annotations`, else the class itself
-            type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-            if type_name in _SECTIONS:  # a nested section: its fields, prefixed
-                walk(_SECTIONS[type_name], key + ".")
+            if dataclasses.is_dataclass(hints[f.name]):  # a nested section: its fields, prefixed
+                walk(hints[f.name], key + ".")
                 continue
             default = (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             )
             ftype = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-            lines.append(f"  {key:<38} {ftype:<10} {default!r:<14} {f.metadata.get('help', '')}")
+            rows.append((key, ftype, repr(default), f.metadata.get("help", "")))
 
-    walk(Config, "")
-    return "\n".join(lines)
-
-
-_SECTIONS: dict[str, type] = {
-    c.__name__: c
-    for c in (AtariConfig, MinAtarConfig, GridworldConfig, EnvConfig, AgentConfig, EvalConfig)
-}
+    walk(Config if schema is None else schema, prefix)
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]  # aligned columns
+    return "\n".join(
+        "  " + " ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + " " + row[3]
+        for row in rows
+    )

@@ -89,6 +89,11 @@ def load_resume_state(run_dir: Path, overrides: list[str]) -> tuple[Config, dict
         if not run_dir.is_dir():
             what = "is not a directory" if run_dir.exists() else "not found"
             raise ConfigError(f"run directory {str(run_dir)!r} {what}; pass a RUN_DIR to resume")
+        if run_dir.name == "checkpoints" and (run_dir / "last.pt").is_file():
+            raise ConfigError(
+                f"{str(run_dir)!r} is a run's checkpoints directory; pass the run directory, "
+                f"{str(run_dir.parent)!r}"
+            )
         ckpts = run_dir / "checkpoints"
         last = ckpts / "last.pt"
         never = not ckpts.is_dir() or not any(ckpts.iterdir())

@@ -370,6 +370,7 @@ def main(config: str | Path | None, overrides: list[str], resume: str | Path | N
             )
             return 128 + signum
         stop.training = True
+        print(_start_line(trainer, cfg, run_dir, resumed=resume is not None), flush=True)
         try:
             summary = _execute(trainer, cfg, run_dir, stop)
         except Interrupted as e:
@@ -392,6 +393,16 @@ def main(config: str | Path | None, overrides: list[str], resume: str | Path | N
             f"  point {summary['point']}, pareto stationarity {summary['pareto_stationarity']:.3g}"
         )
     return 0
+
+
+def _start_line(trainer: Trainer, cfg: SupervisedConfig, run_dir: Path, resumed: bool) -> str:
+    """What the run trains and where, printed first (as train.py's RL runs do)."""
+    what = f"{cfg.weighting.name} on {cfg.benchmark.name} ({', '.join(trainer.task_names)})"
+    if resumed and trainer.epoch >= cfg.epochs:
+        return f"already finished at epoch {trainer.epoch}: evaluating {what} in {run_dir}"
+    action = f"resuming at epoch {trainer.epoch}" if resumed else "training"
+    epochs = f"{cfg.epochs} epoch{'' if cfg.epochs == 1 else 's'}"
+    return f"{action}: {what} for {epochs} in {run_dir}; Ctrl-C stops after the current epoch"
 
 
 def _warning_line(message: Warning | str, *args: Any, **kwargs: Any) -> None:

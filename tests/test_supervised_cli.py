@@ -523,15 +523,32 @@ def test_resume_of_a_checkpoint_without_a_saved_config(tmp_path, capsys):
     assert torch.load(ckpt, weights_only=True)["config"]["epochs"] == 2
 
 
+def test_a_run_first_says_what_it_trains_and_where(tmp_path, capsys):
+    # RL runs did; a supervised run printed nothing until its results
+    run_dir = tmp_path / "run"
+    _tiny_run(run_dir)
+    what = f"gradnorm on gradnorm_toy (sigma1, sigma100) for 1 epoch in {run_dir}"
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"training: {what}; Ctrl-C stops after the current epoch"
+    )
+    assert train.main(["--resume", str(run_dir), "supervised.epochs=3"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"resuming at epoch 1: {what.replace('1 epoch', '3 epochs')}; Ctrl-C stops after the "
+        "current epoch"
+    )
+
+
 def test_resume_with_nothing_left_reports_no_speed(tmp_path, capsys):
     run_dir = tmp_path / "run"
     _tiny_run(run_dir, "supervised.epochs=2")
     assert "steps/s)" in capsys.readouterr().out
     assert train.main(["--resume", str(run_dir)]) == 0  # used to print e.g. 608592 steps/s
-    out = capsys.readouterr().out
-    assert (
-        out.splitlines()[0] == f"run written to {run_dir} (steps/s n/a: nothing was left to train)"
+    first, written = capsys.readouterr().out.splitlines()[:2]
+    assert first == (
+        f"already finished at epoch 2: evaluating gradnorm on gradnorm_toy (sigma1, sigma100) in "
+        f"{run_dir}"
     )
+    assert written == f"run written to {run_dir} (steps/s n/a: nothing was left to train)"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps_per_s"] is None and summary["session_steps"] == 0
     assert summary["steps"] == 4 and summary["epochs"] == 2
@@ -847,7 +864,9 @@ def test_a_diverging_run_exits_3_with_one_warning_and_one_error(tmp_path, capsys
     assert len(lines) == 2, lines
     assert lines[0].startswith("warning: non-finite loss or gradient at step ")
     assert lines[1].startswith("error: training diverged: 4 steps in a row had a non-finite")
-    assert captured.out == "" and not (run_dir / "summary.json").exists()
+    assert captured.out.startswith("training: gradnorm on gradnorm_toy (sigma1, sigma100) for ")
+    assert captured.out.count("\n") == 1  # the start line only: no results
+    assert not (run_dir / "summary.json").exists()
 
 
 def test_an_automatic_run_directory_is_recorded_in_its_config(tmp_path, monkeypatch, capsys):
@@ -903,3 +922,19 @@ def test_soft_sharing_with_gradnorm_exits_2_and_with_mgda_notes_equal_weighting(
         "parameters; SoftSharing shares none, so every task keeps its own plain gradient, as with "
         "equal weighting"
     )
+
+
+def test_help_lists_the_supervised_fields_with_their_defaults():
+    # `train.py --help` listed only the RL fields; the supervised defaults were written nowhere
+    from agents.config_schema import help_text
+    from agents.supervised_config import SupervisedConfig
+
+    rows = {
+        line.split()[0]: line.split()
+        for line in help_text(SupervisedConfig, "supervised.").splitlines()
+    }
+    assert rows["supervised.epochs"][1:3] == ["int", "10"]
+    assert rows["supervised.benchmark.n_train"][1:3] == ["int", "2000"]
+    assert rows["supervised.architecture.hidden"][1:4] == ["list[int]", "[64,", "64]"]
+    assert "supervised.benchmark" not in rows  # sections are expanded, not listed
+    assert help_text(SupervisedConfig, "supervised.") in train._parser().format_help()

@@ -369,6 +369,13 @@ def test_printed_summary_says_when_eval_max_steps_cut_the_evaluation(tmp_path, c
          "`python train.py --help`"),
         ("supervised", "supervised.epochz=1", "unknown config key 'supervised.epochz' (did you "
          "mean supervised.epochs?); the valid fields of 'supervised' are listed in docs/mtrl.md"),
+        # a field of a section given at the top level: the section's key is suggested
+        ("supervised", "run_dir=x", "unknown config key 'run_dir' (did you mean "
+         "supervised.run_dir?); the valid fields are listed in docs/mtrl.md"),
+        ("rl", "lr=0.1", "unknown config key 'lr' (did you mean agent.lr?); the valid fields are "
+         "listed by `python train.py --help`"),
+        ("rl", "max_episode_steps=9", "unknown config key 'max_episode_steps'; the valid fields "
+         "are listed by `python train.py --help`"),  # only one level down: env.atari.* is two
     ],
 )  # fmt: skip
 def test_an_unknown_key_suggests_close_fields_and_where_the_list_is(load, override, message):

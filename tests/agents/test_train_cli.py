@@ -407,5 +407,8 @@ def test_start_line_loss_steps_and_a_finished_resume_adds_no_event_file(tmp_path
     assert steps == [per_update, 2 * per_update]
     events = sorted(run_dir.glob("events.out.tfevents.*"))
     assert train.main(["--resume", str(run_dir)]) == 0
-    assert capsys.readouterr().out.splitlines()[0].startswith("resuming at step 320: a2c_multitask")
+    assert capsys.readouterr().out.splitlines()[0] == (  # it said "resuming ... Ctrl-C stops"
+        f"already finished at step 320: evaluating a2c_multitask on gridworld (0, 1, 2, 3) in "
+        f"{run_dir}"
+    )
     assert sorted(run_dir.glob("events.out.tfevents.*")) == events

@@ -8,6 +8,7 @@ import os
 import shutil
 import string
 import tempfile
+import typing
 from pathlib import Path
 
 import pytest
@@ -36,12 +37,12 @@ FUZZ = settings(
 def _fields(cls, prefix=""):
     """Dotted key -> python type of every leaf field of the config schema."""
     out = {}
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        t = f.type
-        if isinstance(t, str) and t.endswith("Config"):
-            out.update(_fields(schema_mod._SECTIONS[t], f"{prefix}{f.name}."))
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(_fields(hints[f.name], f"{prefix}{f.name}."))
         else:
-            out[f"{prefix}{f.name}"] = t
+            out[f"{prefix}{f.name}"] = f.type
     return out
 
 
@@ -301,6 +302,7 @@ class _Evil:
         ("bad_override_type", "eval.episodes"),
         ("with_config", "--config"),
         ("unknown_flag", "unrecognized"),
+        ("checkpoints_dir", "is a run's checkpoints directory; pass the run directory"),
     ],
 )
 def test_bad_run_directories(tmp_path, capsys, finished_run, damage, needle):
@@ -345,7 +347,11 @@ def test_bad_run_directories(tmp_path, capsys, finished_run, damage, needle):
         argv += ["--config", str(ROOT / "configs" / "gridworld_a2c.yaml")]
     elif damage == "unknown_flag":
         argv.append("--bogus")
+    elif damage == "checkpoints_dir":  # a slip: it looked for checkpoints/checkpoints/last.pt
+        argv = ["--resume", str(run_dir / "checkpoints")]
     line = _expect_error(capsys, tmp_path, argv, needle)
+    if damage == "checkpoints_dir":
+        assert line.endswith(f"pass the run directory, {str(run_dir)!r}"), line
     if damage in ("unknown_override", "bad_override_type"):
         assert "checkpoint" not in line, line  # was "checkpoint config is incompatible ..."
 

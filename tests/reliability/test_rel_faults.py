@@ -13,6 +13,7 @@ from relkit import COMMON, ROOT, SUITES, make_cfg, snapshot
 import train
 from agents.a2c import A2CAgent
 from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.config import ConfigError
 from agents.signals import DivergenceError
 from envs.workers import WorkerVecEnv
 
@@ -283,6 +284,10 @@ def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert snapshot(path.parent) == before  # no temp file left, last.pt untouched
     assert torch.equal(load_checkpoint(path)["agent"]["w"], torch.ones(3))
+    # a string path reads the same file (docs/extending.md's recipe passed one: AttributeError)
+    assert torch.equal(load_checkpoint(str(path))["agent"]["w"], torch.ones(3))
+    with pytest.raises(ConfigError, match="not found"):
+        load_checkpoint(str(path.parent / "missing.pt"))
 
 
 def test_sigterm_checkpoints_and_exits_143(tmp_path, capsys, monkeypatch):
