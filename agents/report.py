@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agents.config import one_line
 from mtrl.io import atomic_write
 
 if TYPE_CHECKING:
@@ -93,6 +95,20 @@ def returns_figure(
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(f"{summary.get('agent', '')}: returns per task")
     return fig
+
+
+def draw_run_figure(
+    run_dir: Path,
+    task_names: Sequence[str],
+    episode_log: Sequence[tuple[int, int, float, int]],
+    summary: dict[str, Any],
+) -> None:
+    """``run_dir/returns.png`` at the end of a run; a failure to draw it is one ``warning:``
+    line on stderr, not an error: the run, its checkpoint and summary.json are written."""
+    try:
+        write_returns_plot(run_dir / "returns.png", task_names, episode_log, summary)
+    except Exception as e:
+        print(f"warning: returns.png not written: {one_line(e)}", file=sys.stderr)
 
 
 def write_returns_plot(

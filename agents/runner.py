@@ -27,11 +27,12 @@ from torch import Tensor
 from agents import runstate
 from agents.base import Agent, make_optimizer
 from agents.checkpoint import remove_stale_temps, save_rotating, step_files
-from agents.config import one_line, to_yaml
+from agents.config import to_yaml
 from agents.config_schema import Config
 from agents.evaluate import evaluate_on_fresh_env, final_summary
 from agents.guards import check_divergence, check_parameters, clip_and_check
 from agents.progress import postfix_width, task_postfix
+from agents.report import draw_run_figure
 from agents.resume import read_loss_log
 from agents.rollout import Rollout, obs_to_tensor
 from agents.run_log import open_loss_log, open_writer, write_interval
@@ -320,22 +321,10 @@ class Runner:
                 self._train(stop)
             summary = self._summary(self.elapsed)
         atomic_write(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-        self._write_plot(summary)
+        draw_run_figure(self.run_dir, self.env.task_names, self.episode_log, summary)
         if self.writer is not None:
             self.writer.close()
         return summary
-
-    def _write_plot(self, summary: dict[str, Any]) -> None:
-        """``returns.png`` (agents.report); a failure to draw it is a warning: the run itself,
-        its checkpoint and summary.json are already written."""
-        from agents.report import write_returns_plot
-
-        try:
-            write_returns_plot(
-                self.run_dir / "returns.png", self.env.task_names, self.episode_log, summary
-            )
-        except Exception as e:  # a figure must not turn a finished run into an error
-            print(f"warning: returns.png not written: {one_line(e)}", file=sys.stderr)
 
     def _prepare(self) -> None:
         """Create (or tidy, when resumed) the run directory, reset envs, open TensorBoard."""
