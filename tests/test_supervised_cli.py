@@ -56,6 +56,8 @@ def test_smoke_run_writes_the_run_directory(tmp_path, name):
         assert all(0.0 <= s["accuracy"] <= 1.0 for s in summary["tasks"].values())
     if name == "toy2d":
         assert len(summary["point"]) == 2 and summary["pareto_stationarity"] >= 0
+    # toy2d ignores the architecture; its summary named the schema's default all the same
+    assert summary["architecture"] == (None if name == "toy2d" else "hard_sharing")
     saved = load_supervised(run_dir / "config.yaml")
     assert saved.benchmark.name == name
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
