@@ -100,3 +100,24 @@ def _same_state(a: object, b: object) -> bool:
 def same_state() -> Callable[[object, object], bool]:
     """Compare two (nested) saved states exactly: a weighting's, an optimiser's, a run's."""
     return _same_state
+
+
+class RecordingWriter:
+    """Records add_scalar calls (a SummaryWriter stand-in for the RL runner's and the Trainer's
+    TensorBoard logging)."""
+
+    def __init__(self) -> None:
+        self.scalars: list[tuple[str, float, int]] = []
+        self.closed = False
+
+    def add_scalar(self, key: str, value: float, step: int) -> None:
+        self.scalars.append((key, value, step))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def writer() -> RecordingWriter:
+    """A fresh :class:`RecordingWriter`."""
+    return RecordingWriter()

@@ -967,25 +967,11 @@ def test_gradnorm_in_representation_mode_is_not_handed_the_last_shared_layer():
     assert layer is params.model.last_shared_layer()[0]
 
 
-class _Writer:
-    """Records add_scalar calls (a SummaryWriter stand-in)."""
-
-    def __init__(self) -> None:
-        self.scalars: list[tuple[str, float, int]] = []
-        self.closed = False
-
-    def add_scalar(self, key: str, value: float, step: int) -> None:
-        self.scalars.append((key, value, step))
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def test_trainer_log_writes_the_runner_keys_with_their_values(tmp_path):
+def test_trainer_log_writes_the_runner_keys_with_their_values(tmp_path, writer):
     from mtrl.trainer_log import TrainerLog
 
     log = TrainerLog(tmp_path, ["a", "b"])
-    writer = log._writer = _Writer()
+    log._writer = writer
     log.step(7, torch.tensor([1.0, 3.0]), torch.tensor([0.25, 0.75]), 12.5, 2)
     log.metrics(8, {"a": {"loss": 1.0, "mse": 2.0}, "b": {"loss": 3.0}}, "")
     log.metrics(8, {"a": {"loss": 4.0}}, "test_")

@@ -5,16 +5,7 @@ from types import SimpleNamespace
 from agents.runner import Runner
 
 
-class _Writer:
-    def __init__(self):
-        self.scalars = []
-
-    def add_scalar(self, key, value, step):
-        self.scalars.append((key, value, step))
-
-
-def test_log_writes_the_means_of_the_pending_updates_at_the_global_step():
-    writer = _Writer()
+def test_log_writes_the_means_of_the_pending_updates_at_the_global_step(writer):
     runner = SimpleNamespace(
         writer=writer, global_step=400, update=4, nonfinite_total=2, env=SimpleNamespace(restarts=1)
     )
@@ -29,17 +20,15 @@ def test_log_writes_the_means_of_the_pending_updates_at_the_global_step():
     ]
 
 
-def test_log_without_pending_updates_or_writer_writes_nothing():
-    writer = _Writer()
+def test_log_without_pending_updates_or_writer_writes_nothing(writer):
     runner = SimpleNamespace(writer=writer, global_step=1, update=1, nonfinite_total=0, env=None)
     Runner._log(runner, [], 1.0)
     assert writer.scalars == []
     Runner._log(SimpleNamespace(writer=None), [{"x": 1.0}], 1.0)  # no TensorBoard: no error
 
 
-def test_log_means_leave_out_skipped_non_finite_updates():
+def test_log_means_leave_out_skipped_non_finite_updates(writer):
     # one skipped update (NaN losses and weights) used to turn the whole interval's mean into NaN
-    writer = _Writer()
     runner = SimpleNamespace(
         writer=writer, global_step=300, update=3, nonfinite_total=1, env=SimpleNamespace()
     )
