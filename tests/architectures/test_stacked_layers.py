@@ -78,6 +78,9 @@ def test_stacked_mlp_equals_separate_mlps() -> None:
     expected = torch.stack([mlps[int(t)](x[b]) for b, t in enumerate(ids)])
     torch.testing.assert_close(net(x, ids), expected)
     torch.testing.assert_close(net.forward_all(x), torch.stack([m(x) for m in mlps]))
+    for k in range(K):  # one task's whole MLP on every sample (untested until now)
+        torch.testing.assert_close(net.task_forward(x, k), mlps[k](x))
+        torch.testing.assert_close(net.layers[0].task_forward(x, k), mlps[k][0](x))
     # gradient isolation through the whole MLP
     net(x, ids)[ids == 2].sum().backward()
     for lay in net.layers:

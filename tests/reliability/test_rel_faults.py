@@ -4,6 +4,7 @@ import copy
 import math
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from relkit import COMMON, ROOT, SUITES, make_cfg, snapshot
 
 import train
 from agents.a2c import A2CAgent
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.checkpoint import load_checkpoint, save_checkpoint, save_rotating
 from agents.config import ConfigError
 from agents.signals import DivergenceError
 from envs.workers import WorkerVecEnv
@@ -288,6 +289,49 @@ def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
     assert torch.equal(load_checkpoint(str(path))["agent"]["w"], torch.ones(3))
     with pytest.raises(ConfigError, match="not found"):
         load_checkpoint(str(path.parent / "missing.pt"))
+
+
+def _state(value: float) -> dict:
+    state = {"agent": {"w": torch.full((3,), value)}, "config": {}}
+    state.update(version=1, agent_name="x", optimizers=[], weighting={}, counters={})
+    return state
+
+
+def test_rotating_checkpoints_copy_last_pt_where_hard_links_fail(tmp_path, monkeypatch):
+    # a file system without hard links (FAT, some network mounts): last.pt becomes a copy
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir()
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    for step in (10, 20, 30):
+        save_rotating(_state(step), ckpt_dir, step, keep=2)
+    last, newest = ckpt_dir / "last.pt", ckpt_dir / "step_30.pt"
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.pt", "step_20.pt", "step_30.pt"]
+    assert last.read_bytes() == newest.read_bytes() and last.stat().st_nlink == 1
+    assert torch.equal(load_checkpoint(last)["agent"]["w"], torch.full((3,), 30.0))
+
+
+def test_a_failed_last_pt_swap_leaves_the_old_one_and_no_temporary(tmp_path, monkeypatch):
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir()
+    save_rotating(_state(1.0), ckpt_dir, 1, keep=3)
+
+    replace = os.replace
+
+    def full_disk(src, dst):  # step_2.pt is written; putting last.pt in place fails
+        if Path(dst).name == "last.pt":
+            raise OSError(28, "No space left on device")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        save_rotating(_state(2.0), ckpt_dir, 2, keep=3)
+    monkeypatch.undo()
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.pt", "step_1.pt", "step_2.pt"]
+    assert torch.equal(load_checkpoint(ckpt_dir / "last.pt")["agent"]["w"], torch.ones(3))
 
 
 def test_sigterm_checkpoints_and_exits_143(tmp_path, capsys, monkeypatch):

@@ -1,5 +1,6 @@
 """Known answers for the pure aggregation functions on hand-sized gradient matrices (T, P)."""
 
+import importlib
 import itertools
 import math
 
@@ -85,6 +86,31 @@ def test_mgda_frank_wolfe_matches_closed_form_and_grid(seed):
     assert value >= grid - 1e-2 * max(grid, 1e-3)
 
 
+@pytest.mark.parametrize("refine", [True, False])
+@pytest.mark.parametrize("seed", range(3))
+def test_mgda_frank_wolfe_fallback_reaches_the_min_norm_point(monkeypatch, seed, refine):
+    # Wolfe's exact algorithm finishes on every input above, so the Frank-Wolfe loop it falls
+    # back on was never run; here it must run (and, without the final corrections, reach the
+    # minimum on its own within its duality-gap tolerance)
+    mgda = importlib.import_module("mtrl.weighting.mgda")  # the package exports a function mgda
+    monkeypatch.setattr(mgda, "_optimal", lambda *args: False)
+    if not refine:
+        monkeypatch.setattr(mgda, "_refine", lambda k, alpha, max_rounds: alpha.copy())
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    gram = g @ g.T
+    w = W.min_norm_weights(gram, max_iter=5000, tol=1e-9)
+    assert w.min() >= 0 and torch.isclose(w.sum(), torch.tensor(1.0, dtype=torch.float64))
+    value, grid = float(w @ gram @ w), _brute_min_norm(gram.numpy())
+    scale = float(gram.diagonal().max())
+    assert grid - 1e-2 * max(grid, 1e-3) <= value <= grid + 1e-6 * scale
+    # the origin inside the hull: g1 + g2 + g3 = 0, the min-norm point 0 at equal weights
+    h = t([1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]).double()
+    w = W.min_norm_weights(h @ h.T, max_iter=5000, tol=1e-9)
+    assert float(w @ h @ h.T @ w) <= 1e-6
+    assert torch.allclose(w, torch.full((3,), 1 / 3, dtype=torch.float64), atol=1e-3)
+
+
 def test_mgda_normalization_applies_weights_to_original_gradients():
     g = t([2.0, 0.0], [0.0, 1.0])
     w = W.MGDA(2, normalization="l2").weights(g)
@@ -133,6 +159,19 @@ def test_imtl_g_equal_projections(num_tasks):
     d = w @ g
     proj = (g / g.norm(dim=1, keepdim=True)) @ d
     assert torch.allclose(proj, proj[0].expand_as(proj), atol=1e-10)
+
+
+def test_imtl_g_with_parallel_gradients_takes_the_papers_difference_form():
+    # two gradients in one direction make the correlations singular (cond ~1e16), so the
+    # closed form's least-squares branch answers; it had never run in a test
+    g = t([1.0, 0.0], [2.0, 0.0], [0.0, 1.0])
+    w = W.imtl_g_weights(g @ g.T)
+    assert torch.isclose(w.sum(), torch.tensor(1.0, dtype=torch.float64))
+    proj = (g / g.norm(dim=1, keepdim=True)) @ (w @ g)
+    assert torch.allclose(proj, torch.full((3,), 0.4, dtype=torch.float64), atol=1e-12)
+    # by hand: g = (a1 + 2 a2, a3), g.u1 = g.u3 -> a1 + 2 a2 = a3, with a1 = 1 - a2 - a3:
+    # 2 a3 - a2 = 1, whose least-squares (minimum-norm) (a2, a3) is (-1, 2) / 5; a1 = 0.8
+    assert torch.allclose(w, v(0.8, -0.2, 0.4), atol=1e-12)
 
 
 # --- Nash-MTL (Navon 2022) ----------------------------------------------------------------------
