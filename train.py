@@ -122,6 +122,7 @@ def build(cfg: Config, run_dir: Path, record_tasks: bool = True) -> Runner:
     passes False: it keeps its checkpoint's value (runs before this recorded ``[]``)."""
     import torch
 
+    from agents.config_schema import inert_suite_settings
     from agents.factory import build_agent
     from agents.runner import Runner
     from agents.seeding import resolve_device, seed_everything, start_flushing_workers
@@ -152,7 +153,7 @@ def build(cfg: Config, run_dir: Path, record_tasks: bool = True) -> Runner:
     obs_shape = tuple(env.single_observation_space.shape)
     num_actions = int(env.single_action_space.n)
     agent = build_agent(cfg.agent, cfg.env.suite, obs_shape, num_actions, env.num_tasks)
-    for agent_note in agent.notes:
+    for agent_note in (*agent.notes, *inert_suite_settings(cfg)):
         print(f"note: {agent_note}", file=sys.stderr)
     weighting = _build_weighting(cfg.agent.weighting, env.num_tasks, cfg.agent.weighting_kwargs)
     note = _check_weighting_sharing(weighting, cfg.agent, bool(agent.shared_parameters()))

@@ -210,6 +210,24 @@ _RANGES: dict[str, tuple[Any, str]] = {
 }
 
 
+def inert_suite_settings(cfg: Config) -> list[str]:
+    """Notes on ``env.<suite>.*`` settings of a suite other than ``env.suite`` that differ from
+    the schema's default: the run never reads them (``env.atari.frameskip=2`` on MinAtar)."""
+    notes = []
+    for suite in ("atari", "minatar", "gridworld"):
+        if suite == cfg.env.suite:
+            continue
+        section = getattr(cfg.env, suite)
+        default = type(section)()
+        notes += [
+            f"env.{suite}.{f.name}={getattr(section, f.name)!r} has no effect with "
+            f"env.suite={cfg.env.suite!r}"
+            for f in dataclasses.fields(section)
+            if getattr(section, f.name) != getattr(default, f.name)
+        ]
+    return notes
+
+
 def help_text(schema: type | None = None, prefix: str = "") -> str:
     """One line per field of ``schema`` (default :class:`Config`; nested sections' fields
     dotted, after ``prefix``) with its type, default and doc (for ``train.py --help``)."""

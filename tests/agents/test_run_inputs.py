@@ -204,6 +204,22 @@ def test_build_notes_an_agent_setting_the_agent_does_not_read(
             "minatar uses a fixed conv encoder)",
         ),
         (["env.suite=minatar", "env.tasks=[breakout]", "agent.hidden=[]"], None),
+        # another suite's settings: read only by that suite (they were ignored without a word)
+        (
+            ["env.atari.frameskip=2"],
+            "env.atari.frameskip=2 has no effect with env.suite='gridworld'",
+        ),
+        (
+            [
+                "env.suite=minatar",
+                "env.tasks=[breakout]",
+                "agent.hidden=[]",
+                "env.gridworld.map=far_room",
+            ],
+            "env.gridworld.map='far_room' has no effect with env.suite='minatar'",
+        ),
+        (["env.gridworld.map=far_room"], None),  # the suite's own setting
+        (["env.atari.frameskip=4"], None),  # the schema's default: nothing to say
     ],
 )
 def test_build_notes_an_optimizer_or_suite_setting_that_is_not_read(
@@ -238,6 +254,15 @@ def test_the_entropy_note_is_printed_when_a_distral_preset_runs_a_baseline(tmp_p
     assert cfg.agent.ent_coef == 0  # the preset's, for Distral
     train.build(cfg, tmp_path / "run").env.close()
     assert capsys.readouterr().err.startswith("note: agent.ent_coef=0: a2c_multitask trains ")
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_no_preset_switched_to_another_suite_sets_that_suites_settings_in_vain(preset):
+    from agents.config_schema import inert_suite_settings
+
+    for suite in ("atari", "minatar", "gridworld"):
+        cfg = load_config(str(ROOT / "configs" / preset), [f"env.suite={suite}", "env.tasks=[]"])
+        assert inert_suite_settings(cfg) == [], (preset, suite)
 
 
 def test_a_registered_agent_gets_no_notes_on_agent_settings():
