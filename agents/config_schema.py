@@ -214,10 +214,10 @@ def inert_suite_settings(cfg: Config) -> list[str]:
     """Notes on ``env.<suite>.*`` settings of a suite other than ``env.suite`` that differ from
     the schema's default: the run never reads them (``env.atari.frameskip=2`` on MinAtar)."""
     notes = []
-    for suite in ("atari", "minatar", "gridworld"):
-        if suite == cfg.env.suite:
-            continue
+    for suite in (f.name for f in dataclasses.fields(cfg.env)):
         section = getattr(cfg.env, suite)
+        if suite == cfg.env.suite or not dataclasses.is_dataclass(type(section)):
+            continue  # the run's own suite, or not a suite's section (tasks, workers, ...)
         default = type(section)()
         notes += [
             f"env.{suite}.{f.name}={getattr(section, f.name)!r} has no effect with "

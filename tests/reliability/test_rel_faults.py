@@ -269,11 +269,15 @@ def test_worker_step_protocol_errors_match_in_process(monkeypatch):
             use()
 
 
+def _state(value: float) -> dict:
+    state = {"agent": {"w": torch.full((3,), value)}, "config": {}}
+    state.update(version=1, agent_name="x", optimizers=[], weighting={}, counters={})
+    return state
+
+
 def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
     path = tmp_path / "ckpt" / "last.pt"
-    good = {"agent": {"w": torch.ones(3)}, "config": {}}
-    good.update(version=1, agent_name="x", optimizers=[], weighting={}, counters={})
-    save_checkpoint(good, path)
+    save_checkpoint(_state(1.0), path)
     before = snapshot(path.parent)
 
     def boom(fd):
@@ -281,7 +285,7 @@ def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint({**good, "agent": {"w": torch.zeros(3)}}, path)
+        save_checkpoint(_state(0.0), path)
     monkeypatch.undo()
     assert snapshot(path.parent) == before  # no temp file left, last.pt untouched
     assert torch.equal(load_checkpoint(path)["agent"]["w"], torch.ones(3))
@@ -289,12 +293,6 @@ def test_interrupted_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
     assert torch.equal(load_checkpoint(str(path))["agent"]["w"], torch.ones(3))
     with pytest.raises(ConfigError, match="not found"):
         load_checkpoint(str(path.parent / "missing.pt"))
-
-
-def _state(value: float) -> dict:
-    state = {"agent": {"w": torch.full((3,), value)}, "config": {}}
-    state.update(version=1, agent_name="x", optimizers=[], weighting={}, counters={})
-    return state
 
 
 def test_rotating_checkpoints_copy_last_pt_where_hard_links_fail(tmp_path, monkeypatch):
