@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from agents.config import one_line
 from mtrl.io import atomic_write
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 WINDOW = 100  # episodes in the rolling mean (SB3's ep_rew_mean window)
@@ -52,6 +53,23 @@ def _eval_return(summary: dict[str, Any], key: str, task: str) -> float | None:
     return None if value is None else float(value)
 
 
+def panel_grid(panels: int) -> tuple[Figure, list[Axes]]:
+    """A figure of ``panels`` 4.2 x 3 inch panels, three to a row, and its axes in reading
+    order (a last row's unused cells included: the caller turns them off)."""
+    from matplotlib.figure import Figure
+
+    cols = min(3, panels)
+    rows = math.ceil(panels / cols)
+    width, height = 4.2 * cols, 3.0 * rows + 0.4
+    fig = Figure(figsize=(width, height))
+    # fixed margins in inches: a layout engine would double the figure's drawing time
+    fig.subplots_adjust(
+        left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.7 / height,
+        hspace=0.5, wspace=0.32,
+    )  # fmt: skip
+    return fig, list(fig.subplots(rows, cols, squeeze=False).flat)
+
+
 def returns_figure(
     task_names: Sequence[str],
     episode_log: Sequence[tuple[int, int, float, int]],
@@ -61,19 +79,8 @@ def returns_figure(
     """One panel per task: the :func:`return_curves` line (at most ``MAX_POINTS`` of it, evenly
     spaced) and, at the last step, the evaluation's mean return of the task policy (``"tasks"``)
     and of pi0 (``"pi0_tasks"``) where ``summary`` has them."""
-    from matplotlib.figure import Figure
-
     curves = return_curves(episode_log, len(task_names), window)
-    cols = min(3, len(task_names))
-    rows = math.ceil(len(task_names) / cols)
-    width, height = 4.2 * cols, 3.0 * rows + 0.4
-    fig = Figure(figsize=(width, height))
-    # fixed margins in inches: a layout engine would double the figure's drawing time
-    fig.subplots_adjust(
-        left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.7 / height,
-        hspace=0.45, wspace=0.3,
-    )  # fmt: skip
-    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    fig, axes = panel_grid(len(task_names))
     end = summary.get("total_steps", 0)
     evals = (("tasks", "eval: task policy", "o"), ("pi0_tasks", "eval: pi0", "s"))
     for ax, name, (steps, mean) in zip(axes, task_names, curves, strict=False):
@@ -103,12 +110,25 @@ def draw_run_figure(
     episode_log: Sequence[tuple[int, int, float, int]],
     summary: dict[str, Any],
 ) -> None:
-    """``run_dir/returns.png`` at the end of a run; a failure to draw it is one ``warning:``
+    """``run_dir/returns.png`` at the end of a run (:func:`draw_safely`)."""
+    draw_safely(run_dir / "returns.png", lambda: returns_figure(task_names, episode_log, summary))
+
+
+def draw_safely(path: Path, build: Callable[[], Figure]) -> None:
+    """Save the figure ``build()`` makes at ``path``; a failure to draw it is one ``warning:``
     line on stderr, not an error: the run, its checkpoint and summary.json are written."""
     try:
-        write_returns_plot(run_dir / "returns.png", task_names, episode_log, summary)
+        write_figure(path, build())
     except Exception as e:
-        print(f"warning: returns.png not written: {one_line(e)}", file=sys.stderr)
+        print(f"warning: {path.name} not written: {one_line(e)}", file=sys.stderr)
+
+
+def write_figure(path: Path, fig: Figure) -> Path:
+    """Save ``fig`` as a PNG at ``path``, atomically; return ``path``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    atomic_write(path, buf.getvalue())
+    return path
 
 
 def write_returns_plot(
@@ -119,7 +139,4 @@ def write_returns_plot(
     window: int = WINDOW,
 ) -> Path:
     """Save :func:`returns_figure` as a PNG at ``path``, atomically; return ``path``."""
-    buf = io.BytesIO()
-    returns_figure(task_names, episode_log, summary, window).savefig(buf, format="png", dpi=90)
-    atomic_write(path, buf.getvalue())
-    return path
+    return write_figure(path, returns_figure(task_names, episode_log, summary, window))

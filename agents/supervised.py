@@ -37,6 +37,7 @@ from agents.supervised_config import (
     load_supervised,
     to_yaml,
 )
+from agents.supervised_report import draw_training_figure
 from agents.supervised_run import (
     SUPERVISED_RESUME_SAFE,
     check_checkpoint_config,
@@ -317,6 +318,7 @@ def _execute(
         summary["losses"] = toy_losses(point, cfg.benchmark.scale).tolist()
         summary["pareto_stationarity"] = pareto_stationarity(point, cfg.benchmark.scale)
     atomic_write(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    draw_training_figure(run_dir, trainer, cfg)
     return summary
 
 

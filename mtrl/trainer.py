@@ -401,8 +401,8 @@ class Trainer:
     # --- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Model, optimiser, weighting, counters, the shuffling generator's state, torch's global
-        RNG (dropout, AdaShare's Gumbel samples, a user DataLoader's shuffling) and ``run_config``
-        (as ``"config"``, when given)."""
+        RNG (dropout, AdaShare's Gumbel samples, a user DataLoader's shuffling), the logged
+        scalars' history and ``run_config`` (as ``"config"``, when given)."""
         state: dict[str, Any] = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -413,6 +413,7 @@ class Trainer:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": cuda_rng_states(self.device),
+            "history": self.log.state_dict(),
         }
         if self.run_config is not None:
             state["config"] = self.run_config
@@ -430,6 +431,7 @@ class Trainer:
         if "torch_rng" in state:  # absent in checkpoints from before it was saved
             torch.set_rng_state(state["torch_rng"].cpu())
         set_cuda_rng_states(state.get("cuda_rng") or [], self.device)
+        self.log.load_state_dict(state.get("history", {}))  # absent in older checkpoints
 
     def save(self, path: str | Path | None = None) -> Path:
         """Atomically write :meth:`state_dict` to ``path`` (default ``checkpoint_path``)."""

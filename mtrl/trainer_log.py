@@ -3,15 +3,83 @@ key scheme: ``task/<name>/loss``, ``weights/<name>``, ``losses/total``, ``charts
 ``charts/nonfinite_steps`` per logged step; ``task/<name>/<metric>`` (training) and
 ``task/<name>/test_<metric>`` per epoch. The writer (``torch.utils.tensorboard``) is opened
 lazily, on the first scalar, so a Trainer without ``log_dir`` never imports TensorBoard.
+
+The same scalars are kept in memory, with or without a ``log_dir``, for the figure at the end
+of a run and for a notebook (:attr:`TrainerLog.history`): each series thinned to at most
+``MAX_POINTS`` by keeping every other point, and saved in the Trainer's checkpoints so that a
+resumed run's history starts at its beginning.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
+
+#: Points kept per series of :attr:`TrainerLog.history` (a long run's curve is thinned).
+MAX_POINTS = 5000
+
+
+class Series:
+    """One scalar against the optimiser step. Every ``stride``-th value offered is kept; past
+    ``max_points`` every other kept point is dropped and the stride doubles, so a series stays
+    evenly spaced over the whole run at bounded memory (and checkpoint size). Stored in typed
+    arrays: a checkpoint per step (the 2-D toy) copies them into tensors without a Python loop
+    over the points."""
+
+    def __init__(self, max_points: int = MAX_POINTS) -> None:
+        self._steps = array("q")
+        self._values = array("d")
+        self.stride, self.offered, self.max_points = 1, 0, max_points
+
+    @property
+    def steps(self) -> list[int]:
+        """The steps of the kept points, increasing."""
+        return self._steps.tolist()
+
+    @property
+    def values(self) -> list[float]:
+        """The kept values (NaN where a step was skipped as non-finite)."""
+        return self._values.tolist()
+
+    def add(self, step: int, value: float) -> None:
+        """Offer ``value`` at ``step``: kept if it falls on the stride."""
+        if self.offered % self.stride == 0:
+            self._steps.append(step)
+            self._values.append(value)
+            if len(self._steps) > self.max_points:
+                self._steps, self._values = self._steps[::2], self._values[::2]
+                self.stride *= 2
+        self.offered += 1
+
+    def state(self) -> dict[str, Any]:
+        """Tensors and ints (``torch.load(weights_only=True)`` reads them back)."""
+        return {
+            "steps": _tensor(self._steps, torch.int64),
+            "values": _tensor(self._values, torch.float64),
+            "stride": self.stride,
+            "offered": self.offered,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], max_points: int = MAX_POINTS) -> Series:
+        """The series :meth:`state` described."""
+        series = cls(max_points)
+        series._steps = array("q", state["steps"].to(torch.int64).tolist())
+        series._values = array("d", state["values"].to(torch.float64).tolist())
+        series.stride, series.offered = int(state["stride"]), int(state["offered"])
+        return series
+
+
+def _tensor(values: array[Any], dtype: torch.dtype) -> Tensor:
+    """A tensor copy of a typed array (``torch.frombuffer`` refuses an empty buffer)."""
+    if not values:
+        return torch.zeros(0, dtype=dtype)
+    return torch.frombuffer(values, dtype=dtype).clone()
 
 
 class TrainerLog:
@@ -21,6 +89,16 @@ class TrainerLog:
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.task_names = list(task_names)
         self._writer: Any = None
+        #: ``{key: Series}`` under the TensorBoard keys (``task/<name>/loss``, ``weights/<name>``
+        #: per logged step; ``task/<name>/<metric>`` and ``task/<name>/test_<metric>`` per epoch,
+        #: the training loss included there as ``task/<name>/epoch_loss``)
+        self.history: dict[str, Series] = {}
+
+    def _keep(self, key: str, step: int, value: float) -> None:
+        series = self.history.get(key)
+        if series is None:
+            series = self.history[key] = Series()
+        series.add(step, value)
 
     @property
     def writer(self) -> Any:
@@ -33,10 +111,14 @@ class TrainerLog:
 
     def step(self, step: int, losses: Tensor, weights: Tensor, sps: float, skipped: int) -> None:
         """Per-task loss and weight (T,), their total, steps/s and the non-finite skip count."""
+        pairs = list(zip(self.task_names, losses.tolist(), weights.tolist(), strict=True))
+        for name, loss, weight in pairs:
+            self._keep(f"task/{name}/loss", step, loss)
+            self._keep(f"weights/{name}", step, weight)
         w = self.writer
         if w is None:
             return
-        for name, loss, weight in zip(self.task_names, losses.tolist(), weights.tolist()):
+        for name, loss, weight in pairs:
             w.add_scalar(f"task/{name}/loss", loss, step)
             w.add_scalar(f"weights/{name}", weight, step)
         w.add_scalar("losses/total", float(losses.sum()), step)
@@ -45,7 +127,11 @@ class TrainerLog:
 
     def metrics(self, step: int, stats: dict[str, dict[str, float]], prefix: str) -> None:
         """Epoch-level ``task/<name>/<prefix><metric>`` (training metrics, then test_*); the
-        training loss is left to :meth:`step`."""
+        training loss is left to :meth:`step` (in :attr:`history` it is ``epoch_loss``)."""
+        for name, values in stats.items():
+            for key, value in values.items():
+                kept = "epoch_loss" if not prefix and key == "loss" else prefix + key
+                self._keep(f"task/{name}/{kept}", step, value)
         w = self.writer
         if w is None:
             return
@@ -53,6 +139,14 @@ class TrainerLog:
             for key, value in values.items():
                 if prefix or key != "loss":
                     w.add_scalar(f"task/{name}/{prefix}{key}", value, step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """:attr:`history` as plain lists (for the Trainer's checkpoint)."""
+        return {key: series.state() for key, series in self.history.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :attr:`history` from :meth:`state_dict` (a resumed run continues it)."""
+        self.history = {key: Series.from_state(value) for key, value in state.items()}
 
     def flush(self) -> None:
         """Write pending events to disk (if a writer is open)."""

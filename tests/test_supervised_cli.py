@@ -63,6 +63,8 @@ def test_smoke_run_writes_the_run_directory(tmp_path, name):
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert {"model", "optimizer", "weighting"} <= set(state)
     assert any(p.name.startswith("events.out.tfevents") for p in run_dir.iterdir())
+    assert (run_dir / "training.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "warning" not in proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -263,11 +265,14 @@ def test_resume_continues_a_supervised_run(tmp_path, capsys):
     assert train.main([*args, *small, "supervised.epochs=2"]) == 0
     a = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
-    for key in ("model", "weighting"):
+    for key in ("model", "weighting", "history"):  # the history: the figure's whole run
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
             if isinstance(a[key][name], torch.Tensor):
                 assert torch.equal(a[key][name], b[key][name]), (key, name)
+            elif key == "history":
+                for part, value in a[key][name].items():
+                    assert torch.equal(torch.as_tensor(value), torch.as_tensor(b[key][name][part]))
     capsys.readouterr()
     # what the checkpoint learned under cannot change (supervised.lr=5 used to be accepted)
     before = (run_dir / "config.yaml").read_text()

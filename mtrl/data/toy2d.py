@@ -12,6 +12,7 @@ experiments scale L1 by 0.1 (``scale``); CAGrad's use 1.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -80,3 +81,19 @@ def pareto_stationarity(x: Tensor, scale: float = 1.0) -> float:
 def is_pareto_stationary(x: Tensor, tol: float = 1e-3, scale: float = 1.0) -> bool:
     """Whether ``x (2,)`` is (near) Pareto-stationary: :func:`pareto_stationarity` <= ``tol``."""
     return pareto_stationarity(x, scale) <= tol
+
+
+def pareto_front(scale: float = 1.0, extent: float = 10.0, resolution: int = 401) -> Tensor:
+    """The Pareto front in loss space, approximated: the non-dominated ``(L1, L2)`` pairs of a
+    ``resolution`` x ``resolution`` grid over ``[-extent, extent]^2``, ``(M, 2)`` sorted by L1
+    (increasing; L2 then decreases). For figures, not for checking optimality: a grid point can
+    miss the front by about the grid spacing's effect on the losses."""
+    axis = torch.linspace(-extent, extent, resolution, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)
+    losses = toy_losses(grid, scale)
+    # sort by L1, ties by L2: a point is non-dominated iff its L2 is below every earlier one's
+    order = torch.from_numpy(np.lexsort((losses[:, 1].numpy(), losses[:, 0].numpy())))
+    ranked = losses[order]
+    earlier = torch.cat([ranked.new_full((1,), float("inf")), ranked[:-1, 1]])
+    keep = ranked[:, 1] < torch.cummin(earlier, dim=0).values
+    return ranked[keep]

@@ -79,7 +79,7 @@ def test_a_figure_that_fails_is_a_warning_not_a_failed_run(tmp_path, capsys, mon
     def broken(*args, **kwargs):
         raise RuntimeError("no display")
 
-    monkeypatch.setattr("agents.report.write_returns_plot", broken)
+    monkeypatch.setattr("agents.report.returns_figure", broken)
     runner = _tiny_run(tmp_path)
     summary = runner.run(handle_signals=False)
     run_dir = tmp_path / "run"
