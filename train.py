@@ -13,6 +13,7 @@ a diverged run exits 3 (docs/reliability.md).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -284,12 +285,21 @@ def resume(run_dir: Path, overrides: list[str]) -> Runner:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Train (or resume); exit code 0, 2 (bad input), 3 (diverged) or 130/143 (interrupted)."""
+    """Train (or resume); exit code 0, 2 (bad input), 3 (diverged), 130/143 (interrupted) or 141
+    (stdout closed by its reader)."""
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe fails here, not in Python's flush at exit
+        return code
     except KeyboardInterrupt:  # Ctrl-C while starting up (imports, env construction)
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout's reader has gone (`train.py ... | head -1`): the rest of the output is
+        # dropped, quietly, as a shell tool's would be; what the run wrote to disk stays. stdout
+        # then points at /dev/null, or Python's flush at exit would raise the error again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE: what a shell reports for a writer whose pipe closed
 
 
 def _main(argv: list[str] | None) -> int:
@@ -343,19 +353,14 @@ def _main(argv: list[str] | None) -> int:
         return 2
     cfg = runner.cfg
     what = f"{cfg.agent.name} on {cfg.env.suite} ({', '.join(runner.env.task_names)})"
-    if runner.resumed and runner.update >= runner.num_updates():  # nothing left to train
-        print(
-            f"already finished at step {runner.global_step:,}: evaluating {what} in {run_dir}",
-            flush=True,
-        )
-    else:
-        action = f"resuming at step {runner.global_step:,}" if runner.resumed else "training"
-        print(
-            f"{action}: {what} to {cfg.total_steps:,} steps in {run_dir}; Ctrl-C stops with a "
-            "checkpoint",
-            flush=True,
-        )
-    try:
+    try:  # the first line inside: a closed stdout (BrokenPipeError) still closes the envs
+        if runner.resumed and runner.update >= runner.num_updates():  # nothing left to train
+            start = f"already finished at step {runner.global_step:,}: evaluating {what}"
+            print(f"{start} in {run_dir}", flush=True)
+        else:
+            action = f"resuming at step {runner.global_step:,}" if runner.resumed else "training"
+            start = f"{action}: {what} to {cfg.total_steps:,} steps in {run_dir}"
+            print(f"{start}; Ctrl-C stops with a checkpoint", flush=True)
         summary = runner.run()
     except Interrupted as e:
         print(e.resume_hint(run_dir), file=sys.stderr)

@@ -412,3 +412,33 @@ def test_start_line_loss_steps_and_a_finished_resume_adds_no_event_file(tmp_path
         f"{run_dir}"
     )
     assert sorted(run_dir.glob("events.out.tfevents.*")) == events
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--config", "configs/gridworld_a2c.yaml", "total_steps=400", "progress=false"],
+        ["--config", "configs/supervised/toy2d.yaml", "supervised.epochs=40"],
+    ],
+    ids=["rl", "supervised"],
+)
+def test_a_reader_that_stops_after_the_first_line_ends_the_run_quietly(tmp_path, args):
+    # `python train.py ... | head -1`: the last lines met a closed pipe and ended in a
+    # BrokenPipeError traceback (exit 1) after a finished run
+    run_dir = tmp_path / "run"
+    key = "supervised.run_dir" if "supervised" in args[1] else "run_dir"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args, f"{key}={run_dir}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away while the run trains
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141, err  # 128 + SIGPIPE, as for any shell tool
+    assert first.startswith("training: ") and str(run_dir) in first
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert json.loads((run_dir / "summary.json").read_text())  # the run itself is whole
