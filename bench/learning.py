@@ -100,13 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--set: {error}")
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, raise_terminated) if main_thread else None
+    bad_input: tuple[type[Exception], ...] = (*input_errors(), ResultsError)
     with sigint_raises():
         try:
             if args.from_json:
                 written = rerender(args.from_json, args.out)
             else:
                 written = write_outputs(benchmark(args), args.out)
-        except (*input_errors(), ResultsError) as e:
+        except bad_input as e:
             return fail(e)
         except (KeyboardInterrupt, Terminated) as e:
             signum = getattr(e, "signum", signal.SIGINT)

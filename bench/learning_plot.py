@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 if __name__ == "__main__":  # first: a script run cannot import the bench package below
-    from _module_guard import refuse_script_run
+    from _module_guard import refuse_script_run  # type: ignore[import-not-found]  # script run only
 
     refuse_script_run(__file__)
 
@@ -44,7 +44,10 @@ def plot(
 
     names = runs[0]["tasks"]
     if suite == "gridworld":
-        panels = [("curve", "success rate (mean over tasks)"), ("curve2", "length / optimal")]
+        panels: list[tuple[str | int, str]] = [
+            ("curve", "success rate (mean over tasks)"),
+            ("curve2", "length / optimal"),
+        ]
     else:
         panels = [("curve", "normalised return (mean over games)")]
         panels += [(k, f"{n} return") for k, n in enumerate(names)]

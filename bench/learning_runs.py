@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 if __name__ == "__main__":  # first: a script run cannot import the bench package below
-    from _module_guard import refuse_script_run
+    from _module_guard import refuse_script_run  # type: ignore[import-not-found]  # script run only
 
     refuse_script_run(__file__)
 

@@ -151,7 +151,7 @@ def quality(seeds: int) -> dict[str, Any]:
             [train_once(bench, "equal", s, [t])[0] for t in range(t_count)] for s in range(seeds)
         ]
         stl_mean = [statistics.mean(r[t] for r in stl) for t in range(t_count)]
-        rows = {"single-task": {"metrics": stl_mean, "delta_m": [0.0]}}
+        rows: dict[str, dict[str, Any]] = {"single-task": {"metrics": stl_mean, "delta_m": [0.0]}}
         for method in QUALITY_METHODS:
             start = time.perf_counter()
             runs = [train_once(bench, method, s, list(range(t_count))) for s in range(seeds)]

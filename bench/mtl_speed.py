@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import mtrl.weighting as W  # noqa: E402
 from mtrl.architectures import build_mlp  # noqa: E402
+from mtrl.weighting.famo import FAMO  # noqa: E402
 
 LOSS_METHODS = ["equal", "random", "uncertainty", "dwa", "gradnorm", "famo"]
 GRAD_METHODS = ["pcgrad", "mgda", "cagrad", "imtl_g", "nash_mtl", "upgrad"]
@@ -89,7 +90,8 @@ def measure(
         import torchjd.aggregation as agg
         from torchjd.autojac import jac_to_grad, mtl_backward
 
-        kwargs = {"nash_mtl": {"n_tasks": tasks}, "cagrad": {"c": 0.5}}.get(method, {})
+        options: dict[str, dict[str, Any]] = {"nash_mtl": {"n_tasks": tasks}, "cagrad": {"c": 0.5}}
+        kwargs = options.get(method, {})
         aggregator = getattr(agg, TORCHJD[method])(**kwargs)
         weighting = None
     else:
@@ -99,6 +101,8 @@ def measure(
     opt = torch.optim.Adam(
         [*model.parameters(), *(weighting.parameters() if weighting else [])], lr=1e-4
     )
+
+    famo = weighting if isinstance(weighting, FAMO) else None  # its update after each step
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -110,19 +114,17 @@ def measure(
             opt.step()
             return
         losses = torch.stack(task_losses)
-        if mode == "next_batch" and bool(weighting.has_prev):  # FAMO without the extra forward
-            weighting.update(losses.detach())
+        if mode == "next_batch" and famo is not None and bool(famo.has_prev):  # no extra forward
+            famo.update(losses.detach())
         if mode == "features":
             weighting.backward(task_losses, shared, features=z)
         else:
             weighting.backward(task_losses, shared)
         opt.step()
-        if method == "famo" and mode != "next_batch":
+        if famo is not None and mode != "next_batch":
             with torch.no_grad():
                 outs = model(x)
-                weighting.update(
-                    torch.stack([F.mse_loss(o[:, 0], y[:, t]) for t, o in enumerate(outs)])
-                )
+                famo.update(torch.stack([F.mse_loss(o[:, 0], y[:, t]) for t, o in enumerate(outs)]))
 
     import scipy.optimize  # noqa: F401  (lazily imported by some solvers: not step memory)
 

@@ -34,6 +34,7 @@ from bench._cli import Parser, positive_int, sigint_raises  # noqa: E402
 from mtrl.data import STARTING_POINTS, toy_loss_bounds, toy_losses  # noqa: E402
 from mtrl.data.toy2d import pareto_stationarity  # noqa: E402
 from mtrl.io import atomic_write, check_writable  # noqa: E402
+from mtrl.weighting.famo import FAMO  # noqa: E402
 
 METHODS = ["equal", "random", "pcgrad", "mgda", "cagrad", "imtl_g", "nash_mtl", "upgrad", "famo"]
 FRONT_TOL = 1e-3
@@ -56,7 +57,7 @@ def descend(method: str, start: torch.Tensor, steps: int, scale: float, seed: in
         weighting.backward([losses[0], losses[1]], [x])
         opt.step()
         sched.step()
-        if method == "famo":
+        if isinstance(weighting, FAMO):
             with torch.no_grad():
                 weighting.update(toy_losses(x, scale))
         path.append(x.detach().clone())
@@ -117,7 +118,7 @@ def plot(res: dict[str, list[dict]], scale: float, path: Path) -> None:
     cols = 3
     rows = -(-len(res) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.2 * rows), squeeze=False)
-    colours = plt.cm.tab10.colors
+    colours = [f"C{i}" for i in range(10)]  # the tab10 cycle
     for ax, (m, runs) in zip(axes.flat, res.items(), strict=False):
         ax.contourf(xx, yy, total, levels=30, cmap="Greys", alpha=0.6)
         ax.plot([-7, 7], [-8.36, -8.36], color="black", lw=3, alpha=0.35)  # the front, roughly

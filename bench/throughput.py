@@ -214,7 +214,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         for backend in ("native", "gymnasium")
     }
     print(env_rows, flush=True)
-    variants = [(a, []) for a in args.agents]
+    variants: list[tuple[str, list[str]]] = [(a, []) for a in args.agents]
     if args.shared_encoder:
         variants += [(a, ["agent.shared_encoder=true"]) for a in args.agents if a.endswith("2col")]
     sb3_label = f"SB3 A2C CnnPolicy ({args.games[0]}, {k * e} envs)"
