@@ -180,6 +180,7 @@ def build_trainer(cfg: SupervisedConfig, run_dir: Path | None) -> Trainer:
                 grad_clip=cfg.grad_clip,
                 max_nonfinite_steps=cfg.max_nonfinite_steps,
                 log_every=cfg.log_every,
+                checkpoint_every=cfg.checkpoint_every,
                 progress=cfg.progress,
                 seed=cfg.seed,
                 run_config=dataclasses.asdict(cfg),
@@ -382,7 +383,7 @@ def main(config: str | Path | None, overrides: list[str], resume: str | Path | N
         except DivergenceError as e:
             print(f"error: {one_line(e)}", file=sys.stderr)
             return 3
-        except KeyboardInterrupt:  # a second signal: the last finished epoch's checkpoint stays
+        except KeyboardInterrupt:  # a second signal: the last checkpoint stays
             signum = stop.signum or signal.SIGINT
             print(_abort_hint(signum, trainer.step, run_dir), file=sys.stderr)
             return 128 + signum
@@ -417,8 +418,5 @@ def _abort_hint(signum: int, step: int, run_dir: Path) -> str:
     """The line for a run stopped at once (mid-epoch): where it can continue from, if anywhere."""
     what = f"interrupted by {signal.Signals(signum).name} at step {step}"
     if (run_dir / "checkpoints" / "last.pt").is_file():
-        return (
-            f"{what}; continue from the last finished epoch's checkpoint with: "
-            f"python train.py --resume {run_dir}"
-        )
-    return f"{what}, before the first epoch finished; no checkpoint was written; start again"
+        return f"{what}; continue from the last checkpoint with: python train.py --resume {run_dir}"
+    return f"{what}, before any checkpoint was written; start again"

@@ -76,6 +76,9 @@ class SupervisedConfig:
         "", "output directory (empty = runs/supervised-<benchmark>-<weighting>-<time>)"
     )
     log_every: int = _f(10, "optimizer steps between TensorBoard scalars")
+    checkpoint_every: int = _f(
+        1, "epochs between checkpoints (the last epoch and a stopped run's are always saved)"
+    )
     progress: bool = _f(True, "show a progress bar")
 
 
@@ -114,6 +117,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     _P + "max_nonfinite_steps": (lambda v: v >= 0, ">= 0 (0 = never stop)"),
     _P + "torch_threads": (lambda v: v >= 0, ">= 0"),
     _P + "log_every": (lambda v: v >= 1, ">= 1"),
+    _P + "checkpoint_every": (lambda v: v >= 1, ">= 1"),
 }
 
 

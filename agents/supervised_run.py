@@ -70,7 +70,9 @@ def claim_run_dir(base: Path) -> Path:
 
 
 #: Keys of ``supervised.*`` a resume may change (how long and how it runs, not what it learns).
-SUPERVISED_RESUME_SAFE = ("epochs", "progress", "log_every", "device", "torch_threads")
+SUPERVISED_RESUME_SAFE = (
+    "epochs", "progress", "log_every", "checkpoint_every", "device", "torch_threads",
+)  # fmt: skip
 
 
 def unloadable(ckpt: Path, e: Exception) -> ConfigError:

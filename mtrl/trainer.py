@@ -84,6 +84,8 @@ class Trainer:
     model ``supports_features``; ``True`` forces it, ``False`` uses the shared parameters.
     Weighting parameters trained by the user's optimiser (uncertainty) are
     added to ``optimizer`` if missing. ``grad_clip`` > 0 clips the total gradient norm.
+    ``checkpoint_every``: epochs between checkpoints at ``checkpoint_path`` (the last epoch, and
+    one ended by ``fit``'s ``stop``, are always saved); more than 1 for many short epochs.
     ``famo_update``: FAMO (Liu et al. 2023) updates its logits from the loss change of a step;
     ``"same_batch"`` (paper) re-evaluates the batch after the step (one more forward pass),
     ``"next_batch"`` uses the next step's losses instead (no extra forward, noisier signal).
@@ -115,6 +117,7 @@ class Trainer:
         famo_update: str = "same_batch",
         grad_clip: float = 0.0,
         log_every: int = 10,
+        checkpoint_every: int = 1,
         max_nonfinite_steps: int = 10,
         progress: bool = True,
         seed: int = 0,
@@ -145,6 +148,7 @@ class Trainer:
         for key, value, low in (
             ("batch_size", batch_size, 1),
             ("log_every", log_every, 1),
+            ("checkpoint_every", checkpoint_every, 1),
             ("max_nonfinite_steps", max_nonfinite_steps, 0),
         ):
             if not _whole(value, low):
@@ -156,6 +160,7 @@ class Trainer:
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.grad_clip, self.log_every, self.progress = grad_clip, log_every, progress
+        self.checkpoint_every = checkpoint_every
         self.use_features = self._resolve_representation(representation)
         if famo_update not in ("same_batch", "next_batch"):
             raise ValueError(
@@ -351,10 +356,12 @@ class Trainer:
 
     def fit(self, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Train from the current epoch up to ``epochs`` (resumes after :meth:`load`), evaluate,
-        checkpoint each epoch; returns ``{"train": .., "test": .., "steps", "epochs", "seconds"}``.
+        checkpoint every ``checkpoint_every`` epochs and after the last; returns ``{"train": ..,
+        "test": .., "steps", "epochs", "seconds"}``.
 
-        ``stop`` is asked after each epoch (and its checkpoint): True ends training there, without
-        the final test evaluation; the summary then has ``"stopped": True``."""
+        ``stop`` is asked after each epoch but the last: True ends training there, after that
+        epoch's checkpoint (due or not) and without the final test evaluation; the summary then
+        has ``"stopped": True``."""
         start, train, stopped = time.perf_counter(), {}, False
         bar = None
         if self.progress:
@@ -369,11 +376,12 @@ class Trainer:
                 self.log.metrics(self.step, train, "")
                 if self.test_data is not None:
                     self.log.metrics(self.step, self.evaluate(), "test_")
-                if self.checkpoint_path is not None:
+                stopped = stop is not None and self.epoch < self.epochs and stop()
+                due = self.epoch % self.checkpoint_every == 0 or self.epoch == self.epochs
+                if self.checkpoint_path is not None and (due or stopped):
                     check_parameters(self.model.parameters(), self.step, self.checkpoint_path)
                     self.save(self.checkpoint_path)
-                if stop is not None and self.epoch < self.epochs and stop():
-                    stopped = True
+                if stopped:
                     break
         finally:
             if bar is not None:

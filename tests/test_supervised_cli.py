@@ -76,6 +76,7 @@ def test_smoke_run_writes_the_run_directory(tmp_path, name):
         ("supervised.weighting.name=nope", "supervised.weighting.name='nope' is not valid"),
         ("supervised.architecture.name=nope", "supervised.architecture.name='nope'"),
         ("supervised.epochs=abc", "supervised.epochs"),
+        ("supervised.checkpoint_every=0", "supervised.checkpoint_every=0 is out of range"),
         ("supervised.nokey=1", "unknown config key 'supervised.nokey'"),
         ("supervised.weighting.kwargs.bogus=1", "supervised.weighting:"),
     ],
@@ -330,16 +331,25 @@ def test_signal_finishes_the_epoch_checkpoints_and_resumes(
     assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 5
 
 
-def test_second_signal_stops_at_once(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("every", [1, 100])
+def test_second_signal_stops_at_once(tmp_path, monkeypatch, capsys, every):
     import signal
 
     _stop_in_epoch(monkeypatch, signal.SIGTERM, at_epoch=2, times=2)
     run_dir = tmp_path / "run"
     args = ["--config", str(CONFIGS / "toy2d.yaml"), f"supervised.run_dir={run_dir}"]
-    assert train.main([*args, "supervised.epochs=5", "supervised.progress=false"]) == 143
+    args += [f"supervised.checkpoint_every={every}", "supervised.progress=false"]
+    assert train.main([*args, "supervised.epochs=5"]) == 143
     err = capsys.readouterr().err.strip().splitlines()
+    if every == 100:  # epochs 1 and 2 finished, neither was due a checkpoint
+        assert (
+            err[-1] == "interrupted by SIGTERM at step 2, before any checkpoint was written; "
+            "start again"
+        )
+        assert not (run_dir / "checkpoints" / "last.pt").exists()
+        return
     assert err[-1] == (
-        "interrupted by SIGTERM at step 2; continue from the last finished epoch's checkpoint "
+        "interrupted by SIGTERM at step 2; continue from the last checkpoint "
         f"with: python train.py --resume {run_dir}"
     )
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
@@ -811,9 +821,11 @@ def test_resume_may_change_how_a_run_runs(tmp_path, capsys):
     _tiny_run(run_dir)
     capsys.readouterr()
     safe = ["supervised.progress=true", "supervised.log_every=3", "supervised.device=cpu"]
+    safe.append("supervised.checkpoint_every=4")
     assert train.main(["--resume", str(run_dir), "supervised.epochs=2", *safe]) == 0
     saved = load_supervised(run_dir / "config.yaml")
     assert (saved.epochs, saved.progress, saved.log_every, saved.device) == (2, True, 3, "cpu")
+    assert saved.checkpoint_every == 4
 
 
 def test_run_dir_that_is_a_file_is_named_as_such(tmp_path, capsys):

@@ -277,6 +277,31 @@ def test_checkpoint_round_trip_is_exact(tmp_path, weighting):
         assert torch.equal(a, b), weighting
 
 
+def test_checkpoints_every_n_epochs_after_the_last_and_where_a_stop_ends_training(
+    tmp_path, monkeypatch
+):
+    def saving_epochs(trainer: Trainer) -> list[int]:
+        saved: list[int] = []
+        real = trainer.save
+
+        def save(path=None):
+            saved.append(trainer.epoch)
+            return real(path)
+
+        monkeypatch.setattr(trainer, "save", save)
+        return saved
+
+    trainer = make_trainer("equal", tmp_path / "a", epochs=5, checkpoint_every=2)
+    saved = saving_epochs(trainer)
+    trainer.fit()
+    assert saved == [2, 4, 5]  # every 2nd epoch and the last
+    stopped = make_trainer("equal", tmp_path / "b", epochs=5, checkpoint_every=2)
+    saved = saving_epochs(stopped)
+    assert stopped.fit(stop=lambda: stopped.epoch == 3)["stopped"]
+    assert saved == [2, 3]  # epoch 3 was not due: saved because training ends there
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 3
+
+
 @pytest.mark.parametrize("weighting", ["pcgrad", "random"])
 def test_a_checkpoint_loads_into_a_trainer_on_another_device(tmp_path, weighting):
     """load() reads to the CPU and lets load_state_dict place each tensor: with
@@ -668,6 +693,7 @@ def test_training_batches_are_shuffled_each_epoch():
         ("batch_size", 0, "batch_size must be an integer >= 1"),  # was: range() arg 3 ...
         ("batch_size", -1, "batch_size must be an integer >= 1"),  # was: 0 steps, empty metrics
         ("log_every", 0, "log_every must be an integer >= 1"),  # was: ZeroDivisionError
+        ("checkpoint_every", 0, "checkpoint_every must be an integer >= 1"),
         ("epochs", -1, "epochs must be an integer >= 0"),
         ("batch_size", True, "batch_size must be an integer >= 1, got True"),  # bool is an int
         ("epochs", True, "epochs must be an integer >= 0, got True"),
