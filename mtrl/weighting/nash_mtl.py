@@ -26,7 +26,9 @@ def nash_weights(
     ``K / |K|_F`` as the authors' code does (same direction, larger step). A ridge (relative to the
     task's squared gradient norm) keeps the problem bounded if the gradients are linearly
     dependent, e.g. exactly opposed at a Pareto point (the paper assumes they are not; then alpha
-    can be large but ``|d| <= sqrt(T)`` still). Tasks with a zero gradient get weight 0.
+    can be large but ``|d| <= sqrt(T)`` still), also where the Gram matrix's rounding made it
+    slightly indefinite. Two tasks are solved in closed form. Tasks with a zero gradient get
+    weight 0.
     """
     full = gram.detach().to(device="cpu", dtype=torch.float64).numpy()
     out = np.zeros(full.shape[0])
@@ -39,9 +41,30 @@ def nash_weights(
     # K alpha = 1/alpha exactly. Per task, not by one mean scale: a ridge relative to the mean
     # squared norm swamped the tasks with small gradients (norms 1e4 : 1 gave alpha 18% off).
     norms = np.sqrt(np.diag(k))
-    kn = k / np.outer(norms, norms) + ridge * np.eye(t)
+    kn = k / np.outer(norms, norms)
+    # The Gram matrix of float32 gradients is rounded in float32: for (nearly) dependent gradients
+    # C can come out slightly indefinite, and then f is unbounded below (Newton ran to max_iter
+    # and returned whatever it reached). Its spectrum is shifted so the smallest eigenvalue is at
+    # least the ridge, as for exact dependent gradients.
+    low = float(np.linalg.eigvalsh(kn)[0])
+    kn = kn + (ridge + max(0.0, -low)) * np.eye(t)
+    if t == 2 and kn[0, 0] + kn[0, 1] > 0:
+        # two tasks in closed form: C's diagonal entries are equal, so the unique solution is
+        # symmetric, a1 = a2 = 1 / sqrt(C11 + C12) (Newton took ~60 iterations near the front)
+        a = np.full(2, 1.0 / np.sqrt(kn[0, 0] + kn[0, 1]))
+    else:
+        a = _newton(kn, max_iter, tol)
+    a = a / norms
+    if normalize:
+        a = a * np.sqrt(np.linalg.norm(k))
+    out[rows] = a
+    return torch.as_tensor(out, dtype=gram.dtype, device=gram.device)
+
+
+def _newton(kn: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
+    """``a > 0`` with ``kn a = 1 / a`` by damped Newton on ``a^T kn a / 2 - sum log a_i``."""
     a = 1.0 / np.sqrt(np.diag(kn))
-    eye = np.eye(t)
+    eye = np.eye(kn.shape[0])
     for _ in range(max_iter):
         kna = kn @ a
         if np.max(np.abs(a * kna - 1.0)) < tol:
@@ -51,16 +74,12 @@ def nash_weights(
         # (diag(a) H diag(a) = diag(a) K diag(a) + I is well conditioned near the solution).
         y = np.linalg.solve(a[:, None] * kn * a[None, :] + eye, -a * grad)
         step = a * y
-        lam = float(np.sqrt(max(-grad @ step, 0.0)))  # Newton decrement
+        lam = float(np.sqrt(max(float(-grad @ step), 0.0)))  # Newton decrement
         size = 1.0 if lam < 0.25 else 1.0 / (1.0 + lam)
         while np.any(a + size * step <= 0):
             size *= 0.5
         a = a + size * step
-    a = a / norms
-    if normalize:
-        a = a * np.sqrt(np.linalg.norm(k))
-    out[rows] = a
-    return torch.as_tensor(out, dtype=gram.dtype, device=gram.device)
+    return a
 
 
 def nash_mtl(grads: Tensor, normalize: bool = False) -> Tensor:

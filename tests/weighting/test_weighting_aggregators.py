@@ -209,6 +209,40 @@ def test_nash_solves_the_equation_whatever_the_tasks_gradient_scales():
     assert torch.allclose(W.nash_weights(g @ g.T), v(1e-4, 1.0), rtol=1e-6, atol=0)
 
 
+def test_nash_two_tasks_in_closed_form_is_the_newton_solution():
+    # C = [[1, c], [c, 1]] (+ ridge): a1 = a2 = 1 / sqrt(1 + ridge + c); Newton's answer too
+    nash = importlib.import_module("mtrl.weighting.nash_mtl")
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        g = torch.randn(2, 5, generator=gen, dtype=torch.float64)
+        g = g * torch.tensor([[10.0], [0.01]], dtype=torch.float64)  # unequal scales
+        k = g @ g.T
+        alpha = W.nash_weights(k)
+        norms = k.diagonal().sqrt()
+        c = float(k[0, 1] / (norms[0] * norms[1]))
+        assert torch.allclose(alpha * norms, torch.full((2,), (1 + 1e-8 + c) ** -0.5).double())
+        newton = nash._newton(
+            (k / torch.outer(norms, norms)).numpy() + 1e-8 * np.eye(2), 100, 1e-12
+        )
+        assert np.allclose(alpha.numpy() * norms.numpy(), newton, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3])
+def test_nash_on_a_gram_rounded_to_slightly_indefinite_is_the_dependent_case(num_tasks):
+    # float32 products round the Gram of dependent gradients (g2 = -g1; g1 + g2 + g3 = 0) to a
+    # slightly indefinite one; Newton then diverged and returned where max_iter stopped it
+    # (T = 2: 3270, T = 3: 2138 or 1533 by max_iter). With the spectrum shifted to the ridge,
+    # the answer is the exactly dependent case's: C a = ridge a, so a_i = 1 / sqrt(ridge).
+    cos = -1.0 if num_tasks == 2 else -0.5
+    k = torch.full((num_tasks, num_tasks), cos, dtype=torch.float64).fill_diagonal_(1.0)
+    rounded = k - 1e-7  # pushes the zero eigenvalue (direction 1, ..., 1) to -T * 1e-7
+    assert torch.linalg.eigvalsh(rounded)[0] < 0
+    want = torch.full((num_tasks,), 1e4, dtype=torch.float64)
+    for gram in (k, rounded):
+        for max_iter in (100, 200):
+            assert torch.allclose(W.nash_weights(gram, max_iter=max_iter), want, rtol=1e-6)
+
+
 # --- batched per-task gradients -------------------------------------------------------------------
 
 
