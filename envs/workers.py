@@ -42,8 +42,18 @@ class WorkerFault(Exception):
         self.reason = reason
 
 
-def _worker(conn: Any, suite: str, task: str, envs: int, kwargs: dict[str, Any]) -> None:
-    """Subprocess loop: build one task's vector env and answer commands until ``close``."""
+def _worker(
+    conn: Any, suite: str, task: str, envs: int, kwargs: dict[str, Any], inherited: list[Any]
+) -> None:
+    """Subprocess loop: build one task's vector env and answer commands until ``close``.
+
+    ``inherited``: the parent's ends of this and the earlier workers' pipes, which the fork copied
+    into this process. They are closed first: while any process holds a parent end, its worker
+    gets no EOF when the trainer dies without closing it (SIGKILL, the OOM killer), and as the
+    workers ignore SIGTERM they would live on, orphaned, holding their emulators' memory.
+    """
+    for end in inherited:
+        end.close()
     # Ctrl-C in a terminal (or a SIGTERM to the job) signals the whole process group: the parent
     # decides when to stop and closes (or SIGKILLs) its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -133,7 +143,15 @@ class WorkerVecEnv(MultiTaskVecEnv):
     # ------------------------------------------------------------------ process management
     def _start(self, k: int) -> None:
         parent, child = self._ctx.Pipe()
-        args = (child, self.suite, self.task_names[k], self.num_envs_per_task, self.kwargs)
+        inherited = [c for c in self._conns if c is not None] + [parent]
+        args = (
+            child,
+            self.suite,
+            self.task_names[k],
+            self.num_envs_per_task,
+            self.kwargs,
+            inherited,
+        )
         proc = self._ctx.Process(target=_worker, args=args, daemon=True)
         proc.start()
         child.close()
