@@ -98,6 +98,13 @@ def canonical_game(name: str) -> str:
     by_norm = {_norm(r): r for r in rom_ids()}
     if _norm(stripped) in by_norm:
         return by_norm[_norm(stripped)]
+    # gym's v4 ids name a frame skip as well as the game (PongNoFrameskip-v4)
+    base = re.sub(r"(NoFrameskip|Deterministic)$", "", stripped)
+    if base != stripped and _norm(base) in by_norm:
+        raise EnvError(
+            f"unknown Atari game {name!r}: did you mean {by_norm[_norm(base)]}? (the frame skip "
+            "is env.atari.frameskip, not part of the game's name)"
+        )
     snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", stripped).lower()
     close = difflib.get_close_matches(snake, rom_ids(), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "see ale_py.roms.get_all_rom_ids()"

@@ -15,7 +15,10 @@ from envs.base import EnvError
 
 def _action_set_error(games: list[str], sets: list[list[int]]) -> None:
     sizes = {g: len(s) for g, s in zip(games, sets, strict=True)}
-    raise EnvError(f"games have different minimal action sets {sizes}; use full_action_space=True")
+    raise EnvError(
+        f"games have different minimal action sets {sizes}; set env.atari.full_action_space=true "
+        "(full_action_space=True in code) for ALE's common 18 actions"
+    )
 
 
 class _NativeBackend:

@@ -179,8 +179,11 @@ class GridworldVecEnv(MultiTaskVecEnv):
         return int(self.map.distances(str(task))[cell])
 
     def mean_optimal_length(self, task: str) -> float:
-        """Exact expected optimal episode length: mean BFS distance over ``task``'s start cells."""
-        return float(self.map.distances(str(task))[self.map.start_cells(str(task))].mean())
+        """Exact expected optimal episode length: the mean over ``task``'s start cells of the BFS
+        distance, capped at ``max_episode_steps`` (where a start is farther, every episode ends
+        at the limit)."""
+        dist = self.map.distances(str(task))[self.map.start_cells(str(task))]
+        return float(np.minimum(dist, self.max_episode_steps).mean())
 
     def optimal_actions(self) -> np.ndarray:
         """(N,) int64 the BFS-optimal action of every slot from its current cell."""
@@ -237,6 +240,8 @@ class GridworldVecEnv(MultiTaskVecEnv):
 
 class GridworldEnv(gym.Env):
     """Single-task gymnasium env of one goal on a map (same dynamics as :class:`GridworldVecEnv`).
+    Its start cells are drawn from gymnasium's ``np_random`` (seeded by ``reset(seed=...)``), not
+    the vector env's per-slot hash, so the same seed gives other episodes than a vector env slot.
 
     Observation (H*W,) float32 one-hot of the agent's cell; actions up/down/left/right.
     """

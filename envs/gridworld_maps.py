@@ -108,6 +108,11 @@ def parse_map(text: str, name: str = "<string>") -> GridMap:
         raise EnvError(f"map {name!r}: empty")
     width = len(lines[0])
     for r, line in enumerate(lines):
+        if not line:
+            raise EnvError(
+                f"map {name!r}: blank line {r + 1} inside the map (blank lines may only come "
+                "before or after it)"
+            )
         if len(line) != width:
             raise EnvError(
                 f"map {name!r}: ragged lines (line {r + 1} has {len(line)} chars, line 1 has {width})"
@@ -139,7 +144,9 @@ def parse_map(text: str, name: str = "<string>") -> GridMap:
         if bad:
             r, c = divmod(bad[0], width)
             raise EnvError(
-                f"map {name!r}: goal {task!r} unreachable from start cell (row {r}, col {c})"
+                f"map {name!r}: goal {task!r} unreachable from the start cell at line {r + 1} "
+                f"col {c + 1} (every floor cell is a start cell unless the map marks some with "
+                "'S'); connect it, wall it off with '#', or mark the start cells with 'S'"
             )
     return gmap
 

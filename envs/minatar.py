@@ -2,7 +2,9 @@
 
 Every game has 6 actions; states are (10, 10, C) bool with C in 4..10 per game. We return uint8
 channel-first (10, 10, 10) observations with each game's channels first and the rest zero, so one
-network can play every game.
+network can play every game. Episode ends are MinAtar's own: Freeway's 2,500-frame timer ends
+its episodes as ``terminated`` (not bootstrapped), though no channel shows the timer, as in
+MinAtar's baselines (Pardo et al. 2018 would call it a time limit, i.e. truncation).
 """
 
 from __future__ import annotations

@@ -96,6 +96,11 @@ def test_game_names_and_errors():
         canonical_game("SpaceInvader")
     with pytest.raises(EnvError, match="did you mean breakout"):
         AtariVecEnv(["Breakot"])
+    # gym's v4 ids: the game is named, the frame skip is a setting (no suggestion before)
+    with pytest.raises(EnvError, match=r"'PongNoFrameskip-v4': did you mean pong\? \(the frame"):
+        canonical_game("PongNoFrameskip-v4")
+    with pytest.raises(EnvError, match=r"did you mean space_invaders\? \(the frame skip is env"):
+        canonical_game("SpaceInvadersDeterministic-v4")
     with pytest.raises(EnvError, match=r"unknown Atari backend 'envpool' \(valid"):
         AtariVecEnv(["pong"], backend="envpool")
     with pytest.raises(EnvError, match=r"unknown Atari option\(s\) \['frame_skip'\]"):
@@ -104,7 +109,7 @@ def test_game_names_and_errors():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_minimal_action_sets_must_match(backend):
-    with pytest.raises(EnvError, match=r"different minimal action sets.*full_action_space=True"):
+    with pytest.raises(EnvError, match=r"different minimal .*env.atari.full_action_space=true"):
         AtariVecEnv(["pong", "breakout"], 1, backend=backend, full_action_space=False)
     with AtariVecEnv(["pong"], 1, backend=backend, full_action_space=False) as env:
         assert env.single_action_space.n == 6

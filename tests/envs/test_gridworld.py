@@ -66,6 +66,9 @@ def test_bfs_distances_tiny(tiny_path):
         assert env.shortest_path_length("1", (4 - cell[0], 4 - cell[1])) == d
     assert env.shortest_path_length("0", (0, 0)) == -1  # a wall
     assert env.mean_optimal_length("0") == pytest.approx(16 / 7)
+    # a step limit below some distance caps them: no episode is longer than the limit
+    capped = GridworldVecEnv(tiny_path, max_episode_steps=3)
+    assert capped.mean_optimal_length("0") == pytest.approx(15 / 7)  # the 4 counts as 3
 
 
 @pytest.mark.parametrize(
@@ -74,7 +77,12 @@ def test_bfs_distances_tiny(tiny_path):
         ("#####\n#0..#\n#..#\n#####\n", "ragged lines (line 3"),
         ("#####\n#0.x#\n#####\n", "unknown character 'x' at line 2 col 4"),
         ("#####\n#...#\n#####\n", "no goals"),
-        ("#######\n#0.#.1#\n#######\n", "goal '0' unreachable from start cell (row 1, col 4)"),
+        (
+            "#######\n#0.#.1#\n#######\n",
+            "goal '0' unreachable from the start cell at line 2 col 5 (every floor cell is a start "
+            "cell unless the map marks some with 'S'); connect it, wall it off with '#', or mark",
+        ),
+        ("#####\n#0..#\n\n#..1#\n#####\n", "blank line 3 inside the map"),  # was "ragged"
         ("#####\n#0.0#\n#####\n", "goal '0' appears more than once"),
         ("", "empty"),
         ("###\n#0#\n###\n", "no start cell for goal '0'"),
@@ -88,7 +96,7 @@ def test_malformed_maps_raise(text, message):
 
 
 def test_unreachable_goal_from_start_cell():
-    with pytest.raises(EnvError, match="unreachable from start cell"):
+    with pytest.raises(EnvError, match="unreachable from the start cell at line 2 col 2"):
         parse_map("#######\n#S#0..#\n#######\n", name="bad")
 
 
