@@ -4,8 +4,9 @@ GNU OpenMP (the runtime of the torch CPU wheels) keeps its worker threads spinni
 after each parallel region. Between the back-to-back kernels of a training step that saves a
 wake-up, but while the C++ emulator threads of ale-py step the games it takes their cores: on
 2 cores, 4 Atari games, ``a2c_multitask`` ran 1,489 steps/s with libgomp's default (300,000
-spins) and 1,902 with ``GOMP_SPINCOUNT=30000`` (bench/profile_update.py, docs/benchmarks.md). The runtime reads the
-variable once, when torch is first imported, so call this before that.
+spins) and 1,902 with ``GOMP_SPINCOUNT=30000`` (bench/profile_update.py, a one-off measurement;
+docs/benchmarks.md's profile table has 1,688 -> 1,931, +14%, and +9% for Distral 2-col). The
+runtime reads the variable once, when torch is first imported, so call this before that.
 """
 
 from __future__ import annotations

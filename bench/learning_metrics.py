@@ -157,16 +157,22 @@ def suite_metrics(
     return out
 
 
-def ratio_interval(
-    a: list[float], r: list[float], resamples: int = 4000, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of mean(a) / mean(r), the seeds of each resampled
-    independently (the runs are not paired); NaNs when either has fewer than two seeds."""
-    if len(a) < 2 or len(r) < 2:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
+def ratio_interval(a: list[float], r: list[float]) -> tuple[float, float]:
+    """95% interval of mean(a) / mean(r) over independent (unpaired) seeds: a t interval on the
+    log of the ratio, its standard error by the delta method, Welch's degrees of freedom; NaNs
+    when either has fewer than two seeds. A percentile bootstrap (used before 2026-12-07) covered
+    the true ratio only ~80% of the time at 3 seeds and ~92% at 10 (synthetic data shaped like
+    the published runs); this interval covered 94-96% at 3, 5 and 10."""
     va, vr = np.asarray(a, dtype=np.float64), np.asarray(r, dtype=np.float64)
-    ma = va[rng.integers(0, va.size, (resamples, va.size))].mean(1)
-    mr = vr[rng.integers(0, vr.size, (resamples, vr.size))].mean(1)
-    lo, hi = np.percentile(ma / mr, [2.5, 97.5])
-    return float(lo), float(hi)
+    if va.size < 2 or vr.size < 2:
+        return math.nan, math.nan
+    ma, mr = float(va.mean()), float(vr.mean())
+    # relative variances of the two means: var(log mean) ~ var(mean) / mean^2
+    ra = float(va.var(ddof=1)) / va.size / ma**2
+    rr = float(vr.var(ddof=1)) / vr.size / mr**2
+    ratio = ma / mr
+    if ra + rr == 0:  # identical seeds on both sides
+        return ratio, ratio
+    dof = (ra + rr) ** 2 / (ra**2 / (va.size - 1) + rr**2 / (vr.size - 1))
+    half = float(stats.t.ppf(0.975, dof)) * math.sqrt(ra + rr)
+    return ratio * math.exp(-half), ratio * math.exp(half)

@@ -73,7 +73,9 @@ def _stt_cell(ms: list[dict[str, Any]], budget: int) -> str:
 
 def stt_ratio(metrics: dict[str, list[dict[str, Any]]], agent: str, ref: str, budget: int) -> str:
     """Mean steps-to-threshold of ``agent`` over that of ``ref`` (a ratio of means; unreached =
-    budget), with its 95% bootstrap interval over seeds."""
+    budget), with its 95% interval over seeds (:func:`ratio_interval`). With unreached runs the
+    ratio is itself a bound, so only the limit on the bound's side is shown (a lower limit for
+    a "≥" ratio, an upper one for "≤", none for "~")."""
     if agent not in metrics or ref not in metrics:
         return "n/a"
 
@@ -87,7 +89,15 @@ def stt_ratio(metrics: dict[str, list[dict[str, Any]]], agent: str, ref: str, bu
     bound = {(True, True): "", (False, True): "≥ ", (True, False): "≤ ", (False, False): "~ "}
     text = f"{bound[(a_all, r_all)]}{np.mean(a) / np.mean(r):.2f}"
     lo, hi = ratio_interval(a, r)
-    return text + (f" (95% bootstrap {lo:.2f}-{hi:.2f})" if math.isfinite(lo) else "")
+    if not math.isfinite(lo):
+        return text
+    if a_all and r_all:
+        return text + f" (95% CI {lo:.2f}-{hi:.2f})"
+    if r_all:  # agent censored: the ratio is too small by an unknown amount, no upper limit
+        return text + f" (95% CI lower limit {lo:.2f})"
+    if a_all:  # reference censored: too large, no lower limit
+        return text + f" (95% CI upper limit {hi:.2f})"
+    return text + " (no interval: both censored)"
 
 
 def budget_of(runs: list[Run]) -> int:
@@ -176,14 +186,16 @@ def section(results: dict[str, Any], tables: dict[str, str], ratios: dict[str, s
             "per task.\n",
             tables["gridworld"],
             "Target (Distral 2-col steps to threshold / `a2c_independent`'s, <= 0.6 wanted; a "
-            "ratio of the seed means, with a 95% bootstrap interval over seeds): "
+            "ratio of the seed means, with a 95% interval over seeds: a t interval on the log "
+            "ratio): "
             f"{ratios['gridworld']}.\n",
             "![gridworld learning curves](learning_gridworld.png)\n",
         ]
     if "minatar" in tables:
+        games = len(next(r for r in results["runs"] if r["suite"] == "minatar")["tasks"])
         parts += [
-            f"### MinAtar (5 games, {steps['minatar']:,} steps in total, "
-            f"{steps['minatar'] // 5:,} per game, {_seeds_and_time(results, 'minatar')})\n",
+            f"### MinAtar ({games} games, {steps['minatar']:,} steps in total, "
+            f"{steps['minatar'] // games:,} per game, {_seeds_and_time(results, 'minatar')})\n",
             "Per game, the return is normalised as (R - random) / (best - random): random = the "
             "uniform random policy's mean return (" + _random_text(results) + "), best = the "
             "highest seed-mean final return of any agent on that game. Threshold: the mean over "
@@ -196,7 +208,7 @@ def section(results: dict[str, Any], tables: dict[str, str], ratios: dict[str, s
             "columns: raw final returns.\n",
             tables["minatar"],
             "Distral 2-col steps to threshold / `a2c_independent`'s (ratio of the seed means, "
-            f"95% bootstrap interval over seeds): {ratios['minatar']}.\n",
+            f"95% interval over seeds, t on the log ratio): {ratios['minatar']}.\n",
             "![MinAtar learning curves](learning_minatar.png)\n",
         ]
     return "\n".join(parts)

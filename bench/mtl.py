@@ -75,6 +75,15 @@ NOTES = """Notes:
 """
 
 
+DELTA_M_NOTE = (
+    "Delta-m% = 100/T sum_t (-1)^h_t (M_t - M_stl,t) / M_stl,t with h_t = 1 where higher is "
+    "better\n(Navon et al. 2022, Liu et al. 2022): positive means worse than the single-task "
+    "models, lower is\nbetter (Vandenhende et al.'s Delta_MTL has the opposite sign). The +- is "
+    "the std over the\nmulti-task seeds, each against the mean of the single-task seeds, so it "
+    "leaves out the\nreference's own seed noise."
+)
+
+
 # --- (a) quality ------------------------------------------------------------------------------
 def benchmark(name: str) -> dict[str, Any]:
     """Data and per-benchmark settings (mirrors configs/supervised/*.yaml, smaller budgets)."""
@@ -176,7 +185,9 @@ def quality_table(res: dict[str, Any]) -> str:
         lines += [
             f"**{bname}** (test {metric}, {arrow} is better; mean of {seeds} seeds)",
             "",
-            "| method | " + " | ".join(f"{n} {metric}" for n in names) + " | Delta-m% (+-std) |",
+            "| method | "
+            + " | ".join(f"{n} {metric}" for n in names)
+            + " | Delta-m%, lower is better (+-std over seeds) |",
             "|---|" + "---:|" * (len(names) + 1),
         ]
         for method, row in r["rows"].items():
@@ -289,6 +300,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             raw["quality"] = quality(args.seeds)
         parts += [
             "### (a) Quality: every method vs single-task models",
+            "",
+            DELTA_M_NOTE,
             "",
             quality_table(raw["quality"]),
         ]

@@ -72,7 +72,7 @@ def test_quality_table_renders_mean_and_sample_std():
     assert mtl.quality_table(res).splitlines() == [
         "**two_digits** (test accuracy, higher is better; mean of 3 seeds)",
         "",
-        "| method | left accuracy | right accuracy | Delta-m% (+-std) |",
+        "| method | left accuracy | right accuracy | Delta-m%, lower is better (+-std over seeds) |",
         "|---|---:|---:|---:|",
         "| single-task | 0.9 | 0.8 | 0 (reference) |",
         "| equal | 0.9123 | 0.7 | +3.00 (2.65) |",  # mean 3, sample std sqrt(7)
@@ -80,7 +80,7 @@ def test_quality_table_renders_mean_and_sample_std():
         "",
         "**toy** (test mse, lower is better; mean of 2 seeds)",  # its own count
         "",
-        "| method | s1 mse | Delta-m% (+-std) |",
+        "| method | s1 mse | Delta-m%, lower is better (+-std over seeds) |",
         "|---|---:|---:|",
         "| x | 2.5 | +0.00 (5.66) |",  # sample std: sqrt(32)
     ]
@@ -229,6 +229,11 @@ def test_verdicts_check_each_target_at_the_right_t():
     ]
     res["upgrad/features/10"] = {"ms": 5.0}  # one method below 2x misses the target
     assert ms.verdicts(res, [2, 10]).endswith("upgrad 1.2x -> MISSED (target >= 2x)")
+    # a verdict is judged on the ratio as printed: 1.104 read "1.10x MISSED" before
+    res["random/params/10"] = {"ms": 22.08}
+    assert "random 1.10x met" in ms.verdicts(res, [2, 10])
+    res["pcgrad/params/2"] = {"ms": 5.02}  # 1.004x of torchjd, shown as 1.00x
+    assert "T=2: 1.00x, T=10: 0.80x -> met" in ms.verdicts(res, [2, 10])
 
 
 def test_representation_verdict_is_at_t_10_whatever_the_other_ts():
