@@ -6,7 +6,13 @@ network, ``agent.task_heads=false``, kept off by default because a gridworld obs
 say which goal is the task's, so a single head could not tell the tasks apart) and ``a2c_independent`` (one network per task, evaluated as
 one grouped computation). Each task's loss is its share of the batch-mean A2C loss,
 ``L_k = (1/(T*N)) * sum over task-k samples of [-A log pi(a|s) + c_v (R - V)^2 - c_H H(pi)]``, so the
-equal-weighted sum over tasks is exactly the usual single-task A2C loss over the whole batch.
+equal-weighted sum over tasks is exactly the usual single-task A2C loss over the whole batch: the
+shared parameters get a single-task A2C's gradient on the pooled batch. A task's own parameters
+(``a2c_independent``'s networks, per-task heads, Distral's task columns) get 1/K of what a
+separate A2C learner would get from the same samples (N = K * E), and gradient clipping acts on
+all K tasks' parameters together; under Adam the 1/K cancels, under RMSprop with its mean square
+started at 1 (the Atari presets) it slows their first ~1,000 updates (a review finding of
+2026-12-07, open with the project owner).
 """
 
 from __future__ import annotations
