@@ -23,6 +23,9 @@ from mtrl.relations.transfer import area_under_curve, steps_to_threshold
 
 GRID_SUCCESS, GRID_LENGTH = 0.9, 1.25  # gridworld threshold: success >= 0.9, length <= 1.25x opt
 MINATAR_FRACTION = 0.5  # MinAtar threshold: half of the best agent's improvement, mean over games
+# grid points in a row the threshold must hold for the "held" steps to threshold, a second
+# reading beside the first crossing (curves from 20-episode windows dip back after crossing)
+HOLD = 3
 # a game enters the MinAtar mean only if some agent's median seed beats random by this many points
 MINATAR_MIN_GAIN = 0.5
 Run = dict[str, Any]
@@ -59,6 +62,7 @@ def gridworld_metrics(run: Run) -> dict[str, Any]:
         "curve": score,
         "curve2": np.nanmean(ratio, 0),
         "stt": steps_to_threshold(x, crit, 1.0),
+        "stt_hold": steps_to_threshold(x, crit, 1.0, hold=HOLD),
         "auc": area_under_curve(x, score, normalize=True),
         "final": float(score[-1]),
         "final_ratio": float(np.nanmean(ratio[:, -1])),
@@ -129,6 +133,7 @@ def minatar_metrics(
         "curve": score,
         "games": r,
         "stt": steps_to_threshold(x, score, MINATAR_FRACTION),
+        "stt_hold": steps_to_threshold(x, score, MINATAR_FRACTION, hold=HOLD),
         "auc": area_under_curve(x, score, normalize=True),
         "final": float(score[-1]),
         "final_raw": raw[:, -1],

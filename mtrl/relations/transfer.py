@@ -24,16 +24,28 @@ def _as_numpy(x: ArrayLike) -> np.ndarray:
     return np.asarray(x, dtype=np.float64).reshape(-1)
 
 
-def steps_to_threshold(curve_steps: ArrayLike, curve_values: ArrayLike, threshold: float) -> float:
-    """First step at which the learning curve reaches ``threshold`` (value >= threshold).
+def steps_to_threshold(
+    curve_steps: ArrayLike, curve_values: ArrayLike, threshold: float, hold: int = 1
+) -> float:
+    """First step at which the learning curve reaches ``threshold`` (value >= threshold) and
+    stays there for ``hold`` consecutive points (1: the first crossing; a noisy curve that dips
+    below again right after crossing counts from a later point with ``hold`` > 1).
 
     ``curve_steps`` and ``curve_values`` are ``(N,)`` with increasing steps; returns ``math.inf``
-    when the threshold is never reached (cap it by the run's budget before comparing if needed).
+    when the threshold is never reached (cap it by the run's budget before comparing if needed);
+    a run must be ``hold`` points long from its crossing to count.
     """
     steps, values = _as_numpy(curve_steps), _as_numpy(curve_values)
     if steps.shape != values.shape:
         raise ValueError(f"steps {steps.shape} and values {values.shape} differ in shape")
-    hit = np.nonzero(values >= threshold)[0]
+    if hold < 1:
+        raise ValueError(f"hold must be >= 1, got {hold}")
+    met = (values >= threshold).astype(np.int64)
+    if met.size < hold:
+        return math.inf
+    # points met within each window of `hold` starting at i
+    runs = np.convolve(met, np.ones(hold, dtype=np.int64), mode="valid")
+    hit = np.nonzero(runs == hold)[0]
     return float(steps[hit[0]]) if hit.size else math.inf
 
 

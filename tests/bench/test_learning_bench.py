@@ -621,7 +621,12 @@ def test_minatar_section_text_by_hand():
     meta |= {"python": "p", "workers": 2, "wall_seconds": 60.0, "window": 20}
     runs = [{**r, "seconds": 60.0} for r in _minatar_runs()]
     results = {"meta": meta, "runs": runs, "minatar_random": {"g1": 0.0, "g2": 1.0, "g3": 0.0}}
-    text = section(results, {"minatar": "TABLE\n"}, {"minatar": "RATIOS"})
+    text = section(results, {"minatar": "TABLE\n"}, {"minatar": "RATIOS", "minatar_hold": "HELD"})
+    # both readings of steps to threshold: the first crossing, and held for HOLD grid points
+    assert (
+        "t on the log ratio): RATIOS. Counting a run only once the threshold holds for 3 " in text
+    )
+    assert "after first crossing it): HELD.\n" in text
     # the runs' games (3 here, e.g. an env.tasks ablation), not MinAtar's usual 5
     assert "(3 games, 500,000 steps in total, 166,666 per game, 2 seeds, 3.0 run-minutes)" in text
     assert (

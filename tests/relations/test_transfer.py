@@ -22,6 +22,18 @@ def test_steps_to_threshold_by_hand():
         steps_to_threshold([0, 1], [0.0], 0.5)
 
 
+def test_steps_to_threshold_held_for_several_points():
+    # met at 10, dips at 20, met from 30 on: the first crossing is 10, held twice or three times 30
+    steps, values = [0, 10, 20, 30, 40, 50], [0.0, 1.0, 0.5, 1.0, 1.0, 1.0]
+    assert steps_to_threshold(steps, values, 1.0, hold=1) == 10
+    assert steps_to_threshold(steps, values, 1.0, hold=2) == 30
+    assert steps_to_threshold(steps, values, 1.0, hold=3) == 30
+    assert steps_to_threshold(steps, values, 1.0, hold=4) == math.inf  # the run ends first
+    assert steps_to_threshold([0, 10], [1.0, 1.0], 1.0, hold=3) == math.inf  # shorter than hold
+    with pytest.raises(ValueError, match="hold must be >= 1"):
+        steps_to_threshold(steps, values, 1.0, hold=0)
+
+
 def test_area_under_curve_by_hand():
     assert area_under_curve([0, 1, 3], [0.0, 2.0, 2.0]) == pytest.approx(5.0)
     assert area_under_curve([0, 1, 3], [0.0, 2.0, 2.0], normalize=True) == pytest.approx(5.0 / 3)
