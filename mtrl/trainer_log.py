@@ -111,16 +111,15 @@ class TrainerLog:
 
     def step(self, step: int, losses: Tensor, weights: Tensor, sps: float, skipped: int) -> None:
         """Per-task loss and weight (T,), their total, steps/s and the non-finite skip count."""
-        pairs = list(zip(self.task_names, losses.tolist(), weights.tolist(), strict=True))
-        for name, loss, weight in pairs:
-            self._keep(f"task/{name}/loss", step, loss)
-            self._keep(f"weights/{name}", step, weight)
         w = self.writer
+        pairs = zip(self.task_names, losses.tolist(), weights.tolist(), strict=True)
+        for name, loss, weight in pairs:
+            for key, value in ((f"task/{name}/loss", loss), (f"weights/{name}", weight)):
+                self._keep(key, step, value)
+                if w is not None:
+                    w.add_scalar(key, value, step)
         if w is None:
             return
-        for name, loss, weight in pairs:
-            w.add_scalar(f"task/{name}/loss", loss, step)
-            w.add_scalar(f"weights/{name}", weight, step)
         w.add_scalar("losses/total", float(losses.sum()), step)
         w.add_scalar("charts/sps", sps, step)
         w.add_scalar("charts/nonfinite_steps", skipped, step)
@@ -128,20 +127,19 @@ class TrainerLog:
     def metrics(self, step: int, stats: dict[str, dict[str, float]], prefix: str) -> None:
         """Epoch-level ``task/<name>/<prefix><metric>`` (training metrics, then test_*); the
         training loss is left to :meth:`step` (in :attr:`history` it is ``epoch_loss``)."""
-        for name, values in stats.items():
-            for key, value in values.items():
-                kept = "epoch_loss" if not prefix and key == "loss" else prefix + key
-                self._keep(f"task/{name}/{kept}", step, value)
         w = self.writer
-        if w is None:
-            return
         for name, values in stats.items():
             for key, value in values.items():
-                if prefix or key != "loss":
-                    w.add_scalar(f"task/{name}/{prefix}{key}", value, step)
+                if not prefix and key == "loss":  # logged per step; the epoch's mean kept apart
+                    self._keep(f"task/{name}/epoch_loss", step, value)
+                    continue
+                tag = f"task/{name}/{prefix}{key}"
+                self._keep(tag, step, value)
+                if w is not None:
+                    w.add_scalar(tag, value, step)
 
     def state_dict(self) -> dict[str, Any]:
-        """:attr:`history` as plain lists (for the Trainer's checkpoint)."""
+        """:attr:`history` as tensors and ints (for the Trainer's checkpoint)."""
         return {key: series.state() for key, series in self.history.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

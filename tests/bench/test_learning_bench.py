@@ -18,6 +18,7 @@ from bench.learning import main
 from bench.learning_metrics import mean_ci
 from bench.learning_report import NOTES_BEGIN, NOTES_END, write_outputs
 from bench.learning_runs import run_benchmark
+from tests.procs import HAS_PROC, alive
 
 AGENTS = ["a2c_independent", "distral_klent_2col"]
 
@@ -253,7 +254,7 @@ def _children(pid: int) -> dict[int, str]:
         kids = {}
         for entry in Path("/proc").iterdir():
             try:
-                if entry.name.isdigit() and _alive(int(entry.name)):
+                if entry.name.isdigit() and alive(int(entry.name)):
                     ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
                     if ppid == pid:
                         kids[int(entry.name)] = (entry / "cmdline").read_text().replace("\0", " ")
@@ -262,20 +263,12 @@ def _children(pid: int) -> dict[int, str]:
         return kids
     try:
         children = psutil.Process(pid).children()
-        return {c.pid: " ".join(c.cmdline()) for c in children if _alive(c.pid)}
+        return {c.pid: " ".join(c.cmdline()) for c in children if alive(c.pid)}
     except psutil.NoSuchProcess:
         return {}
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not reaped by its new parent, does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.skipif(not HAS_PROC, reason="reads /proc (Linux)")
 @pytest.mark.parametrize(
     "signum, to_group, inherited, line",
     [
@@ -314,14 +307,14 @@ def test_a_signal_stops_the_worker_processes(tmp_path, signum, to_group, inherit
         (os.killpg if to_group else os.kill)(proc.pid, signum)  # a terminal's Ctrl-C: the group
         _, err = proc.communicate(timeout=30)
         deadline = time.monotonic() + 10  # the resource tracker exits once its pipe closes
-        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        while any(alive(k) for k in kids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        survivors = [k for k in kids if _alive(k)]
+        survivors = [k for k in kids if alive(k)]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         for k in kids:
-            if _alive(k):
+            if alive(k):
                 os.kill(k, signal.SIGKILL)
     assert proc.returncode == 128 + signum
     assert err.splitlines() == [f"{line}; finished runs stay cached in {cache} for next time"]
@@ -340,7 +333,7 @@ def _training(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.skipif(not HAS_PROC, reason="reads /proc (Linux)")
 def test_sigterm_with_one_worker_stops_the_run_in_process(tmp_path):
     """``--workers 1`` trains in the bench's own process: SIGTERM stops it mid-run with the bench's
     one line (the Runner's "finishing the update, writing a checkpoint" would be for a run

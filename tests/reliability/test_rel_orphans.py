@@ -8,6 +8,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
+from tests.procs import HAS_PROC, alive
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent(
@@ -25,15 +29,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _running(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie waiting to be reaped."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
-
-
+@pytest.mark.skipif(not HAS_PROC, reason="reads /proc (Linux)")
 def test_workers_exit_when_the_trainer_is_sigkilled():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     # Popen + readline, not run(capture_output=True): surviving workers hold the stdout pipe
@@ -48,10 +44,10 @@ def test_workers_exit_when_the_trainer_is_sigkilled():
         assert proc.wait(timeout=120) == -signal.SIGKILL
         assert len(pids) == 4
         deadline = time.monotonic() + 10
-        while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not [p for p in pids if _running(p)], "env workers outlived their trainer"
+        assert not [p for p in pids if alive(p)], "env workers outlived their trainer"
     finally:
         for p in pids:  # do not leave them behind when the test fails
-            if _running(p):
+            if alive(p):
                 os.kill(p, signal.SIGKILL)
