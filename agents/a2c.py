@@ -3,16 +3,14 @@
 Two baselines of Distral (Teh et al. 2017): ``a2c_multitask`` (hard sharing: one encoder for all
 tasks, per-task policy and value heads by default; the paper's baseline is one task-agnostic
 network, ``agent.task_heads=false``, kept off by default because a gridworld observation does not
-say which goal is the task's, so a single head could not tell the tasks apart) and ``a2c_independent`` (one network per task, evaluated as
-one grouped computation). Each task's loss is its share of the batch-mean A2C loss,
-``L_k = (1/(T*N)) * sum over task-k samples of [-A log pi(a|s) + c_v (R - V)^2 - c_H H(pi)]``, so the
-equal-weighted sum over tasks is exactly the usual single-task A2C loss over the whole batch: the
-shared parameters get a single-task A2C's gradient on the pooled batch. A task's own parameters
-(``a2c_independent``'s networks, per-task heads, Distral's task columns) get 1/K of what a
-separate A2C learner would get from the same samples (N = K * E), and gradient clipping acts on
-all K tasks' parameters together; under Adam the 1/K cancels, under RMSprop with its mean square
-started at 1 (the Atari presets) it slows their first ~1,000 updates (a review finding of
-2026-12-07, open with the project owner).
+say which goal is the task's, so a single head could not tell the tasks apart) and
+``a2c_independent`` (one network per task, evaluated as one grouped computation). Each task's loss is its own A2C loss, the mean over its samples,
+``L_k = (1/(T*E)) * sum over task-k samples of [-A log pi(a|s) + c_v (R - V)^2 - c_H H(pi)]``:
+a task's own parameters (``a2c_independent``'s networks, Distral's task columns) get exactly what
+a separate A2C learner on its samples would, and are clipped per task. An optimiser that holds
+shared parameters divides its gradient by K (``agents.guards``): the mean over tasks, i.e. a
+single-task A2C's gradient on the pooled batch, as one network trained on all tasks has
+(``a2c_multitask``, per-task heads included, and Distral's pi0).
 """
 
 from __future__ import annotations
@@ -57,8 +55,7 @@ def a2c_terms(
     policy = -(adv * log_prob)
     value = (ret - values).pow(2)
     per_sample = policy + cfg.vf_coef * value - cfg.ent_coef * entropy
-    n = per_sample.numel()
-    task_losses = per_sample.sum(dim=(0, 2)) / n
+    task_losses = per_sample.mean(dim=(0, 2))  # each task's own batch mean
     terms = {
         "policy": policy.detach().mean(),
         "value": value.detach().mean(),

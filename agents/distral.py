@@ -19,8 +19,9 @@ with respect to pi0's logits h0, which minimises KL(pi_i || pi0).
   logits h0 + f_i).
 
 The paper trains with A3C; this is the synchronous (A2C) form of the same estimator. Two
-choices the paper leaves open: pi0 and the task columns have separate optimisers, each clipped to
-``agent.max_grad_norm`` (so their joint norm can reach sqrt(2) times it; ``agents.guards``), and
+choices the paper leaves open: pi0 and the task columns have separate optimisers, pi0's on the
+mean of the tasks' gradients clipped to ``agent.max_grad_norm``, and each task's column clipped
+to it on its own, as K separate learners would be (``agents.guards``), and
 A2C's entropy bonus ``agent.ent_coef`` still applies when set (the Distral presets set 0, as the
 regulariser's own entropy term replaces it; ``DistralAgent.notes`` says so when it is not).
 """
@@ -193,11 +194,12 @@ class DistralAgent(Agent):
             terms["regularised_reward"] = rewards.detach().mean(dim=(0, 2))
             rollout.learning_rewards = rewards.detach()
             # Distillation: (alpha/beta) gamma^t CE(pi_i || pi0), pi_i detached; gradient wrt h0 is
-            # (alpha/beta) gamma^t (pi0 - pi_i) per state. Normalised like the A2C terms.
+            # (alpha/beta) gamma^t (pi0 - pi_i) per state. Each task's mean, like the A2C terms
+            # (pi0's optimiser divides the sum over tasks by K: the pooled batch's mean).
             weights = self.distill_weights(rollout)
             ce = distillation_loss(h0, logits, weights=weights, reduction="none")
             distill = (self.alpha / self.beta) * ce
-            losses = losses + distill.sum(dim=(0, 2)) / distill.numel()
+            losses = losses + distill.mean(dim=(0, 2))
             terms["distill"] = distill.detach().mean()
         return losses, terms
 

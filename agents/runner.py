@@ -30,7 +30,7 @@ from agents.checkpoint import remove_stale_temps, save_rotating, step_files
 from agents.config import to_yaml
 from agents.config_schema import Config
 from agents.evaluate import evaluate_on_fresh_env, final_summary
-from agents.guards import check_divergence, check_parameters, clip_and_check
+from agents.guards import check_divergence, check_parameters, clip_and_check, learner_kinds
 from agents.progress import postfix_width, task_postfix
 from agents.report import draw_run_figure
 from agents.resume import read_loss_log
@@ -70,6 +70,10 @@ class Runner:
         wparams = [p for p in self.weighting.parameters() if p.requires_grad]
         if wparams and not isinstance(self.weighting, InternalOptimizerMixin):
             self.optimizers.append(make_optimizer(cfg.agent, wparams))
+        # how each optimiser's gradient is scaled and clipped (agents.guards)
+        self.learners = learner_kinds(
+            self.optimizers, agent.shared_parameters(), agent.parameters(), env.num_tasks
+        )
         self.num_tasks, self.envs_per_task = env.num_tasks, env.num_envs_per_task
         space = env.single_observation_space
         self.rollout = Rollout(
@@ -182,13 +186,13 @@ class Runner:
         task_losses, terms = self.agent.task_losses(self.rollout)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        grad_norm = torch.tensor(0.0)
+        grad_norm = 0.0
         weights = torch.full((self.num_tasks,), float("nan"), device=task_losses.device)
         finite = bool(torch.isfinite(task_losses.detach()).all())
         if finite:
             saved = state_snapshot(self.weighting)  # clones: a fraction of deepcopy's cost
             weights = self.weighting.backward(task_losses, self.agent.shared_parameters())
-            grad_norm, finite = clip_and_check(self.optimizers, self.cfg.agent.max_grad_norm)
+            grad_norm, finite = self.clip_gradients()
             if not finite:  # undo what the weighting method learned from this batch
                 self.weighting.load_state_dict(saved)
         if finite:
@@ -201,7 +205,13 @@ class Runner:
             self._skip_update()
         self.update += 1
         self._track_learning_return()
-        return self._logged(terms, task_losses, float(grad_norm), weights)
+        return self._logged(terms, task_losses, grad_norm, weights)
+
+    def clip_gradients(self) -> tuple[float, bool]:
+        """Scale and clip the gradients per learner (:func:`agents.guards.clip_and_check`);
+        return their norm and whether it is finite."""
+        max_norm = self.cfg.agent.max_grad_norm
+        return clip_and_check(self.optimizers, max_norm, self.learners, self.num_tasks)
 
     def _logged(
         self, terms: dict[str, Tensor], task_losses: Tensor, grad_norm: float, weights: Tensor

@@ -61,7 +61,6 @@ def profile(agent: str, updates: int, overrides: list[str], torch_rmsprop: bool)
     """Mean ms per update of each phase, and steps/s, after 5 warm-up updates."""
     import train
     from agents.config import load_config
-    from agents.guards import clip_and_check
 
     cfg = load_config(
         ROOT / "configs" / "atari_a2c.yaml",
@@ -101,7 +100,7 @@ def profile(agent: str, updates: int, overrides: list[str], torch_rmsprop: bool)
             t2 = time.perf_counter()
             runner.weighting.backward(losses, runner.agent.shared_parameters())
             t3 = time.perf_counter()
-            clip_and_check(runner.optimizers, cfg.agent.max_grad_norm)
+            runner.clip_gradients()
             t4 = time.perf_counter()
             for opt in runner.optimizers:
                 opt.step()

@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 
 
 def test_a2c_terms_by_hand():
-    """Signs, vf/entropy coefficients and the 1/(T*K*E) normalisation of each task's loss."""
+    """Signs, vf/entropy coefficients and each task's loss as the mean over its own T*E samples."""
     t, k, e = 2, 2, 1
     cfg = AgentConfig(gamma=0.5, gae_lambda=1.0, vf_coef=0.25, ent_coef=0.1)
     ro = Rollout(t, k, e, CPU)
@@ -28,13 +28,13 @@ def test_a2c_terms_by_hand():
     # returns = advantages (V = 0): task 0 [1 + .5*2, 0 + .5*4] = [2, 2]; task 1 [0 + .5*2, 2]
     ret = torch.tensor([[2.0, 1.0], [2.0, 2.0]]).view(t, k, e)
     lp = math.log(0.5)
-    expected = [(-4 * lp + 0.25 * 8 - 0.1 * 1.2) / 4, (-3 * lp + 0.25 * 5 - 0.1 * 1.2) / 4]
+    expected = [(-4 * lp + 0.25 * 8 - 0.1 * 1.2) / 2, (-3 * lp + 0.25 * 5 - 0.1 * 1.2) / 2]
     assert losses.tolist() == pytest.approx(expected)
     assert terms["advantage"].item() == pytest.approx(7 / 4)
     losses.sum().backward()
-    torch.testing.assert_close(log_prob.grad, -ret / 4)
-    torch.testing.assert_close(values.grad, -2 * 0.25 * ret / 4)
-    torch.testing.assert_close(entropy.grad, torch.full((t, k, e), -0.1 / 4))
+    torch.testing.assert_close(log_prob.grad, -ret / 2)
+    torch.testing.assert_close(values.grad, -2 * 0.25 * ret / 2)
+    torch.testing.assert_close(entropy.grad, torch.full((t, k, e), -0.1 / 2))
 
 
 @pytest.mark.parametrize(("lam", "a_open"), [(0.5, 0.75), (1.0, 1.0)])
@@ -56,7 +56,7 @@ def test_a2c_terms_route_termination_truncation_and_lambda(lam, a_open):
     # t=1: 1 + .5*2 - 1 = 1 everywhere; t=0: terminated 1 - 1 = 0, truncated 1 + .5*6 - 1 = 3,
     # open: delta 1 + .5*1 - 1 = .5 plus gamma*lam*A_1
     adv = torch.tensor([[[0.0, a_open], [3.0, a_open]], [[1.0, 1.0], [1.0, 1.0]]])
-    torch.testing.assert_close(-log_prob.grad * (t * k * e), adv)
+    torch.testing.assert_close(-log_prob.grad * (t * e), adv)
 
 
 def test_agent_losses_use_the_rollouts_actions_and_bootstrap_obs():

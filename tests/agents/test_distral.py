@@ -142,7 +142,7 @@ def test_distillation_gradient_wrt_pi0_logits_is_pi0_minus_pi():
     actions = torch.randint(0, A, (T, K, E), generator=g)
     losses, _ = _losses(agent, logits, h0, actions)
     losses.sum().backward()
-    n = T * K * E
+    n = T * E  # each task's mean (pi0's optimiser then divides the sum over tasks by K)
     discount = torch.tensor([1.0, gamma]).view(T, 1, 1, 1)  # ep_time 0 then 1
     expected = (alpha / beta) * discount * (F.softmax(h0, -1) - F.softmax(logits, -1)) / n
     torch.testing.assert_close(h0.grad, expected.detach())
@@ -154,7 +154,7 @@ def test_distillation_discount_can_be_turned_off():
     h0 = torch.randn(T, K, E, A).requires_grad_(True)
     losses, _ = _losses(agent, logits, h0, torch.zeros(T, K, E, dtype=torch.long))
     losses.sum().backward()
-    expected = (F.softmax(h0, -1) - F.softmax(logits, -1)) / (T * K * E)
+    expected = (F.softmax(h0, -1) - F.softmax(logits, -1)) / (T * E)
     torch.testing.assert_close(h0.grad, expected.detach())
 
 
@@ -180,7 +180,7 @@ def test_distill_weights_is_the_schedule_a_subclass_overrides():
     )
     losses.sum().backward()
     scale = torch.tensor([0.0, 0.5 * gamma]).view(T, 1, 1, 1)
-    expected = (alpha / beta) * scale * (F.softmax(h0, -1) - F.softmax(logits, -1)) / (T * K * E)
+    expected = (alpha / beta) * scale * (F.softmax(h0, -1) - F.softmax(logits, -1)) / (T * E)
     torch.testing.assert_close(h0.grad, expected.detach())
     _, base_terms = _losses(base, logits, h0.detach(), actions)
     assert float(terms["distill"]) < float(base_terms["distill"])
