@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from agents.config import to_yaml
 from agents.config_schema import Config
@@ -53,3 +55,35 @@ def write_interval(
         writer.add_scalar(key, float(np.mean(values)) if values else math.nan, step)
     for name, value in charts.items():
         writer.add_scalar(f"charts/{name}", value, step)
+
+
+def update_scalars(
+    terms: dict[str, Tensor],
+    task_losses: Tensor,
+    grad_norm: float,
+    weights: Tensor,
+    names: list[str],
+) -> dict[str, float]:
+    """An update's scalars: each term's mean (and its per-task values when (K,)), the total loss,
+    the gradient norm and the weights, read from the device in one copy (on CUDA one sync, not
+    one per value); float64 holds every float32 value exactly."""
+    dev = task_losses.device
+    keys: list[str] = []
+    parts: list[Tensor] = []
+    for key, value in terms.items():
+        value = value.detach()
+        keys.append(f"losses/{key}")
+        parts.append(value.mean().reshape(1))
+        if value.ndim == 1:  # per-task diagnostic (K,)
+            keys += [f"task/{name}/{key}" for name in names[: len(value)]]
+            parts.append(value[: len(names)])
+    keys.append("losses/total")
+    parts.append(task_losses.detach().sum().reshape(1))
+    weights = weights.detach().reshape(-1)[: len(names)]
+    parts.append(weights)
+    host = torch.cat([p.to(dev, torch.float64) for p in parts]).tolist()
+    logged = dict(zip(keys, host, strict=False))
+    logged["losses/grad_norm"] = grad_norm
+    for name, w in zip(names, host[len(keys) :], strict=False):
+        logged[f"weights/{name}"] = w
+    return logged

@@ -35,7 +35,7 @@ from agents.progress import postfix_width, task_postfix
 from agents.report import draw_run_figure
 from agents.resume import read_loss_log
 from agents.rollout import Rollout, obs_to_tensor
-from agents.run_log import open_loss_log, open_writer, write_interval
+from agents.run_log import open_loss_log, open_writer, update_scalars, write_interval
 from agents.seeding import flushing_denormals
 from agents.signals import Interrupted, StopFlag
 from mtrl.io import atomic_write
@@ -205,40 +205,13 @@ class Runner:
             self._skip_update()
         self.update += 1
         self._track_learning_return()
-        return self._logged(terms, task_losses, grad_norm, weights)
+        return update_scalars(terms, task_losses, grad_norm, weights, self.env.task_names)
 
     def clip_gradients(self) -> tuple[float, bool]:
         """Scale and clip the gradients per learner (:func:`agents.guards.clip_and_check`);
         return their norm and whether it is finite."""
         max_norm = self.cfg.agent.max_grad_norm
         return clip_and_check(self.optimizers, max_norm, self.learners, self.num_tasks)
-
-    def _logged(
-        self, terms: dict[str, Tensor], task_losses: Tensor, grad_norm: float, weights: Tensor
-    ) -> dict[str, float]:
-        """The update's scalars: each term's mean (and its per-task values when (K,)), the total
-        loss, the gradient norm and the weights, read from the device in one copy (on CUDA one
-        sync, not one per value); float64 holds every float32 value exactly."""
-        names, dev = self.env.task_names, task_losses.device
-        keys: list[str] = []
-        parts: list[Tensor] = []
-        for key, value in terms.items():
-            value = value.detach()
-            keys.append(f"losses/{key}")
-            parts.append(value.mean().reshape(1))
-            if value.ndim == 1:  # per-task diagnostic (K,)
-                keys += [f"task/{name}/{key}" for name in names[: len(value)]]
-                parts.append(value[: len(names)])
-        keys.append("losses/total")
-        parts.append(task_losses.detach().sum().reshape(1))
-        weights = weights.detach().reshape(-1)[: len(names)]
-        parts.append(weights)
-        host = torch.cat([p.to(dev, torch.float64) for p in parts]).tolist()
-        logged = dict(zip(keys, host, strict=False))
-        logged["losses/grad_norm"] = grad_norm
-        for name, w in zip(names, host[len(keys) :], strict=False):
-            logged[f"weights/{name}"] = w
-        return logged
 
     def _skip_update(self) -> None:
         """Count a skipped non-finite update; warn once per streak."""
