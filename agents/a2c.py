@@ -4,7 +4,8 @@ Two baselines of Distral (Teh et al. 2017): ``a2c_multitask`` (hard sharing: one
 tasks, per-task policy and value heads by default; the paper's baseline is one task-agnostic
 network, ``agent.task_heads=false``, kept off by default because a gridworld observation does not
 say which goal is the task's, so a single head could not tell the tasks apart) and
-``a2c_independent`` (one network per task, evaluated as one grouped computation). Each task's loss is its own A2C loss, the mean over its samples,
+``a2c_independent`` (one network per task, evaluated as one grouped computation). Each task's
+loss is its own A2C loss, the mean over its samples,
 ``L_k = (1/(T*E)) * sum over task-k samples of [-A log pi(a|s) + c_v (R - V)^2 - c_H H(pi)]``:
 a task's own parameters (``a2c_independent``'s networks, Distral's task columns) get exactly what
 a separate A2C learner on its samples would, and are clipped per task. An optimiser that holds
