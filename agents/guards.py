@@ -81,17 +81,15 @@ def _divide(opt: torch.optim.Optimizer, grads: list[Tensor], divisor: float) -> 
         torch._foreach_div_(grads, divisor)
 
 
-def clip_and_check(
-    optimizers: Sequence[torch.optim.Optimizer],
-    max_norm: float,
-    kinds: Sequence[str] | None = None,
-    num_tasks: int = 1,
-) -> tuple[float, bool]:
-    """Scale and clip each optimiser's gradients by its kind (default ``whole``; module
-    docstring) to ``max_norm`` (0 = off), as ``clip_grad_norm_``: g * min(1, max_norm / (norm +
-    1e-6)). Returns the norm over all of them (after the 1/K of ``pooled``, before clipping) and
-    whether every gradient is finite; the norms reach the host in one read (one sync on CUDA)."""
-    kinds = [WHOLE] * len(optimizers) if kinds is None else kinds
+Learner = tuple[torch.optim.Optimizer, str, list[Tensor], list[float]]
+
+
+def learner_norms(
+    optimizers: Sequence[torch.optim.Optimizer], kinds: Sequence[str], num_tasks: int
+) -> list[Learner]:
+    """Each optimiser that holds gradients, with its kind, its gradients and the norms its clip
+    sees: one per task (``per_task``), the tasks' mean's (``pooled``) or the whole gradient's,
+    read to the host in one copy (one sync on CUDA) for all optimisers together."""
     work: list[tuple[torch.optim.Optimizer, str, list[Tensor]]] = []
     pieces: list[Tensor] = []
     for opt, kind in zip(optimizers, kinds, strict=True):
@@ -104,18 +102,35 @@ def clip_and_check(
         else:
             pieces.append(torch.nn.utils.get_total_norm(grads).float().reshape(1))
     if not pieces:
-        return 0.0, True
+        return []
     if len({p.device for p in pieces}) == 1:
         values = torch.cat(pieces).tolist()
     else:
         values = torch.cat([p.cpu() for p in pieces]).tolist()
-    norms: list[float] = []
+    learners: list[Learner] = []
     at = 0
     for (opt, kind, grads), piece in zip(work, pieces, strict=True):
         got = values[at : at + len(piece)]
         at += len(piece)
         if kind == POOLED:
             got = [v / num_tasks for v in got]
+        learners.append((opt, kind, grads, got))
+    return learners
+
+
+def clip_and_check(
+    optimizers: Sequence[torch.optim.Optimizer],
+    max_norm: float,
+    kinds: Sequence[str] | None = None,
+    num_tasks: int = 1,
+) -> tuple[float, bool]:
+    """Scale and clip each optimiser's gradients by its kind (default ``whole``; module
+    docstring) to ``max_norm`` (0 = off), as ``clip_grad_norm_``: g * min(1, max_norm / (norm +
+    1e-6)). Returns the norm over all of them (after the 1/K of ``pooled``, before clipping) and
+    whether every gradient is finite (:func:`learner_norms`: one read from the device)."""
+    kinds = [WHOLE] * len(optimizers) if kinds is None else kinds
+    norms: list[float] = []
+    for opt, kind, grads, got in learner_norms(optimizers, kinds, num_tasks):
         norms += got
         if not all(math.isfinite(v) for v in got):
             continue

@@ -44,21 +44,20 @@ def summarise(
 
 def record(runner: Any, updates: int) -> tuple[list[list[float]], list[float]]:
     """Train ``updates`` updates, recording the norms each learner's clip sees."""
-    import torch
-
-    from agents.guards import PER_TASK, POOLED, _block_norms
+    from agents.guards import PER_TASK, POOLED, learner_norms
 
     task_norms: list[list[float]] = []
     pooled: list[float] = []
     clip = runner.clip_gradients
 
     def recording_clip() -> tuple[float, bool]:
-        for opt, kind in zip(runner.optimizers, runner.learners, strict=True):
-            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            if grads and kind == PER_TASK:
-                task_norms.append(_block_norms(grads, runner.num_tasks).tolist())
-            elif grads and kind == POOLED:
-                pooled.append(float(torch.nn.utils.get_total_norm(grads)) / runner.num_tasks)
+        for _, kind, _, norms in learner_norms(
+            runner.optimizers, runner.learners, runner.num_tasks
+        ):
+            if kind == PER_TASK:
+                task_norms.append(norms)
+            elif kind == POOLED:
+                pooled.append(norms[0])
         return clip()
 
     runner.clip_gradients = recording_clip

@@ -11,6 +11,7 @@ from agents.rollout import Rollout
 
 CPU = torch.device("cpu")
 T, E, A = 3, 2, 4
+STEP_FIELDS = ("rewards", "terminated", "truncated", "final_values", "actions", "ep_time")
 
 
 def _rollout(k: int, obs_shape: tuple[int, ...], seed: int) -> Rollout:
@@ -28,7 +29,7 @@ def _task(ro: Rollout, k: int) -> Rollout:
     """Task k's slice of ``ro`` as a one-task rollout."""
     one = Rollout(T, 1, E, CPU, tuple(ro.obs.shape[3:]))
     one.obs.copy_(ro.obs[k : k + 1])
-    for name in ("rewards", "terminated", "truncated", "final_values", "actions", "ep_time"):
+    for name in STEP_FIELDS:
         getattr(one, name).copy_(getattr(ro, name)[:, k : k + 1])
     return one
 
@@ -102,7 +103,7 @@ def test_a_shared_network_gets_a_single_learners_gradient_on_the_pooled_batch(ma
     ro = _rollout(k, (5,), seed=2)
     one = Rollout(T, 1, k * E, CPU, (5,))
     one.obs.copy_(ro.obs.transpose(0, 1).reshape(1, T + 1, k * E, 5))
-    for name in ("rewards", "terminated", "truncated", "final_values", "actions", "ep_time"):
+    for name in STEP_FIELDS:
         getattr(one, name).copy_(getattr(ro, name).reshape(T, 1, k * E))
     got, want = _grads(agent, ro, max_norm), _grads(pooled, one, max_norm)
     assert list(got) == list(want)
