@@ -307,13 +307,13 @@ def _main(argv: list[str] | None) -> int:
     from agents.supervised_config import is_supervised_file
 
     if args.config and args.resume is None and is_supervised_file(args.config):
-        # a top-level `supervised:` key: mtrl's supervised Trainer (agents/supervised.py)
-        from agents.supervised import main as supervised_main
+        # a top-level `supervised:` key: mtrl's supervised Trainer (agents/supervised_cli.py)
+        from agents.supervised_cli import main as supervised_main
 
         return supervised_main(args.config, args.overrides)
     resuming_supervised = args.resume is not None and args.config is None
     if resuming_supervised and is_supervised_file(Path(args.resume) / "config.yaml"):
-        from agents.supervised import main as supervised_main
+        from agents.supervised_cli import main as supervised_main
 
         return supervised_main(None, args.overrides, resume=args.resume)
     from agents.config import ConfigError, load_config, one_line

@@ -20,9 +20,7 @@ tqdm and TensorBoard (``torch.utils.tensorboard``) are imported lazily, only whe
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,12 @@ from mtrl.io import save_atomic
 from mtrl.metrics import Metric, MetricSums
 from mtrl.rng import cuda_rng_states, set_cuda_rng_states
 from mtrl.state import state_snapshot
+from mtrl.trainer_checks import (
+    NoSharedParametersWarning,
+    check_sharing,
+    resolve_representation,
+    whole_number,
+)
 from mtrl.trainer_log import TrainerLog
 from mtrl.weighting.base import (
     GradientAggregator,
@@ -55,17 +59,6 @@ __all__ = [
     "save_atomic",
     "split_targets",
 ]
-
-
-def _whole(value: object, low: int) -> bool:
-    """Whether ``value`` is an integer (numpy's too, not a bool) >= ``low``. A function, not an
-    inline test: mypy reads ``not isinstance(n: int, Integral)`` as always true and then skipped
-    the rest of ``Trainer.__init__`` as unreachable."""
-    return isinstance(value, Integral) and not isinstance(value, bool) and int(value) >= low
-
-
-class NoSharedParametersWarning(UserWarning):
-    """A gradient method on a model that shares no parameters: it trains as equal weighting."""
 
 
 def _is(method: Any, function: Callable[..., Any]) -> bool:
@@ -151,9 +144,9 @@ class Trainer:
             ("checkpoint_every", checkpoint_every, 1),
             ("max_nonfinite_steps", max_nonfinite_steps, 0),
         ):
-            if not _whole(value, low):
+            if not whole_number(value, low):
                 raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
-        if not _whole(epochs, 0):
+        if not whole_number(epochs, 0):
             raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
         self.train_data, self.test_data = train_data, test_data
         self.epochs, self.batch_size = epochs, batch_size
@@ -161,7 +154,7 @@ class Trainer:
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.grad_clip, self.log_every, self.progress = grad_clip, log_every, progress
         self.checkpoint_every = checkpoint_every
-        self.use_features = self._resolve_representation(representation)
+        self.use_features = resolve_representation(model, weighting, representation)
         if famo_update not in ("same_batch", "next_batch"):
             raise ValueError(
                 f"famo_update must be 'same_batch' or 'next_batch', got {famo_update!r}"
@@ -178,58 +171,9 @@ class Trainer:
         adopt_layer = getattr(self.weighting, "adopt_layer", None)  # GradNorm's W
         if callable(adopt_layer) and not self.use_features:
             adopt_layer(self.model.last_shared_layer())
-        self._check_sharing()
-
-    def _check_sharing(self) -> None:
-        """A model without shared parameters (soft sharing: one column per task) leaves GradNorm
-        no layer to balance (an error here, not a traceback at the first step) and gradient
-        aggregators nothing to combine (a warning: training is then equal weighting's)."""
-        if self.use_features or list(self.model.shared_parameters()):
-            return
-        model, method = type(self.model).__name__, type(self.weighting).__name__
-        w = self.weighting
-        if callable(getattr(w, "adopt_layer", None)) and hasattr(w, "layer") and not w.layer:
-            raise ValueError(
-                f"{method} balances gradient norms on a shared layer and {model} shares no "
-                "parameters; use an architecture with shared parameters or a loss weighting"
-            )
-        if isinstance(self.weighting, GradientAggregator):
-            warnings.warn(
-                f"{method} combines the tasks' gradients on shared parameters; {model} shares "
-                "none, so every task keeps its own plain gradient, as with equal weighting",
-                NoSharedParametersWarning,
-                stacklevel=3,
-            )
+        check_sharing(self.model, self.weighting, self.use_features)
 
     # --- setup --------------------------------------------------------------------------------
-    def _resolve_representation(self, representation: bool | str) -> bool:
-        supported = bool(getattr(self.model, "supports_features", False))
-        if getattr(self.weighting, "needs_features", False):  # GREAT: no parameter mode
-            if supported and representation is False:
-                raise ValueError(
-                    f"{type(self.weighting).__name__} needs the shared representation, which "
-                    "representation=False turns off: use representation='auto' or True"
-                )
-            if not supported:
-                raise ValueError(
-                    f"{type(self.weighting).__name__} needs the shared representation: use a "
-                    f"model with one (hard_sharing, mmoe; {type(self.model).__name__} has "
-                    "none) and representation='auto' or True"
-                )
-            return True
-        if representation == "auto":
-            return supported and isinstance(self.weighting, GradientAggregator)
-        if representation is True and not supported:
-            raise ValueError(
-                f"representation=True needs a model with one shared representation; "
-                f"{type(self.model).__name__} has none (use hard_sharing or mmoe)"
-            )
-        if representation not in (True, False):
-            raise ValueError(
-                f"representation must be 'auto', True or False, got {representation!r}"
-            )
-        return bool(representation)
-
     def _adopt_weighting_parameters(self) -> None:
         """Put learnable weighting parameters (e.g. uncertainty's log-variances) in the optimiser,
         unless the method trains them itself (GradNorm, FAMO)."""

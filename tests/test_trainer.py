@@ -943,8 +943,11 @@ def test_gradnorm_on_a_model_without_shared_parameters_fails_when_built():
 def test_a_gradient_method_with_nothing_shared_warns_that_it_is_equal_weighting():
     from mtrl.trainer import NoSharedParametersWarning
 
-    with pytest.warns(NoSharedParametersWarning, match="MGDA combines the tasks' gradients"):
+    with pytest.warns(
+        NoSharedParametersWarning, match="MGDA combines the tasks' gradients"
+    ) as seen:
         trainer = _soft_sharing_trainer("mgda")
+    assert seen[0].filename == __file__  # points at the line that built the Trainer
     trainer.fit()  # and trains: each column with its own task's gradient
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a loss weighting or shared parameters: no warning

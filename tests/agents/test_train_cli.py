@@ -1,6 +1,7 @@
 """train.py end to end: smoke runs per suite, determinism, and bad input -> exit 2."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -442,3 +443,34 @@ def test_a_reader_that_stops_after_the_first_line_ends_the_run_quietly(tmp_path,
     assert first.startswith("training: ") and str(run_dir) in first
     assert "Traceback" not in err and "BrokenPipe" not in err
     assert json.loads((run_dir / "summary.json").read_text())  # the run itself is whole
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--config", "configs/gridworld_a2c.yaml", "total_steps=400", "progress=false"],
+        ["--config", "configs/supervised/toy2d.yaml", "supervised.epochs=2"],
+    ],
+    ids=["rl", "supervised"],
+)
+def test_a_reader_gone_before_the_first_line_leaves_nothing(tmp_path, args):
+    # `train.py ... | true`: the supervised run had created its directory (and missing parents)
+    # and left it empty
+    run_dir = tmp_path / "new" / "run"
+    key = "supervised.run_dir" if "supervised" in args[1] else "run_dir"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # no reader at all
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *args, f"{key}={run_dir}"],
+            cwd=ROOT,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
