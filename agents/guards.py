@@ -5,9 +5,12 @@ Each task's loss is the mean over its own samples (``agents.a2c``). An optimiser
 - ``pooled``: it holds parameters every task's loss reaches (``agent.shared_parameters()``: a
   shared encoder, ``a2c_multitask``'s network, Distral's pi0). Its gradient is divided by K,
   the mean over tasks, i.e. a single learner's on the pooled batch, and clipped as a whole.
-- ``per_task``: it holds only the agent's other parameters, one block per task along dim 0
-  (``a2c_independent``'s networks, Distral's task columns): K separate learners, so each task's
-  blocks are clipped on their own norm and one task's large gradients do not shrink another's.
+  A weighting whose update keeps its size whatever the losses' scale (``scale_invariant``:
+  Nash-MTL, norm sqrt(K) by construction) has no sum over tasks to average: divisor 1.
+- ``per_task``: it holds only the agent's other parameters, each in a module grouped by task
+  (``groups == K``: ``GroupedLinear``, grouped ``Conv2d``), so dim 0 holds one block per task
+  (``a2c_independent``'s networks, Distral's task columns): K separate learners, each task's
+  blocks clipped on their own norm, so one task's large gradients do not shrink another's.
 - ``whole``: anything else (a weighting method's own parameters): clipped as a whole, unscaled.
 """
 
@@ -18,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from agents.signals import DivergenceError
 from mtrl.guard import check_parameters as guarded_check
@@ -30,19 +33,34 @@ def _params(opt: torch.optim.Optimizer) -> list[Tensor]:
     return [p for g in opt.param_groups for p in g["params"]]
 
 
+def task_grouped(agent: nn.Module, num_tasks: int) -> set[int]:
+    """Ids of the parameters held by modules grouped by task (``groups == num_tasks``), whose
+    dim 0 is one block per task; with one task, every parameter of ``agent``."""
+    if num_tasks == 1:
+        return {id(p) for p in agent.parameters()}
+    return {
+        id(p)
+        for m in agent.modules()
+        if getattr(m, "groups", None) == num_tasks
+        for p in m.parameters(recurse=False)
+    }
+
+
 def learner_kinds(
     optimizers: Sequence[torch.optim.Optimizer],
     shared: Iterable[Tensor],
-    agent_params: Iterable[Tensor],
+    agent: nn.Module,
     num_tasks: int,
 ) -> list[str]:
     """Each optimiser's kind (module docstring) from the agent's shared and other parameters.
 
-    Raises ValueError for a ``per_task`` parameter without K blocks along dim 0 (a custom agent
-    that did not list a shared parameter in ``shared_parameters()``).
+    Raises ValueError for an agent parameter that is neither shared nor in a module grouped by
+    task (a custom agent that did not list a shared parameter in ``shared_parameters()``: its
+    gradient would be cut into K meaningless blocks and never averaged).
     """
     shared_ids = {id(p) for p in shared}
-    agent_ids = {id(p) for p in agent_params}
+    agent_ids = {id(p) for p in agent.parameters()}
+    grouped = task_grouped(agent, num_tasks)
     kinds = []
     for opt in optimizers:
         params = _params(opt)
@@ -50,11 +68,12 @@ def learner_kinds(
             kinds.append(POOLED)
         elif params and all(id(p) in agent_ids for p in params):
             for p in params:
-                if p.ndim == 0 or p.shape[0] % num_tasks:
+                if id(p) not in grouped:
                     raise ValueError(
-                        f"a parameter of shape {tuple(p.shape)} is not in shared_parameters() "
-                        f"and has no block per task along dim 0 ({num_tasks} tasks); list the "
-                        "parameters several tasks use in shared_parameters() (docs/extending.md)"
+                        f"a parameter of shape {tuple(p.shape)} is neither in shared_parameters() "
+                        f"nor in a module grouped by task (groups={num_tasks}, e.g. "
+                        "GroupedLinear); list the parameters several tasks use in "
+                        "shared_parameters() (docs/extending.md)"
                     )
             kinds.append(PER_TASK)
         else:
@@ -76,7 +95,8 @@ def _divide(opt: torch.optim.Optimizer, grads: list[Tensor], divisor: float) -> 
     if divisor == 1.0:
         return
     if hasattr(opt, "divide_grads"):
-        opt.divide_grads(torch.tensor(divisor))
+        # made on the gradients' device: a host tensor's copy there would wait for the GPU
+        opt.divide_grads(torch.full((), divisor, device=grads[0].device))
     else:
         torch._foreach_div_(grads, divisor)
 
@@ -85,11 +105,16 @@ Learner = tuple[torch.optim.Optimizer, str, list[Tensor], list[float]]
 
 
 def learner_norms(
-    optimizers: Sequence[torch.optim.Optimizer], kinds: Sequence[str], num_tasks: int
+    optimizers: Sequence[torch.optim.Optimizer],
+    kinds: Sequence[str],
+    num_tasks: int,
+    pool: int | None = None,
 ) -> list[Learner]:
     """Each optimiser that holds gradients, with its kind, its gradients and the norms its clip
-    sees: one per task (``per_task``), the tasks' mean's (``pooled``) or the whole gradient's,
-    read to the host in one copy (one sync on CUDA) for all optimisers together."""
+    sees: one per task (``per_task``), the pooled gradient's (``pooled``: divided by ``pool``,
+    default K) or the whole gradient's, read to the host in one copy (one sync on CUDA) for all
+    optimisers together."""
+    pool = num_tasks if pool is None else pool
     work: list[tuple[torch.optim.Optimizer, str, list[Tensor]]] = []
     pieces: list[Tensor] = []
     for opt, kind in zip(optimizers, kinds, strict=True):
@@ -113,7 +138,7 @@ def learner_norms(
         got = values[at : at + len(piece)]
         at += len(piece)
         if kind == POOLED:
-            got = [v / num_tasks for v in got]
+            got = [v / pool for v in got]
         learners.append((opt, kind, grads, got))
     return learners
 
@@ -123,14 +148,17 @@ def clip_and_check(
     max_norm: float,
     kinds: Sequence[str] | None = None,
     num_tasks: int = 1,
+    pool: int | None = None,
 ) -> tuple[float, bool]:
     """Scale and clip each optimiser's gradients by its kind (default ``whole``; module
     docstring) to ``max_norm`` (0 = off), as ``clip_grad_norm_``: g * min(1, max_norm / (norm +
-    1e-6)). Returns the norm over all of them (after the 1/K of ``pooled``, before clipping) and
-    whether every gradient is finite (:func:`learner_norms`: one read from the device)."""
+    1e-6)). ``pool``: the ``pooled`` divisor (default K). Returns the norm over all of them
+    (after that division, before clipping) and whether every gradient is finite
+    (:func:`learner_norms`: one read from the device)."""
     kinds = [WHOLE] * len(optimizers) if kinds is None else kinds
+    pool = num_tasks if pool is None else pool
     norms: list[float] = []
-    for opt, kind, grads, got in learner_norms(optimizers, kinds, num_tasks):
+    for opt, kind, grads, got in learner_norms(optimizers, kinds, num_tasks, pool):
         norms += got
         if not all(math.isfinite(v) for v in got):
             continue
@@ -142,7 +170,7 @@ def clip_and_check(
                         g.unflatten(0, (num_tasks, -1))[k].div_(d)
             continue
         divisor = max(1.0, (got[0] + 1e-6) / max_norm) if max_norm > 0 else 1.0
-        _divide(opt, grads, divisor * (num_tasks if kind == POOLED else 1))
+        _divide(opt, grads, divisor * (pool if kind == POOLED else 1))
     total = math.sqrt(sum(v * v for v in norms))
     return total, math.isfinite(total)
 

@@ -72,8 +72,10 @@ class Runner:
             self.optimizers.append(make_optimizer(cfg.agent, wparams))
         # how each optimiser's gradient is scaled and clipped (agents.guards)
         self.learners = learner_kinds(
-            self.optimizers, agent.shared_parameters(), agent.parameters(), env.num_tasks
+            self.optimizers, agent.shared_parameters(), agent, env.num_tasks
         )
+        # a scale-invariant weighting (Nash-MTL) has no sum over tasks for the 1/K to average
+        self.pool = 1 if getattr(self.weighting, "scale_invariant", False) else env.num_tasks
         self.num_tasks, self.envs_per_task = env.num_tasks, env.num_envs_per_task
         space = env.single_observation_space
         self.rollout = Rollout(
@@ -211,7 +213,7 @@ class Runner:
         """Scale and clip the gradients per learner (:func:`agents.guards.clip_and_check`);
         return their norm and whether it is finite."""
         max_norm = self.cfg.agent.max_grad_norm
-        return clip_and_check(self.optimizers, max_norm, self.learners, self.num_tasks)
+        return clip_and_check(self.optimizers, max_norm, self.learners, self.num_tasks, self.pool)
 
     def _skip_update(self) -> None:
         """Count a skipped non-finite update; warn once per streak."""

@@ -18,6 +18,7 @@ import torch
 from agents.codec import CodecError, decode, encode
 from agents.config import ConfigError, merge_structured, to_dict
 from agents.config_schema import SEED_LIMIT, Config
+from agents.guards import PER_TASK
 from agents.resume import unsafe_changes
 from mtrl.rng import cuda_rng_states, set_cuda_rng_states
 
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
     from agents.runner import Runner
 
 # 2: the 2-column Distral task head holds beta * f_i (version 1: f_i; agents/distral.py).
-VERSION = 2
+# 3: each task's loss is the mean over its own samples (agents.guards); per-task optimisers'
+#    statistics were built on gradients 1/K of that before.
+VERSION = 3
 COUNTERS = ("global_step", "update", "nonfinite_total", "nonfinite_streak", "last_log", "last_ckpt")
 
 
@@ -94,7 +97,7 @@ def _restore(r: Runner, state: dict[str, Any]) -> None:
             f"checkpoint was written by agent {name!r}, but this run's agent is {r.agent.name!r}"
         )
     version = state.get("version")
-    if version not in (1, VERSION):
+    if version not in (1, 2, VERSION):
         raise ConfigError(f"checkpoint state version {version!r} is not supported")
     if (
         version == 1
@@ -105,6 +108,13 @@ def _restore(r: Runner, state: dict[str, Any]) -> None:
             f"checkpoint of {name!r} predates the 2-column head change: its task head holds f_i, "
             "this version's holds beta * f_i, so it would act differently; start a new run "
             "(or finish this one with the code before commit 38190c4)"
+        )
+    if version in (1, 2) and PER_TASK in r.learners:
+        raise ConfigError(
+            f"checkpoint of {name!r} predates the per-task gradient change: its optimiser "
+            "statistics were built on task gradients 1/K of this version's, so its first steps "
+            "would be up to K times too large; start a new run (or finish this one with the "
+            "code before commit 377e0b2)"
         )
     if list(state["env"]["tasks"]) != list(r.env.task_names):
         raise ConfigError(

@@ -52,7 +52,7 @@ def record(runner: Any, updates: int) -> tuple[list[list[float]], list[float]]:
 
     def recording_clip() -> tuple[float, bool]:
         for _, kind, _, norms in learner_norms(
-            runner.optimizers, runner.learners, runner.num_tasks
+            runner.optimizers, runner.learners, runner.num_tasks, runner.pool
         ):
             if kind == PER_TASK:
                 task_norms.append(norms)

@@ -48,6 +48,11 @@ class LossWeighting(torch.nn.Module):
     Subclasses implement :meth:`backward`; state lives in buffers/parameters (``state_dict``).
     """
 
+    #: Whether the gradient it writes keeps its size when every loss is scaled by one constant
+    #: (Nash-MTL's update has norm sqrt(T) whatever the losses). The RL runner then leaves the
+    #: shared parameters' gradient as it is, where it divides a sum over tasks by K.
+    scale_invariant: bool = False
+
     def __init__(self, num_tasks: int) -> None:
         super().__init__()
         if num_tasks < 1:

@@ -104,6 +104,7 @@ class NashMTL(GradientAggregator):
         super().__init__(num_tasks, batched=batched)
         self.normalize = normalize
         self.max_iter = max_iter
+        self.scale_invariant = not normalize  # |d| = sqrt(T); normalize=True: grows with G
 
     def weights(self, grads: Tensor, losses: Tensor | None = None) -> Tensor:
         """grads (T, P) -> alpha (T,), positive."""

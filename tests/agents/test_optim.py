@@ -331,6 +331,20 @@ def test_clip_and_check_reads_the_norms_to_the_host_in_one_copy(device_traffic):
     assert traffic.reads == {"tolist": 1}  # one read of all the norms
 
 
+def test_a_fused_optimisers_divisor_is_made_on_the_gradients_device():
+    # a host tensor was copied to the GPU inside the fused step: a blocking copy, a CUDA sync
+    # per update (the traffic counter above does not see 0-dim copies; "meta" stands in for cuda)
+    from agents.guards import _divide
+
+    class Fused:
+        def divide_grads(self, divisor):
+            self.divisor = divisor
+
+    opt = Fused()
+    _divide(opt, [torch.zeros(2, device="meta")], 4.0)  # type: ignore[arg-type]
+    assert opt.divisor.device.type == "meta" and opt.divisor.dtype == torch.float32
+
+
 def test_check_parameters_reads_the_host_once_per_device(tmp_path, device_traffic):
     from agents.guards import check_parameters
     from agents.signals import DivergenceError

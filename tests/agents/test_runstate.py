@@ -14,15 +14,24 @@ def test_checkpoint_mismatch_message_names_the_tensor():
     assert "size mismatch for weight" in msg and "Error(s) in loading" not in msg
 
 
-def test_version_1_checkpoints_resume_except_two_column_distral(tmp_path):
-    """Version 1 task heads held f_i; a 2-column Distral agent now reads them as beta * f_i."""
+def test_older_checkpoints_resume_only_where_their_meaning_is_unchanged(tmp_path):
+    """Version 1 task heads held f_i (a 2-column Distral agent now reads them as beta * f_i);
+    before version 3 a task's gradient was 1/K of its own mean's, and the per-task optimisers'
+    statistics hold that scale. A network only pooled (a2c_multitask) got and gets the mean."""
     import pytest
 
     import train
     from agents import runstate
     from agents.config import ConfigError, load_config
 
-    for name, ok in (("a2c_2col", True), ("distral_kl_1col", True), ("distral_kl_2col", False)):
+    head, scale = "predates the 2-column head change", "predates the per-task gradient change"
+    cases = {
+        "a2c_multitask": {1: None, 2: None},
+        "a2c_2col": {1: scale, 2: scale},
+        "distral_kl_1col": {1: scale, 2: scale},
+        "distral_kl_2col": {1: head, 2: scale},
+    }
+    for name, refusals in cases.items():
         cfg = load_config(
             "configs/gridworld_distral.yaml",
             [f"agent.name={name}", "progress=false", "eval.episodes=0", "env.num_envs_per_task=1"],
@@ -32,12 +41,13 @@ def test_version_1_checkpoints_resume_except_two_column_distral(tmp_path):
             runner.reset()
             state = runstate.capture(runner)
             runstate.restore(runner, state)  # the current version always loads
-            state["version"] = 1
-            if ok:
-                runstate.restore(runner, state)
-            else:
-                with pytest.raises(ConfigError, match="predates the 2-column head change"):
-                    runstate.restore(runner, state)
+            for version, refusal in refusals.items():
+                old = {**state, "version": version}
+                if refusal is None:
+                    runstate.restore(runner, old)
+                else:
+                    with pytest.raises(ConfigError, match=refusal):
+                        runstate.restore(runner, old)
         finally:
             runner.env.close()
 
