@@ -1,10 +1,10 @@
 """Supervised multi-task runs from YAML: build, run and resume them (``run_supervised``).
 
 A YAML file whose top level is one ``supervised:`` mapping is a supervised run; ``train.py``
-hands it to :func:`agents.supervised_cli.main`, which builds and runs it here. Its schema lives in :mod:`agents.supervised_config`. The run itself is
-:class:`mtrl.trainer.Trainer` on a built-in benchmark (mtrl.data): ``gradnorm_toy`` (Chen et al.
-2018), ``two_digits`` (MultiMNIST stand-in, Sener and Koltun 2018) or ``toy2d`` (CAGrad's
-two-objective toy, Liu et al. 2021).
+hands it to :func:`agents.supervised_cli.main`, which builds and runs it here. Its schema lives
+in :mod:`agents.supervised_config`. The run itself is :class:`mtrl.trainer.Trainer` on a
+built-in benchmark (mtrl.data): ``gradnorm_toy`` (Chen et al. 2018), ``two_digits`` (MultiMNIST
+stand-in, Sener and Koltun 2018) or ``toy2d`` (CAGrad's two-objective toy, Liu et al. 2021).
 """
 
 from __future__ import annotations
