@@ -75,7 +75,7 @@ class Runner:
             self.optimizers, agent.shared_parameters(), agent, env.num_tasks
         )
         # a scale-invariant weighting (Nash-MTL) has no sum over tasks for the 1/K to average
-        self.pool = 1 if getattr(self.weighting, "scale_invariant", False) else env.num_tasks
+        self.pool = 1 if self.weighting.scale_invariant else env.num_tasks
         self.num_tasks, self.envs_per_task = env.num_tasks, env.num_envs_per_task
         space = env.single_observation_space
         self.rollout = Rollout(
