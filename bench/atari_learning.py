@@ -22,8 +22,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -150,8 +154,16 @@ def plot(
     if any(len(pts) for pts in curves.values()):
         ax.legend(fontsize=7)
     fig.tight_layout()
+    save_png(fig, png)
+
+
+def save_png(fig: Figure, png: Path) -> None:
+    """Write ``fig`` to ``png`` atomically (an interrupted save leaves the old figure) and close
+    it."""
+    import matplotlib.pyplot as plt
+
     png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(f".{png.name}.tmp")  # atomic: an interrupted save leaves the old figure
+    tmp = png.with_name(f".{png.name}.tmp")
     try:
         fig.savefig(tmp, dpi=110, format="png")
         os.replace(tmp, png)

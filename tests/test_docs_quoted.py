@@ -23,7 +23,15 @@ LIBRARY = ROOT / "docs" / "mtrl.md"
 # Every bench command the docs quote parses with the current scripts: each script's main() runs
 # until its parser has parsed the command line, then stops.
 DOCS = [README, GUIDE, LIBRARY, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "reliability.md"]
-BENCH = ("atari_learning", "learning", "mtl", "mtl_toy2d", "profile_update", "throughput")
+BENCH = (
+    "atari_learning",
+    "learning",
+    "mtl",
+    "mtl_toy2d",
+    "profile_update",
+    "sb3_parity",
+    "throughput",
+)
 PLACEHOLDERS = {"<name>": "a2c_multitask", "<run dir>": "RUN", "<dir>": "RUN", "<(a)>": "REUSE"}
 # the rows of benchmarks.md's profile table name bench/profile_update.py's arguments only
 PROFILE_ROW = re.compile(r"^(?:GOMP_SPINCOUNT=\d+ \.\.\. )?(--agent \S+.*)$")

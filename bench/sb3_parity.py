@@ -1,0 +1,275 @@
+"""Does our A2C learn like Stable-Baselines3's? One Atari game, SB3's environment protocol and the
+SB3 zoo's A2C hyperparameters on both sides; training returns against environment steps.
+
+    python bench/sb3_parity.py --out runs/parity                          # SpaceInvaders, 1M steps
+    python bench/sb3_parity.py --out runs/parity --seeds 0 1 --workers 2  # two seeds, 2 at a time
+    python bench/sb3_parity.py --from-dir runs/parity                     # report only
+
+Ours: ``train.py --config configs/atari_a2c.yaml`` with one game (``a2c_multitask`` on one task
+is plain A2C: one Nature CNN with a policy and a value head) and the environment set to SB3's
+``make_atari_env`` on ``<Game>NoFrameskip-v4``: 16 envs, no sticky actions, the game's minimal
+action set, a lost life ends the learning episode; frame skip 4 with max-pooling, up to 30 no-ops,
+84x84 grey frames, 4 stacked, rewards clipped, as both do by default. SB3: ``A2C("CnnPolicy")``
+with the zoo's Atari hyperparameters (n_steps 5, lr 7e-4, ent_coef 0.01, vf_coef 0.25, RMSpropTFLike
+with eps 1e-5). Both use one torch thread, so two runs fit 2 cores. What still differs: SB3 presses
+FIRE after every reset and lost life (``FireResetEnv``) and ours does not (hence Space Invaders by
+default, where FIRE only fires a shot; in Breakout it launches the ball), the frames are resized
+by ale-py (ours) and OpenCV (SB3), and an episode is cut at 27,000 agent steps (ours) or 100,000
+(v4's 400,000 frames), which early training does not reach.
+
+Writes ``OUT/ours_s<seed>/`` (a train.py run; an unfinished one is resumed) and
+``OUT/sb3_s<seed>.json`` (every finished training episode: steps, raw score), skipping runs that
+are done; prints a markdown table of the mean training return per bin of ``--bin`` steps (mean
+over seeds; with several seeds, their range) and draws ``OUT/parity.png`` (or ``--png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.atari_learning import binned, read_run, save_png  # noqa: E402
+
+# SB3's make_atari_env on <Game>NoFrameskip-v4, in our config's terms
+PROTOCOL = [
+    "env.num_envs_per_task=16",
+    "env.atari.repeat_action_probability=0",
+    "env.atari.full_action_space=false",
+    "env.atari.terminal_on_life_loss=true",
+]
+
+
+def ours_argv(game: str, steps: int, seed: int, run_dir: Path) -> list[str]:
+    """train.py's arguments for our run: the A2C preset, one game, SB3's protocol; ``--resume``
+    when ``run_dir`` holds an unfinished run."""
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        return ["--resume", str(run_dir)]
+    return [
+        "--config", str(ROOT / "configs" / "atari_a2c.yaml"), f"env.tasks=[{game}]", *PROTOCOL,
+        f"total_steps={steps}", f"seed={seed}", "torch_threads=1", "eval.episodes=0",
+        "progress=false", "log_interval=10000", f"run_dir={run_dir}",
+    ]  # fmt: skip
+
+
+def sb3_run(env_id: str, steps: int, seed: int, out: Path) -> None:
+    """Train SB3's zoo A2C on ``env_id`` (a NoFrameskip-v4 id) and write its episodes to ``out``."""
+    import torch
+
+    torch.set_num_threads(1)
+    import ale_py
+    import gymnasium as gym
+    from stable_baselines3 import A2C
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gym.register_envs(ale_py)
+    env = VecFrameStack(make_atari_env(env_id, n_envs=16, seed=seed), 4)
+    episodes: list[tuple[int, float]] = []
+
+    class Episodes(BaseCallback):
+        def _on_step(self) -> bool:
+            for info in self.locals["infos"]:
+                if "episode" in info:  # Monitor's whole-game score (outside the life-loss end)
+                    episodes.append((self.num_timesteps, float(info["episode"]["r"])))
+            return True
+
+    model = A2C(
+        "CnnPolicy", env, n_steps=5, learning_rate=7e-4, ent_coef=0.01, vf_coef=0.25, seed=seed,
+        policy_kwargs={"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"eps": 1e-5}},
+        device="cpu",
+    )  # fmt: skip
+    model.learn(steps, callback=Episodes())
+    env.close()
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps({"env_id": env_id, "steps": steps, "episodes": episodes}))
+    os.replace(tmp, out)  # a run cut short leaves no result that looks finished
+
+
+def sb3_env_id(game: str) -> str:
+    """``<Game>NoFrameskip-v4`` for any spelling our envs accept ("space_invaders", "Pong")."""
+    from envs.atari import _gym_id, canonical_game
+
+    v5 = _gym_id(canonical_game(game))
+    if v5 is None:
+        raise ValueError(f"{game!r} has no gymnasium id for SB3; pick another game")
+    return v5.removeprefix("ALE/").removesuffix("-v5") + "NoFrameskip-v4"
+
+
+def run_all(game: str, steps: int, seeds: list[int], out: Path, workers: int) -> None:
+    """Every (side, seed) run not yet done, ``workers`` at a time, each its own process."""
+    env_id = sb3_env_id(game)
+    jobs: list[list[str]] = []
+    for seed in seeds:
+        if not (out / f"sb3_s{seed}.json").is_file():
+            jobs.append(
+                ["--sb3-run", env_id, str(steps), str(seed), str(out / f"sb3_s{seed}.json")]
+            )
+        run = out / f"ours_s{seed}"
+        if not (run / "summary.json").is_file():
+            jobs.append(["train", *ours_argv(game, steps, seed, run)])
+    out.mkdir(parents=True, exist_ok=True)
+
+    def go(job: list[str]) -> None:
+        script = str(ROOT / "train.py") if job[0] == "train" else __file__
+        args = job[1:] if job[0] == "train" else job
+        code = subprocess.run([sys.executable, script, *args], cwd=ROOT).returncode
+        if code != 0:
+            raise RuntimeError(f"{' '.join(job[:2])} ... exited with {code}")
+
+    with ThreadPoolExecutor(workers) as pool:
+        for fut in [pool.submit(go, j) for j in jobs]:
+            fut.result()
+
+
+def load(out: Path) -> tuple[dict[str, dict[int, np.ndarray]], str]:
+    """{"ours"|"sb3": {seed: (n, 2) array of (steps, return)}} of the finished runs in ``out``,
+    and the game (ours' name for it)."""
+    sides: dict[str, dict[int, np.ndarray]] = {"ours": {}, "sb3": {}}
+    games: set[str] = set()
+    for path in sorted(out.glob("sb3_s*.json")):
+        eps = json.loads(path.read_text())["episodes"]
+        if not eps:
+            raise ValueError(f"{path} holds no finished episode; train for more --steps")
+        sides["sb3"][int(path.stem[5:])] = np.array(eps, dtype=float).reshape(-1, 2)
+    for run in sorted(out.glob("ours_s*")):
+        if (run / "summary.json").is_file():
+            try:
+                returns = read_run(run)[0]
+            except ValueError:  # a finished run without task/<game>/return: no episode ended
+                returns = {}
+            if not any(len(p) for p in returns.values()):
+                raise ValueError(f"{run} finished no episode; train for more --steps")
+            if len(returns) > 1:
+                raise ValueError(f"{run} trained {len(returns)} games; a parity run has one")
+            ((game, points),) = returns.items()
+            sides["ours"][int(run.name[6:])] = points
+            games.add(game)
+    if not sides["ours"] or not sides["sb3"]:
+        raise ValueError(
+            f"{out} needs finished runs of both sides (ours_s<seed>/ and sb3_s<seed>.json); "
+            "run with --out to train them"
+        )
+    if len(games) > 1:
+        raise ValueError(f"{out} holds runs of several games ({', '.join(sorted(games))})")
+    return sides, games.pop()
+
+
+def report(sides: dict[str, dict[int, np.ndarray]], bin_steps: int) -> tuple[str, dict]:
+    """Markdown table of binned mean returns (over seeds; their range with several), and the
+    per-side (edges, per-seed means) it was made from."""
+    last = min(float(p[:, 0].max()) for runs in sides.values() for p in runs.values())
+    edges = np.arange(0.0, last + bin_steps, bin_steps)
+    if len(edges) < 2:
+        edges = np.array([0.0, last])
+    per = {s: np.stack([binned(p, edges) for p in runs.values()]) for s, runs in sides.items()}
+
+    def cell(m: np.ndarray) -> str:
+        if np.isnan(m).all():
+            return "-"
+        mean = f"{np.nanmean(m):.1f}"
+        return mean if len(m) == 1 else f"{mean} ({np.nanmin(m):.1f}-{np.nanmax(m):.1f})"
+
+    n = {s: len(r) for s, r in sides.items()}
+    lines = [
+        f"| steps | ours ({n['ours']} seeds) | SB3 A2C ({n['sb3']} seeds) | ours / SB3 |",
+        "|---|---:|---:|---:|",
+    ]
+    for b in range(len(edges) - 1):
+        o, s = per["ours"][:, b], per["sb3"][:, b]
+        ratio = np.nanmean(o) / np.nanmean(s) if not np.isnan(s).all() else float("nan")
+        lines.append(
+            f"| {edges[b]:,.0f}-{edges[b + 1]:,.0f} | {cell(o)} | {cell(s)} | {ratio:.2f} |"
+        )
+    return "\n".join(lines), {"edges": edges, **per}
+
+
+def plot(data: dict, png: Path, game: str) -> None:
+    """Both sides' binned returns (mean over seeds, shaded range) against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges = data["edges"]
+    mid = (edges[:-1] + edges[1:]) / 2 / 1e6
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    for side, label in (("ours", "ours (a2c_multitask, 1 game)"), ("sb3", "SB3 A2C (zoo)")):
+        m = data[side]
+        ax.plot(mid, np.nanmean(m, 0), marker="o", ms=3, label=label)
+        if len(m) > 1:
+            ax.fill_between(mid, np.nanmin(m, 0), np.nanmax(m, 0), alpha=0.2)
+    ax.set_xlabel("environment steps (M)")
+    ax.set_ylabel("training episode return")
+    ax.set_title(f"{game}: A2C, ours vs SB3")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_png(fig, png)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: run what is missing (unless ``--from-dir``), then report; exit 2 with one ``error:``
+    line on bad input."""
+    from bench._cli import Parser, fail, input_errors, positive_int, sigint_raises
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--sb3-run"]:  # one SB3 run, in its own process (run_all)
+        env_id, steps, seed, out = argv[1:5]
+        sb3_run(env_id, int(steps), int(seed), Path(out))
+        return 0
+    p = Parser(
+        prog="bench/sb3_parity.py",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    p.add_argument("--game", default="SpaceInvaders", help="Atari game (default SpaceInvaders)")
+    p.add_argument("--steps", type=positive_int, default=1_000_000, help="env steps per run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
+    p.add_argument("--workers", type=positive_int, default=1, help="runs at a time (default 1)")
+    p.add_argument("--bin", type=positive_int, default=100_000, help="steps per table row")
+    p.add_argument("--out", type=Path, help="directory of the runs (trains what is missing)")
+    p.add_argument("--from-dir", type=Path, help="report on the runs in this directory only")
+    p.add_argument("--png", type=Path, help="the figure (default: <dir>/parity.png)")
+    args = p.parse_args(argv)
+    if (args.out is None) == (args.from_dir is None):
+        p.error("give --out DIR (train what is missing, then report) or --from-dir DIR (report)")
+    if min(args.seeds) < 0:
+        p.error(f"argument --seeds: must be >= 0, got {min(args.seeds)}")
+    out = args.out or args.from_dir
+    with sigint_raises():
+        try:
+            if args.out is not None:
+                run_all(args.game, args.steps, args.seeds, out, args.workers)
+            sides, game = load(out)
+            text, data = report(sides, args.bin)
+        except ValueError as e:
+            return fail(e)
+        except input_errors() as e:
+            return fail(e)
+        except RuntimeError as e:  # a run failed: its own output says why
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+    png = args.png or out / "parity.png"
+    plot(data, png, game)
+    print(text)
+    print(f"wrote {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
