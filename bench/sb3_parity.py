@@ -14,8 +14,10 @@ with the zoo's Atari hyperparameters (n_steps 5, lr 7e-4, ent_coef 0.01, vf_coef
 with eps 1e-5). Both use one torch thread, so two runs fit 2 cores. What still differs: SB3 presses
 FIRE after every reset and lost life (``FireResetEnv``) and ours does not (hence Space Invaders by
 default, where FIRE only fires a shot; in Breakout it launches the ball), the frames are resized
-by ale-py (ours) and OpenCV (SB3), and an episode is cut at 27,000 agent steps (ours) or 100,000
-(v4's 400,000 frames), which early training does not reach.
+by ale-py (ours) and OpenCV (SB3), the no-op starts draw 0-29 (ale-py's native draw) or 1-30,
+RMSprop's eps sits outside the square root (ours, 0.00316) or inside it (1e-5: the same floor),
+and an episode is cut at 27,000 agent steps (ours) or 100,000 (v4's 400,000 frames), which early
+training does not reach.
 
 Writes ``OUT/ours_s<seed>/`` (a train.py run; an unfinished one is resumed) and
 ``OUT/sb3_s<seed>.json`` (every finished training episode: steps, raw score), skipping runs that
