@@ -113,23 +113,20 @@ def sb3_env_id(game: str) -> str:
 def run_all(game: str, steps: int, seeds: list[int], out: Path, workers: int) -> None:
     """Every (side, seed) run not yet done, ``workers`` at a time, each its own process."""
     env_id = sb3_env_id(game)
-    jobs: list[list[str]] = []
+    jobs: list[list[str]] = []  # each a script and its arguments
     for seed in seeds:
-        if not (out / f"sb3_s{seed}.json").is_file():
-            jobs.append(
-                ["--sb3-run", env_id, str(steps), str(seed), str(out / f"sb3_s{seed}.json")]
-            )
+        result = out / f"sb3_s{seed}.json"
+        if not result.is_file():
+            jobs.append([__file__, "--sb3-run", env_id, str(steps), str(seed), str(result)])
         run = out / f"ours_s{seed}"
         if not (run / "summary.json").is_file():
-            jobs.append(["train", *ours_argv(game, steps, seed, run)])
+            jobs.append([str(ROOT / "train.py"), *ours_argv(game, steps, seed, run)])
     out.mkdir(parents=True, exist_ok=True)
 
     def go(job: list[str]) -> None:
-        script = str(ROOT / "train.py") if job[0] == "train" else __file__
-        args = job[1:] if job[0] == "train" else job
-        code = subprocess.run([sys.executable, script, *args], cwd=ROOT).returncode
+        code = subprocess.run([sys.executable, *job], cwd=ROOT).returncode
         if code != 0:
-            raise RuntimeError(f"{' '.join(job[:2])} ... exited with {code}")
+            raise RuntimeError(f"{Path(job[0]).name} {job[1]} ... exited with {code}")
 
     with ThreadPoolExecutor(workers) as pool:
         for fut in [pool.submit(go, j) for j in jobs]:
@@ -224,7 +221,7 @@ def plot(data: dict, png: Path, game: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """CLI: run what is missing (unless ``--from-dir``), then report; exit 2 with one ``error:``
     line on bad input."""
-    from bench._cli import Parser, fail, input_errors, positive_int, sigint_raises
+    from bench._cli import Parser, fail, positive_int, sigint_raises
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--sb3-run"]:  # one SB3 run, in its own process (run_all)
@@ -256,9 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_all(args.game, args.steps, args.seeds, out, args.workers)
             sides, game = load(out)
             text, data = report(sides, args.bin)
-        except ValueError as e:
-            return fail(e)
-        except input_errors() as e:
+        except ValueError as e:  # bad input: ConfigError, EnvError, UnknownNameError included
             return fail(e)
         except RuntimeError as e:  # a run failed: its own output says why
             print(f"error: {e}", file=sys.stderr)
