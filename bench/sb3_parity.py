@@ -4,6 +4,7 @@ SB3 zoo's A2C hyperparameters on both sides; training returns against environmen
     python bench/sb3_parity.py --out runs/parity                          # SpaceInvaders, 1M steps
     python bench/sb3_parity.py --out runs/parity --seeds 0 1 --workers 2  # two seeds, 2 at a time
     python bench/sb3_parity.py --from-dir runs/parity                     # report only
+    python bench/sb3_parity.py --out runs/parity --sb3-on-our-env         # + SB3 on our env
 
 Ours: ``train.py --config configs/atari_a2c.yaml`` with one game (``a2c_multitask`` on one task
 is plain A2C: one Nature CNN with a policy and a value head) and the environment set to SB3's
@@ -13,16 +14,20 @@ action set, a lost life ends the learning episode; frame skip 4 with max-pooling
 with the zoo's Atari hyperparameters (n_steps 5, lr 7e-4, ent_coef 0.01, vf_coef 0.25, RMSpropTFLike
 with eps 1e-5). Both use one torch thread, so two runs fit 2 cores. What still differs: SB3 presses
 FIRE after every reset and lost life (``FireResetEnv``) and ours does not (hence Space Invaders by
-default, where FIRE only fires a shot; in Breakout it launches the ball), the frames are resized
+default, where FIRE only fires a shot; in Breakout it launches the ball), after a lost life SB3
+also steps NOOP and action 2 unasked and restarts its frame stack from zeros, the frames are resized
 by ale-py (ours) and OpenCV (SB3), the no-op starts draw 0-29 (ale-py's native draw) or 1-30,
 RMSprop's eps sits outside the square root (ours, 0.00316) or inside it (1e-5: the same floor),
 and an episode is cut at 27,000 agent steps (ours) or 100,000 (v4's 400,000 frames), which early
-training does not reach.
+training does not reach. ``--sb3-on-our-env`` adds a third side, SB3's A2C trained on our env
+(as ours gets it, behind SB3's ``VecEnv`` interface), which tells a gap the environments make from
+one the agents make (tests/agents/test_sb3_a2c.py pins our update to SB3's on the same rollouts).
 
-Writes ``OUT/ours_s<seed>/`` (a train.py run; an unfinished one is resumed) and
-``OUT/sb3_s<seed>.json`` (every finished training episode: steps, raw score), skipping runs that
-are done; prints a markdown table of the mean training return per bin of ``--bin`` steps (mean
-over seeds; with several seeds, their range) and draws ``OUT/parity.png`` (or ``--png``).
+Writes ``OUT/ours_s<seed>/`` (a train.py run; an unfinished one is resumed),
+``OUT/sb3_s<seed>.json`` (every finished training episode: steps, raw score) and with
+``--sb3-on-our-env`` ``OUT/sb3_our_env_s<seed>.json``, skipping runs that are done; prints a
+markdown table of the mean training return per bin of ``--bin`` steps (mean over seeds; with
+several seeds, their range) and draws ``OUT/parity.png`` (or ``--png``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +48,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.atari_learning import binned, read_run, save_png  # noqa: E402
+
+# the side of SB3's A2C on our env (--sb3-on-our-env): its results' file prefix and table key
+OUR_ENV = "sb3_our_env"
 
 # SB3's make_atari_env on <Game>NoFrameskip-v4, in our config's terms
 PROTOCOL = [
@@ -64,8 +73,66 @@ def ours_argv(game: str, steps: int, seed: int, run_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def sb3_run(env_id: str, steps: int, seed: int, out: Path) -> None:
-    """Train SB3's zoo A2C on ``env_id`` (a NoFrameskip-v4 id) and write its episodes to ``out``."""
+def our_env_for_sb3(game: str, seed: int) -> Any:
+    """Our Atari env as train.py builds it for our side of the check (the preset's settings and
+    :data:`PROTOCOL`), behind SB3's ``VecEnv`` interface; ``episodes`` lists every finished game
+    as (steps so far, raw score)."""
+    from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+    from agents.config import load_config, to_dict
+    from envs.factory import make_multitask_env
+
+    cfg = load_config(ROOT / "configs" / "atari_a2c.yaml", PROTOCOL)
+    env = make_multitask_env(
+        "atari", [game], cfg.env.num_envs_per_task, **to_dict(cfg)["env"]["atari"]
+    )
+
+    class OurEnv(VecEnv):
+        def __init__(self) -> None:
+            super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
+            self.steps = 0
+            self.episodes: list[tuple[int, float]] = []
+
+        def reset(self) -> np.ndarray:
+            return env.reset(seed=seed)
+
+        def step_async(self, actions: np.ndarray) -> None:
+            env.step_async(np.asarray(actions).reshape(-1))
+
+        def step_wait(self) -> tuple:
+            res = env.step_wait()
+            self.steps += self.num_envs
+            self.episodes += [(self.steps, float(ep.ret)) for ep in res.episodes]
+            done = res.terminated | res.truncated
+            infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+            for i in np.flatnonzero(done):  # SB3 bootstraps a truncated episode from this
+                infos[i]["terminal_observation"] = res.final_obs[i]
+                infos[i]["TimeLimit.truncated"] = bool(res.truncated[i] and not res.terminated[i])
+            return res.obs, res.reward, done, infos
+
+        def close(self) -> None:
+            env.close()
+
+        def get_attr(self, name: str, indices: Any = None) -> list[Any]:
+            return [None] * self.num_envs
+
+        def set_attr(self, name: str, value: Any, indices: Any = None) -> None:
+            pass
+
+        def env_method(
+            self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any
+        ) -> list[Any]:
+            return [None] * self.num_envs
+
+        def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+            return [False] * self.num_envs
+
+    return OurEnv()
+
+
+def sb3_run(env_id: str, steps: int, seed: int, out: Path, our_env: str | None = None) -> None:
+    """Train SB3's zoo A2C on ``env_id`` (a NoFrameskip-v4 id), or on our env of the game
+    ``our_env`` (:func:`our_env_for_sb3`), and write its episodes to ``out``."""
     import torch
 
     torch.set_num_threads(1)
@@ -78,8 +145,12 @@ def sb3_run(env_id: str, steps: int, seed: int, out: Path) -> None:
     from stable_baselines3.common.vec_env import VecFrameStack
 
     gym.register_envs(ale_py)
-    env = VecFrameStack(make_atari_env(env_id, n_envs=16, seed=seed), 4)
     episodes: list[tuple[int, float]] = []
+    if our_env is not None:
+        env = our_env_for_sb3(our_env, seed)
+        episodes = env.episodes  # the env counts whole games itself (no Monitor in it)
+    else:
+        env = VecFrameStack(make_atari_env(env_id, n_envs=16, seed=seed), 4)
 
     class Episodes(BaseCallback):
         def _on_step(self) -> bool:
@@ -110,14 +181,22 @@ def sb3_env_id(game: str) -> str:
     return v5.removeprefix("ALE/").removesuffix("-v5") + "NoFrameskip-v4"
 
 
-def run_all(game: str, steps: int, seeds: list[int], out: Path, workers: int) -> None:
-    """Every (side, seed) run not yet done, ``workers`` at a time, each its own process."""
+def run_all(
+    game: str, steps: int, seeds: list[int], out: Path, workers: int, our_env: bool = False
+) -> None:
+    """Every (side, seed) run not yet done, ``workers`` at a time, each its own process;
+    ``our_env`` adds SB3's A2C on our env."""
     env_id = sb3_env_id(game)
     jobs: list[list[str]] = []  # each a script and its arguments
+    sb3_sides: list[tuple[str, list[str]]] = [("sb3", [])]  # file prefix, worker's extra args
+    if our_env:
+        sb3_sides.append((OUR_ENV, ["--our-env", game]))
     for seed in seeds:
-        result = out / f"sb3_s{seed}.json"
-        if not result.is_file():
-            jobs.append([__file__, "--sb3-run", env_id, str(steps), str(seed), str(result)])
+        for prefix, extra in sb3_sides:
+            result = out / f"{prefix}_s{seed}.json"
+            if not result.is_file():
+                sb3 = ["--sb3-run", env_id, str(steps), str(seed), str(result), *extra]
+                jobs.append([__file__, *sb3])
         run = out / f"ours_s{seed}"
         if not (run / "summary.json").is_file():
             jobs.append([str(ROOT / "train.py"), *ours_argv(game, steps, seed, run)])
@@ -136,13 +215,15 @@ def run_all(game: str, steps: int, seeds: list[int], out: Path, workers: int) ->
 def load(out: Path) -> tuple[dict[str, dict[int, np.ndarray]], str]:
     """{"ours"|"sb3": {seed: (n, 2) array of (steps, return)}} of the finished runs in ``out``,
     and the game (ours' name for it)."""
-    sides: dict[str, dict[int, np.ndarray]] = {"ours": {}, "sb3": {}}
+    sides: dict[str, dict[int, np.ndarray]] = {"ours": {}, "sb3": {}, OUR_ENV: {}}
     games: set[str] = set()
-    for path in sorted(out.glob("sb3_s*.json")):
-        eps = json.loads(path.read_text())["episodes"]
-        if not eps:
-            raise ValueError(f"{path} holds no finished episode; train for more --steps")
-        sides["sb3"][int(path.stem[5:])] = np.array(eps, dtype=float).reshape(-1, 2)
+    for side in ("sb3", OUR_ENV):
+        for path in sorted(out.glob(f"{side}_s*.json")):
+            eps = json.loads(path.read_text())["episodes"]
+            if not eps:
+                raise ValueError(f"{path} holds no finished episode; train for more --steps")
+            seed = int(path.stem.removeprefix(f"{side}_s"))
+            sides[side][seed] = np.array(eps, dtype=float).reshape(-1, 2)
     for run in sorted(out.glob("ours_s*")):
         if (run / "summary.json").is_file():
             try:
@@ -163,6 +244,8 @@ def load(out: Path) -> tuple[dict[str, dict[int, np.ndarray]], str]:
         )
     if len(games) > 1:
         raise ValueError(f"{out} holds runs of several games ({', '.join(sorted(games))})")
+    if not sides[OUR_ENV]:
+        del sides[OUR_ENV]
     return sides, games.pop()
 
 
@@ -182,15 +265,18 @@ def report(sides: dict[str, dict[int, np.ndarray]], bin_steps: int) -> tuple[str
         return mean if len(m) == 1 else f"{mean} ({np.nanmin(m):.1f}-{np.nanmax(m):.1f})"
 
     n = {s: len(r) for s, r in sides.items()}
+    third = OUR_ENV in sides
     lines = [
-        f"| steps | ours ({n['ours']} seeds) | SB3 A2C ({n['sb3']} seeds) | ours / SB3 |",
-        "|---|---:|---:|---:|",
+        f"| steps | ours ({n['ours']} seeds) | SB3 A2C ({n['sb3']} seeds) | ours / SB3 |"
+        + (f" SB3 A2C on our env ({n[OUR_ENV]} seeds) |" if third else ""),
+        "|---|---:|---:|---:|" + ("---:|" if third else ""),
     ]
     for b in range(len(edges) - 1):
         o, s = per["ours"][:, b], per["sb3"][:, b]
         ratio = np.nanmean(o) / np.nanmean(s) if not np.isnan(s).all() else float("nan")
         lines.append(
             f"| {edges[b]:,.0f}-{edges[b + 1]:,.0f} | {cell(o)} | {cell(s)} | {ratio:.2f} |"
+            + (f" {cell(per[OUR_ENV][:, b])} |" if third else "")
         )
     return "\n".join(lines), {"edges": edges, **per}
 
@@ -205,7 +291,13 @@ def plot(data: dict, png: Path, game: str) -> None:
     edges = data["edges"]
     mid = (edges[:-1] + edges[1:]) / 2 / 1e6
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
-    for side, label in (("ours", "ours (a2c_multitask, 1 game)"), ("sb3", "SB3 A2C (zoo)")):
+    for side, label in (
+        ("ours", "ours (a2c_multitask, 1 game)"),
+        ("sb3", "SB3 A2C (zoo)"),
+        (OUR_ENV, "SB3 A2C on our env"),
+    ):
+        if side not in data:
+            continue
         m = data[side]
         ax.plot(mid, np.nanmean(m, 0), marker="o", ms=3, label=label)
         if len(m) > 1:
@@ -226,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--sb3-run"]:  # one SB3 run, in its own process (run_all)
         env_id, steps, seed, out = argv[1:5]
-        sb3_run(env_id, int(steps), int(seed), Path(out))
+        our_env = argv[6] if argv[5:6] == ["--our-env"] else None
+        sb3_run(env_id, int(steps), int(seed), Path(out), our_env)
         return 0
     p = Parser(
         prog="bench/sb3_parity.py",
@@ -241,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="directory of the runs (trains what is missing)")
     p.add_argument("--from-dir", type=Path, help="report on the runs in this directory only")
     p.add_argument("--png", type=Path, help="the figure (default: <dir>/parity.png)")
+    p.add_argument(
+        "--sb3-on-our-env",
+        action="store_true",
+        help="also train SB3's A2C on our env (tells the env's share of a gap from the agent's)",
+    )
     args = p.parse_args(argv)
     if (args.out is None) == (args.from_dir is None):
         p.error("give --out DIR (train what is missing, then report) or --from-dir DIR (report)")
@@ -250,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     with sigint_raises():
         try:
             if args.out is not None:
-                run_all(args.game, args.steps, args.seeds, out, args.workers)
+                run_all(args.game, args.steps, args.seeds, out, args.workers, args.sb3_on_our_env)
             sides, game = load(out)
             text, data = report(sides, args.bin)
         except ValueError as e:  # bad input: ConfigError, EnvError, UnknownNameError included

@@ -3,7 +3,9 @@ and bad input as one error line."""
 
 import json
 import subprocess
+from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
@@ -72,6 +74,21 @@ def test_report_by_hand():
     assert text.splitlines()[0].startswith("| steps | ours (2 seeds) | SB3 A2C (1 seeds) |")
 
 
+def test_report_with_sb3_on_our_env_by_hand():
+    sides = {
+        "ours": {0: np.array([[10, 100.0], [60, 200.0]])},
+        "sb3": {0: np.array([[30, 100.0], [70, 150.0]])},
+        sp.OUR_ENV: {0: np.array([[5, 80.0], [55, 40.0]]), 2: np.array([[20, 20.0], [99, 60.0]])},
+    }
+    text, data = sp.report(sides, 50)
+    assert text.splitlines()[0].endswith("| ours / SB3 | SB3 A2C on our env (2 seeds) |")
+    assert text.splitlines()[2:] == [
+        "| 0-50 | 100.0 | 100.0 | 1.00 | 50.0 (20.0-80.0) |",
+        "| 50-100 | 200.0 | 150.0 | 1.33 | 50.0 (40.0-60.0) |",
+    ]
+    np.testing.assert_allclose(data[sp.OUR_ENV], [[80.0, 40.0], [20.0, 60.0]])
+
+
 def test_from_dir_reports_and_draws(tmp_path, capsys):
     write_ours(tmp_path / "ours_s0", [(10, 100.0), (60, 200.0)])
     write_ours(tmp_path / "ours_s1", [(10, 5.0)], finished=False)  # unfinished: not read
@@ -101,6 +118,14 @@ def test_run_all_starts_only_what_is_missing(tmp_path, monkeypatch):
     assert sb3[1:] == ["--sb3-run", "SpaceInvadersNoFrameskip-v4", "1000", "1", out]
     ours = next(c for c in calls if c[0].endswith("train.py"))
     assert ours[1:] == ["--resume", str(tmp_path / "ours_s1")]
+
+    calls.clear()
+    sp.run_all("SpaceInvaders", 1000, [0], tmp_path, workers=1, our_env=True)
+    out = str(tmp_path / "sb3_our_env_s0.json")  # the only run of seed 0 not yet done
+    env_id = "SpaceInvadersNoFrameskip-v4"
+    assert calls == [
+        [sp.__file__, "--sb3-run", env_id, "1000", "0", out, "--our-env", "SpaceInvaders"]
+    ]
 
     monkeypatch.setattr(sp.subprocess, "run", lambda cmd, cwd: subprocess.CompletedProcess(cmd, 3))
     with pytest.raises(RuntimeError, match="exited with 3"):
@@ -145,3 +170,77 @@ def test_sb3_side_runs_and_writes_its_episodes(tmp_path):
     data = json.loads(out.read_text())
     assert data == {"env_id": "PongNoFrameskip-v4", "steps": 160, "episodes": []}
     assert [p.name for p in tmp_path.iterdir()] == ["sb3_s0.json"]
+
+
+def test_our_env_behind_sb3s_interface(monkeypatch):
+    """The VecEnv SB3 trains on is ours with the preset's settings and SB3's protocol; episode
+    ends become SB3's dones and infos, whole games its episode list."""
+    from envs.base import EpisodeStat, StepResult
+
+    made = {}
+
+    class Scripted:
+        num_envs = 2
+        single_observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+        single_action_space = gym.spaces.Discrete(6)
+
+        def reset(self, seed=None):
+            made["seed"] = seed
+            return np.zeros((2, 4, 84, 84), np.uint8)
+
+        def step_async(self, actions):
+            made["actions"] = actions
+
+        def step_wait(self):
+            obs = np.ones((2, 4, 84, 84), np.uint8)
+            final = obs.copy()
+            final[1] = 7
+            res = StepResult(
+                obs,
+                np.array([1.0, -1.0], np.float32),
+                np.array([True, False]),
+                np.array([False, True]),
+                final,
+                [EpisodeStat(0, 250.0, 900, 0)],
+            )
+            return res
+
+    def make(suite, tasks, num_envs_per_task, **kwargs):
+        made.update(suite=suite, tasks=tasks, envs=num_envs_per_task, **kwargs)
+        return Scripted()
+
+    monkeypatch.setattr("envs.factory.make_multitask_env", make)
+    env = sp.our_env_for_sb3("SpaceInvaders", 5)
+    assert made["suite"] == "atari" and made["tasks"] == ["SpaceInvaders"] and made["envs"] == 16
+    assert made["repeat_action_probability"] == 0 and made["terminal_on_life_loss"] is True
+    assert made["full_action_space"] is False and made["clip_rewards"] is True
+    assert env.reset().shape == (2, 4, 84, 84) and made["seed"] == 5
+    env.step_async(np.array([[3], [4]]))  # SB3 may hand actions as a column
+    obs, reward, done, infos = env.step_wait()
+    np.testing.assert_array_equal(made["actions"], [3, 4])
+    np.testing.assert_array_equal(done, [True, True])
+    np.testing.assert_array_equal(reward, [1.0, -1.0])
+    assert obs.max() == 1  # the next step's frames (the reset's after an end)
+    assert infos[0]["TimeLimit.truncated"] is False and infos[1]["TimeLimit.truncated"] is True
+    assert infos[1]["terminal_observation"].max() == 7  # the last frame, not the reset's
+    assert env.episodes == [(2, 250.0)]
+
+
+def test_worker_mode_passes_our_env(monkeypatch):
+    got = []
+    monkeypatch.setattr(sp, "sb3_run", lambda *a: got.append(a))
+    argv = ["--sb3-run", "PongNoFrameskip-v4", "160", "1", "o.json"]
+    assert sp.main(argv) == 0 and sp.main([*argv, "--our-env", "Pong"]) == 0
+    assert got == [
+        ("PongNoFrameskip-v4", 160, 1, Path("o.json"), None),
+        ("PongNoFrameskip-v4", 160, 1, Path("o.json"), "Pong"),
+    ]
+
+
+@pytest.mark.atari
+def test_sb3_on_our_env_runs_and_writes_its_episodes(tmp_path):
+    """SB3's A2C on our real env for two updates of 16 envs (no game ends in 10 steps)."""
+    out = tmp_path / "sb3_our_env_s0.json"
+    sp.sb3_run("SpaceInvadersNoFrameskip-v4", 160, 0, out, our_env="SpaceInvaders")
+    data = json.loads(out.read_text())
+    assert data == {"env_id": "SpaceInvadersNoFrameskip-v4", "steps": 160, "episodes": []}
