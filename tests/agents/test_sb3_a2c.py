@@ -12,7 +12,6 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import pytest
 import torch
 
 from agents.config import load_config
@@ -111,7 +110,6 @@ def fill_sb3_buffer(model, rollout, episode_start: np.ndarray) -> np.ndarray:
 
 
 def test_three_updates_match_sb3_a2c(tmp_path):
-    pytest.importorskip("stable_baselines3")
     torch.manual_seed(0)
     overrides = [f"env.num_envs_per_task={ENVS}", "agent.rmsprop_init=0", "agent.eps=1e-5"]
     cfg = load_config(ROOT / "configs" / "atari_a2c.yaml", overrides)
