@@ -256,7 +256,11 @@ def report(sides: dict[str, dict[int, np.ndarray]], bin_steps: int) -> tuple[str
     edges = np.arange(0.0, last + bin_steps, bin_steps)
     if len(edges) < 2:
         edges = np.array([0.0, last])
-    per = {s: np.stack([binned(p, edges) for p in runs.values()]) for s, runs in sides.items()}
+    # a longer run's later episodes are left out, not lumped into the last bin (binned's clip)
+    per = {
+        s: np.stack([binned(p[p[:, 0] <= edges[-1]], edges) for p in runs.values()])
+        for s, runs in sides.items()
+    }
 
     def cell(m: np.ndarray) -> str:
         if np.isnan(m).all():

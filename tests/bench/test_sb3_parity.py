@@ -80,6 +80,7 @@ def test_report_with_sb3_on_our_env_by_hand():
         "sb3": {0: np.array([[30, 100.0], [70, 150.0]])},
         sp.OUR_ENV: {0: np.array([[5, 80.0], [55, 40.0]]), 2: np.array([[20, 20.0], [99, 60.0]])},
     }
+    sides["ours"][0] = np.vstack([sides["ours"][0], [[150, 900.0]]])  # past every bin: left out
     text, data = sp.report(sides, 50)
     assert text.splitlines()[0].endswith("| ours / SB3 | SB3 A2C on our env (2 seeds) |")
     assert text.splitlines()[2:] == [
