@@ -213,8 +213,8 @@ def run_all(
 
 
 def load(out: Path) -> tuple[dict[str, dict[int, np.ndarray]], str]:
-    """{"ours"|"sb3": {seed: (n, 2) array of (steps, return)}} of the finished runs in ``out``,
-    and the game (ours' name for it)."""
+    """{"ours"|"sb3"|OUR_ENV: {seed: (n, 2) array of (steps, return)}} of the finished runs in
+    ``out`` (OUR_ENV only when it has runs), and the game (ours' name for it)."""
     sides: dict[str, dict[int, np.ndarray]] = {"ours": {}, "sb3": {}, OUR_ENV: {}}
     games: set[str] = set()
     for side in ("sb3", OUR_ENV):

@@ -76,11 +76,10 @@ def test_report_by_hand():
 
 def test_report_with_sb3_on_our_env_by_hand():
     sides = {
-        "ours": {0: np.array([[10, 100.0], [60, 200.0]])},
+        "ours": {0: np.array([[10, 100.0], [60, 200.0], [150, 900.0]])},  # 150: past every bin
         "sb3": {0: np.array([[30, 100.0], [70, 150.0]])},
         sp.OUR_ENV: {0: np.array([[5, 80.0], [55, 40.0]]), 2: np.array([[20, 20.0], [99, 60.0]])},
     }
-    sides["ours"][0] = np.vstack([sides["ours"][0], [[150, 900.0]]])  # past every bin: left out
     text, data = sp.report(sides, 50)
     assert text.splitlines()[0].endswith("| ours / SB3 | SB3 A2C on our env (2 seeds) |")
     assert text.splitlines()[2:] == [
@@ -196,7 +195,7 @@ def test_our_env_behind_sb3s_interface(monkeypatch):
             obs = np.ones((2, 4, 84, 84), np.uint8)
             final = obs.copy()
             final[1] = 7
-            res = StepResult(
+            return StepResult(
                 obs,
                 np.array([1.0, -1.0], np.float32),
                 np.array([True, False]),
@@ -204,7 +203,6 @@ def test_our_env_behind_sb3s_interface(monkeypatch):
                 final,
                 [EpisodeStat(0, 250.0, 900, 0)],
             )
-            return res
 
     def make(suite, tasks, num_envs_per_task, **kwargs):
         made.update(suite=suite, tasks=tasks, envs=num_envs_per_task, **kwargs)
