@@ -61,8 +61,11 @@ def read_run(run_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray
 
 def binned(points: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Mean value of the points in each ``[edges[i], edges[i+1])`` bin (the last bin closed);
-    NaN where a bin has none."""
-    idx = np.clip(np.searchsorted(edges, points[:, 0], side="right") - 1, 0, len(edges) - 2)
+    NaN where a bin has none. Points outside the edges are in no bin (a longer run's later
+    episodes, compared over a shorter run's span)."""
+    inside = (points[:, 0] >= edges[0]) & (points[:, 0] <= edges[-1])
+    points = points[inside]
+    idx = np.minimum(np.searchsorted(edges, points[:, 0], side="right") - 1, len(edges) - 2)
     out = np.full(len(edges) - 1, np.nan)
     for b in range(len(out)):
         if (idx == b).any():

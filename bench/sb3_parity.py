@@ -256,11 +256,7 @@ def report(sides: dict[str, dict[int, np.ndarray]], bin_steps: int) -> tuple[str
     edges = np.arange(0.0, last + bin_steps, bin_steps)
     if len(edges) < 2:
         edges = np.array([0.0, last])
-    # a longer run's later episodes are left out, not lumped into the last bin (binned's clip)
-    per = {
-        s: np.stack([binned(p[p[:, 0] <= edges[-1]], edges) for p in runs.values()])
-        for s, runs in sides.items()
-    }
+    per = {s: np.stack([binned(p, edges) for p in runs.values()]) for s, runs in sides.items()}
 
     def cell(m: np.ndarray) -> str:
         if np.isnan(m).all():
@@ -286,7 +282,7 @@ def report(sides: dict[str, dict[int, np.ndarray]], bin_steps: int) -> tuple[str
 
 
 def plot(data: dict, png: Path, game: str) -> None:
-    """Both sides' binned returns (mean over seeds, shaded range) against steps."""
+    """Each side's binned returns (mean over seeds, shaded range) against steps."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -15,6 +15,8 @@ def test_binned_means_close_the_last_bin():
     means = binned(pts, np.array([0.0, 5.0, 10.0]))
     np.testing.assert_allclose(means, [2.0, 16.0 / 3.0])  # step 10 joins the last bin
     assert math.isnan(binned(pts[:2], np.array([0.0, 5.0, 10.0]))[1])  # an empty bin is NaN
+    # points past the edges are in no bin (not lumped into the last one)
+    np.testing.assert_allclose(binned(pts, np.array([0.0, 5.0])), [14.0 / 3.0])  # 0, 4, 5
 
 
 def test_report_from_a_run_log(tmp_path):
