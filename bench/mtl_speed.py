@@ -98,6 +98,9 @@ def measure(
         # gradient reversal with no adversary would time a plain sum: the last task is one
         extra = {"adversarial": [tasks - 1]} if method == "gradient_reversal" else {}
         weighting = W.build(method, tasks, **extra)
+        adopt_layer = getattr(weighting, "adopt_layer", None)
+        if callable(adopt_layer) and mode == "params":  # GradNorm's W, as the Trainer hands it
+            adopt_layer(model.last_shared_layer(), model)
     opt = torch.optim.Adam(
         [*model.parameters(), *(weighting.parameters() if weighting else [])], lr=1e-4
     )

@@ -170,7 +170,7 @@ class Trainer:
         self._adopt_weighting_parameters()
         adopt_layer = getattr(self.weighting, "adopt_layer", None)  # GradNorm's W
         if callable(adopt_layer) and not self.use_features:
-            adopt_layer(self.model.last_shared_layer())
+            adopt_layer(self.model.last_shared_layer(), self.model)
         check_sharing(self.model, self.weighting, self.use_features)
 
     # --- setup --------------------------------------------------------------------------------

@@ -597,6 +597,44 @@ def test_trainer_hands_gradnorm_the_models_last_shared_layer():
     assert hard.last_shared_layer() == [hard.trunk[-2].weight]
 
 
+@pytest.mark.parametrize("arch", ["hard_sharing", "mmoe"])
+def test_trainer_gradnorm_takes_its_norms_from_the_linear_layers_forward(monkeypatch, arch):
+    """The Trainer hands GradNorm the model, whose last shared layers are nn.Linear: the steps
+    then form no per-task weight gradients (mtrl.weighting.linear_tap), with the weights the
+    plain path gives."""
+    import mtrl.weighting.gradnorm as gradnorm_module
+
+    x, y = regression_data(32)
+
+    def weights() -> torch.Tensor:
+        torch.manual_seed(0)
+        model = build_mlp(arch, 4, [8, 8], [1, 1])
+        gradnorm = build_weighting("gradnorm", 2, optimizer="sgd", lr=0.5)
+        trainer = Trainer(
+            model,
+            gradnorm,
+            torch.optim.SGD(model.parameters(), lr=0.01),
+            [F.mse_loss] * 2,
+            train_data=(x, y),
+            progress=False,
+        )
+        for _ in range(3):
+            trainer.train_step(x, [y[:, 0], y[:, 1]])
+        return gradnorm.task_weights.detach().clone()
+
+    with monkeypatch.context() as patch:  # no linear layers found: the plain path
+        patch.setattr(gradnorm_module.LinearTap, "find", classmethod(lambda cls, *a: None))
+        plain = weights()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("GradNorm formed the per-task weight gradients")
+
+    monkeypatch.setattr(gradnorm_module, "task_gradients", refuse)
+    tapped = weights()
+    torch.testing.assert_close(tapped, plain)
+    assert not torch.allclose(tapped, torch.ones(2))
+
+
 def test_fit_stops_after_an_epoch_when_asked(tmp_path):
     trainer = make_trainer("equal", tmp_path, epochs=5)
     summary = trainer.fit(stop=lambda: trainer.epoch >= 2)
