@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._zoo import ZOO_A2C, ZOO_RMSPROP_EPS  # noqa: E402
 from bench.atari_learning import binned, read_run, save_png  # noqa: E402
 
 # the side of SB3's A2C on our env (--sb3-on-our-env): its results' file prefix and table key
@@ -159,11 +160,8 @@ def sb3_run(env_id: str, steps: int, seed: int, out: Path, our_env: str | None =
                     episodes.append((self.num_timesteps, float(info["episode"]["r"])))
             return True
 
-    model = A2C(
-        "CnnPolicy", env, n_steps=5, learning_rate=7e-4, ent_coef=0.01, vf_coef=0.25, seed=seed,
-        policy_kwargs={"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"eps": 1e-5}},
-        device="cpu",
-    )  # fmt: skip
+    optimizer = {"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"eps": ZOO_RMSPROP_EPS}}
+    model = A2C("CnnPolicy", env, **ZOO_A2C, seed=seed, device="cpu", policy_kwargs=optimizer)
     model.learn(steps, callback=Episodes())
     env.close()
     tmp = out.with_name(f".{out.name}.tmp")

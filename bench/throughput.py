@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from bench._machine import cpu_count, cpu_name  # noqa: E402
 from bench._ratios import ratio_cell  # noqa: E402
+from bench._zoo import ZOO_A2C, ZOO_RMSPROP_EPS  # noqa: E402
 
 # FTZ/DAZ as Runner.run sets it while training (agents.seeding.flushing_denormals); the rows here
 # call collect/train_step directly. SB3 in this process gets the same mode.
@@ -130,13 +131,10 @@ class SB3:
         self.model = A2C(
             "CnnPolicy",
             self.env,
-            n_steps=n_steps,
-            learning_rate=7e-4,
-            ent_coef=0.01,
-            vf_coef=0.25,
+            **{**ZOO_A2C, "n_steps": n_steps},  # our config's rollout length, for like steps
             policy_kwargs={
                 "optimizer_class": torch.optim.RMSprop,
-                "optimizer_kwargs": {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0},
+                "optimizer_kwargs": {"alpha": 0.99, "eps": ZOO_RMSPROP_EPS, "weight_decay": 0},
             },
             device="cpu" if not torch.cuda.is_available() else "auto",
             verbose=0,

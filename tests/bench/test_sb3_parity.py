@@ -163,13 +163,32 @@ def test_runs_without_episodes_are_named(tmp_path, capsys):
 
 
 @pytest.mark.atari
-def test_sb3_side_runs_and_writes_its_episodes(tmp_path):
-    """SB3's zoo A2C through the real APIs, for two updates of 16 envs (no episode ends)."""
+def test_sb3_side_runs_and_writes_its_episodes(tmp_path, monkeypatch):
+    """SB3's zoo A2C through the real APIs, for two updates of 16 envs (no episode ends), with
+    the zoo's hyperparameters and optimiser."""
+    import stable_baselines3
+    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+
+    built = []
+
+    class Recorded(stable_baselines3.A2C):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(stable_baselines3, "A2C", Recorded)
     out = tmp_path / "sb3_s0.json"
     sp.sb3_run("PongNoFrameskip-v4", 160, 0, out)
     data = json.loads(out.read_text())
     assert data == {"env_id": "PongNoFrameskip-v4", "steps": 160, "episodes": []}
     assert [p.name for p in tmp_path.iterdir()] == ["sb3_s0.json"]
+    (kwargs,) = built
+    zoo = {"n_steps": 5, "learning_rate": 7e-4, "ent_coef": 0.01, "vf_coef": 0.25, "seed": 0}
+    assert {k: kwargs[k] for k in zoo} == zoo
+    assert kwargs["policy_kwargs"] == {
+        "optimizer_class": RMSpropTFLike,
+        "optimizer_kwargs": {"eps": 1e-5},
+    }
 
 
 def test_our_env_behind_sb3s_interface(monkeypatch):
