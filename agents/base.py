@@ -8,8 +8,8 @@ or (K,) per-task diagnostics). Agents hold no env or logging code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import torch
@@ -58,6 +58,7 @@ class Agent(nn.Module):
         self.num_tasks = num_tasks
         self.obs_shape = tuple(obs_shape)  # one env's observation; () skips the input check
         self._encoders: list[nn.Module] | None = None  # found on first use (agents.replay)
+        self.replayed: set[int] = set()  # ids of the parameters the last loss pass replayed
 
     def check_obs(self, obs: Tensor, tasks: slice | None = None, per_task: bool = True) -> None:
         """ValueError naming the expected layout unless ``obs`` is (K, E, *obs_shape), K being the
@@ -105,10 +106,20 @@ class Agent(nn.Module):
         with recording(self._tapes(), t, tasks, self.num_tasks):
             return self.act(obs, greedy=False, tasks=tasks)
 
-    def replay(self) -> AbstractContextManager[None]:
+    @contextmanager
+    def replay(self) -> Iterator[None]:
         """Context for the loss pass over ``rollout.step_obs()``: encoders that recorded the whole
-        rollout return their recorded activations (same values, backward only)."""
-        return replaying(self._tapes())
+        rollout return their recorded activations (same values, backward only). ``replayed``
+        holds afterwards the ``id`` of every parameter of those encoders (:mod:`agents.blocked`)."""
+        tapes = self._tapes()
+        with replaying(tapes):
+            self.replayed = {
+                id(p)
+                for enc, tape in zip(self._encoder_modules(), tapes, strict=True)
+                if tape.replaying
+                for p in enc.parameters()
+            }
+            yield
 
     @torch.no_grad()
     def values(self, obs: Tensor, tasks: slice | None = None) -> Tensor:

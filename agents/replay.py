@@ -23,6 +23,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from agents.blocked import BlockedGrads, open_blocks
 from agents.linear import linear_backward
 
 
@@ -41,12 +42,16 @@ class _ReplayConv(torch.autograd.Function):
     ) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.groups = list(stride), groups
+        ctx.ids = (id(weight), id(bias))  # agents.blocked's keys
         return out.view_as(out)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
+        sink = open_blocks(x.shape[0]) if ctx.groups == 1 else None
+        if sink is not None and (need[1] or need[2]):
+            return _blocked_conv_backward(ctx, sink, grad, x, weight)
         one = x.shape[0] == 1  # as conv2d's forward on two copies (see conv2d below)
         if one:
             x, grad = _two_copies(x), torch.cat([grad, torch.zeros_like(grad)])
@@ -57,6 +62,33 @@ class _ReplayConv(torch.autograd.Function):
         if one and gx is not None:
             gx = gx[:1]
         return gx, gw, gb, None, None, None
+
+
+def _blocked_conv_backward(
+    ctx: Any, sink: BlockedGrads, grad: Tensor, x: Tensor, weight: Tensor
+) -> tuple[Tensor | None, ...]:
+    """:class:`_ReplayConv`'s backward with its weight and bias gradients taken per task block
+    of rows (recorded in ``sink``) and returned summed (:mod:`agents.blocked`)."""
+    need = ctx.needs_input_grad
+
+    def conv_backward(g: Tensor, h: Tensor, mask: list[bool]) -> tuple[Tensor | None, ...]:
+        return torch.ops.aten.convolution_backward(
+            g, h, weight, [weight.shape[0]], ctx.stride, [0, 0], [1, 1], False, [0, 0], 1, mask
+        )
+
+    gx = conv_backward(grad, x, [True, False, False])[0] if need[0] else None
+    k = sink.num_tasks
+    parts = [
+        conv_backward(g, h, [False, need[1], need[2]])
+        for g, h in zip(grad.chunk(k), x.chunk(k), strict=True)
+    ]
+    sums: list[Tensor | None] = [None, None]
+    for j, param_id in enumerate(ctx.ids):
+        if need[1 + j]:
+            per_task = torch.stack([cast(Tensor, p[1 + j]) for p in parts])
+            sink.add(param_id, per_task)
+            sums[j] = per_task.sum(0)
+    return gx, sums[0], sums[1], None, None, None
 
 
 def _two_copies(h: Tensor) -> Tensor:
@@ -81,13 +113,29 @@ class _ReplayLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, out: Tensor) -> Tensor:
         ctx.save_for_backward(x, weight)
+        ctx.ids = (id(weight), id(bias))  # agents.blocked's keys
         return out.view_as(out)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
-        gx, gw, gb = linear_backward(grad, x, weight, ctx.needs_input_grad[:3])
-        return gx, gw, gb, None
+        need = ctx.needs_input_grad[:3]
+        sink = open_blocks(x.shape[0]) if weight.shape[0] == 1 else None
+        if sink is None or x.shape[0] != sink.num_tasks or not (need[1] or need[2]):
+            gx, gw, gb = linear_backward(grad, x, weight, need)
+            return gx, gw, gb, None
+        # one map for every row, rows (K, N, in) task-major: per-task gradients (agents.blocked)
+        gx = linear_backward(grad, x, weight, (need[0], False, False))[0]
+        per_task = (
+            torch.bmm(x.transpose(1, 2), grad).unsqueeze(1) if need[1] else None,  # (K, 1, in, out)
+            grad.sum(1, keepdim=True).unsqueeze(1) if need[2] else None,  # (K, 1, 1, out)
+        )
+        sums: list[Tensor | None] = [None, None]
+        for j, param_id in enumerate(ctx.ids):
+            if (grads := per_task[j]) is not None:
+                sink.add(param_id, grads)
+                sums[j] = grads.sum(0)
+        return gx, sums[0], sums[1], None
 
 
 class Tape:

@@ -17,6 +17,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from torch import Tensor
 
 from agents import runstate
 from agents.base import Agent, make_optimizer
+from agents.blocked import blocked_task_gradients
 from agents.checkpoint import remove_stale_temps, save_rotating, step_files
 from agents.config import to_yaml
 from agents.config_schema import Config
@@ -42,6 +44,7 @@ from mtrl.io import atomic_write
 from mtrl.state import state_snapshot
 from mtrl.weighting import build as build_weighting
 from mtrl.weighting.base import InternalOptimizerMixin, LossWeighting
+from mtrl.weighting.grads import task_gradient_provider
 
 if TYPE_CHECKING:
     from envs.base import MultiTaskVecEnv, StepResult
@@ -193,7 +196,7 @@ class Runner:
         finite = bool(torch.isfinite(task_losses.detach()).all())
         if finite:
             saved = state_snapshot(self.weighting)  # clones: a fraction of deepcopy's cost
-            weights = self.weighting.backward(task_losses, self.agent.shared_parameters())
+            weights = self.weighting_backward(task_losses)
             grad_norm, finite = self.clip_gradients()
             if not finite:  # undo what the weighting method learned from this batch
                 self.weighting.load_state_dict(saved)
@@ -208,6 +211,15 @@ class Runner:
         self.update += 1
         self._track_learning_return()
         return update_scalars(terms, task_losses, grad_norm, weights, self.env.task_names)
+
+    def weighting_backward(self, task_losses: Tensor) -> Tensor:
+        """The weighting's backward of the task losses (K,) over the shared parameters; returns
+        its weights. When the loss pass replayed, its rows are task-major through replayed
+        layers, and per-task gradients of those take one backward (:mod:`agents.blocked`)."""
+        replayed = self.agent.replayed
+        blocks = partial(blocked_task_gradients, replayed=replayed) if replayed else None
+        with task_gradient_provider(blocks):
+            return self.weighting.backward(task_losses, self.agent.shared_parameters())
 
     def clip_gradients(self) -> tuple[float, bool]:
         """Scale and clip the gradients per learner (:func:`agents.guards.clip_and_check`);

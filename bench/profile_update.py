@@ -98,7 +98,7 @@ def profile(agent: str, updates: int, overrides: list[str], torch_rmsprop: bool)
             for opt in runner.optimizers:
                 opt.zero_grad(set_to_none=True)
             t2 = time.perf_counter()
-            runner.weighting.backward(losses, runner.agent.shared_parameters())
+            runner.weighting_backward(losses)
             t3 = time.perf_counter()
             runner.clip_gradients()
             t4 = time.perf_counter()

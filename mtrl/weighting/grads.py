@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 import torch
@@ -67,6 +69,23 @@ def unflatten(vec: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
+GradientProvider = Callable[[Tensor | Sequence[Tensor], list[Tensor]], Tensor]
+_PROVIDER: ContextVar[GradientProvider | None] = ContextVar("task_gradient_provider", default=None)
+
+
+@contextmanager
+def task_gradient_provider(provider: GradientProvider | None) -> Iterator[None]:
+    """Inside, :func:`task_gradients` returns ``provider(losses, inputs)`` (the same (T, P)
+    matrix, computed another way: e.g. the RL agents' :mod:`agents.blocked`, which knows which
+    rows of the batch each task's loss reaches). The provider's own calls of
+    :func:`task_gradients` take the usual path. None: no provider."""
+    token = _PROVIDER.set(provider)
+    try:
+        yield
+    finally:
+        _PROVIDER.reset(token)
+
+
 def task_gradients(
     losses: Tensor | Sequence[Tensor], inputs: Sequence[Tensor], *, batched: bool = False
 ) -> Tensor:
@@ -76,8 +95,16 @@ def task_gradients(
     one-hot basis when ``batched=True`` (not every op supports vmap). Pass the T scalar losses as
     a *sequence* when you have them: differentiating ``stacked[i]`` back-propagates zeros through
     every other task's branch of ``torch.stack`` (T^2 head backward passes), the scalars do not.
+    Inside :func:`task_gradient_provider`, the provider computes it.
     """
     inputs = list(inputs)
+    provider = _PROVIDER.get()
+    if provider is not None:
+        token = _PROVIDER.set(None)
+        try:
+            return provider(losses, inputs)
+        finally:
+            _PROVIDER.reset(token)
     parts = None if isinstance(losses, Tensor) else list(losses)
     vec = as_loss_vector(losses if parts is None else parts)
     t = vec.shape[0]

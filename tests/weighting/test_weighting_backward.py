@@ -345,3 +345,29 @@ def test_gradient_reversal_with_losses_that_need_no_gradient():
     method = W.build("gradient_reversal", 2, adversarial=[1], lambda_=0.5)
     w = method.backward(torch.tensor([1.0, 2.0]), [theta])
     assert torch.equal(w, torch.tensor([1.0, -0.5])) and theta.grad is None
+
+
+def test_task_gradient_provider_computes_them_inside_only(toy):
+    """Inside the context the provider computes task_gradients (its own calls take the usual
+    path); outside, and with None, the usual path."""
+    from mtrl.weighting.grads import task_gradient_provider, task_gradients
+
+    losses, _ = toy.losses()
+    shared = toy.shared()
+    ref = task_gradients(losses, shared)
+    calls = []
+
+    def doubled(given, inputs):
+        calls.append((given, inputs))
+        return 2 * task_gradients(given, inputs)  # the usual path, not this provider again
+
+    with task_gradient_provider(doubled):
+        torch.testing.assert_close(task_gradients(losses, shared), 2 * ref)
+        with task_gradient_provider(None):
+            torch.testing.assert_close(task_gradients(losses, shared), ref)
+    torch.testing.assert_close(task_gradients(losses, shared), ref)
+    assert len(calls) == 1 and calls[0][0] is losses
+    assert all(a is b for a, b in zip(calls[0][1], shared, strict=True))
+    with task_gradient_provider(doubled):
+        W.build("mgda", 3).backward(losses, shared)  # an aggregator asks the provider
+    assert len(calls) == 2

@@ -1,0 +1,89 @@
+"""Per-task gradients of the shared layers in one backward pass, for the gradient weightings.
+
+PCGrad, MGDA, GradNorm and the like need each task's gradient of the shared parameters. Taken
+one task at a time (:func:`mtrl.weighting.grads.task_gradients`), each backward runs over the
+whole batch, although a task's loss reaches only its own rows: the other K - 1 tasks' rows carry
+zeros through every layer, and K tasks cost K full backward passes. In the loss pass's batch the
+rows are task-major (:mod:`agents.replay`), and no layer mixes rows, so one backward of the sum
+of the task losses gives every row the gradient of its own task's loss; a shared layer's weight
+gradient then splits into one sum per task's block of rows. The replayed layers
+(:class:`agents.replay._ReplayConv`, ``_ReplayLinear``) take their weight gradients block by block
+while a :class:`BlockedGrads` is open, and :func:`blocked_task_gradients` assembles the (K, P)
+matrix from them: the same matrix for one backward's work (parameters of layers that did not
+replay, e.g. a shared head, are taken one task at a time as before).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+from mtrl.weighting.grads import as_loss_vector, task_gradients
+
+_OPEN: list[BlockedGrads] = []  # the sink of the backward in progress, if any
+
+
+class BlockedGrads:
+    """Per-task gradients (K, *shape) of the parameters whose layers took them block by block
+    during one backward; a parameter seen twice (used by two layers) is dropped."""
+
+    def __init__(self, num_tasks: int) -> None:
+        self.num_tasks = num_tasks
+        self.grads: dict[int, Tensor] = {}
+        self.seen: set[int] = set()
+
+    def add(self, param_id: int, grads: Tensor) -> None:
+        """Record one layer's per-task gradients of the parameter with ``id`` ``param_id``."""
+        if param_id in self.seen:
+            self.grads.pop(param_id, None)  # another use's gradient would be missing from it
+        else:
+            self.grads[param_id] = grads
+        self.seen.add(param_id)
+
+    def get(self, param: Tensor) -> Tensor | None:
+        return self.grads.get(id(param))
+
+
+def open_blocks(rows: int) -> BlockedGrads | None:
+    """The sink, when one is open and a batch of ``rows`` (along its first dimension) splits
+    into its K task blocks; else None (the layer computes its gradients as usual)."""
+    if not _OPEN:
+        return None
+    sink = _OPEN[-1]
+    return sink if sink.num_tasks > 1 and rows % sink.num_tasks == 0 else None
+
+
+@contextmanager
+def blocked(num_tasks: int) -> Iterator[BlockedGrads]:
+    """Inside: replayed shared layers record per-task weight gradients into the yielded sink."""
+    sink = BlockedGrads(num_tasks)
+    _OPEN.append(sink)
+    try:
+        yield sink
+    finally:
+        _OPEN.remove(sink)
+
+
+def blocked_task_gradients(
+    losses: Tensor | Sequence[Tensor], inputs: list[Tensor], replayed: Collection[int]
+) -> Tensor:
+    """``task_gradients(losses, inputs)`` (K, P) for the K task losses of a loss pass whose rows
+    are task-major: one backward of their sum for the inputs whose ``id`` is in ``replayed``
+    (parameters of encoders that replayed), one backward per task for the rest and for any
+    such input no replayed layer took block by block (module docstring)."""
+    vec = as_loss_vector(losses)
+    k = vec.shape[0]
+    chosen = [p for p in inputs if id(p) in replayed]
+    if k < 2 or not vec.requires_grad or not chosen:
+        return task_gradients(losses, inputs)
+    with blocked(k) as sink:
+        torch.autograd.grad(vec.sum(), chosen, retain_graph=True, allow_unused=True)
+    blocks = [sink.get(p) for p in inputs]
+    rest = [p for p, b in zip(inputs, blocks, strict=True) if b is None]
+    plain = task_gradients(losses, rest).split([p.numel() for p in rest], 1) if rest else []
+    left = iter(plain)
+    cols = [next(left) if b is None else b.reshape(k, -1) for b in blocks]
+    return torch.cat(cols, 1)

@@ -1,0 +1,149 @@
+"""Per-task gradients in one backward (agents.blocked): the same (K, P) matrix as one backward per
+task, for every agent and suite, taken block by block where layers replayed, and the runner's
+updates with a gradient weighting unchanged by it."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import agents.blocked as blocked_module
+import agents.runner as runner_module
+from agents.blocked import BlockedGrads, blocked, blocked_task_gradients, open_blocks
+from agents.factory import names
+from mtrl.weighting.grads import last_weight, task_gradient_provider, task_gradients
+from tests.agents.test_replay import SUITES, _collect, _setup
+
+
+def _plain_inputs(monkeypatch) -> list[list[torch.Tensor]]:
+    """Records the inputs that agents.blocked hands to the one-task-at-a-time path."""
+    seen: list[list[torch.Tensor]] = []
+    original = blocked_module.task_gradients
+
+    def recording(losses, inputs, **kw):
+        seen.append(list(inputs))
+        return original(losses, inputs, **kw)
+
+    monkeypatch.setattr(blocked_module, "task_gradients", recording)
+    return seen
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES))
+@pytest.mark.parametrize("name", names())
+def test_blocked_gradients_equal_one_backward_per_task(name, suite, monkeypatch):
+    agent, ro = _setup(name, suite)
+    _collect(agent, ro, [slice(0, 3)], record=True)
+    losses, _ = agent.task_losses(ro)
+    shared = [p for p in agent.shared_parameters() if p.requires_grad]
+    expected = task_gradients(losses, shared)
+    plain = _plain_inputs(monkeypatch)
+    got = blocked_task_gradients(losses, shared, agent.replayed)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    # which parameters went one task at a time: none that a replayed encoder owns (a 1-column
+    # agent's pi0 acts only in the loss pass, so it does not replay; heads are not replayed)
+    encoder_ids = {id(p) for p in agent.parameters() if id(p) in agent.replayed}
+    assert not {id(p) for inputs in plain for p in inputs} & encoder_ids
+    if shared and name in ("a2c_multitask", "a2c_2col", "distral_kl_2col"):
+        assert {id(p) for p in shared} & encoder_ids  # their shared encoder was blocked
+    # GradNorm's W alone (the last shared weight)
+    layer = last_weight(shared)
+    torch.testing.assert_close(
+        blocked_task_gradients(losses, layer, agent.replayed), task_gradients(losses, layer)
+    )
+
+
+def test_without_replay_every_parameter_goes_one_task_at_a_time(monkeypatch):
+    agent, ro = _setup("a2c_multitask", "minatar", replay_forward=False)
+    _collect(agent, ro, [slice(0, 3)], record=True)
+    losses, _ = agent.task_losses(ro)
+    assert agent.replayed == set()
+    shared = agent.shared_parameters()
+    plain = _plain_inputs(monkeypatch)
+    got = blocked_task_gradients(losses, shared, agent.replayed)
+    assert plain == [shared]  # no blocked backward was even tried
+    torch.testing.assert_close(got, task_gradients(losses, shared))
+
+
+def test_sink_keeps_a_parameter_only_from_a_single_layer():
+    sink = BlockedGrads(2)
+    sink.add(1, torch.ones(2, 3))
+    sink.add(2, torch.zeros(2, 1))
+    sink.add(1, torch.ones(2, 3))  # a second layer with the same weight: its split is unknown
+    sink.add(1, torch.ones(2, 3))
+    p = torch.zeros(1)
+    assert set(sink.grads) == {2} and sink.get(p) is None
+    assert open_blocks(4) is None  # nothing open
+    with blocked(2) as sink:
+        assert open_blocks(4) is sink and open_blocks(3) is None  # 3 rows do not split in two
+    with blocked(1):
+        assert open_blocks(4) is None  # one task: nothing to split
+    assert open_blocks(4) is None
+
+
+def test_a_weight_used_by_two_replayed_passes_falls_back(monkeypatch):
+    """If a shared layer ran twice in the graph, its per-task split is unknown: the parameter
+    takes the one-task-at-a-time path (and the matrix is still right)."""
+    agent, ro = _setup("a2c_multitask", "gridworld")
+    _collect(agent, ro, [slice(0, 3)], record=True)
+    losses, _ = agent.task_losses(ro)
+    original = BlockedGrads.add
+
+    def twice(self, param_id, grads):
+        original(self, param_id, grads)
+        original(self, param_id, grads)
+
+    monkeypatch.setattr(BlockedGrads, "add", twice)
+    shared = agent.shared_parameters()
+    plain = _plain_inputs(monkeypatch)
+    got = blocked_task_gradients(losses, shared, agent.replayed)
+    assert plain == [shared]
+    torch.testing.assert_close(got, task_gradients(losses, shared))
+
+
+@pytest.mark.parametrize(
+    ("name", "weighting"), [("a2c_multitask", "pcgrad"), ("distral_klent_2col", "gradnorm")]
+)
+def test_runner_updates_are_the_same_with_the_blocked_path(tmp_path, monkeypatch, name, weighting):
+    """Two updates of a MinAtar run (conv encoder, replayed) with and without the provider."""
+    import train
+    from agents.config import load_config
+
+    def params_after(provider_on: bool) -> list[torch.Tensor]:
+        cfg = load_config(
+            Path(train.__file__).parent / "configs" / "minatar_a2c.yaml",
+            [
+                f"agent.name={name}",
+                f"agent.weighting={weighting}",
+                "env.tasks=[breakout,freeway]",
+                "env.num_envs_per_task=2",
+                "progress=false",
+                "eval.episodes=0",
+                "torch_threads=1",
+            ],
+        )
+        runner = train.build(cfg, tmp_path / f"run_{provider_on}")
+        obs = runner.reset()
+        calls = []
+        with monkeypatch.context() as patch:
+            if provider_on:
+                patch.setattr(
+                    runner_module,
+                    "blocked_task_gradients",
+                    lambda *a, **k: calls.append(1) or blocked_task_gradients(*a, **k),
+                )
+            else:
+                patch.setattr(runner_module, "task_gradient_provider", lambda p: _no_provider())
+            for _ in range(2):
+                obs = runner.collect(obs)
+                runner.train_step()
+        assert len(calls) == (2 if provider_on else 0)
+        params = [p.detach().clone() for p in runner.agent.parameters()]
+        runner.env.close()
+        return params
+
+    for a, b in zip(params_after(True), params_after(False), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _no_provider():
+    return task_gradient_provider(None)
