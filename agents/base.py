@@ -52,6 +52,11 @@ class Agent(nn.Module):
     name: str = "agent"
     notes: tuple[str, ...] = ()  # remarks on the configuration, printed by train.py at start
 
+    #: Task k's loss reaches only task k's rows of the loss pass (A2C's and Distral's losses):
+    #: the runner then takes per-task gradients of replayed layers in one backward
+    #: (agents.blocked). An agent whose losses mix tasks' samples sets it False.
+    separable_losses: bool = True
+
     def __init__(self, cfg: AgentConfig, num_tasks: int, obs_shape: tuple[int, ...] = ()):
         super().__init__()
         self.cfg = cfg

@@ -216,7 +216,7 @@ class Runner:
         """The weighting's backward of the task losses (K,) over the shared parameters; returns
         its weights. When the loss pass replayed, its rows are task-major through replayed
         layers, and per-task gradients of those take one backward (:mod:`agents.blocked`)."""
-        replayed = self.agent.replayed
+        replayed = self.agent.replayed if self.agent.separable_losses else set()
         blocks = partial(blocked_task_gradients, replayed=replayed) if replayed else None
         with task_gradient_provider(blocks):
             return self.weighting.backward(task_losses, self.agent.shared_parameters())

@@ -100,38 +100,49 @@ def test_a_weight_used_by_two_replayed_passes_falls_back(monkeypatch):
     torch.testing.assert_close(got, task_gradients(losses, shared))
 
 
+def _minatar_runner(run_dir: Path, name: str, weighting: str):
+    """A MinAtar run (conv encoder, replayed) of 2 games x 2 envs, built as train.py builds it."""
+    import train
+    from agents.config import load_config
+
+    cfg = load_config(
+        Path(train.__file__).parent / "configs" / "minatar_a2c.yaml",
+        [
+            f"agent.name={name}",
+            f"agent.weighting={weighting}",
+            "env.tasks=[breakout,freeway]",
+            "env.num_envs_per_task=2",
+            "progress=false",
+            "eval.episodes=0",
+            "torch_threads=1",
+        ],
+    )
+    return train.build(cfg, run_dir)
+
+
+def _counting_provider(patch) -> list[int]:
+    calls: list[int] = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return blocked_task_gradients(*args, **kwargs)
+
+    patch.setattr(runner_module, "blocked_task_gradients", counting)
+    return calls
+
+
 @pytest.mark.parametrize(
     ("name", "weighting"), [("a2c_multitask", "pcgrad"), ("distral_klent_2col", "gradnorm")]
 )
 def test_runner_updates_are_the_same_with_the_blocked_path(tmp_path, monkeypatch, name, weighting):
-    """Two updates of a MinAtar run (conv encoder, replayed) with and without the provider."""
-    import train
-    from agents.config import load_config
+    """Two updates with and without the provider: the same parameters."""
 
     def params_after(provider_on: bool) -> list[torch.Tensor]:
-        cfg = load_config(
-            Path(train.__file__).parent / "configs" / "minatar_a2c.yaml",
-            [
-                f"agent.name={name}",
-                f"agent.weighting={weighting}",
-                "env.tasks=[breakout,freeway]",
-                "env.num_envs_per_task=2",
-                "progress=false",
-                "eval.episodes=0",
-                "torch_threads=1",
-            ],
-        )
-        runner = train.build(cfg, tmp_path / f"run_{provider_on}")
+        runner = _minatar_runner(tmp_path / f"run_{provider_on}", name, weighting)
         obs = runner.reset()
-        calls = []
         with monkeypatch.context() as patch:
-            if provider_on:
-                patch.setattr(
-                    runner_module,
-                    "blocked_task_gradients",
-                    lambda *a, **k: calls.append(1) or blocked_task_gradients(*a, **k),
-                )
-            else:
+            calls = _counting_provider(patch)
+            if not provider_on:
                 patch.setattr(runner_module, "task_gradient_provider", lambda p: _no_provider())
             for _ in range(2):
                 obs = runner.collect(obs)
@@ -143,6 +154,16 @@ def test_runner_updates_are_the_same_with_the_blocked_path(tmp_path, monkeypatch
 
     for a, b in zip(params_after(True), params_after(False), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_an_agent_with_losses_that_mix_tasks_opts_out(tmp_path, monkeypatch):
+    runner = _minatar_runner(tmp_path / "run", "a2c_multitask", "pcgrad")
+    runner.agent.separable_losses = False
+    calls = _counting_provider(monkeypatch)
+    runner.collect(runner.reset())
+    runner.train_step()
+    assert runner.agent.replayed and calls == []  # replayed, but one task at a time
+    runner.env.close()
 
 
 def _no_provider():
