@@ -4,13 +4,15 @@
     python bench/profile_update.py --agent distral_klent_2col agent.replay_forward=false
     GOMP_SPINCOUNT=300000 python bench/profile_update.py      # libgomp's default spin count
     python bench/profile_update.py --torch-rmsprop            # torch.optim.RMSprop, clip in place
+    python bench/profile_update.py agent.weighting=pcgrad --plain-task-gradients  # one backward per task
     python bench/profile_update.py --mkl-linear               # FC layers on MKL, not oneDNN
     python bench/profile_update.py --kernels                  # the task column's FC product alone
 
 Phases (ms per update, mean over the timed updates): ``collect`` (the whole rollout) split into
 ``acting`` (agent.step), ``env`` (step_async + step_wait) and the rest; then the train step as
 the runner does it: ``losses`` (agent.task_losses: bootstrap value + loss pass), ``backward``
-(weighting.backward), ``clip``, ``step`` (optimizers). Extra ``key=value`` arguments override the
+(``Runner.weighting_backward``; ``--plain-task-gradients`` takes a gradient weighting's per-task
+gradients one backward per task instead of agents.blocked's one), ``clip``, ``step`` (optimizers). Extra ``key=value`` arguments override the
 config (configs/atari_a2c.yaml), e.g. ``env.task_groups=2``. Also printed: minor page faults per
 update (fresh pages the allocator had to map). Like train.py, it limits OpenMP
 spinning before torch loads unless ``GOMP_SPINCOUNT``/``OMP_WAIT_POLICY`` is set.
@@ -57,7 +59,13 @@ def _timed(acc: dict[str, float], key: str, fn: Callable[..., Any]) -> Callable[
     return wrapper
 
 
-def profile(agent: str, updates: int, overrides: list[str], torch_rmsprop: bool) -> dict:
+def profile(
+    agent: str,
+    updates: int,
+    overrides: list[str],
+    torch_rmsprop: bool,
+    plain_task_gradients: bool = False,
+) -> dict:
     """Mean ms per update of each phase, and steps/s, after 5 warm-up updates."""
     import train
     from agents.config import load_config
@@ -87,6 +95,8 @@ def profile(agent: str, updates: int, overrides: list[str], torch_rmsprop: bool)
                 )
                 for o in runner.optimizers
             ]
+        if plain_task_gradients:  # the runner's path for an agent that opts out of blocks
+            runner.agent.separable_losses = False
         obs = runner.reset()
 
         def update() -> None:
@@ -180,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-rmsprop", action="store_true")
     p.add_argument("--mkl-linear", action="store_true")
     p.add_argument("--kernels", action="store_true")
+    p.add_argument("--plain-task-gradients", action="store_true")
     p.add_argument("overrides", nargs="*", help="config key=value")
     args = p.parse_args(argv)
     with sigint_raises():
@@ -192,13 +203,23 @@ def main(argv: list[str] | None = None) -> int:
                 import agents.linear
 
                 agents.linear.ENABLED = False
-            res = profile(args.agent, args.updates, args.overrides, args.torch_rmsprop)
+            res = profile(
+                args.agent,
+                args.updates,
+                args.overrides,
+                args.torch_rmsprop,
+                args.plain_task_gradients,
+            )
         except input_errors() as e:
             return fail(e)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
-    flags = " (torch RMSprop)" * args.torch_rmsprop + " (MKL linear)" * args.mkl_linear
+    flags = (
+        " (torch RMSprop)" * args.torch_rmsprop
+        + " (MKL linear)" * args.mkl_linear
+        + " (plain task gradients)" * args.plain_task_gradients
+    )
     print(f"# {args.agent} {' '.join(args.overrides)}{flags}")
     print(" | ".join(f"{k} {v:,.1f}" for k, v in res.items()))
     return 0

@@ -39,7 +39,7 @@ def fake_runner(clock):
         return obs
 
     runner.collect = collect
-    runner.weighting = SimpleNamespace(backward=lambda losses, params: clock.spend(4.0))
+    runner.weighting_backward = lambda losses: clock.spend(4.0)
     opt = SimpleNamespace(zero_grad=lambda set_to_none: None, step=lambda: clock.spend(0.5))
     runner.optimizers = [opt, opt]
     runner.clip_gradients = lambda: clock.spend(0.25)
@@ -78,3 +78,27 @@ def test_profile_reports_ms_per_update_of_each_phase(monkeypatch):
         "page faults": 200.0,
     }
     assert out == pytest.approx(expected)
+
+
+def test_plain_task_gradients_take_the_opted_out_path(monkeypatch):
+    """--plain-task-gradients: the runner's agent opts out of agents.blocked, as an agent whose
+    losses mix tasks would, so the backward phase times one backward per task."""
+    import train
+
+    try:
+        import bench.profile_update as bp
+    finally:
+        torch.set_flush_denormal(False)
+    clock = Clock()
+    built = []
+
+    def build(cfg, run_dir):
+        built.append(fake_runner(clock))
+        return built[-1]
+
+    monkeypatch.setattr(bp, "time", SimpleNamespace(perf_counter=clock))
+    monkeypatch.setattr(train, "build", build)
+    bp.profile("a2c_multitask", 1, [], torch_rmsprop=False, plain_task_gradients=True)
+    bp.profile("a2c_multitask", 1, [], torch_rmsprop=False)
+    assert built[0].agent.separable_losses is False
+    assert not hasattr(built[1].agent, "separable_losses")  # left as the agent has it
