@@ -52,6 +52,28 @@ def test_blocked_gradients_equal_one_backward_per_task(name, suite, monkeypatch)
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("distral_klent_2col", {"shared_encoder": True}),  # one encoder for both columns
+        ("a2c_2col", {"shared_encoder": True}),
+        ("a2c_multitask", {"task_heads": False}),  # one shared head: not replayed
+    ],
+)
+@pytest.mark.parametrize("suite", ["atari", "gridworld"])
+def test_blocked_gradients_with_the_sharing_options(name, options, suite):
+    agent, ro = _setup(name, suite, **options)
+    _collect(agent, ro, [slice(0, 3)], record=True)
+    losses, _ = agent.task_losses(ro)
+    shared = [p for p in agent.shared_parameters() if p.requires_grad]
+    torch.testing.assert_close(
+        blocked_task_gradients(losses, shared, agent.replayed),
+        task_gradients(losses, shared),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+
+
 def test_without_replay_every_parameter_goes_one_task_at_a_time(monkeypatch):
     agent, ro = _setup("a2c_multitask", "minatar", replay_forward=False)
     _collect(agent, ro, [slice(0, 3)], record=True)
