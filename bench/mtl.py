@@ -60,9 +60,12 @@ NOTES = """Notes:
   "parameters" takes per-task gradients w.r.t. the trunk's parameters (T backward passes through
   the trunk, the same work as torchjd's `mtl_backward` + `jac_to_grad`); "representation" w.r.t.
   the trunk output z (B, D), then one backward through the trunk (Sener and Koltun 2018).
-- GradNorm needs T per-task gradients of the last shared layer's weight per step by definition
-  (T backward passes to it, and an outer product over the batch each), and
-  FAMO's paper protocol one extra forward pass (`famo_update="next_batch"` in the Trainer drops it).
+- GradNorm needs each task's gradient norm on the last shared layer's weight per step by
+  definition: T backward passes to that layer's output, handed over with the model as the
+  Trainer does, whose norms come from the layer's input and output gradients without forming the
+  T weight gradients (`mtrl/weighting/linear_tap.py`; rows written before 2026-12-07 formed
+  them); FAMO's paper protocol takes one extra forward pass (`famo_update="next_batch"` in the
+  Trainer drops it).
 - Gradient reversal is timed with the last task adversarial: one backward as equal weighting,
   then one through that task's head again to undo the reversal there (rows written before
   2026-12-06 timed it with no adversary, as two backward passes).
