@@ -53,7 +53,7 @@ class Agent(nn.Module):
     notes: tuple[str, ...] = ()  # remarks on the configuration, printed by train.py at start
 
     #: Task k's loss reaches only task k's rows of the loss pass (A2C's and Distral's losses):
-    #: the runner then takes per-task gradients of replayed layers in one backward
+    #: the runner then takes per-task gradients of the encoders' shared layers in one backward
     #: (agents.blocked). An agent whose losses mix tasks' samples sets it False.
     separable_losses: bool = True
 
@@ -63,7 +63,7 @@ class Agent(nn.Module):
         self.num_tasks = num_tasks
         self.obs_shape = tuple(obs_shape)  # one env's observation; () skips the input check
         self._encoders: list[nn.Module] | None = None  # found on first use (agents.replay)
-        self.replayed: set[int] = set()  # ids of the parameters the last loss pass replayed
+        self.blockable: set[int] = set()  # encoder parameter ids, once a loss pass ran
 
     def check_obs(self, obs: Tensor, tasks: slice | None = None, per_task: bool = True) -> None:
         """ValueError naming the expected layout unless ``obs`` is (K, E, *obs_shape), K being the
@@ -114,16 +114,11 @@ class Agent(nn.Module):
     @contextmanager
     def replay(self) -> Iterator[None]:
         """Context for the loss pass over ``rollout.step_obs()``: encoders that recorded the whole
-        rollout return their recorded activations (same values, backward only). ``replayed``
-        holds afterwards the ``id`` of every parameter of those encoders (:mod:`agents.blocked`)."""
-        tapes = self._tapes()
-        with replaying(tapes):
-            self.replayed = {
-                id(p)
-                for enc, tape in zip(self._encoder_modules(), tapes, strict=True)
-                if tape.replaying
-                for p in enc.parameters()
-            }
+        rollout return their recorded activations (same values, backward only), the others
+        recompute. Either way their shared layers can then split weight gradients by task:
+        ``blockable`` holds the ``id`` of every encoder parameter (:mod:`agents.blocked`)."""
+        self.blockable = {id(p) for enc in self._encoder_modules() for p in enc.parameters()}
+        with replaying(self._tapes()):
             yield
 
     @torch.no_grad()

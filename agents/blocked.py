@@ -6,11 +6,12 @@ whole batch, although a task's loss reaches only its own rows: the other K - 1 t
 zeros through every layer, and K tasks cost K full backward passes. In the loss pass's batch the
 rows are task-major (:mod:`agents.replay`), and no layer mixes rows, so one backward of the sum
 of the task losses gives every row the gradient of its own task's loss; a shared layer's weight
-gradient then splits into one sum per task's block of rows. The replayed layers
-(:class:`agents.replay._ReplayConv`, ``_ReplayLinear``) take their weight gradients block by block
-while a :class:`BlockedGrads` is open, and :func:`blocked_task_gradients` assembles the (K, P)
-matrix from them: the same matrix for one backward's work (parameters of layers that did not
-replay, e.g. a shared head, are taken one task at a time as before).
+gradient then splits into one sum per task's block of rows. The encoders' shared layers in the
+loss pass, replayed or recomputed, run through :class:`agents.replay._ReplayConv` and
+``_ReplayLinear``, which take their weight gradients block by block while a
+:class:`BlockedGrads` is open, and :func:`blocked_task_gradients` assembles the (K, P) matrix
+from them: the same matrix for one backward's work (other shared parameters, e.g. a shared
+head's, are taken one task at a time as before).
 """
 
 from __future__ import annotations
@@ -68,15 +69,15 @@ def blocked(num_tasks: int) -> Iterator[BlockedGrads]:
 
 
 def blocked_task_gradients(
-    losses: Tensor | Sequence[Tensor], inputs: list[Tensor], replayed: Collection[int]
+    losses: Tensor | Sequence[Tensor], inputs: list[Tensor], blockable: Collection[int]
 ) -> Tensor:
     """``task_gradients(losses, inputs)`` (K, P) for the K task losses of a loss pass whose rows
-    are task-major: one backward of their sum for the inputs whose ``id`` is in ``replayed``
-    (parameters of encoders that replayed), one backward per task for the rest and for any
-    such input no replayed layer took block by block (module docstring)."""
+    are task-major: one backward of their sum for the inputs whose ``id`` is in ``blockable``
+    (the encoders' parameters), one backward per task for the rest and for any such input no
+    layer took block by block (module docstring)."""
     vec = as_loss_vector(losses)
     k = vec.shape[0]
-    chosen = [p for p in inputs if id(p) in replayed]
+    chosen = [p for p in inputs if id(p) in blockable]
     if k < 2 or not vec.requires_grad or not chosen:
         return task_gradients(losses, inputs)
     with blocked(k) as sink:

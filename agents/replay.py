@@ -159,6 +159,7 @@ class Tape:
         self.versions: list[int] = []
         self.valid = False
         self.replaying = False
+        self.loss_pass = False  # inside the loss pass (replayed or recomputed)
 
     # ------------------------------------------------------------------ recording
     def begin(self, num_steps: int, num_tasks: int, params: Sequence[Tensor]) -> None:
@@ -254,7 +255,7 @@ class Tape:
     def reset(self) -> None:
         """Forget the rollout (the buffers are kept for the next one)."""
         self.filled, self.cursor, self.params, self.versions = None, None, [], []
-        self.valid = self.replaying = False
+        self.valid = self.replaying = self.loss_pass = False
 
     # ------------------------------------------------------------------ layers
     def conv(
@@ -270,6 +271,12 @@ class Tape:
         """``conv2d(h, weight, bias)`` (no padding), recorded or replayed."""
         if self.replaying:
             return _ReplayConv.apply(h, weight, bias, self.get(index), stride, groups)
+        if self.loss_pass and groups == 1 and torch.is_grad_enabled():
+            # recomputed in the loss pass: a shared layer takes the replayed layer's backward,
+            # which can split its weight gradient by task (agents.blocked)
+            with torch.no_grad():
+                z = conv2d(h, weight, bias, stride, groups)
+            return _ReplayConv.apply(h, weight, bias, z, stride, groups)
         z = conv2d(h, weight, bias, stride, groups)
         self.store(index, z, layout)
         return z
@@ -278,6 +285,10 @@ class Tape:
         """``layer(h, tasks)`` for a GroupedLinear, recorded or replayed (all tasks)."""
         if self.replaying:
             return _ReplayLinear.apply(h, layer.weight, layer.bias, self.get(index))
+        if self.loss_pass and getattr(layer, "groups", None) == 1 and torch.is_grad_enabled():
+            with torch.no_grad():  # recomputed in the loss pass, shared: as conv() above
+                z = layer(h, tasks)
+            return _ReplayLinear.apply(h, layer.weight, layer.bias, z)
         z = layer(h, tasks)
         self.store(index, z, "features")
         return z
@@ -313,6 +324,7 @@ def replaying(items: Sequence[Tape]) -> Iterator[None]:
     """Inside: tapes holding the whole rollout replay it. After: every tape is reset."""
     for tape in items:
         tape.replaying = tape.ready()
+        tape.loss_pass = True
     try:
         yield
     finally:

@@ -214,10 +214,10 @@ class Runner:
 
     def weighting_backward(self, task_losses: Tensor) -> Tensor:
         """The weighting's backward of the task losses (K,) over the shared parameters; returns
-        its weights. When the loss pass replayed, its rows are task-major through replayed
-        layers, and per-task gradients of those take one backward (:mod:`agents.blocked`)."""
-        replayed = self.agent.replayed if self.agent.separable_losses else set()
-        blocks = partial(blocked_task_gradients, replayed=replayed) if replayed else None
+        its weights. The loss pass's rows are task-major through the encoders, so per-task
+        gradients of their shared layers take one backward (:mod:`agents.blocked`)."""
+        blockable = self.agent.blockable if self.agent.separable_losses else set()
+        blocks = partial(blocked_task_gradients, blockable=blockable) if blockable else None
         with task_gradient_provider(blocks):
             return self.weighting.backward(task_losses, self.agent.shared_parameters())
 

@@ -1,6 +1,6 @@
 """Per-task gradients in one backward (agents.blocked): the same (K, P) matrix as one backward per
-task, for every agent and suite, taken block by block where layers replayed, and the runner's
-updates with a gradient weighting unchanged by it."""
+task, for every agent and suite, replayed or recomputed, taken block by block for the encoders'
+shared layers, and the runner's updates with a gradient weighting unchanged by it."""
 
 from pathlib import Path
 
@@ -28,27 +28,28 @@ def _plain_inputs(monkeypatch) -> list[list[torch.Tensor]]:
     return seen
 
 
+@pytest.mark.parametrize("replay", [True, False])
 @pytest.mark.parametrize("suite", sorted(SUITES))
 @pytest.mark.parametrize("name", names())
-def test_blocked_gradients_equal_one_backward_per_task(name, suite, monkeypatch):
-    agent, ro = _setup(name, suite)
+def test_blocked_gradients_equal_one_backward_per_task(name, suite, replay, monkeypatch):
+    agent, ro = _setup(name, suite, replay_forward=replay)
     _collect(agent, ro, [slice(0, 3)], record=True)
     losses, _ = agent.task_losses(ro)
     shared = [p for p in agent.shared_parameters() if p.requires_grad]
     expected = task_gradients(losses, shared)
     plain = _plain_inputs(monkeypatch)
-    got = blocked_task_gradients(losses, shared, agent.replayed)
+    got = blocked_task_gradients(losses, shared, agent.blockable)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
-    # which parameters went one task at a time: none that a replayed encoder owns (a 1-column
-    # agent's pi0 acts only in the loss pass, so it does not replay; heads are not replayed)
-    encoder_ids = {id(p) for p in agent.parameters() if id(p) in agent.replayed}
+    # no encoder parameter went one task at a time (a 1-column agent's pi0 recomputes in the
+    # loss pass, replay_forward=false every encoder); only heads may
+    encoder_ids = {id(p) for p in agent.parameters() if id(p) in agent.blockable}
     assert not {id(p) for inputs in plain for p in inputs} & encoder_ids
-    if shared and name in ("a2c_multitask", "a2c_2col", "distral_kl_2col"):
-        assert {id(p) for p in shared} & encoder_ids  # their shared encoder was blocked
+    if name != "a2c_independent":  # it shares nothing
+        assert {id(p) for p in shared} & encoder_ids  # some shared encoder was blocked
     # GradNorm's W alone (the last shared weight)
     layer = last_weight(shared)
     torch.testing.assert_close(
-        blocked_task_gradients(losses, layer, agent.replayed), task_gradients(losses, layer)
+        blocked_task_gradients(losses, layer, agent.blockable), task_gradients(losses, layer)
     )
 
 
@@ -57,7 +58,7 @@ def test_blocked_gradients_equal_one_backward_per_task(name, suite, monkeypatch)
     [
         ("distral_klent_2col", {"shared_encoder": True}),  # one encoder for both columns
         ("a2c_2col", {"shared_encoder": True}),
-        ("a2c_multitask", {"task_heads": False}),  # one shared head: not replayed
+        ("a2c_multitask", {"task_heads": False}),  # one shared head: one task at a time
     ],
 )
 @pytest.mark.parametrize("suite", ["atari", "gridworld"])
@@ -67,22 +68,25 @@ def test_blocked_gradients_with_the_sharing_options(name, options, suite):
     losses, _ = agent.task_losses(ro)
     shared = [p for p in agent.shared_parameters() if p.requires_grad]
     torch.testing.assert_close(
-        blocked_task_gradients(losses, shared, agent.replayed),
+        blocked_task_gradients(losses, shared, agent.blockable),
         task_gradients(losses, shared),
         rtol=1e-5,
         atol=1e-7,
     )
 
 
-def test_without_replay_every_parameter_goes_one_task_at_a_time(monkeypatch):
-    agent, ro = _setup("a2c_multitask", "minatar", replay_forward=False)
-    _collect(agent, ro, [slice(0, 3)], record=True)
-    losses, _ = agent.task_losses(ro)
-    assert agent.replayed == set()
+def test_outside_a_loss_pass_every_parameter_goes_one_task_at_a_time(monkeypatch):
+    """Losses from a forward outside ``agent.replay()`` (no loss pass): nothing is blockable,
+    and no blocked backward is even tried."""
+    agent, ro = _setup("a2c_multitask", "minatar")
+    assert agent.blockable == set()  # before any loss pass
+    obs = ro.step_obs()
+    logits, _ = agent.net(obs)
+    losses = logits.square().mean(dim=(1, 2))  # (K,): each task's own rows
     shared = agent.shared_parameters()
     plain = _plain_inputs(monkeypatch)
-    got = blocked_task_gradients(losses, shared, agent.replayed)
-    assert plain == [shared]  # no blocked backward was even tried
+    got = blocked_task_gradients(losses, shared, agent.blockable)
+    assert plain == [shared]
     torch.testing.assert_close(got, task_gradients(losses, shared))
 
 
@@ -102,7 +106,7 @@ def test_sink_keeps_a_parameter_only_from_a_single_layer():
     assert open_blocks(4) is None
 
 
-def test_a_weight_used_by_two_replayed_passes_falls_back(monkeypatch):
+def test_a_weight_used_by_two_layers_falls_back(monkeypatch):
     """If a shared layer ran twice in the graph, its per-task split is unknown: the parameter
     takes the one-task-at-a-time path (and the matrix is still right)."""
     agent, ro = _setup("a2c_multitask", "gridworld")
@@ -117,13 +121,13 @@ def test_a_weight_used_by_two_replayed_passes_falls_back(monkeypatch):
     monkeypatch.setattr(BlockedGrads, "add", twice)
     shared = agent.shared_parameters()
     plain = _plain_inputs(monkeypatch)
-    got = blocked_task_gradients(losses, shared, agent.replayed)
+    got = blocked_task_gradients(losses, shared, agent.blockable)
     assert plain == [shared]
     torch.testing.assert_close(got, task_gradients(losses, shared))
 
 
 def _minatar_runner(run_dir: Path, name: str, weighting: str):
-    """A MinAtar run (conv encoder, replayed) of 2 games x 2 envs, built as train.py builds it."""
+    """A MinAtar run (conv encoder) of 2 games x 2 envs, built as train.py builds it."""
     import train
     from agents.config import load_config
 
@@ -184,7 +188,7 @@ def test_an_agent_with_losses_that_mix_tasks_opts_out(tmp_path, monkeypatch):
     calls = _counting_provider(monkeypatch)
     runner.collect(runner.reset())
     runner.train_step()
-    assert runner.agent.replayed and calls == []  # replayed, but one task at a time
+    assert runner.agent.blockable and calls == []  # blockable, but one task at a time
     runner.env.close()
 
 
