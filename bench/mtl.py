@@ -69,8 +69,8 @@ NOTES = """Notes:
 - Gradient reversal is timed with the last task adversarial: one backward as equal weighting,
   then one through that task's head again to undo the reversal there (rows written before
   2026-12-06 timed it with no adversary, as two backward passes).
-- The machine was shared with other benchmarks while this ran; rows are interleaved over rounds
-  and the fastest median kept, but expect +-15% noise on the small (T = 2) rows.
+- Rows are interleaved over rounds and the fastest median kept, but on a shared or noisy
+  machine expect +-15% noise on the small (T = 2) rows.
 - Quality budgets are small (two_digits: 4000 pairs, 15 epochs; gradnorm_toy: 5000 samples,
   40 epochs): the differences between methods on two_digits are within a seed's noise; on the
   GradNorm toy (scales 1 and 100) methods that rebalance the small task (FAMO, MGDA) close most
