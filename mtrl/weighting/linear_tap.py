@@ -2,8 +2,8 @@
 
 A linear layer ``Z = X W^T + b`` over N rows has the weight gradient ``D_i^T X`` for task i,
 where ``D_i = dL_i/dZ`` (N, out). Its squared norm is ``<X^T D_i, X^T D_i>``, or, with the Gram
-matrix ``K = X X^T`` (N, N) computed once, ``<D_i, K D_i>``: ``N^2 out`` multiply-adds a task
-instead of ``N in out`` when the layer is wider than the batch (``in > N``). Either way the T
+matrix ``K = X X^T`` (N, N) computed once, ``<D_i D_i^T, K>``: ``N^2 out`` multiply-adds a task
+instead of ``N in out``, the cheaper when the layer is wider than the batch. Either way the T
 backward passes stop at Z (through the task heads only) instead of forming T weight gradients.
 :class:`LinearTap` keeps X and Z from the layers' forward hooks to make this possible.
 """
@@ -118,7 +118,8 @@ def weight_grad_norms(x: Tensor, d: Sequence[Tensor | None]) -> Tensor:
     (reading the results to decide would be a host sync), as :func:`row_norms` does."""
     sq = _weight_sq_norms(x, d)
     floor = torch.finfo(sq.dtype).tiny / torch.finfo(sq.dtype).eps
-    if x.device.type == "cpu" and bool((torch.isfinite(sq) & (sq >= floor)).all()):
+    absent = torch.tensor([di is None for di in d], dtype=torch.bool)  # exact zeros: no rescale
+    if x.device.type == "cpu" and bool((torch.isfinite(sq) & ((sq >= floor) | absent)).all()):
         return sq.sqrt()
     ex, xs = _scaled_rows(x.reshape(1, -1))
     exponents: list[Tensor] = []
@@ -136,9 +137,9 @@ def weight_grad_norms(x: Tensor, d: Sequence[Tensor | None]) -> Tensor:
 
 
 def _weight_sq_norms(x: Tensor, d: Sequence[Tensor | None]) -> Tensor:
-    """``|D_i^T X|^2`` one task at a time (no (T, N, out) temporaries), each by the cheaper of
-    the direct product ``X^T D_i`` (N in out) and the Gram form ``<D_i D_i^T, X X^T>`` (N^2 out
-    a task after N^2 in once): the latter when the layer is wider than the batch."""
+    """``|D_i^T X|^2`` one task at a time (no (T, N, out) temporaries), by the direct product
+    ``X^T D_i`` (T N in out multiply-adds in all) or the Gram form ``<D_i D_i^T, X X^T>``
+    (N^2 in once, then N^2 out a task), whichever is fewer."""
     n, width = x.shape
     out = max((di.shape[1] for di in d if di is not None), default=1)
     tasks = sum(di is not None for di in d)
