@@ -24,7 +24,9 @@ from torch import Tensor
 
 from mtrl.weighting.grads import as_loss_vector, task_gradients
 
-_OPEN: list[BlockedGrads] = []  # the sink of the backward in progress, if any
+# The sink of the backward in progress, if any. A plain module global, not a thread-local or a
+# ContextVar: on CUDA the autograd engine runs the layers' backward on its own device threads.
+_OPEN: list[BlockedGrads] = []
 
 
 class BlockedGrads:
