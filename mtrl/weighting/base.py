@@ -37,7 +37,7 @@ from mtrl.weighting.grads import (
     shared_targets,
     task_gradients,
 )
-from mtrl.weighting.numerics import combine
+from mtrl.weighting.numerics import all_finite, combine
 
 WEIGHTINGS: Registry[LossWeighting] = Registry("weighting")
 
@@ -155,7 +155,7 @@ class GradientAggregator(LossWeighting):
                 losses.sum().backward()
             return losses.new_ones(losses.shape).detach()
         grads = task_gradients(losses if parts is None else parts, targets, batched=self.batched)
-        if bool(torch.isfinite(grads).all()):
+        if all_finite(grads):
             w = self.weights(grads, losses.detach())  # float64 from the built-in solvers
         else:  # no solver sees NaN/inf: the direction is NaN, as a plain backward's would be,
             # for the caller's finite check (the RL runner then skips the update)

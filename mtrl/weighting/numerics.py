@@ -32,6 +32,16 @@ def gram_matrix(grads: Tensor) -> Tensor:
     return gram * torch.exp2(exponent) * torch.exp2(exponent.T)
 
 
+def all_finite(x: Tensor) -> bool:
+    """Whether every entry of ``x`` is finite, read on the host. The sum first: one pass without
+    a temporary, and a finite sum means finite entries (a NaN or inf entry makes it NaN or inf);
+    the entrywise test, ~20x slower on a (40, 82k) float32 matrix on the CPU, only when the sum
+    is not finite (such an entry, or finite entries whose sum overflows)."""
+    if x.numel() == 0:
+        return True
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
 def _scaled_rows(grads: Tensor) -> tuple[Tensor, Tensor]:
     """``(e, S)``: row i of ``grads`` is ``2^e_i S_i`` with ``max |S_i| < 1`` (exact; e = 0 for a
     zero row). Scaled in two halves: 2^149 (a subnormal float32 row) is out of float32's range."""

@@ -524,3 +524,19 @@ def test_nash_weights_of_a_non_finite_gram_are_zero():
     # caller's weights); an inf norm zeroes the tolerance of the zero-gradient test as well
     for k in (t([1.0, math.nan], [math.nan, 1.0]), t([math.inf, 0.0], [0.0, 1.0])):
         assert torch.equal(W.nash_weights(k), torch.zeros(2, dtype=torch.float64))
+
+
+def test_all_finite_by_the_sum_and_by_entries():
+    """The sum decides when it is finite; NaN and inf entries, and finite entries whose sum
+    overflows float32, go to the entrywise test."""
+    from mtrl.weighting.numerics import all_finite
+
+    assert all_finite(torch.randn(3, 5)) and all_finite(torch.zeros(0, 4))
+    for bad in (math.nan, math.inf, -math.inf):
+        g = torch.ones(2, 3)
+        g[1, 2] = bad
+        assert not all_finite(g)
+    big = torch.full((2, 2), 3e38)  # finite, but the sum is inf
+    assert not torch.isfinite(big.sum()) and all_finite(big)
+    opposite = torch.tensor([math.inf, -math.inf])  # a NaN sum, not finite entries
+    assert not all_finite(opposite)
