@@ -49,6 +49,19 @@ class BlockedGrads:
     def get(self, param: Tensor) -> Tensor | None:
         return self.grads.get(id(param))
 
+    def record(
+        self, param_ids: Sequence[int], per_task: Sequence[Tensor | None]
+    ) -> list[Tensor | None]:
+        """A layer's per-task gradients (K, *shape) of its weight and bias (None: not asked
+        for), recorded under ``param_ids``; returns their sums over tasks, the layer's usual
+        gradients."""
+        sums: list[Tensor | None] = []
+        for param_id, grads in zip(param_ids, per_task, strict=True):
+            if grads is not None:
+                self.add(param_id, grads)
+            sums.append(None if grads is None else grads.sum(0))
+        return sums
+
 
 def open_blocks(rows: int) -> BlockedGrads | None:
     """The sink, when one is open and a batch of ``rows`` (along its first dimension) splits

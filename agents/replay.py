@@ -82,13 +82,12 @@ def _blocked_conv_backward(
         conv_backward(g, h, [False, need[1], need[2]])
         for g, h in zip(grad.chunk(k), x.chunk(k), strict=True)
     ]
-    sums: list[Tensor | None] = [None, None]
-    for j, param_id in enumerate(ctx.ids):
-        if need[1 + j]:
-            per_task = torch.stack([cast(Tensor, p[1 + j]) for p in parts])
-            sink.add(param_id, per_task)
-            sums[j] = per_task.sum(0)
-    return gx, sums[0], sums[1], None, None, None
+    per_task = [
+        torch.stack([cast(Tensor, p[1 + j]) for p in parts]) if need[1 + j] else None
+        for j in range(2)
+    ]
+    gw, gb = sink.record(ctx.ids, per_task)
+    return gx, gw, gb, None, None, None
 
 
 def _two_copies(h: Tensor) -> Tensor:
@@ -130,12 +129,8 @@ class _ReplayLinear(torch.autograd.Function):
             torch.bmm(x.transpose(1, 2), grad).unsqueeze(1) if need[1] else None,  # (K, 1, in, out)
             grad.sum(1, keepdim=True).unsqueeze(1) if need[2] else None,  # (K, 1, 1, out)
         )
-        sums: list[Tensor | None] = [None, None]
-        for j, param_id in enumerate(ctx.ids):
-            if (grads := per_task[j]) is not None:
-                sink.add(param_id, grads)
-                sums[j] = grads.sum(0)
-        return gx, sums[0], sums[1], None
+        gw, gb = sink.record(ctx.ids, per_task)
+        return gx, gw, gb, None
 
 
 class Tape:

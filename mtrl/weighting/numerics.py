@@ -24,7 +24,7 @@ def gram_matrix(grads: Tensor) -> Tensor:
     host = gram.detach().cpu().numpy()  # (T, T): the solvers read it on the host anyway
     if grads.numel() == 0 or (np.isfinite(host).all() and (np.diag(host) >= tiny).all()):
         return gram
-    if not bool(torch.isfinite(grads).all()):
+    if not all_finite(grads):
         return gram
     exponent, scaled = _scaled_rows(grads.detach())
     gram = (scaled @ scaled.T).double()
