@@ -75,8 +75,10 @@ class MMoE(MultiTaskModel):
 
     def heads_from_features(self, z: Tensor, x: Tensor) -> list[Tensor]:
         d = z.shape[1] // self.num_experts  # spelled out: -1 is ambiguous for an empty batch
-        experts = z.reshape(z.shape[0], self.num_experts, d)  # (B, E, D)
-        return [self._task(experts, x, t) for t in range(self.num_tasks)]
+        shape = (z.shape[0], self.num_experts, d)  # (B, E, D)
+        # a view of z per task: each task's graph then starts at its own node, so representation
+        # mode takes every task's gradient in one backward (mtrl.weighting.heads_pass)
+        return [self._task(z.reshape(shape), x, t) for t in range(self.num_tasks)]
 
     def _task(self, experts: Tensor, x: Tensor, t: int) -> Tensor:
         gate = self.gates[t](x).softmax(-1)  # (B, E)

@@ -34,9 +34,11 @@ from mtrl.weighting.grads import (
     accumulate_grad,
     as_loss_vector,
     backward_task_params,
+    providing,
     shared_targets,
     task_gradients,
 )
+from mtrl.weighting.heads_pass import heads_pass
 from mtrl.weighting.numerics import all_finite, combine
 
 WEIGHTINGS: Registry[LossWeighting] = Registry("weighting")
@@ -154,7 +156,14 @@ class GradientAggregator(LossWeighting):
             if losses.requires_grad:
                 losses.sum().backward()
             return losses.new_ones(losses.shape).detach()
-        grads = task_gradients(losses if parts is None else parts, targets, batched=self.batched)
+        grads = None
+        if features is not None and not providing():  # heads serve one task each: one pass
+            grads = heads_pass(losses if parts is None else parts, features, task_params)
+        heads_done = grads is not None
+        if grads is None:
+            grads = task_gradients(
+                losses if parts is None else parts, targets, batched=self.batched
+            )
         if all_finite(grads):
             w = self.weights(grads, losses.detach())  # float64 from the built-in solvers
         else:  # no solver sees NaN/inf: the direction is NaN, as a plain backward's would be,
@@ -169,7 +178,8 @@ class GradientAggregator(LossWeighting):
                 accumulate_grad([features], direction)
         else:
             accumulate_grad(targets, direction)
-        backward_task_params(losses, targets, task_params, stop=features)
+        if not heads_done:
+            backward_task_params(losses, targets, task_params, stop=features)
         return w.detach()
 
 

@@ -86,6 +86,11 @@ def task_gradient_provider(provider: GradientProvider | None) -> Iterator[None]:
         _PROVIDER.reset(token)
 
 
+def providing() -> bool:
+    """Whether a :func:`task_gradient_provider` is installed (it then defines the matrix)."""
+    return _PROVIDER.get() is not None
+
+
 def task_gradients(
     losses: Tensor | Sequence[Tensor], inputs: Sequence[Tensor], *, batched: bool = False
 ) -> Tensor:
