@@ -59,7 +59,9 @@ NOTES = """Notes:
 - Cells: median step time (its ratio to equal weighting at the same T), peak memory growth.
   "parameters" takes per-task gradients w.r.t. the trunk's parameters (T backward passes through
   the trunk, the same work as torchjd's `mtl_backward` + `jac_to_grad`); "representation" w.r.t.
-  the trunk output z (B, D), then one backward through the trunk (Sener and Koltun 2018).
+  the trunk output z (B, D), then one backward through the trunk (Sener and Koltun 2018); the
+  T gradients w.r.t. z come from one backward through the heads (`mtrl/weighting/heads_pass.py`;
+  rows written before 2026-12-07 took one per task).
 - GradNorm needs each task's gradient norm on the last shared layer's weight per step by
   definition: T backward passes to that layer's output, handed over with the model as the
   Trainer does, whose norms come from the layer's input and output gradients without forming the
@@ -67,8 +69,9 @@ NOTES = """Notes:
   them); FAMO's paper protocol takes one extra forward pass (`famo_update="next_batch"` in the
   Trainer drops it).
 - Gradient reversal is timed with the last task adversarial: one backward as equal weighting,
-  then one through that task's head again to undo the reversal there (rows written before
-  2026-12-06 timed it with no adversary, as two backward passes).
+  a hook turning the adversary's gradient where it enters the trunk
+  (`mtrl/weighting/reversal_pass.py`; rows written 2026-12-06 and 2026-12-07 took a second
+  backward through that task's head, earlier rows timed it with no adversary, as two passes).
 - Rows are interleaved over rounds and the fastest median kept, but on a shared or noisy
   machine expect +-15% noise on the small (T = 2) rows.
 - Quality budgets are small (two_digits: 4000 pairs, 15 epochs; gradnorm_toy: 5000 samples,
