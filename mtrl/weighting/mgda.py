@@ -39,6 +39,13 @@ def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-6) -> Te
         g = _line_search(k[0, 0], k[0, 1], k[1, 1])
         alpha[:] = (g, 1.0 - g)
     else:
+        # every gradient in the support (common when they agree more than they conflict): the
+        # affine hull's min-norm point is then inside the simplex, found in one solve where
+        # Wolfe's cycles from a pair would add the T - 2 others one solve each
+        full = _affine_min(k, list(range(t)), t)
+        n = _sizes(k)
+        if (full * n > 1e-12 * float(np.abs(full) @ n)).all() and _optimal(k, full, 1e-10):
+            return torch.as_tensor(full, dtype=gram.dtype, device=gram.device)
         # best pair, vectorised: the line search of _line_search for every (i, j) at once
         xx, yy = np.diag(k)[:, None], np.diag(k)[None, :]
         denom = xx + yy - 2.0 * k

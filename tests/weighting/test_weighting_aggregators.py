@@ -493,6 +493,23 @@ def test_cagrad_at_a_tiny_float32_scale_with_zero_in_the_hull():
     torch.testing.assert_close(W.cagrad(g * scale) / scale, W.cagrad(g), rtol=1e-6, atol=0)
 
 
+def test_mgda_full_support_in_one_solve_and_a_vertex_outside_it(monkeypatch):
+    # orthogonal gradients of norms 1, 2, 4: the min-norm point weights them by 1/|g_i|^2,
+    # (16, 4, 1) / 21, all positive: one affine solve, no Wolfe cycles
+    mgda = importlib.import_module("mtrl.weighting.mgda")
+    calls = []
+    refine = mgda._refine
+    monkeypatch.setattr(mgda, "_refine", lambda *a, **kw: calls.append(1) or refine(*a, **kw))
+    g = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
+    torch.testing.assert_close(W.min_norm_weights(g @ g.T), v(16.0, 4.0, 1.0).double() / 21)
+    assert calls == []
+    # (3, 3) far from the others: on the affine hull of all three the min-norm point (the
+    # origin) has weight -1/5 on it, so Wolfe's cycles from the best pair give (0.5, 0.5, 0)
+    h = t([1.0, 0.0], [0.0, 1.0], [3.0, 3.0]).double()
+    torch.testing.assert_close(W.min_norm_weights(h @ h.T), v(0.5, 0.5, 0.0).double())
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("num_tasks", [2, 3])
 def test_mgda_with_every_gradient_zero_gives_finite_simplex_weights(num_tasks):
     # every task solved (or a batch without signal): the line search's 0 / 0 gave NaN weights
