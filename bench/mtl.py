@@ -69,9 +69,8 @@ NOTES = """Notes:
   them); FAMO's paper protocol takes one extra forward pass (`famo_update="next_batch"` in the
   Trainer drops it).
 - Gradient reversal is timed with the last task adversarial: one backward as equal weighting,
-  a hook turning the adversary's gradient where it enters the trunk
-  (`mtrl/weighting/reversal_pass.py`; rows written 2026-12-06 and 2026-12-07 took a second
-  backward through that task's head, earlier rows timed it with no adversary, as two passes).
+  then one through that task's head again to undo the reversal there (rows written before
+  2026-12-06 timed it with no adversary, as two backward passes).
 - Rows are interleaved over rounds and the fastest median kept, but on a shared or noisy
   machine expect +-15% noise on the small (T = 2) rows.
 - Quality budgets are small (two_digits: 4000 pairs, 15 epochs; gradnorm_toy: 5000 samples,

@@ -11,7 +11,6 @@ from torch import Tensor
 
 from mtrl.weighting.base import WEIGHTINGS, LossWeighting
 from mtrl.weighting.grads import backward_task_params, shared_targets
-from mtrl.weighting.reversal_pass import reversed_backward
 
 
 class GradReverse(torch.autograd.Function):
@@ -70,12 +69,10 @@ class GradientReversal(LossWeighting):
     ) -> Tensor:
         """Trunk: reversed adversarial gradients; heads: plain sum. Returns trunk weights (T,).
 
-        One backward, what equal weighting costs: of ``sum_i L_i``, the adversaries' gradient
-        turned by a hook where it enters the shared part (:mod:`mtrl.weighting.reversal_pass`).
-        When a normal task's loss shares that node (or ``task_params`` is given), one backward
-        of ``sum_i w_i L_i`` into every parameter, then one of ``(1 + lambda) sum_adv L_j`` into
-        the parameters that are not ``targets`` only (the adversaries' heads, which the first
-        pass gave ``-lambda`` times their gradient): those end with the plain sum."""
+        One backward of ``sum_i w_i L_i`` into every parameter (what equal weighting costs),
+        then, if some task is adversarial, a backward of ``(1 + lambda) sum_adv L_j`` into the
+        parameters that are not ``targets`` only (the adversaries' heads, which the first pass
+        gave ``-lambda`` times their gradient): those end with the plain sum."""
         parts = None if isinstance(losses, Tensor) else list(losses)
         losses = self._check(losses)
         targets = shared_targets(shared_params, features, "gradient_reversal")
@@ -89,10 +86,6 @@ class GradientReversal(LossWeighting):
         ).tolist()
         scale = 1.0 + lam
         adversaries = [i for i, adv in enumerate(mask) if adv] if scale else []
-        if adversaries and task_params is None:  # one pass, when the graph allows it
-            flags = [bool(a) for a in mask]
-            if reversed_backward(losses if parts is None else parts, targets, flags, lam, features):
-                return w.detach()
         total = (w * losses).sum()
         if total.requires_grad:
             total.backward(retain_graph=bool(adversaries))

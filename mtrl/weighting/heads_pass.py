@@ -19,7 +19,7 @@ from torch.autograd.graph import Node
 _SHARED = -1  # owner of a node two tasks reach
 
 
-def loss_roots(losses: Tensor | Sequence[Tensor], num_tasks: int) -> list[Node | None] | None:
+def _roots(losses: Tensor | Sequence[Tensor], num_tasks: int) -> list[Node | None] | None:
     """Each task's loss node (None: no gradient), or None when the tasks' losses are one node
     (e.g. a (T,) loss from one reduction) and cannot be told apart."""
     if isinstance(losses, Tensor):
@@ -71,7 +71,7 @@ def heads_pass(
         return None
     parts = losses if isinstance(losses, Tensor) else list(losses)
     t = parts.shape[0] if isinstance(parts, Tensor) else len(parts)
-    roots = loss_roots(parts, t)
+    roots = _roots(parts, t)
     if roots is None:
         return None
     z_fn, z_nr = features.grad_fn, features.output_nr

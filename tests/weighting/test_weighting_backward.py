@@ -127,12 +127,15 @@ def test_gradient_reversal_reads_lambda_and_the_adversaries_in_one_host_read(
 
 @pytest.mark.parametrize("mode", ["params", "features"])
 @pytest.mark.parametrize(
-    ("adversarial", "lambda_"), [([2], 0.5), ([0, 2], 2.0), ([], 1.0), ([1], -1.0)]
+    ("adversarial", "lambda_", "head_passes"),
+    [([2], 0.5, [1, 1, 2]), ([], 1.0, [1, 1, 1]), ([1], -1.0, [1, 1, 1])],
 )
-def test_gradient_reversal_costs_one_backward(make_toy, mode, adversarial, lambda_):
-    # the trunk and every head are backpropagated once, as with equal weighting: the adversary's
-    # gradient is turned where it enters the trunk (mtrl.weighting.reversal_pass); the heads
-    # that would need a second pass are tested in test_reversal_pass.py
+def test_gradient_reversal_costs_one_backward_plus_the_adversaries_heads(
+    make_toy, mode, adversarial, lambda_, head_passes
+):
+    # the trunk and every normal head are backpropagated once, as with equal weighting; only an
+    # adversary's head is visited again, to turn its -lambda gradient into its own (none when
+    # lambda = -1 makes -lambda already 1)
     toy = make_toy()
     passes = [0, 0, 0]
 
@@ -154,7 +157,7 @@ def test_gradient_reversal_costs_one_backward(make_toy, mode, adversarial, lambd
         method.backward(losses, toy.shared())
     else:
         method.backward(losses, features=feats)
-    assert passes == [1, 1, 1] and len(trunk) == 1
+    assert passes == head_passes and len(trunk) == 1
     ref = make_toy()
     rl, _ = ref.losses()
     w = torch.tensor([-lambda_ if i in adversarial else 1.0 for i in range(3)])
