@@ -119,8 +119,8 @@ class GradientAggregator(LossWeighting):
     Subclasses implement :meth:`weights` returning ``w`` (T,) with ``aggregate(G) = w @ G``.
     ``batched=True`` computes per-task gradients with one vmapped autograd call (representation
     mode takes them from one backward through the heads whenever the graph separates by task,
-    :mod:`mtrl.weighting.heads_pass`, batched or not). The built-in
-    solvers work on :func:`~mtrl.weighting.numerics.gram_matrix` and return float64 weights: a
+    :mod:`mtrl.weighting.heads_pass`, batched or not). The built-in solvers work on
+    :func:`~mtrl.weighting.numerics.gram_matrix` and return float64 weights: a
     weight can be out of float32's range while its term is not
     (:func:`~mtrl.weighting.numerics.combine` takes the sum then); :meth:`backward` returns them
     in the gradients' dtype (such a weight shows as inf there).
