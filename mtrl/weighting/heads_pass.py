@@ -131,8 +131,8 @@ def heads_pass(
         return keep
 
     handles = [fn.register_hook(keeper(owner[fn], idx)) for fn, idx in consumers.items()]
-    if task_params is not None:
-        leaves = [p for p in task_params if p.requires_grad]
+    if task_params is not None:  # once each: autograd.grad answers every entry of a repeat
+        leaves = list({id(p): p for p in task_params if p.requires_grad}.values())
     if isinstance(parts, Tensor):
         outputs, seeds = [parts], [torch.ones_like(parts)]
     else:

@@ -183,3 +183,11 @@ def test_a_parameter_two_heads_use_outside_z_gets_the_plain_sum_once():
     assert g is not None
     torch.testing.assert_close(g, torch.tensor([[2.0, 2.0], [4.0, 4.0]]))
     torch.testing.assert_close(s.grad, torch.tensor(9.0))
+
+
+def test_explicit_task_params_given_twice_get_their_gradient_once():
+    z = torch.tensor([[1.0, 2.0]], requires_grad=True)
+    a = torch.tensor([1.0, -1.0], requires_grad=True)
+    g = heads_pass([(z @ a).sum(), z.sum()], z, task_params=[a, a])
+    assert g is not None
+    torch.testing.assert_close(a.grad, torch.tensor([1.0, 2.0]))  # dL1/da = z, once
