@@ -158,14 +158,13 @@ class GradientAggregator(LossWeighting):
             if losses.requires_grad:
                 losses.sum().backward()
             return losses.new_ones(losses.shape).detach()
+        given = losses if parts is None else parts
         grads = None
         if features is not None and not providing():  # heads serve one task each: one pass
-            grads = heads_pass(losses if parts is None else parts, features, task_params)
+            grads = heads_pass(given, features, task_params)
         heads_done = grads is not None
         if grads is None:
-            grads = task_gradients(
-                losses if parts is None else parts, targets, batched=self.batched
-            )
+            grads = task_gradients(given, targets, batched=self.batched)
         if all_finite(grads):
             w = self.weights(grads, losses.detach())  # float64 from the built-in solvers
         else:  # no solver sees NaN/inf: the direction is NaN, as a plain backward's would be,

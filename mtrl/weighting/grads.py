@@ -142,10 +142,30 @@ def task_gradients(
 def accumulate_grad(params: Sequence[Tensor], vec: Tensor) -> None:
     """Add the flat gradient ``vec`` (P,) into ``p.grad`` of ``params`` (created if ``None``)."""
     for p, g in zip(params, unflatten(vec.detach(), params), strict=True):
-        if p.grad is None:
-            p.grad = g.to(p.dtype).clone()
-        else:
-            p.grad.add_(g.to(p.grad.dtype))
+        add_grad(p, g)
+
+
+def add_grad(param: Tensor, grad: Tensor) -> None:
+    """Add ``grad`` into ``param.grad`` in the parameter's dtype (a copy when it has none)."""
+    if param.grad is None:
+        param.grad = grad.to(param.dtype).clone()
+    else:
+        param.grad.add_(grad.to(param.grad.dtype))
+
+
+def graph_nodes(root: Node, stop: Node | None = None) -> Iterator[Node]:
+    """Every node of ``root``'s autograd graph once, depth first; ``stop`` is yielded but not
+    expanded."""
+    seen: set[Node] = set()
+    stack: list[Node | None] = [root]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        yield fn
+        if fn is not stop:  # next_functions hold None for inputs without grad
+            stack.extend(nxt for nxt, _ in fn.next_functions)
 
 
 def graph_leaves(root: Tensor, stop: Tensor | None = None) -> list[Tensor]:
@@ -153,22 +173,8 @@ def graph_leaves(root: Tensor, stop: Tensor | None = None) -> list[Tensor]:
     if root.grad_fn is None:
         return [root] if root.requires_grad else []
     stop_fn = None if stop is None else stop.grad_fn
-    seen: set[Node] = set()
-    leaves: list[Tensor] = []
-    stack: list[Node | None] = [root.grad_fn]  # next_functions hold None for inputs without grad
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        var = getattr(fn, "variable", None)
-        if var is not None:
-            leaves.append(var)
-            continue
-        if fn is stop_fn:
-            continue
-        stack.extend(nxt for nxt, _ in fn.next_functions)
-    return leaves
+    leaves = (getattr(fn, "variable", None) for fn in graph_nodes(root.grad_fn, stop_fn))
+    return [var for var in leaves if var is not None]
 
 
 def backward_task_params(

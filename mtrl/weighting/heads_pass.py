@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import Node
 
+from mtrl.weighting.grads import add_grad, graph_nodes
+
 _SHARED = -1  # owner of a node two tasks reach
 
 
@@ -40,19 +42,6 @@ def _roots(losses: Tensor | Sequence[Tensor], num_tasks: int) -> list[Node | Non
     return roots
 
 
-def _reachable(root: Node) -> set[Node]:
-    """Every node of ``root``'s graph, ``root`` included."""
-    seen: set[Node] = set()
-    stack: list[Node | None] = [root]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        stack.extend(nxt for nxt, _ in fn.next_functions)
-    return seen
-
-
 def heads_pass(
     losses: Tensor | Sequence[Tensor],
     features: Tensor,
@@ -75,7 +64,7 @@ def heads_pass(
     if roots is None:
         return None
     z_fn, z_nr = features.grad_fn, features.output_nr
-    trunk = _reachable(z_fn) if z_fn is not None else set()
+    trunk = set(graph_nodes(z_fn)) if z_fn is not None else set()
 
     def is_z(fn: Node | None, nr: int) -> bool:
         if z_fn is not None:
@@ -88,15 +77,11 @@ def heads_pass(
     for task, root in enumerate(roots):
         if root is None:
             continue
-        seen: set[Node] = set()
-        stack: list[Node | None] = [root]
-        while stack:
-            fn = stack.pop()
-            if fn is None or fn in seen or fn is z_fn:
+        for fn in graph_nodes(root, stop=z_fn):
+            if fn is z_fn:
                 continue
             if fn in trunk:  # a skip connection or a tied weight: z is not the only way in
                 return None
-            seen.add(fn)
             prev = owner.setdefault(fn, task)
             if prev != task:
                 owner[fn] = _SHARED
@@ -105,11 +90,9 @@ def heads_pass(
                 if prev == task and var is not features:
                     leaves.append(var)
                 continue
-            nexts = fn.next_functions
-            idx = [k for k, (nxt, nr) in enumerate(nexts) if is_z(nxt, nr)]
+            idx = [k for k, (nxt, nr) in enumerate(fn.next_functions) if is_z(nxt, nr)]
             if idx:
                 consumers[fn] = idx
-            stack.extend(nxt for nxt, _ in nexts)
     if not consumers or any(owner[fn] == _SHARED for fn in consumers):
         return None
 
@@ -148,10 +131,6 @@ def heads_pass(
             if not done:
                 out[task].zero_()
         for p, g in zip(leaves, grads[1:], strict=True):
-            if g is None:
-                continue
-            if p.grad is None:
-                p.grad = g
-            else:
-                p.grad.add_(g)
+            if g is not None:
+                add_grad(p, g)
     return out
