@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from agents.depth import depth_factor, frames_to_depth
 from agents.linear import grouped_linear
 from agents.replay import Tape
 
@@ -86,7 +87,9 @@ class ConvEncoder(nn.Module):
     ):
         super().__init__()
         c, h, w = obs_shape
-        self.groups, self.scale, self.in_channels = groups, scale, c
+        self.groups, self.scale, self.in_channels, self.in_width = groups, scale, c, w
+        # first layer as a stride-1 conv over pixel blocks when it can be (agents.depth)
+        self.depth = depth_factor(obs_shape, convs[0][1], convs[0][2]) if convs else 1
         layers: list[nn.Module] = []
         for out, k, s in convs:
             conv = nn.Conv2d(c * groups, out * groups, k, stride=s, groups=groups)
@@ -115,7 +118,10 @@ class ConvEncoder(nn.Module):
         if tape.replaying:
             h = tape.get(-1)
         else:
-            if shared:
+            blocks = frames_to_depth(x, self.depth, shared) if self.depth > 1 else None
+            if blocks is not None:
+                h = blocks
+            elif shared:
                 h = x.reshape(k * b, *x.shape[2:])
             else:
                 h = x.transpose(0, 1).reshape(b, k * self.in_channels, *x.shape[3:])
@@ -126,13 +132,15 @@ class ConvEncoder(nn.Module):
                 h = h.mul_(1.0 / self.scale)
             tape.store(-1, h, layout)
         convs = list(self.convs)[::2]  # slicing the Sequential would build a new Module per call
+        depth = self.depth if h.shape[-1] != self.in_width else 1  # frames or pixel blocks
         for i, conv in enumerate(convs):
             w, bias = conv.weight, conv.bias
             if not shared and tasks is not None:  # the slice of the weights these tasks own
                 per = w.shape[0] // self.groups
                 w = w[tasks.start * per : tasks.stop * per]
                 bias = bias[tasks.start * per : tasks.stop * per]
-            h = tape.conv(i, h, w, bias, conv.stride, 1 if shared else k, layout)
+            h = tape.conv(i, h, w, bias, conv.stride, 1 if shared else k, layout, depth)
+            depth = 1
             if i < len(convs) - 1:
                 h = F.relu(h)
         # The last ReLU runs after the copy into the flat (C, H, W) order: its backward then sees

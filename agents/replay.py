@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.blocked import BlockedGrads, open_blocks
+from agents.depth import weight_from_depth, weight_to_depth
 from agents.linear import linear_backward
 
 
@@ -39,9 +40,12 @@ class _ReplayConv(torch.autograd.Function):
         out: Tensor,
         stride: Sequence[int],
         groups: int,
+        depth: int = 1,
     ) -> Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.groups = list(stride), groups
+        # depth > 1: x holds pixel blocks (agents.depth); the backward is the stride-1 form's
+        ctx.stride = [1, 1] if depth > 1 else list(stride)
+        ctx.groups, ctx.depth = groups, depth
         ctx.ids = (id(weight), id(bias))  # agents.blocked's keys
         return out.view_as(out)
 
@@ -49,6 +53,8 @@ class _ReplayConv(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
+        if ctx.depth > 1:
+            weight = weight_to_depth(weight, ctx.depth)
         sink = open_blocks(x.shape[0]) if ctx.groups == 1 else None
         if sink is not None and (need[1] or need[2]):
             return _blocked_conv_backward(ctx, sink, grad, x, weight)
@@ -61,7 +67,9 @@ class _ReplayConv(torch.autograd.Function):
         )  # fmt: skip
         if one and gx is not None:
             gx = gx[:1]
-        return gx, gw, gb, None, None, None
+        if gw is not None and ctx.depth > 1:
+            gw = weight_from_depth(gw, ctx.depth)
+        return gx, gw, gb, None, None, None, None
 
 
 def _blocked_conv_backward(
@@ -86,8 +94,10 @@ def _blocked_conv_backward(
         torch.stack([cast(Tensor, p[1 + j]) for p in parts]) if need[1 + j] else None
         for j in range(2)
     ]
+    if per_task[0] is not None and ctx.depth > 1:
+        per_task[0] = weight_from_depth(per_task[0], ctx.depth)
     gw, gb = sink.record(ctx.ids, per_task)
-    return gx, gw, gb, None, None, None
+    return gx, gw, gb, None, None, None, None
 
 
 def _two_copies(h: Tensor) -> Tensor:
@@ -95,12 +105,18 @@ def _two_copies(h: Tensor) -> Tensor:
     return h.expand(2, *h.shape[1:]).contiguous(memory_format=torch.channels_last)
 
 
-def conv2d(h: Tensor, weight: Tensor, bias: Tensor, stride: Sequence[int], groups: int) -> Tensor:
+def conv2d(
+    h: Tensor, weight: Tensor, bias: Tensor, stride: Sequence[int], groups: int, depth: int = 1
+) -> Tensor:
     """``F.conv2d`` without padding. oneDNN picks another algorithm for a batch of one sample,
     which rounds differently from the same sample inside a larger batch (the Nature CNN's third
     layer): acting with one env of one task then gave other activations than the loss pass over
     T*E samples, so ``agent.replay_forward=true`` differed from ``false``. A batch of one runs as
-    two copies of the sample instead (its backward likewise, in :class:`_ReplayConv`)."""
+    two copies of the sample instead (its backward likewise, in :class:`_ReplayConv`).
+    ``depth`` > 1: ``h`` holds depth x depth pixel blocks (:mod:`agents.depth`) and ``weight``
+    keeps its usual shape; the equivalent stride-1 convolution runs."""
+    if depth > 1:
+        weight, stride = weight_to_depth(weight, depth), (1, 1)
     if h.shape[0] == 1:
         return torch.nn.functional.conv2d(_two_copies(h), weight, bias, stride, groups=groups)[:1]
     return torch.nn.functional.conv2d(h, weight, bias, stride, groups=groups)
@@ -262,17 +278,18 @@ class Tape:
         stride: Sequence[int],
         groups: int,
         layout: str,
+        depth: int = 1,
     ) -> Tensor:
-        """``conv2d(h, weight, bias)`` (no padding), recorded or replayed."""
+        """``conv2d(h, weight, bias)`` (no padding; ``depth`` as there), recorded or replayed."""
         if self.replaying:
-            return _ReplayConv.apply(h, weight, bias, self.get(index), stride, groups)
+            return _ReplayConv.apply(h, weight, bias, self.get(index), stride, groups, depth)
         if self.loss_pass and groups == 1 and torch.is_grad_enabled():
             # recomputed in the loss pass: a shared layer takes the replayed layer's backward,
             # which can split its weight gradient by task (agents.blocked)
             with torch.no_grad():
-                z = conv2d(h, weight, bias, stride, groups)
-            return _ReplayConv.apply(h, weight, bias, z, stride, groups)
-        z = conv2d(h, weight, bias, stride, groups)
+                z = conv2d(h, weight, bias, stride, groups, depth)
+            return _ReplayConv.apply(h, weight, bias, z, stride, groups, depth)
+        z = conv2d(h, weight, bias, stride, groups, depth)
         self.store(index, z, layout)
         return z
 

@@ -6,6 +6,7 @@
     python bench/profile_update.py --torch-rmsprop            # torch.optim.RMSprop, clip in place
     python bench/profile_update.py agent.weighting=pcgrad --plain-task-gradients  # one backward per task
     python bench/profile_update.py --mkl-linear               # FC layers on MKL, not oneDNN
+    python bench/profile_update.py --strided-first-layer      # no pixel blocks (agents.depth)
     python bench/profile_update.py --kernels                  # the task column's FC product alone
 
 Phases (ms per update, mean over the timed updates): ``collect`` (the whole rollout) split into
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--updates", type=positive_int, default=30, help="timed updates (>= 1)")
     p.add_argument("--torch-rmsprop", action="store_true")
     p.add_argument("--mkl-linear", action="store_true")
+    p.add_argument("--strided-first-layer", action="store_true")
     p.add_argument("--kernels", action="store_true")
     p.add_argument("--plain-task-gradients", action="store_true")
     p.add_argument("overrides", nargs="*", help="config key=value")
@@ -203,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
                 import agents.linear
 
                 agents.linear.ENABLED = False
+            if args.strided_first_layer:
+                import agents.depth
+
+                agents.depth.ENABLED = False
             res = profile(
                 args.agent,
                 args.updates,
@@ -218,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = (
         " (torch RMSprop)" * args.torch_rmsprop
         + " (MKL linear)" * args.mkl_linear
+        + " (strided first layer)" * args.strided_first_layer
         + " (plain task gradients)" * args.plain_task_gradients
     )
     print(f"# {args.agent} {' '.join(args.overrides)}{flags}")

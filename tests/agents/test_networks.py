@@ -101,7 +101,8 @@ def test_encoders_by_hand_scale_uint8_and_apply_every_relu():
 def test_conv_encoder_is_bitwise_the_straightforward_composition(groups, obs_shape, convs, scale):
     # The encoder skips the multiplication by 1 / scale = 1 and applies the last ReLU after the
     # copy into (C, H, W) order (a faster backward): outputs and gradients must not move a bit
-    # from relu(conv) per layer, copy, fc, relu, with the input always scaled.
+    # from relu(conv) per layer, copy, fc, relu, with the input always scaled. The Nature CNN's
+    # first layer runs over 4x4 pixel blocks (agents.depth), here built with pixel_unshuffle.
     from torch.nn import functional as F
 
     from agents.replay import conv2d
@@ -118,9 +119,15 @@ def test_conv_encoder_is_bitwise_the_straightforward_composition(groups, obs_sha
             h = x.reshape(k * b, c, hh, ww)
         else:
             h = x.transpose(0, 1).reshape(b, k * c, hh, ww)
+        depth = 4 if convs == NATURE_CONVS else 1
+        assert enc.depth == depth
+        if depth > 1:
+            h = F.pixel_unshuffle(h, depth)
         h = h.contiguous(memory_format=torch.channels_last).float().mul_(1.0 / scale)
-        for conv in enc.convs[::2]:
-            h = F.relu(conv2d(h, conv.weight, conv.bias, conv.stride, groups))
+        for i, conv in enumerate(enc.convs[::2]):
+            h = F.relu(
+                conv2d(h, conv.weight, conv.bias, conv.stride, groups, depth if i == 0 else 1)
+            )
         if groups == 1:
             h = h.contiguous().reshape(k, b, enc.flat_dim)
         else:

@@ -129,9 +129,12 @@ def test_three_updates_match_sb3_a2c(tmp_path):
         ended += int(runner.rollout.terminated.sum())
         model.train()
         clipped += runner.train_step()["losses/grad_norm"] > cfg.agent.max_grad_norm
+        # atol: our first conv runs over 4x4 pixel blocks (agents.depth), rounding otherwise
+        # than SB3's; RMSprop's first steps from a zero mean square turn that into up to ~1.5e-6
+        # on action_net's weights (a wrong loss term moves them by ~lr = 7e-4)
         for name, value in our_weights_as_sb3(agent.net).items():
             torch.testing.assert_close(
-                value, model.policy.get_parameter(name), rtol=1e-4, atol=1e-6, msg=name
+                value, model.policy.get_parameter(name), rtol=1e-4, atol=3e-6, msg=name
             )
     assert clipped > 0  # the clipping path was compared too
     assert ended == 4
