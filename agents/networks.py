@@ -74,7 +74,8 @@ class ConvEncoder(nn.Module):
     """Conv stack + one fully connected layer, shared (groups=1) or one copy per task (groups=K).
 
     ``obs_shape`` is (C, H, W); uint8 inputs are divided by ``scale`` on the fly so observations
-    stay uint8 until the network. Output (K, B, feature_dim).
+    stay uint8 until the network. Output (K, B, feature_dim). A first layer whose kernel is a
+    multiple of its stride runs as the equal stride-1 conv over pixel blocks (:mod:`agents.depth`).
     """
 
     def __init__(
