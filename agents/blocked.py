@@ -33,10 +33,13 @@ class BlockedGrads:
     """Per-task gradients (K, *shape) of the parameters whose layers took them block by block
     during one backward; a parameter seen twice (used by two layers) is dropped."""
 
-    def __init__(self, num_tasks: int) -> None:
+    def __init__(self, num_tasks: int, slots: dict[int, Tensor] | None = None) -> None:
         self.num_tasks = num_tasks
         self.grads: dict[int, Tensor] = {}
         self.seen: set[int] = set()
+        # (K, *shape) views into the caller's (K, P) matrix, by parameter id: a layer writes its
+        # per-task gradients there instead of stacking them into a tensor that is copied again
+        self.slots = slots or {}
 
     def add(self, param_id: int, grads: Tensor) -> None:
         """Record one layer's per-task gradients of the parameter with ``id`` ``param_id``."""
@@ -48,6 +51,13 @@ class BlockedGrads:
 
     def get(self, param: Tensor) -> Tensor | None:
         return self.grads.get(id(param))
+
+    def slot(self, param_id: int) -> Tensor | None:
+        """Where a layer may write the (K, *shape) per-task gradients of the parameter with
+        ``id`` ``param_id`` (then passed to :meth:`record`), or None: make a tensor of them.
+        A second layer using the parameter overwrites it; the caller then fills the columns
+        from the one-task-at-a-time path (:meth:`add` dropped the parameter)."""
+        return self.slots.get(param_id)
 
     def record(
         self, param_ids: Sequence[int], per_task: Sequence[Tensor | None]
@@ -73,9 +83,10 @@ def open_blocks(rows: int) -> BlockedGrads | None:
 
 
 @contextmanager
-def blocked(num_tasks: int) -> Iterator[BlockedGrads]:
-    """Inside: replayed shared layers record per-task weight gradients into the yielded sink."""
-    sink = BlockedGrads(num_tasks)
+def blocked(num_tasks: int, slots: dict[int, Tensor] | None = None) -> Iterator[BlockedGrads]:
+    """Inside: replayed shared layers record per-task weight gradients into the yielded sink
+    (into ``slots``' views where given, :class:`BlockedGrads`)."""
+    sink = BlockedGrads(num_tasks, slots)
     _OPEN.append(sink)
     try:
         yield sink
@@ -95,11 +106,22 @@ def blocked_task_gradients(
     chosen = [p for p in inputs if id(p) in blockable]
     if k < 2 or not vec.requires_grad or not chosen:
         return task_gradients(losses, inputs)
-    with blocked(k) as sink:
+    sizes = [p.numel() for p in inputs]
+    matrix = inputs[0].new_empty(k, sum(sizes))
+    cols = matrix.split(sizes, 1)
+    views = [c.view(k, *p.shape) for p, c in zip(inputs, cols, strict=True)]
+    slots = {id(p): v for p, v in zip(inputs, views, strict=True) if id(p) in blockable}
+    with blocked(k, slots) as sink:
         torch.autograd.grad(vec.sum(), chosen, retain_graph=True, allow_unused=True)
-    blocks = [sink.get(p) for p in inputs]
-    rest = [p for p, b in zip(inputs, blocks, strict=True) if b is None]
-    plain = task_gradients(losses, rest).split([p.numel() for p in rest], 1) if rest else []
-    left = iter(plain)
-    cols = [next(left) if b is None else b.reshape(k, -1) for b in blocks]
-    return torch.cat(cols, 1)
+    rest: list[int] = []
+    for i, (p, view) in enumerate(zip(inputs, views, strict=True)):
+        got = sink.get(p)
+        if got is None:
+            rest.append(i)
+        elif got is not view:  # the layer made a tensor of them (or p is listed twice)
+            view.copy_(got)
+    if rest:
+        plain = task_gradients(losses, [inputs[i] for i in rest])
+        for i, part in zip(rest, plain.split([sizes[i] for i in rest], 1), strict=True):
+            cols[i].copy_(part)
+    return matrix

@@ -90,12 +90,18 @@ def _blocked_conv_backward(
         conv_backward(g, h, [False, need[1], need[2]])
         for g, h in zip(grad.chunk(k), x.chunk(k), strict=True)
     ]
-    per_task = [
-        torch.stack([cast(Tensor, p[1 + j]) for p in parts]) if need[1 + j] else None
-        for j in range(2)
-    ]
-    if per_task[0] is not None and ctx.depth > 1:
-        per_task[0] = weight_from_depth(per_task[0], ctx.depth)
+    per_task: list[Tensor | None] = [None, None]
+    if need[2]:
+        per_task[1] = torch.stack([cast(Tensor, p[2]) for p in parts])
+    slot = sink.slot(ctx.ids[0]) if need[1] else None
+    if slot is not None:  # into the caller's matrix (agents.blocked)
+        for t, p in enumerate(parts):
+            g = cast(Tensor, p[1])
+            slot[t].copy_(weight_from_depth(g, ctx.depth) if ctx.depth > 1 else g)
+        per_task[0] = slot
+    elif need[1]:
+        stacked = torch.stack([cast(Tensor, p[1]) for p in parts])
+        per_task[0] = weight_from_depth(stacked, ctx.depth) if ctx.depth > 1 else stacked
     gw, gb = sink.record(ctx.ids, per_task)
     return gx, gw, gb, None, None, None, None
 
@@ -141,11 +147,16 @@ class _ReplayLinear(torch.autograd.Function):
             return gx, gw, gb, None
         # one map for every row, rows (K, N, in) task-major: per-task gradients (agents.blocked)
         gx = linear_backward(grad, x, weight, (need[0], False, False))[0]
-        per_task = (
-            torch.bmm(x.transpose(1, 2), grad).unsqueeze(1) if need[1] else None,  # (K, 1, in, out)
-            grad.sum(1, keepdim=True).unsqueeze(1) if need[2] else None,  # (K, 1, 1, out)
-        )
-        gw, gb = sink.record(ctx.ids, per_task)
+        weights: Tensor | None = None  # (K, 1, in, out)
+        if need[1]:
+            slot = sink.slot(ctx.ids[0])
+            if slot is None:
+                weights = torch.bmm(x.transpose(1, 2), grad).unsqueeze(1)
+            else:  # straight into the caller's matrix (agents.blocked)
+                weights = slot
+                torch.bmm(x.transpose(1, 2), grad, out=slot.squeeze(1))
+        biases = grad.sum(1, keepdim=True).unsqueeze(1) if need[2] else None  # (K, 1, 1, out)
+        gw, gb = sink.record(ctx.ids, (weights, biases))
         return gx, gw, gb, None
 
 

@@ -106,6 +106,29 @@ def test_sink_keeps_a_parameter_only_from_a_single_layer():
     assert open_blocks(4) is None
 
 
+@pytest.mark.parametrize("suite", ["atari", "gridworld"])
+def test_layers_write_their_weights_per_task_gradients_into_the_matrix(suite, monkeypatch):
+    # the conv and linear layers' (K, *shape) weight gradients are views into the returned
+    # (K, P) matrix (no stacked tensor copied into it afterwards), and the matrix is right
+    agent, ro = _setup("a2c_multitask", suite)
+    _collect(agent, ro, [slice(0, 3)], record=True)
+    losses, _ = agent.task_losses(ro)
+    recorded = []
+    original = BlockedGrads.record
+
+    def spy(self, param_ids, per_task):
+        recorded.append(per_task[0])
+        return original(self, param_ids, per_task)
+
+    monkeypatch.setattr(BlockedGrads, "record", spy)
+    shared = agent.shared_parameters()
+    got = blocked_task_gradients(losses, shared, agent.blockable)
+    torch.testing.assert_close(got, task_gradients(losses, shared), rtol=1e-5, atol=1e-7)
+    weights = [w for w in recorded if w is not None]
+    assert len(weights) == (4 if suite == "atari" else 2)  # 3 convs + fc; the MLP's 2 layers
+    assert all(w.untyped_storage().data_ptr() == got.untyped_storage().data_ptr() for w in weights)
+
+
 def test_a_weight_used_by_two_layers_falls_back(monkeypatch):
     """If a shared layer ran twice in the graph, its per-task split is unknown: the parameter
     takes the one-task-at-a-time path (and the matrix is still right)."""
