@@ -9,9 +9,9 @@ of the task losses gives every row the gradient of its own task's loss; a shared
 gradient then splits into one sum per task's block of rows. The encoders' shared layers in the
 loss pass, replayed or recomputed, run through :class:`agents.replay._ReplayConv` and
 ``_ReplayLinear``, which take their weight gradients block by block while a
-:class:`BlockedGrads` is open, and :func:`blocked_task_gradients` assembles the (K, P) matrix
-from them: the same matrix for one backward's work (other shared parameters, e.g. a shared
-head's, are taken one task at a time as before).
+:class:`BlockedGrads` is open, writing them into the columns of the (K, P) matrix that
+:func:`blocked_task_gradients` returns: the same matrix for one backward's work (other shared
+parameters, e.g. a shared head's, are taken one task at a time as before).
 """
 
 from __future__ import annotations
