@@ -48,7 +48,7 @@ def frames_to_depth(x: Tensor, s: int, rows: bool) -> Tensor | None:
     if x.dtype != torch.uint8 or x.dim() != 5 or x.shape[-1] % s or x.shape[-2] % s:
         return None
     if x.stride(-1) != 1 or x.storage_offset() % s or any(st % s for st in x.stride()[:-1]):
-        x = x.contiguous()
+        x = x.clone(memory_format=torch.contiguous_format)  # contiguous() keeps an odd offset
     k, b, c, h, w = x.shape
     words = x.view(_WORDS[s]).view(k, b, c, h // s, s, w // s)  # (K, B, C, y, i, x)
     if rows:

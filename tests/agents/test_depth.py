@@ -53,6 +53,11 @@ def test_frames_to_depth_is_pixel_unshuffle_in_either_layout(s, rows):
     shifted = wide[..., 1:]
     flat = shifted.reshape(k * b, c, h, w) if rows else shifted.transpose(0, 1).reshape(b, -1, h, w)
     assert torch.equal(frames_to_depth(shifted, s, rows), F.pixel_unshuffle(flat, s))
+    # contiguous frames at an odd offset into their storage (a slice of a flat buffer)
+    odd = torch.cat([torch.zeros(1, dtype=torch.uint8), x.flatten()])[1:].view(x.shape)
+    assert odd.is_contiguous() and odd.storage_offset() == 1
+    flat = odd.reshape(k * b, c, h, w) if rows else odd.transpose(0, 1).reshape(b, k * c, h, w)
+    assert torch.equal(frames_to_depth(odd, s, rows), F.pixel_unshuffle(flat, s))
 
 
 def test_frames_to_depth_declines_what_it_cannot_rearrange():
