@@ -37,6 +37,22 @@ class DWA(WeightedLoss):
         self.register_buffer("epoch_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("history", torch.ones(2, num_tasks, dtype=torch.float64))  # e-2, e-1
         self.register_buffer("epochs", torch.zeros((), dtype=torch.long))
+        # the epoch's weights, as combine uses them, and what they were computed from: they
+        # change only when the buffers do (epoch_end, a loaded state, a move), and computing
+        # them was ~10 small operations per step, several times equal weighting's (bench/mtl.py)
+        self._cached: tuple[Tensor, Tensor, tuple[object, ...], Tensor] | None = None
+
+    def _weights_for(self, like: Tensor) -> Tensor:
+        """:meth:`current_weights` in ``like``'s dtype and device, recomputed only when the
+        buffers were replaced (a move, ``load_state_dict`` with ``assign``) or modified in place
+        (their version counters: ``epoch_end``, ``load_state_dict``, a user's edit)."""
+        history, epochs = self.history, self.epochs
+        state = (history._version, epochs._version, like.dtype, like.device)
+        c = self._cached
+        if c is None or c[0] is not history or c[1] is not epochs or c[2] != state:
+            w = self.current_weights().to(device=like.device, dtype=like.dtype)
+            c = self._cached = (history, epochs, state, w)
+        return c[3]
 
     def current_weights(self) -> Tensor:
         """The weights (T,) used during the current epoch."""
@@ -63,9 +79,9 @@ class DWA(WeightedLoss):
 
     def combine(self, losses: Tensor) -> tuple[Tensor, Tensor]:
         """losses (T,) -> (weighted sum, weights (T,) summing to T); records the losses."""
-        w = self.current_weights().to(device=losses.device, dtype=losses.dtype)
+        w = self._weights_for(losses)
         self.epoch_sum += losses.detach().to(self.epoch_sum)
         self.epoch_steps += 1
         if self.steps_per_epoch is not None and int(self.epoch_steps) >= self.steps_per_epoch:
             self.epoch_end()
-        return (w * losses).sum(), w
+        return (w * losses).sum(), w.clone()  # a copy: the caller may change what it gets

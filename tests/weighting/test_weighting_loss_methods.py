@@ -121,6 +121,35 @@ def test_random_weights_go_to_the_device_without_waiting_for_it(device_traffic):
     )
 
 
+def test_dwa_weights_follow_every_change_of_its_state():
+    # combine reuses the epoch's weights; a loaded state, an edit of the buffers, a move to
+    # another dtype and another losses dtype must each give the weights of the state they leave
+    trained = W.DWA(2, steps_per_epoch=1)
+    for losses in [(2, 3), (1, 3)]:
+        trained.backward(const_losses(*losses))
+    e1, e2 = math.exp(0.5 / 2), math.exp(1.0 / 2)  # r = (1/2, 3/3), as test_dwa_by_hand
+    expected = torch.tensor([2 * e1 / (e1 + e2), 2 * e2 / (e1 + e2)])
+    method = W.DWA(2)  # epochs end when the caller says: one epoch's weights serve many steps
+    assert torch.equal(method.backward(const_losses(5, 5)), torch.ones(2))  # cached: epoch 0
+    method.load_state_dict(trained.state_dict())
+    torch.testing.assert_close(method.backward(const_losses(5, 5)), expected)
+    with torch.no_grad():
+        method.history.copy_(torch.tensor([[1.0, 1.0], [1.0, 1.0]]))  # r = (1, 1)
+        method.epochs.fill_(2)
+    w = method.combine(torch.ones(2))[1]
+    assert torch.equal(w, torch.ones(2))
+    w.mul_(7.0)  # the caller's copy: the next step's weights are not changed by it
+    assert torch.equal(method.combine(torch.ones(2))[1], torch.ones(2))
+    method.load_state_dict(trained.state_dict())
+    assert method.combine(torch.ones(2, dtype=torch.float64))[1].dtype == torch.float64
+    fresh = W.DWA(2)
+    assert torch.equal(fresh.combine(torch.ones(2))[1], torch.ones(2))
+    # new buffers, not edits (their version counters match the cached ones: both 0)
+    fresh.history = torch.tensor([[2.0, 3.0], [1.0, 3.0]], dtype=torch.float64)
+    fresh.epochs = torch.tensor(2)
+    torch.testing.assert_close(fresh.combine(torch.ones(2))[1], expected)
+
+
 def test_dwa_steps_per_epoch():
     method = W.DWA(2, steps_per_epoch=2)
     for losses in [(1, 2), (3, 4), (1, 3), (1, 3)]:
