@@ -93,15 +93,17 @@ def _blocked_conv_backward(
     per_task: list[Tensor | None] = [None, None]
     if need[2]:
         per_task[1] = torch.stack([cast(Tensor, p[2]) for p in parts])
-    slot = sink.slot(ctx.ids[0]) if need[1] else None
-    if slot is not None:  # into the caller's matrix (agents.blocked)
-        for t, p in enumerate(parts):
-            g = cast(Tensor, p[1])
-            slot[t].copy_(weight_from_depth(g, ctx.depth) if ctx.depth > 1 else g)
-        per_task[0] = slot
-    elif need[1]:
-        stacked = torch.stack([cast(Tensor, p[1]) for p in parts])
-        per_task[0] = weight_from_depth(stacked, ctx.depth) if ctx.depth > 1 else stacked
+    if need[1]:
+        weights = [cast(Tensor, p[1]) for p in parts]
+        if ctx.depth > 1:
+            weights = [weight_from_depth(g, ctx.depth) for g in weights]
+        slot = sink.slot(ctx.ids[0])
+        if slot is None:
+            per_task[0] = torch.stack(weights)
+        else:  # into the caller's matrix (agents.blocked)
+            for t, g in enumerate(weights):
+                slot[t].copy_(g)
+            per_task[0] = slot
     gw, gb = sink.record(ctx.ids, per_task)
     return gx, gw, gb, None, None, None, None
 
